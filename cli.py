@@ -1,0 +1,100 @@
+"""`sim`: the command-line front of hllm-sim (thin: parse, validate, call one function).
+
+Commands live beside the code they drive; this module only mounts them:
+  sim data ...      simulator/cli_data.py   load / synth / info / list datasets
+  sim train, eval   policies/cli.py         fit and evaluate a registered policy
+  sim hllm ...      hllm/cli.py             embed-items, train stages, export
+  sim run           simulator/cli_run.py    run an A/B(/n) simulation
+  sim report, query, power   analysis/cli.py
+Errors caused by input print one line (``error: ...``) and exit 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from simulator.errors import SimError
+
+app = typer.Typer(
+    name="sim",
+    help="hllm-sim: simulate A/B tests of LLM-based (HLLM) vs ID-based recommenders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _DEBUG["on"] = debug or bool(os.environ.get("SIM_DEBUG"))
+
+
+# (module, attribute, mount name, is_group)
+_MOUNTS = (
+    ("simulator.cli_data", "app", "data", True),
+    ("policies.cli", "train", "train", False),
+    ("policies.cli", "evaluate", "eval", False),
+    ("hllm.cli", "app", "hllm", True),
+    ("simulator.cli_run", "run", "run", False),
+    ("analysis.cli", "report", "report", False),
+    ("analysis.cli", "query", "query", False),
+    ("analysis.cli", "power", "power", False),
+)
+
+
+def _mount() -> None:
+    for module, attr, name, is_group in _MOUNTS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:  # not written yet
+                continue
+            raise
+        obj = getattr(mod, attr, None)
+        if obj is None:
+            continue
+        if is_group:
+            app.add_typer(obj, name=name)
+        else:
+            app.command(name)(obj)
+
+
+_mount()
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning user errors into one line."""
+    try:
+        app(standalone_mode=False)
+    except SimError as e:
+        if _DEBUG["on"] or "--debug" in sys.argv:
+            raise
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code or 0)
+    except Exception as e:  # click usage errors and the like
+        # click (or typer's bundled click) usage errors: show them the usual way
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
+            e.show()
+            sys.exit(e.exit_code)
+        if type(e).__name__ == "Abort":
+            sys.exit(1)
+        if _DEBUG["on"] or "--debug" in sys.argv:
+            raise
+        typer.secho(f"error: {type(e).__name__}: {e}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

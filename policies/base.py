@@ -1,0 +1,172 @@
+"""Contracts shared by every policy (ID-based and HLLM) and by the simulator's pipeline.
+
+All calls are batch-first: one call serves many users. Item and user ids are the dataset's
+contiguous 0-based ids (see ``simulator.data.sequences``).
+
+- :class:`UserBatch`   who is asking: ids, chronological histories (ragged), request time.
+- :class:`Candidates`  (B, k) item ids + scores (+ channel of origin), padded with -1 / -inf.
+- :class:`Slate`       the final ranked list shown to each user.
+- :class:`Retriever`   ``retrieve(users, k, exclude) -> Candidates``
+- :class:`Scorer`      ``score(users, items) -> (B, n) scores`` for given candidate ids
+- :class:`Reranker`    ``rerank(users, candidates, scores, k) -> Slate``
+- :class:`Policy`      fit / save / load + retrieval and/or scoring; registered once by name.
+
+:class:`FullScorePolicy` gives both retrieval and scoring to any model that can score every
+item for a batch of users (``score_all``), with exact top-k and exclusion handled once here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from simulator.data.sequences import Dataset, LeaveOneOut
+
+PAD = -1  # item id used to pad Candidates / Slate rows
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """A batch of users at request time.
+
+    ``histories[b]`` is user b's chronological item history (what the policy may use);
+    ``timestamps[b]`` the matching times (or None); ``now`` the request times (B,) or None.
+    """
+
+    user_ids: np.ndarray  # (B,) int64
+    histories: Sequence[np.ndarray]  # B ragged int64 arrays
+    timestamps: Sequence[np.ndarray] | None = None
+    now: np.ndarray | None = None  # (B,) float64
+
+    def __post_init__(self) -> None:
+        if len(self.histories) != len(self.user_ids):
+            raise ValueError("UserBatch: histories and user_ids differ in length")
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    @classmethod
+    def from_sequences(cls, seqs: Any, users: np.ndarray | None = None,
+                       now: np.ndarray | None = None) -> "UserBatch":
+        """Build a batch from :class:`~simulator.data.sequences.Sequences` (all users by default)."""
+        users = np.arange(seqs.n_users, dtype=np.int64) if users is None else np.asarray(users, np.int64)
+        return cls(users, [seqs.seq(int(u)) for u in users], [seqs.times(int(u)) for u in users], now)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Per-user candidate lists: (B, k) ids padded with ``PAD``, scores padded with -inf.
+
+    ``channel`` (optional, (B, k) int16) indexes ``channel_names``: which retrieval channel
+    produced each candidate.
+    """
+
+    item_ids: np.ndarray  # (B, k) int64
+    scores: np.ndarray  # (B, k) float32
+    channel: np.ndarray | None = None  # (B, k) int16
+    channel_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.item_ids.shape != self.scores.shape:
+            raise ValueError(f"Candidates: ids {self.item_ids.shape} vs scores {self.scores.shape}")
+
+
+@dataclass(frozen=True)
+class Slate:
+    """The ranked list shown to each user: (B, K) ids (PAD where shorter), scores, channel."""
+
+    item_ids: np.ndarray  # (B, K) int64
+    scores: np.ndarray  # (B, K) float32
+    channel: np.ndarray | None = None  # (B, K) int16
+    channel_names: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    def retrieve(self, users: UserBatch, k: int,
+                 exclude: Sequence[np.ndarray] | None = None) -> Candidates: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    def score(self, users: UserBatch, items: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    def rerank(self, users: UserBatch, candidates: Candidates, scores: np.ndarray,
+               k: int) -> Slate: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A trainable model. ``fit`` on a leave-one-out split (train part + valid targets for
+    early stopping), ``save``/``load`` to a directory."""
+
+    name: ClassVar[str]
+
+    def fit(self, dataset: "Dataset", split: "LeaveOneOut") -> "Policy": ...
+
+    def save(self, path: str | Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Policy": ...
+
+
+def topk_excluding(scores: np.ndarray, k: int,
+                   exclude: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k per row of ``scores`` (B, n) with excluded ids masked; ties -> lower id first.
+
+    Returns (ids (B, k) int64, scores (B, k) float32); rows with fewer than k eligible items
+    are padded with ``PAD`` / -inf. ``scores`` is modified in place where excluded.
+    """
+    B, n = scores.shape
+    scores = scores.astype(np.float32, copy=False)
+    if exclude is not None:
+        for b, ex in enumerate(exclude):
+            if ex is not None and len(ex):
+                scores[b, np.asarray(ex, dtype=np.int64)] = -np.inf
+    k_eff = min(k, n)
+    if k_eff <= 0:
+        return np.full((B, k), PAD, np.int64), np.full((B, k), -np.inf, np.float32)
+    # argpartition then a stable sort of the k winners (by -score, then id) for determinism
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n else \
+        np.tile(np.arange(n), (B, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+    ids[~np.isfinite(top)] = PAD
+    if k_eff < k:
+        ids = np.pad(ids, ((0, 0), (0, k - k_eff)), constant_values=PAD)
+        top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+    return ids, top
+
+
+class FullScorePolicy:
+    """Mixin: retrieval and candidate scoring from ``score_all(users) -> (B, n_items)``.
+
+    Subclasses implement ``score_all``; ``retrieve`` is exact top-k with exclusion and
+    ``score`` gathers candidate scores (PAD candidates score -inf).
+    """
+
+    n_items: int
+
+    def score_all(self, users: UserBatch) -> np.ndarray:  # (B, n_items) float32
+        raise NotImplementedError
+
+    def retrieve(self, users: UserBatch, k: int,
+                 exclude: Sequence[np.ndarray] | None = None) -> Candidates:
+        ids, sc = topk_excluding(self.score_all(users), k, exclude)
+        return Candidates(ids, sc)
+
+    def score(self, users: UserBatch, items: np.ndarray) -> np.ndarray:
+        items = np.asarray(items, dtype=np.int64)
+        full = self.score_all(users)
+        out = np.take_along_axis(full, np.clip(items, 0, None), axis=1).astype(np.float32)
+        out[items < 0] = -np.inf
+        return out
