@@ -1,0 +1,222 @@
+"""The DuckDB catalog: datasets (items, users, interactions, id maps) and, later, run events.
+
+Each dataset lives in its own schema (``dataset_schema(name)``) with tables
+``items(item_id, raw_id, text, <attrs>)``, ``users(user_id, raw_id, <attrs>)`` and
+``interactions(user_id, item_id, ts, event, value, seq)``; the main-schema table ``datasets``
+lists them. Ids are contiguous 0-based ints; ``raw_id`` maps back to the log's ids.
+Writes happen in one transaction: a failed load leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+import numpy as np
+
+from simulator.data.sequences import Dataset, Sequences
+from simulator.errors import NotFoundError, SimError
+
+DEFAULT_CATALOG = "sim.duckdb"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+
+
+def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """Column names of a table or view."""
+    return [d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
+
+
+def default_catalog_path() -> str:
+    return os.environ.get("SIM_CATALOG", DEFAULT_CATALOG)
+
+
+def dataset_schema(name: str) -> str:
+    """DuckDB schema holding dataset ``name`` (``ml-100k`` -> ``ds_ml_100k``)."""
+    check_name(name)
+    return "ds_" + re.sub(r"[^A-Za-z0-9_]", "_", name).lower()
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name or ""):
+        raise SimError(f"invalid dataset name {name!r}: use letters, digits, '_', '-', '.'")
+    return name
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    schema_name: str
+    source: str
+    format: str
+    n_users: int
+    n_items: int
+    n_interactions: int
+    n_skipped: int
+    created_at: Any
+    meta: dict
+
+
+class Catalog:
+    """A DuckDB file holding datasets and run events. ``Catalog(":memory:")`` for tests."""
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
+        self.path = str(path if path is not None else default_catalog_path())
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.Error as e:
+            raise SimError(f"cannot open catalog {self.path}: {e}") from None
+        if not read_only:
+            self.con.execute(
+                """CREATE TABLE IF NOT EXISTS datasets(
+                    name VARCHAR PRIMARY KEY, schema_name VARCHAR, source VARCHAR, format VARCHAR,
+                    n_users BIGINT, n_items BIGINT, n_interactions BIGINT, n_skipped BIGINT,
+                    created_at TIMESTAMP DEFAULT current_timestamp, meta_json VARCHAR)"""
+            )
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        else:
+            self.con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ datasets
+    def has_dataset(self, name: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM datasets WHERE name = ?", [name]).fetchall()[0][0])
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        rows = self.con.execute(
+            "SELECT name, schema_name, source, format, n_users, n_items, n_interactions, n_skipped, "
+            "created_at, meta_json FROM datasets ORDER BY name").fetchall()
+        return [DatasetInfo(*r[:9], json.loads(r[9] or "{}")) for r in rows]
+
+    def info(self, name: str) -> DatasetInfo:
+        for d in self.list_datasets():
+            if d.name == name:
+                return d
+        known = ", ".join(d.name for d in self.list_datasets()) or "none"
+        raise NotFoundError(f"unknown dataset {name!r} in catalog {self.path} (known: {known})")
+
+    def write_dataset(self, name: str, *, interactions: Any, items: Any, users: Any | None = None,
+                      source: str = "", format: str = "", n_skipped: int = 0,
+                      meta: dict | None = None, replace: bool = True) -> DatasetInfo:
+        """Write a canonical dataset from relations/DataFrames/Arrow tables with RAW ids.
+
+        ``interactions``: columns user (raw id), item (raw id), ts, [event], [value], seq
+        (original order, for a stable tie-break). ``items``: column item (raw id), text, attrs.
+        ``users``: column user (raw id), attrs. Ids are remapped to contiguous 0-based ints
+        (users in order of raw id, items in order of raw id) inside one transaction.
+        """
+        check_name(name)
+        schema = dataset_schema(name)
+        con = self.con
+        con.register("_in_inter", interactions)
+        con.register("_in_items", items)
+        if users is not None:
+            con.register("_in_users", users)
+        try:
+            with self.transaction():
+                if self.has_dataset(name):
+                    if not replace:
+                        raise SimError(f"dataset {name!r} already exists (use --replace)")
+                    con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+                    con.execute("DELETE FROM datasets WHERE name = ?", [name])
+                con.execute(f"CREATE SCHEMA {schema}")
+                icols = {c.lower() for c in columns(con, '_in_items')}
+                # item map: every item that appears in the interactions or the item file
+                con.execute(f"""
+                    CREATE TABLE {schema}.item_map AS
+                    SELECT CAST(item AS VARCHAR) AS raw_id,
+                           CAST(row_number() OVER (ORDER BY TRY_CAST(item AS BIGINT) NULLS LAST, CAST(item AS VARCHAR)) - 1 AS BIGINT) AS item_id
+                    FROM (SELECT DISTINCT CAST(item AS VARCHAR) AS item FROM _in_inter
+                          UNION SELECT DISTINCT CAST(item AS VARCHAR) FROM _in_items)""")
+                con.execute(f"""
+                    CREATE TABLE {schema}.user_map AS
+                    SELECT CAST(user AS VARCHAR) AS raw_id,
+                           CAST(row_number() OVER (ORDER BY TRY_CAST(user AS BIGINT) NULLS LAST, CAST(user AS VARCHAR)) - 1 AS BIGINT) AS user_id
+                    FROM (SELECT DISTINCT CAST(user AS VARCHAR) AS user FROM _in_inter)""")
+                has_event = "event" in {c.lower() for c in columns(con, '_in_inter')}
+                has_value = "value" in {c.lower() for c in columns(con, '_in_inter')}
+                con.execute(f"""
+                    CREATE TABLE {schema}.interactions AS
+                    SELECT um.user_id, im.item_id, CAST(i.ts AS DOUBLE) AS ts,
+                           {"CAST(i.event AS VARCHAR)" if has_event else "'interact'"} AS event,
+                           {"CAST(i.value AS DOUBLE)" if has_value else "1.0"} AS value,
+                           CAST(i.seq AS BIGINT) AS seq
+                    FROM _in_inter i
+                    JOIN {schema}.user_map um ON um.raw_id = CAST(i.user AS VARCHAR)
+                    JOIN {schema}.item_map im ON im.raw_id = CAST(i.item AS VARCHAR)
+                    ORDER BY um.user_id, ts, seq""")
+                other = [c for c in columns(con, '_in_items')
+                         if c.lower() not in ("item", "text")]
+                sel = ", ".join(f'it."{c}"' for c in other)
+                con.execute(f"""
+                    CREATE TABLE {schema}.items AS
+                    SELECT im.item_id, im.raw_id,
+                           {"COALESCE(CAST(it.text AS VARCHAR), '')" if "text" in icols else "''"} AS text
+                           {("," + sel) if sel else ""}
+                    FROM {schema}.item_map im
+                    LEFT JOIN (SELECT DISTINCT ON (CAST(item AS VARCHAR)) * FROM _in_items) it
+                      ON CAST(it.item AS VARCHAR) = im.raw_id
+                    ORDER BY im.item_id""")
+                if users is not None:
+                    ucols = [c for c in columns(con, '_in_users') if c.lower() != "user"]
+                    usel = ", ".join(f'u."{c}"' for c in ucols)
+                    con.execute(f"""
+                        CREATE TABLE {schema}.users AS
+                        SELECT um.user_id, um.raw_id {("," + usel) if usel else ""}
+                        FROM {schema}.user_map um
+                        LEFT JOIN (SELECT DISTINCT ON (CAST(user AS VARCHAR)) * FROM _in_users) u
+                          ON CAST(u.user AS VARCHAR) = um.raw_id ORDER BY um.user_id""")
+                else:
+                    con.execute(f"CREATE TABLE {schema}.users AS SELECT user_id, raw_id FROM {schema}.user_map ORDER BY user_id")
+                nu, ni, nn = con.execute(f"""SELECT (SELECT count(*) FROM {schema}.user_map),
+                    (SELECT count(*) FROM {schema}.item_map), (SELECT count(*) FROM {schema}.interactions)""").fetchall()[0]
+                if nn == 0:
+                    raise SimError(f"dataset {name!r}: no interactions to load")
+                con.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp, ?)",
+                            [name, schema, source, format, nu, ni, nn, n_skipped, json.dumps(meta or {})])
+        finally:
+            for t in ("_in_inter", "_in_items", "_in_users"):
+                with contextlib.suppress(Exception):
+                    con.unregister(t)
+        return self.info(name)
+
+    def load_dataset(self, name: str) -> Dataset:
+        """Read dataset ``name`` into memory (sequences in CSR, item text and attributes)."""
+        info = self.info(name)
+        s = info.schema_name
+        inter = self.con.execute(
+            f"SELECT user_id, item_id, ts, value FROM {s}.interactions ORDER BY user_id, ts, seq").fetchnumpy()
+        users = inter["user_id"].astype(np.int64)
+        counts = np.bincount(users, minlength=info.n_users)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        seqs = Sequences(indptr, inter["item_id"].astype(np.int64), inter["ts"].astype(np.float64))
+        items = self.con.execute(f"SELECT * FROM {s}.items ORDER BY item_id").fetchnumpy()
+        attrs = {k: np.asarray(v) for k, v in items.items() if k not in ("item_id", "raw_id", "text")}
+        uraw = self.con.execute(f"SELECT raw_id FROM {s}.user_map ORDER BY user_id").fetchnumpy()["raw_id"]
+        return Dataset(name=name, n_users=int(info.n_users), n_items=int(info.n_items), sequences=seqs,
+                       item_text=[str(t) for t in items["text"]], item_attrs=attrs,
+                       item_raw_ids=np.asarray(items["raw_id"]), user_raw_ids=np.asarray(uraw),
+                       values=inter["value"].astype(np.float64))

@@ -1,0 +1,75 @@
+"""RecBole atomic files: ``<name>.inter``, ``<name>.item``, ``<name>.user`` (tab-separated,
+typed headers such as ``item_id:token``, ``timestamp:float``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simulator.data.loaders.common import read_text_table, require_columns, validate_numeric
+from simulator.data.preprocess import Canonical, Preprocess, text_template_for
+from simulator.errors import DataError
+
+
+def _strip_types(cols: list[str]) -> dict[str, str]:
+    return {c: c.split(":")[0] for c in cols}
+
+
+def _find(path: Path, ext: str) -> Path | None:
+    if path.is_file():
+        cand = path.with_suffix(ext)
+    else:
+        files = sorted(path.glob(f"*{ext}"))
+        cand = files[0] if files else path / f"{path.name}{ext}"
+    return cand if cand.exists() else None
+
+
+def load_recbole(con, path: str | Path, *, skip_bad_lines: bool = False) -> Canonical:
+    """Read RecBole atomic files from a folder (or the ``.inter`` file's path)."""
+    p = Path(path)
+    inter = _find(p, ".inter")
+    if inter is None:
+        raise DataError("no .inter file found", file=str(p))
+    t, cols, n_bad = read_text_table(con, inter, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
+    names = _strip_types(cols)
+    present = list(names.values())
+    require_columns(present, ["user_id", "item_id"], path=str(inter))
+    ts_col = next((c for c in cols if names[c] == "timestamp"), None)
+    val_col = next((c for c in cols if names[c] in ("rating", "value", "label")), None)
+    skipped = n_bad
+    if ts_col:
+        skipped += validate_numeric(con, t, ts_col, path=str(inter), skip_bad_lines=skip_bad_lines)
+    if val_col:
+        skipped += validate_numeric(con, t, val_col, path=str(inter), skip_bad_lines=skip_bad_lines)
+    uc = next(c for c in cols if names[c] == "user_id")
+    ic = next(c for c in cols if names[c] == "item_id")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_canon AS SELECT trim("{uc}") AS user, trim("{ic}") AS item,
+        {f'CAST(trim("{ts_col}") AS DOUBLE)' if ts_col else '_line'} AS ts,
+        {f'CAST(trim("{val_col}") AS DOUBLE)' if val_col else '1.0'} AS value,
+        'interact' AS event, _line AS seq FROM {t}""")
+    items_t = None
+    item_file = _find(p, ".item")
+    if item_file is not None:
+        it, icols, ib = read_text_table(con, item_file, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
+        skipped += ib
+        inames = _strip_types(icols)
+        require_columns(list(inames.values()), ["item_id"], path=str(item_file))
+        rename = {"movie_title": "title", "class": "genres", "release_year": "year", "categories": "genres"}
+        sel = ", ".join(f'trim("{c}") AS "{rename.get(inames[c], inames[c])}"' for c in icols if inames[c] != "item_id")
+        idc = next(c for c in icols if inames[c] == "item_id")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {it}_canon AS
+            SELECT trim("{idc}") AS item{", " + sel if sel else ""} FROM {it}""")
+        items_t = f"{it}_canon"
+    users_t = None
+    user_file = _find(p, ".user")
+    if user_file is not None:
+        ut, ucols, ub = read_text_table(con, user_file, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
+        skipped += ub
+        unames = _strip_types(ucols)
+        require_columns(list(unames.values()), ["user_id"], path=str(user_file))
+        uid = next(c for c in ucols if unames[c] == "user_id")
+        sel = ", ".join(f'trim("{c}") AS "{unames[c]}"' for c in ucols if unames[c] != "user_id")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {ut}_canon AS
+            SELECT trim("{uid}") AS user{", " + sel if sel else ""} FROM {ut}""")
+        users_t = f"{ut}_canon"
+    return Canonical(interactions=f"{t}_canon", items=items_t, users=users_t, n_skipped=skipped,
+                     source=str(p), format="recbole", text_template=text_template_for(con, items_t))
