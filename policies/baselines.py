@@ -1,0 +1,101 @@
+"""Non-learned baselines: ``random`` and ``popularity`` (global counts or a recent window)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.base import FullScorePolicy, UserBatch
+from policies.registry import register
+
+
+class RandomConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+
+    @classmethod
+    def tiny(cls) -> "RandomConfig":
+        return cls()
+
+
+@register("random", config=RandomConfig)
+class RandomPolicy(FullScorePolicy):
+    """Uniformly random scores; a user's scores are a deterministic function of (seed, user)."""
+
+    def __init__(self, cfg: RandomConfig | None = None) -> None:
+        self.cfg = cfg or RandomConfig()
+        self.n_items = 0
+
+    def fit(self, dataset, split) -> "RandomPolicy":
+        self.n_items = dataset.n_items
+        return self
+
+    def score_all(self, users: UserBatch) -> np.ndarray:
+        out = np.empty((len(users), self.n_items), dtype=np.float32)
+        for b, u in enumerate(users.user_ids):
+            out[b] = np.random.default_rng([self.cfg.seed, int(u)]).random(self.n_items, dtype=np.float32)
+        return out
+
+    def save(self, path) -> None:
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        (p / "policy.json").write_text(json.dumps({"config": self.cfg.model_dump(), "n_items": self.n_items}))
+
+    @classmethod
+    def load(cls, path) -> "RandomPolicy":
+        d = json.loads((Path(path) / "policy.json").read_text())
+        p = cls(RandomConfig(**d["config"]))
+        p.n_items = d["n_items"]
+        return p
+
+
+class PopularityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    window_days: float | None = Field(None, gt=0, description="count only the last N days of training logs")
+
+    @classmethod
+    def tiny(cls) -> "PopularityConfig":
+        return cls()
+
+
+@register("popularity", config=PopularityConfig)
+class PopularityPolicy(FullScorePolicy):
+    """Item interaction counts in the training logs (all time, or a recent window)."""
+
+    def __init__(self, cfg: PopularityConfig | None = None) -> None:
+        self.cfg = cfg or PopularityConfig()
+        self.counts = np.zeros(0, dtype=np.float32)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.counts)
+
+    def fit(self, dataset, split) -> "PopularityPolicy":
+        tr = split.train
+        items, ts = tr.items, tr.ts
+        if self.cfg.window_days is not None and len(ts):
+            keep = ts >= ts.max() - self.cfg.window_days * 86400.0
+            items = items[keep]
+        c = np.bincount(items, minlength=dataset.n_items).astype(np.float32)
+        # tiny deterministic tie-break towards lower ids keeps rankings stable
+        self.counts = c - np.arange(len(c), dtype=np.float32) * 1e-6
+        return self
+
+    def score_all(self, users: UserBatch) -> np.ndarray:
+        return np.broadcast_to(self.counts, (len(users), len(self.counts))).copy()
+
+    def save(self, path) -> None:
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        np.save(p / "counts.npy", self.counts)
+        (p / "config.json").write_text(self.cfg.model_dump_json())
+
+    @classmethod
+    def load(cls, path) -> "PopularityPolicy":
+        p = cls(PopularityConfig.model_validate_json((Path(path) / "config.json").read_text()))
+        p.counts = np.load(Path(path) / "counts.npy")
+        return p

@@ -1,0 +1,125 @@
+"""HSTU (Zhai et al., ICML 2024, "Actions Speak Louder than Words").
+
+Each layer: ``U, V, Q, K = split(SiLU(f1(x)))``; pointwise aggregated attention
+``A = SiLU(Q K^T / sqrt(d) + rab(p, t)) / T`` under a causal mask (no softmax); output
+``x + f2(Norm(A V) * U)`` (the U-gating). ``rab`` is a learned relative attention bias over
+position distance buckets plus log-bucketed time gaps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.registry import register
+from policies.seqbase import SequencePolicy
+
+
+class HSTUConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    max_len: int = Field(50, ge=2)
+    hidden: int = Field(64, ge=4)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(1, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    time_buckets: int = Field(32, ge=1)
+    use_time_bias: bool = True
+    loss: Literal["ce", "sampled_ce", "bce"] = "ce"
+    n_negatives: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(5, ge=1)
+    eval_every: int = Field(2, ge=1)
+
+    @classmethod
+    def tiny(cls) -> "HSTUConfig":
+        return cls(max_len=8, hidden=16, n_layers=1, epochs=2, batch_size=64, eval_every=1)
+
+
+class RelativeBias(nn.Module):
+    """rab(i, j) = w_pos[i - j] + w_time[bucket(t_i - t_j)] for j <= i; (B, T, T)."""
+
+    def __init__(self, max_len: int, time_buckets: int, use_time: bool) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(max_len))
+        self.time = nn.Parameter(torch.zeros(time_buckets + 1)) if use_time else None
+        self.time_buckets = time_buckets
+
+    def forward(self, ts: torch.Tensor) -> torch.Tensor:
+        B, T = ts.shape
+        idx = torch.arange(T, device=ts.device)
+        dist = (idx[:, None] - idx[None, :]).clamp(min=0, max=len(self.pos) - 1)  # (T, T)
+        bias = self.pos[dist][None].expand(B, T, T)
+        if self.time is not None:
+            gap = (ts[:, :, None] - ts[:, None, :]).abs().clamp(min=1.0)  # (B, T, T)
+            bucket = torch.log(gap).div(0.301 * 2).floor().long().clamp(0, self.time_buckets)
+            bias = bias + self.time[bucket]
+        return bias
+
+
+class HSTULayer(nn.Module):
+    def __init__(self, cfg: HSTUConfig) -> None:
+        super().__init__()
+        d, self.h = cfg.hidden, cfg.n_heads
+        self.f1 = nn.Linear(d, 4 * d)
+        self.f2 = nn.Linear(d, d)
+        self.norm_in = nn.LayerNorm(d)
+        self.norm_attn = nn.LayerNorm(d)
+        self.rab = RelativeBias(cfg.max_len, cfg.time_buckets, cfg.use_time_bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, ts: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        u, v, q, k = F.silu(self.f1(self.norm_in(x))).chunk(4, dim=-1)  # 4 x (B, T, D)
+        dh = D // self.h
+        q = q.view(B, T, self.h, dh).transpose(1, 2)  # (B, H, T, dh)
+        k = k.view(B, T, self.h, dh).transpose(1, 2)
+        v = v.view(B, T, self.h, dh).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / dh ** 0.5 + self.rab(ts)[:, None]  # (B, H, T, T)
+        mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))[None, None] & valid[:, None, None, :]
+        attn = F.silu(scores).masked_fill(~mask, 0.0) / T  # pointwise, no softmax
+        y = (attn @ v).transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        y = self.f2(self.drop(self.norm_attn(y) * u))
+        return x + y
+
+
+class HSTU(nn.Module):
+    def __init__(self, cfg: HSTUConfig, n_items: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.layers = nn.ModuleList(HSTULayer(cfg) for _ in range(cfg.n_layers))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.ln = nn.LayerNorm(cfg.hidden)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.item_emb.weight
+
+    def forward(self, items: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = items.shape
+        valid = items > 0
+        ts = torch.zeros_like(items, dtype=torch.float32) if ts is None else ts.float()
+        pos = torch.arange(T, device=items.device) + (self.cfg.max_len - T)
+        x = self.drop(self.item_emb(items) * self.cfg.hidden ** 0.5 + self.pos_emb(pos)[None])  # (B, T, D)
+        x = x.masked_fill(~valid[..., None], 0.0)
+        for layer in self.layers:
+            x = layer(x, ts, valid).masked_fill(~valid[..., None], 0.0)
+        return self.ln(x)
+
+
+@register("hstu", config=HSTUConfig)
+class HSTUPolicy(SequencePolicy):
+    """HSTU: pointwise aggregated attention with relative position/time bias and U-gating."""
+
+    def build_model(self, n_items: int) -> nn.Module:
+        return HSTU(self.cfg, n_items)

@@ -1,0 +1,90 @@
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the item sequence.
+
+Learned absolute positions, pre-LayerNorm transformer blocks with dropout, item embeddings
+shared between input and output. Trained by ``policies.train`` (full softmax CE by default;
+BCE with sampled negatives as in the paper, or sampled softmax, via ``loss``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.registry import register
+from policies.seqbase import SequencePolicy
+
+
+class SASRecConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    max_len: int = Field(50, ge=2)
+    hidden: int = Field(64, ge=4)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(1, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    loss: Literal["ce", "sampled_ce", "bce"] = "ce"
+    n_negatives: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
+    eval_every: int = Field(2, ge=1)
+
+    @classmethod
+    def tiny(cls) -> "SASRecConfig":
+        return cls(max_len=8, hidden=16, n_layers=1, epochs=2, batch_size=64, eval_every=1)
+
+
+class CausalBlock(nn.Module):
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.ln2 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, causal: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        h = self.ln1(x)
+        a, _ = self.attn(h, h, h, attn_mask=causal, need_weights=False)  # (B, T, D)
+        x = x + a
+        x = x + self.ff(self.ln2(x))
+        return x.masked_fill(pad[..., None], 0.0)
+
+
+class SASRec(nn.Module):
+    def __init__(self, cfg: SASRecConfig, n_items: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(CausalBlock(cfg.hidden, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
+        self.ln = nn.LayerNorm(cfg.hidden)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.item_emb.weight  # (N+1, D)
+
+    def forward(self, items: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = items.shape
+        pad = items == 0  # (B, T)
+        pos = torch.arange(T, device=items.device) + (self.cfg.max_len - T)
+        x = self.item_emb(items) * self.cfg.hidden ** 0.5 + self.pos_emb(pos)[None]  # (B, T, D)
+        x = self.drop(x).masked_fill(pad[..., None], 0.0)
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=items.device), 1)  # True = blocked
+        for blk in self.blocks:
+            x = blk(x, causal, pad)
+        return self.ln(x)  # (B, T, D)
+
+
+@register("sasrec", config=SASRecConfig)
+class SASRecPolicy(SequencePolicy):
+    """SASRec: causal self-attention sequential recommender (ID-based)."""
+
+    def build_model(self, n_items: int) -> nn.Module:
+        return SASRec(self.cfg, n_items)

@@ -1,0 +1,101 @@
+"""Shared machinery for sequential models (SASRec, HSTU, and the HLLM user model's ID twin).
+
+A sequence model is an ``nn.Module`` with
+  ``forward(items (B, T) int64 [0 = padding, item i -> i+1], ts (B, T) float) -> (B, T, D)``
+  ``item_embeddings() -> (n_items + 1, D)`` (row 0 is padding)
+and :class:`SequencePolicy` turns it into a registered policy: training (``policies.train``),
+``score_all`` (last position's state against every item), and save/load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from policies.base import FullScorePolicy, UserBatch
+
+
+def pad_left(histories, max_len: int, timestamps=None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-aligned (B, T) arrays of shifted ids (0 = pad) and timestamps, last max_len items."""
+    B = len(histories)
+    ids = np.zeros((B, max_len), dtype=np.int64)
+    ts = np.zeros((B, max_len), dtype=np.float64)
+    for b, h in enumerate(histories):
+        h = np.asarray(h)[-max_len:]
+        if len(h):
+            ids[b, max_len - len(h):] = h + 1
+            if timestamps is not None:
+                ts[b, max_len - len(h):] = np.asarray(timestamps[b])[-max_len:]
+    return ids, ts
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class SequencePolicy(FullScorePolicy):
+    """Base policy for ID-based sequence models. Subclasses set ``build_model(cfg, n_items)``."""
+
+    cfg: BaseModel
+    model: torch.nn.Module | None
+
+    def __init__(self, cfg: BaseModel | None = None) -> None:
+        self.cfg = cfg or self.config_cls()  # type: ignore[attr-defined]
+        self.model = None
+        self.n_items = 0
+        self.history: list[dict] = []
+
+    def build_model(self, n_items: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def fit(self, dataset, split) -> "SequencePolicy":
+        from policies.train import train_sequence_model
+
+        self.n_items = dataset.n_items
+        torch.manual_seed(self.cfg.seed)
+        self.model = self.build_model(self.n_items)
+        self.history = train_sequence_model(self, dataset, split)
+        return self
+
+    @torch.no_grad()
+    def user_states(self, users: UserBatch) -> torch.Tensor:
+        assert self.model is not None, "policy is not fitted"
+        ids, ts = pad_left(users.histories, self.cfg.max_len, users.timestamps)
+        self.model.eval()
+        dev = next(self.model.parameters()).device
+        h = self.model(torch.from_numpy(ids).to(dev), torch.from_numpy(ts).to(dev))  # (B, T, D)
+        return h[:, -1]  # (B, D)
+
+    @torch.no_grad()
+    def score_all(self, users: UserBatch) -> np.ndarray:
+        out = np.empty((len(users), self.n_items), dtype=np.float32)
+        for s in range(0, len(users), 512):
+            sub = UserBatch(users.user_ids[s:s + 512], users.histories[s:s + 512],
+                            None if users.timestamps is None else users.timestamps[s:s + 512])
+            u = self.user_states(sub)  # (B, D)
+            emb = self.model.item_embeddings()[1:]  # (N, D)
+            out[s:s + len(sub)] = (u @ emb.T).float().cpu().numpy()
+        return out
+
+    def save(self, path) -> None:
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        (p / "config.json").write_text(json.dumps({"config": self.cfg.model_dump(), "n_items": self.n_items,
+                                                   "history": self.history}))
+        torch.save(self.model.state_dict(), p / "model.pt")
+
+    @classmethod
+    def load(cls, path) -> "SequencePolicy":
+        p = Path(path)
+        d = json.loads((p / "config.json").read_text())
+        pol = cls(cls.config_cls(**d["config"]))  # type: ignore[attr-defined]
+        pol.n_items = d["n_items"]
+        pol.history = d.get("history", [])
+        pol.model = pol.build_model(pol.n_items)
+        pol.model.load_state_dict(torch.load(p / "model.pt", map_location="cpu", weights_only=True))
+        pol.model.to(device())
+        return pol

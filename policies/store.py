@@ -1,0 +1,44 @@
+"""Trained-model cache: ``artifacts/<dataset>/<name>-<config hash>/`` keyed by the resolved
+config and the training data fingerprint, so the same arm is trained once and reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies import registry
+
+
+def config_hash(name: str, cfg: Any, extra: dict | None = None) -> str:
+    payload = json.dumps({"policy": name, "config": cfg.model_dump(mode="json"), **(extra or {})}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def data_fingerprint(dataset, split) -> str:
+    h = hashlib.sha256()
+    for a in (split.train.indptr, split.train.items, split.valid_targets):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(str(dataset.n_items).encode())
+    return h.hexdigest()[:12]
+
+
+def fit_or_load(name: str, dataset, split, overrides: dict | None = None, root: str | Path = "artifacts",
+                progress: bool = True) -> Any:
+    """Return policy ``name`` trained on ``split`` (from the cache when present)."""
+    cfg = registry.make_config(name, overrides)
+    entry = registry.get(name)
+    h = config_hash(name, cfg, {"data": data_fingerprint(dataset, split)})
+    path = Path(root) / dataset.name / f"{name}-{h}"
+    if (path / "DONE").exists():
+        return entry.cls.load(path)
+    t0 = time.perf_counter()
+    pol = entry.cls(cfg)
+    pol.fit(dataset, split)
+    pol.save(path)
+    (path / "DONE").write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 2)}))
+    return pol

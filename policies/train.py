@@ -1,0 +1,100 @@
+"""Shared training loop for sequence models: next-item prediction on every position.
+
+Losses (``cfg.loss``): ``ce`` full softmax cross-entropy over all items, ``sampled_ce``
+softmax over the target + ``cfg.n_negatives`` uniformly sampled items, ``bce`` binary
+cross-entropy with one sampled negative per position (the original SASRec). AdamW, early
+stopping on validation NDCG@10 (full ranking), best weights kept, seeded, tqdm progress.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from policies.seqbase import device, pad_left
+
+
+def training_windows(train, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(U', max_len+1) right-aligned windows of each training sequence (ids shifted, 0 = pad)."""
+    seqs = [s for s in train.as_lists() if len(s) >= 2]
+    tss = [t for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1])) if len(s) >= 2]
+    return pad_left(seqs, max_len + 1, tss)
+
+
+def sequence_loss(policy, h: torch.Tensor, tgt: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """h (B, T, D) states, tgt (B, T) shifted target ids (0 = no target)."""
+    cfg = policy.cfg
+    emb = policy.model.item_embeddings()  # (N+1, D)
+    mask = tgt > 0
+    hs, ts = h[mask], tgt[mask]  # (M, D), (M,)
+    if cfg.loss == "ce":
+        logits = hs @ emb[1:].T  # (M, N)
+        return F.cross_entropy(logits, ts - 1)
+    n_items = emb.shape[0] - 1
+    if cfg.loss == "sampled_ce":
+        neg = torch.randint(1, n_items + 1, (cfg.n_negatives,), generator=gen).to(h.device)
+        pos_logit = (hs * emb[ts]).sum(-1, keepdim=True)  # (M, 1)
+        neg_logit = hs @ emb[neg].T  # (M, n_neg)
+        neg_logit = neg_logit.masked_fill(neg[None, :] == ts[:, None], float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], 1)
+        return F.cross_entropy(logits, torch.zeros(len(ts), dtype=torch.long, device=h.device))
+    # bce
+    neg = torch.randint(1, n_items + 1, ts.shape, generator=gen).to(h.device)
+    pos = (hs * emb[ts]).sum(-1)
+    ng = (hs * emb[neg]).sum(-1)
+    return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
+        F.binary_cross_entropy_with_logits(ng, torch.zeros_like(ng))
+
+
+def train_sequence_model(policy, dataset, split, progress: bool = True) -> list[dict]:
+    """Train ``policy.model`` in place; returns the per-epoch history."""
+    from policies.evaluate import evaluate
+
+    cfg = policy.cfg
+    dev = device()
+    model = policy.model.to(dev)
+    ids, ts = training_windows(split.train, cfg.max_len)
+    if len(ids) == 0:
+        return []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ids_t, ts_t = torch.from_numpy(ids), torch.from_numpy(ts)
+    best, best_state, bad, hist = -1.0, None, 0, []
+    has_valid = bool((split.valid_targets >= 0).any())
+    bar = tqdm(range(cfg.epochs), desc=f"train {policy.name}", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(ids_t), generator=gen)
+        total, nb = 0.0, 0
+        for s in range(0, len(perm), cfg.batch_size):
+            b = perm[s:s + cfg.batch_size]
+            x, t = ids_t[b].to(dev), ts_t[b].to(dev)
+            h = model(x[:, :-1], t[:, :-1])  # (B, T, D)
+            loss = sequence_loss(policy, h, x[:, 1:], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            nb += 1
+        rec = {"epoch": epoch, "loss": total / max(nb, 1), "seconds": round(time.perf_counter() - t0, 2)}
+        if has_valid and (epoch + 1) % cfg.eval_every == 0:
+            rec["valid_ndcg@10"] = evaluate(policy, dataset, split, which="valid", ks=(10,)).summary["ndcg@10"]
+            if rec["valid_ndcg@10"] > best:
+                best, bad = rec["valid_ndcg@10"], 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+        hist.append(rec)
+        bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k != "epoch"})
+        if bad >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return hist
