@@ -40,6 +40,8 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = (10, 50, 200)) -
 def target_ranks(scores: np.ndarray, targets: np.ndarray, exclude: list[np.ndarray] | None) -> np.ndarray:
     """0-based rank of each target among all items (ties count against the target: pessimistic)."""
     scores = scores.astype(np.float32, copy=True)
+    if np.isnan(scores).any():
+        raise ValueError("evaluate: the policy returned NaN scores")
     B = len(targets)
     if exclude is not None:
         rows = np.repeat(np.arange(B), [len(e) for e in exclude])

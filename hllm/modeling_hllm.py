@@ -1,0 +1,134 @@
+"""HLLM (Chen et al., 2024, arXiv 2409.12740): hierarchical item LLM + user LLM.
+
+Item LLM: prompt + item text + a learnable item token appended at the end of each item's
+tokens; the item's feature is the last hidden state at that token (or mean pooling), then a
+linear projection to the user-LLM width. User LLM: a causal transformer (Llama blocks, RoPE)
+over the sequence of item embeddings (``inputs_embeds``); the state at each position predicts
+the next item's embedding. Loss: InfoNCE over cosine similarity with a learnable temperature,
+a shared negative pool, same-id negatives masked and the 0.99-cosine false-negative filter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaModel, PreTrainedModel
+
+from hllm.configuration_hllm import HLLMConfig
+from hllm.item_llm import load_item_backbone
+
+
+class ItemEncoder(nn.Module):
+    """Text -> one feature vector per item (item token or mean pooling). (N, L) -> (N, H)."""
+
+    def __init__(self, cfg: HLLMConfig) -> None:
+        super().__init__()
+        self.backbone, self.tokenizer, self.hidden = load_item_backbone(cfg.item_llm, cfg.item_llm_pretrained, cfg.seed)
+        self.pooling = cfg.pooling
+        self.item_token = nn.Parameter(torch.randn(1, self.hidden) * 0.02)
+        self.prompt, self.max_text_len = cfg.prompt, cfg.max_text_len
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer([self.prompt + t for t in texts], padding="max_length", truncation=True,
+                             max_length=self.max_text_len, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        N, L = input_ids.shape
+        emb = self.backbone.get_input_embeddings()(input_ids)  # (N, L, H)
+        lengths = attention_mask.sum(1)  # (N,)
+        x = torch.cat([emb, emb.new_zeros(N, 1, self.hidden)], 1)  # (N, L+1, H)
+        mask = torch.cat([attention_mask, attention_mask.new_zeros(N, 1)], 1)  # (N, L+1)
+        rows = torch.arange(N, device=input_ids.device)
+        if self.pooling == "item_token":
+            x = x.index_put((rows, lengths), self.item_token.expand(N, -1).to(x.dtype))
+            mask = mask.index_put((rows, lengths), torch.ones_like(lengths, dtype=mask.dtype))
+        h = self.backbone(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (N, L+1, H)
+        if self.pooling == "item_token":
+            return h[rows, lengths]  # (N, H)
+        m = mask[..., None].to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class UserLLM(nn.Module):
+    """Causal transformer over item embeddings: (B, T, D) -> (B, T, D)."""
+
+    def __init__(self, cfg: HLLMConfig) -> None:
+        super().__init__()
+        lc = LlamaConfig(vocab_size=2, hidden_size=cfg.user_hidden, intermediate_size=cfg.user_hidden * 2,
+                         num_hidden_layers=cfg.user_layers, num_attention_heads=cfg.user_heads,
+                         num_key_value_heads=cfg.user_heads, max_position_embeddings=max(cfg.max_len, 64) + 1,
+                         attention_dropout=cfg.dropout, rms_norm_eps=1e-6,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None)
+        self.model = LlamaModel(lc)
+        self.time_emb = nn.Embedding(cfg.time_buckets + 1, cfg.user_hidden) if cfg.use_time else None
+        self.time_buckets = cfg.time_buckets
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
+        if self.time_emb is not None and ts is not None:
+            gap = torch.diff(ts, dim=1, prepend=ts[:, :1]).clamp(min=1.0)  # (B, T) seconds since previous item
+            bucket = torch.log2(gap).floor().long().clamp(0, self.time_buckets)
+            x = x + self.time_emb(bucket)
+        return self.model(inputs_embeds=self.drop(x), attention_mask=mask.long()).last_hidden_state
+
+
+@dataclass
+class InfoNCEOutput:
+    loss: torch.Tensor
+    unmasked_negatives: float  # mean number of negatives left per positive (collapse guard)
+    accuracy: float
+
+
+class HLLMModel(PreTrainedModel):
+    config_class = HLLMConfig
+    base_model_prefix = "hllm"
+    _supports_sdpa = True
+
+    def __init__(self, config: HLLMConfig) -> None:
+        super().__init__(config)
+        self.item_encoder = ItemEncoder(config)
+        self.proj = nn.Linear(self.item_encoder.hidden, config.user_hidden)
+        self.user_llm = UserLLM(config)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)),
+                                        requires_grad=config.learn_temperature)
+
+    def _init_weights(self, module: nn.Module) -> None:  # backbone keeps its pretrained weights
+        pass
+
+    def item_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.item_encoder(input_ids, attention_mask)  # (N, H) before projection
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.proj(feats)  # (N, D)
+
+    def user_states(self, seq_emb: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
+        return self.user_llm(seq_emb, mask, ts)  # (B, T, D)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=math.log(1.0 / self.config.min_temperature)).exp()
+
+    def info_nce(self, pred: torch.Tensor, pos: torch.Tensor, pos_ids: torch.Tensor,
+                 neg: torch.Tensor, neg_ids: torch.Tensor) -> InfoNCEOutput:
+        """pred, pos: (M, D); neg: (K, D) shared pool; ids mask same-item negatives."""
+        p = F.normalize(pred, dim=-1)
+        pos_n = F.normalize(pos, dim=-1)
+        neg_n = F.normalize(neg, dim=-1)
+        pos_logit = (p * pos_n).sum(-1, keepdim=True)  # (M, 1)
+        neg_logit = p @ neg_n.T  # (M, K)
+        masked = (pos_ids[:, None] == neg_ids[None, :])
+        if self.config.false_negative_cos < 1.0:
+            masked |= (pos_n @ neg_n.T).detach() > self.config.false_negative_cos
+        scale = self.scale()
+        # scale first, then mask: -inf * scale would make the scale's gradient NaN
+        logits = torch.cat([pos_logit * scale, (neg_logit * scale).masked_fill(masked, float("-inf"))], 1)
+        target = torch.zeros(len(p), dtype=torch.long, device=p.device)
+        loss = F.cross_entropy(logits, target)
+        with torch.no_grad():
+            acc = float((logits.argmax(1) == 0).float().mean())
+            left = float((~masked).sum(1).float().mean())
+        return InfoNCEOutput(loss, left, acc)

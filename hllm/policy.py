@@ -1,0 +1,192 @@
+"""HLLM as a registered policy (retriever + scorer) under the shared contracts.
+
+``fit``: optional stage 1 (end-to-end item LLM fine-tuning), then item features cached and
+stage 2 (projection + user LLM on long sequences). Serving: an item table (N, D) of
+normalised embeddings; a user's embedding is the user LLM's last state; scores are cosines
+(one batched matmul). ``add_items`` embeds new items with the frozen item LLM: cold-start
+items become retrievable without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from hllm.configuration_hllm import PRESETS, HLLMConfig
+from hllm.modeling_hllm import HLLMModel
+from hllm.train import encode_items, run_stage
+from policies.base import FullScorePolicy, UserBatch
+from policies.registry import register
+from policies.seqbase import device, pad_left
+
+
+class HLLMPolicyConfig(BaseModel):
+    """Policy-level config: a preset plus explicit overrides (None = the preset's value)."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: Literal["fast", "paper", "tiny"] = "fast"
+    seed: int = 0
+    item_llm: str | None = Field(None, description="minilm | smollm2 | tiny | local HF folder")
+    item_llm_pretrained: bool | None = None
+    pooling: Literal["item_token", "mean"] | None = None
+    max_text_len: int | None = Field(None, ge=4)
+    user_hidden: int | None = Field(None, ge=8)
+    user_layers: int | None = Field(None, ge=1)
+    user_heads: int | None = Field(None, ge=1)
+    max_len: int | None = Field(None, ge=2)
+    n_negatives: int | None = Field(None, ge=1)
+    in_batch_negatives: bool | None = None
+    init_temperature: float | None = Field(None, gt=0)
+    use_time: bool | None = None
+    stage1_epochs: int | None = Field(None, ge=0)
+    stage1_max_len: int | None = Field(None, ge=2)
+    stage1_batch_size: int | None = Field(None, ge=1)
+    item_lr: float | None = Field(None, gt=0)
+    stage2_epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1)
+    eval_every: int | None = Field(None, ge=1)
+    dropout: float | None = Field(None, ge=0, lt=1)
+
+    @classmethod
+    def tiny(cls) -> "HLLMPolicyConfig":
+        return cls(preset="tiny")
+
+    def to_hf(self) -> HLLMConfig:
+        vals = dict(PRESETS[self.preset])
+        vals.update({k: v for k, v in self.model_dump().items() if v is not None and k != "preset"})
+        return HLLMConfig(**vals)
+
+
+def load_hllm_model(path) -> HLLMModel:
+    """Rebuild the model from ``save_pretrained`` output (config.json + model.safetensors)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    model = HLLMModel(HLLMConfig.from_pretrained(path))
+    state = {}
+    for f in sorted(path.glob("*.safetensors")):
+        state.update(load_file(f))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if not m.endswith("rotary_emb.inv_freq")]:
+        raise ValueError(f"HLLM checkpoint {path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()
+
+
+@register("hllm", config=HLLMPolicyConfig)
+class HLLMPolicy(FullScorePolicy):
+    """HLLM: item LLM (text -> embedding) + user LLM (sequence of embeddings -> next item)."""
+
+    def __init__(self, cfg: HLLMPolicyConfig | None = None) -> None:
+        self.cfg = cfg or HLLMPolicyConfig()
+        self.hf_config = self.cfg.to_hf()
+        self.model: HLLMModel | None = None
+        self.features: torch.Tensor | None = None  # (N, H) cached item LLM features
+        self.table: torch.Tensor | None = None  # (N, D) projected item embeddings
+        self.table_n: torch.Tensor | None = None  # (N, D) normalised, for scoring
+        self.history: list[dict] = []
+        self.n_items = 0
+
+    # ----------------------------------------------------------------- training
+    def fit(self, dataset, split, progress: bool = True) -> "HLLMPolicy":
+        cfg = self.hf_config
+        torch.manual_seed(cfg.seed)
+        dev = device()
+        self.model = model = HLLMModel(cfg).to(dev)
+        self.n_items = dataset.n_items
+        tokens = model.item_encoder.tokenize(list(dataset.item_text))
+        if cfg.stage1_epochs > 0:
+            def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
+                return model.project(model.item_features(tokens["input_ids"][ids.cpu()].to(dev),
+                                                         tokens["attention_mask"][ids.cpu()].to(dev)))
+            groups = [{"params": list(model.item_encoder.parameters()), "lr": cfg.item_lr},
+                      {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
+            self.history += run_stage(model, split, self.n_items, emb_e2e, groups, epochs=cfg.stage1_epochs,
+                                      max_len=cfg.stage1_max_len, batch_size=cfg.stage1_batch_size, lr=cfg.lr,
+                                      desc="hllm stage 1", progress=progress)
+        self.features = encode_items(model, tokens, progress=progress).to(dev)  # item LLM frozen from here
+        for p in model.item_encoder.parameters():
+            p.requires_grad_(False)
+
+        def emb_cached(ids: torch.Tensor) -> torch.Tensor:
+            return model.project(self.features[ids])
+
+        params = [p for n, p in model.named_parameters() if not n.startswith("item_encoder.") and p.requires_grad]
+        self.history += run_stage(model, split, self.n_items, emb_cached, [{"params": params}],
+                                  epochs=cfg.stage2_epochs, max_len=cfg.max_len, batch_size=cfg.batch_size,
+                                  lr=cfg.lr, policy=self, dataset=dataset, desc="hllm stage 2", progress=progress)
+        self.refresh_table()
+        return self
+
+    @torch.no_grad()
+    def refresh_table(self) -> None:
+        assert self.model is not None and self.features is not None
+        self.model.eval()
+        self.table = self.model.project(self.features)  # (N, D)
+        self.table_n = F.normalize(self.table, dim=-1)
+        self.n_items = len(self.table)
+
+    # ----------------------------------------------------------------- serving
+    @torch.no_grad()
+    def user_embeddings(self, users: UserBatch) -> torch.Tensor:
+        """(B, D) normalised user embeddings from histories (last user-LLM state)."""
+        assert self.model is not None and self.table is not None, "policy is not fitted"
+        self.model.eval()
+        cfg = self.hf_config
+        ids, ts = pad_left(users.histories, cfg.max_len, users.timestamps)
+        ids_t = torch.from_numpy(ids).to(self.table.device)
+        mask = ids_t > 0
+        seq = self.table[(ids_t - 1).clamp(min=0)] * mask[..., None]  # (B, T, D)
+        h = self.model.user_states(seq, mask, torch.from_numpy(ts).float().to(self.table.device))
+        return F.normalize(h[:, -1], dim=-1)
+
+    @torch.no_grad()
+    def score_all(self, users: UserBatch) -> np.ndarray:
+        out = np.empty((len(users), self.n_items), dtype=np.float32)
+        for s in range(0, len(users), 512):
+            sub = UserBatch(users.user_ids[s:s + 512], users.histories[s:s + 512],
+                            None if users.timestamps is None else users.timestamps[s:s + 512])
+            out[s:s + len(sub)] = (self.user_embeddings(sub) @ self.table_n.T).cpu().numpy()
+        return out
+
+    @torch.no_grad()
+    def add_items(self, texts: list[str]) -> np.ndarray:
+        """Embed new items with the frozen item LLM; returns their new ids (no retraining)."""
+        assert self.model is not None
+        tok = self.model.item_encoder.tokenize(list(texts))
+        feats = encode_items(self.model, tok).to(self.features.device)
+        start = len(self.features)
+        self.features = torch.cat([self.features, feats])
+        self.refresh_table()
+        return np.arange(start, start + len(texts), dtype=np.int64)
+
+    def item_table(self) -> np.ndarray:
+        return self.table_n.cpu().numpy()
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(p / "model", safe_serialization=True)
+        np.save(p / "item_features.npy", self.features.cpu().numpy())
+        (p / "policy.json").write_text(json.dumps({"config": self.cfg.model_dump(), "history": self.history}))
+
+    @classmethod
+    def load(cls, path) -> "HLLMPolicy":
+        p = Path(path)
+        d = json.loads((p / "policy.json").read_text())
+        pol = cls(HLLMPolicyConfig(**d["config"]))
+        pol.history = d.get("history", [])
+        torch.manual_seed(pol.hf_config.seed)
+        pol.model = load_hllm_model(p / "model").to(device())
+        pol.model.eval()
+        pol.features = torch.from_numpy(np.load(p / "item_features.npy")).to(device())
+        pol.refresh_table()
+        return pol

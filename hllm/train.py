@@ -1,0 +1,113 @@
+"""HLLM training stages.
+
+Stage 1 (end-to-end): item LLM + projection + user LLM trained jointly on short sequences;
+each step encodes the unique items of the batch and of a random negative pool.
+Stage 2 (long sequences): the item LLM is frozen, its features cached once
+(``encode_items``), and projection + user LLM train on long sequences from the cache.
+Both use InfoNCE with a shared negative pool (in-batch positives + random ids), same-id
+negatives masked; the number of unmasked negatives is logged as a collapse guard.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from policies.seqbase import device, pad_left
+
+
+@torch.no_grad()
+def encode_items(model, tokens: dict[str, torch.Tensor], batch_size: int = 256, progress: bool = False,
+                 ids: np.ndarray | None = None) -> torch.Tensor:
+    """Item LLM features (N, H) for all items (or ``ids``), in eval mode, batched."""
+    model.eval()
+    dev = next(model.parameters()).device
+    idx = np.arange(len(tokens["input_ids"])) if ids is None else np.asarray(ids)
+    out = []
+    for s in tqdm(range(0, len(idx), batch_size), desc="embed items", disable=not progress, leave=False):
+        b = torch.from_numpy(idx[s:s + batch_size])
+        out.append(model.item_features(tokens["input_ids"][b].to(dev), tokens["attention_mask"][b].to(dev)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.item_encoder.hidden)
+
+
+def _windows(train, max_len: int):
+    seqs = [s for s in train.as_lists() if len(s) >= 2]
+    tss = [t for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1])) if len(s) >= 2]
+    ids, ts = pad_left(seqs, max_len + 1, tss)
+    return torch.from_numpy(ids), torch.from_numpy(ts).float()  # shifted ids: 0 = pad
+
+
+def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch.Tensor):
+    """x (B, T+1) shifted ids; emb_of(ids 0-based (K,)) -> (K, D). Returns InfoNCEOutput."""
+    inp, tgt = x[:, :-1], x[:, 1:]
+    mask = inp > 0
+    uniq, inv = torch.unique(torch.cat([x.flatten(), pool_ids + 1]), return_inverse=True)
+    table = emb_of(uniq.clamp(min=1) - 1)  # (U, D)
+    n_seq = x.numel()
+    inv_x = inv[:n_seq].view_as(x)
+    seq_emb = table[inv_x[:, :-1]] * mask[..., None]  # (B, T, D)
+    h = model.user_states(seq_emb, mask, ts[:, :-1])  # (B, T, D)
+    sel = (tgt > 0) & mask
+    pred, pos_ids = h[sel], tgt[sel] - 1
+    pos = table[inv_x[:, 1:][sel]]
+    neg_ids = uniq[uniq > 0] - 1
+    neg = table[(uniq > 0).nonzero().squeeze(1)]
+    if not model.config.in_batch_negatives:
+        keep = torch.isin(neg_ids, pool_ids)
+        neg_ids, neg = neg_ids[keep], neg[keep]
+    return model.info_nce(pred, pos, pos_ids, neg, neg_ids)
+
+
+def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_len: int, batch_size: int,
+              lr: float, policy=None, dataset=None, desc: str = "hllm", progress: bool = True) -> list[dict]:
+    """Generic training loop for both stages; early-stops on valid NDCG@10 when ``policy`` is given."""
+    from policies.evaluate import evaluate
+
+    cfg = model.config
+    dev = device()
+    x_all, ts_all = _windows(split.train, max_len)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    flat = [q for g in opt.param_groups for q in g["params"]]
+    total_steps = max(1, epochs * ((len(x_all) + batch_size - 1) // batch_size))
+    warm = max(1, total_steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / total_steps))))
+    hist, best, best_state, bad = [], -1.0, None, 0
+    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+        model.train()
+        t0, tot, nb, left = time.perf_counter(), 0.0, 0, 0.0
+        perm = torch.randperm(len(x_all), generator=gen)
+        for s in range(0, len(perm), batch_size):
+            b = perm[s:s + batch_size]
+            pool = torch.randint(0, n_items, (cfg.n_negatives,), generator=gen)
+            out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev))
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(flat, 1.0)
+            opt.step()
+            sched.step()
+            tot, nb, left = tot + float(out.loss.detach()), nb + 1, left + out.unmasked_negatives
+        rec = {"stage": desc, "epoch": epoch, "loss": tot / max(nb, 1), "unmasked_negatives": left / max(nb, 1),
+               "temperature": float(1 / model.scale().detach()), "seconds": round(time.perf_counter() - t0, 2)}
+        if rec["unmasked_negatives"] < 1.0:
+            raise RuntimeError("HLLM: almost every negative is masked (embedding collapse); "
+                               "lower the learning rate or raise false_negative_cos")
+        if policy is not None and (epoch + 1) % cfg.eval_every == 0 and (split.valid_targets >= 0).any():
+            policy.refresh_table()
+            rec["valid_ndcg@10"] = evaluate(policy, dataset, split, which="valid", ks=(10,)).summary["ndcg@10"]
+            if rec["valid_ndcg@10"] > best:
+                best, bad, best_state = rec["valid_ndcg@10"], 0, copy.deepcopy(
+                    {k: v for k, v in model.state_dict().items() if not k.startswith("item_encoder.")})
+            else:
+                bad += 1
+        hist.append(rec)
+        if bad >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    return hist
