@@ -44,7 +44,7 @@ def smollm2_path() -> Path:
     src = Path(list(spec.submodule_search_locations)[0])
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    gg = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, torch_dtype=torch.float32)
+    gg = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
     plain = LlamaForCausalLM(gg.config)
     plain.load_state_dict(gg.state_dict())
@@ -70,7 +70,7 @@ def load_item_backbone(name: str, pretrained: bool = True, seed: int = 0):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     if pretrained:
-        model = AutoModel.from_pretrained(path, torch_dtype=torch.float32)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32)
     else:
         torch.manual_seed(seed)
         model = AutoModel.from_config(AutoConfig.from_pretrained(path))

@@ -82,6 +82,7 @@ class InfoNCEOutput:
     loss: torch.Tensor
     unmasked_negatives: float  # mean number of negatives left per positive (collapse guard)
     accuracy: float
+    guarded_rows: float = 0.0  # fraction of positives whose false-negative filter was suspended
 
 
 class HLLMModel(PreTrainedModel):
@@ -93,6 +94,10 @@ class HLLMModel(PreTrainedModel):
         super().__init__(config)
         self.item_encoder = ItemEncoder(config)
         self.proj = nn.Linear(self.item_encoder.hidden, config.user_hidden)
+        # feature standardisation (set from the item table by ``set_feature_stats``): LLM features
+        # are anisotropic (all cosines high); centring them makes items separable from step one
+        self.register_buffer("feat_mean", torch.zeros(self.item_encoder.hidden))
+        self.register_buffer("feat_std", torch.ones(self.item_encoder.hidden))
         self.user_llm = UserLLM(config)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)),
                                         requires_grad=config.learn_temperature)
@@ -103,8 +108,14 @@ class HLLMModel(PreTrainedModel):
     def item_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.item_encoder(input_ids, attention_mask)  # (N, H) before projection
 
+    @torch.no_grad()
+    def set_feature_stats(self, feats: torch.Tensor) -> None:
+        """Freeze the standardisation to the statistics of an item-feature table (N, H)."""
+        self.feat_mean.copy_(feats.mean(0))
+        self.feat_std.copy_(feats.std(0).clamp(min=1e-6) if len(feats) > 1 else torch.ones_like(self.feat_std))
+
     def project(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.proj(feats)  # (N, D)
+        return self.proj((feats - self.feat_mean) / self.feat_std)  # (N, H) -> (N, D)
 
     def user_states(self, seq_emb: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
         return self.user_llm(seq_emb, mask, ts)  # (B, T, D)
@@ -120,9 +131,15 @@ class HLLMModel(PreTrainedModel):
         neg_n = F.normalize(neg, dim=-1)
         pos_logit = (p * pos_n).sum(-1, keepdim=True)  # (M, 1)
         neg_logit = p @ neg_n.T  # (M, K)
-        masked = (pos_ids[:, None] == neg_ids[None, :])
+        masked = (pos_ids[:, None] == neg_ids[None, :])  # (M, K) same item: never a negative
+        guarded = 0.0
         if self.config.false_negative_cos < 1.0:
-            masked |= (pos_n @ neg_n.T).detach() > self.config.false_negative_cos
+            near = (pos_n @ neg_n.T).detach() > self.config.false_negative_cos  # (M, K) likely false negatives
+            # collapse guard: a row whose filter would drop more than half of its negatives keeps them
+            # (near-identical embeddings early in training would otherwise leave no negatives at all)
+            too_many = near.sum(1, keepdim=True) > 0.5 * neg_n.shape[0]
+            masked |= near & ~too_many
+            guarded = float(too_many.float().mean())
         scale = self.scale()
         # scale first, then mask: -inf * scale would make the scale's gradient NaN
         logits = torch.cat([pos_logit * scale, (neg_logit * scale).masked_fill(masked, float("-inf"))], 1)
@@ -131,4 +148,4 @@ class HLLMModel(PreTrainedModel):
         with torch.no_grad():
             acc = float((logits.argmax(1) == 0).float().mean())
             left = float((~masked).sum(1).float().mean())
-        return InfoNCEOutput(loss, left, acc)
+        return InfoNCEOutput(loss, left, acc, guarded)

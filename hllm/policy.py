@@ -103,6 +103,7 @@ class HLLMPolicy(FullScorePolicy):
         self.n_items = dataset.n_items
         tokens = model.item_encoder.tokenize(list(dataset.item_text))
         if cfg.stage1_epochs > 0:
+            model.set_feature_stats(encode_items(model, tokens, progress=progress))
             def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
                 return model.project(model.item_features(tokens["input_ids"][ids.cpu()].to(dev),
                                                          tokens["attention_mask"][ids.cpu()].to(dev)))
@@ -112,6 +113,7 @@ class HLLMPolicy(FullScorePolicy):
                                       max_len=cfg.stage1_max_len, batch_size=cfg.stage1_batch_size, lr=cfg.lr,
                                       desc="hllm stage 1", progress=progress)
         self.features = encode_items(model, tokens, progress=progress).to(dev)  # item LLM frozen from here
+        model.set_feature_stats(self.features)
         for p in model.item_encoder.parameters():
             p.requires_grad_(False)
 

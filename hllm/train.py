@@ -80,7 +80,7 @@ def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_le
     hist, best, best_state, bad = [], -1.0, None, 0
     for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         model.train()
-        t0, tot, nb, left = time.perf_counter(), 0.0, 0, 0.0
+        t0, tot, nb, left, guarded = time.perf_counter(), 0.0, 0, 0.0, 0.0
         perm = torch.randperm(len(x_all), generator=gen)
         for s in range(0, len(perm), batch_size):
             b = perm[s:s + batch_size]
@@ -92,7 +92,9 @@ def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_le
             opt.step()
             sched.step()
             tot, nb, left = tot + float(out.loss.detach()), nb + 1, left + out.unmasked_negatives
+            guarded += out.guarded_rows
         rec = {"stage": desc, "epoch": epoch, "loss": tot / max(nb, 1), "unmasked_negatives": left / max(nb, 1),
+               "guarded_rows": guarded / max(nb, 1),
                "temperature": float(1 / model.scale().detach()), "seconds": round(time.perf_counter() - t0, 2)}
         if rec["unmasked_negatives"] < 1.0:
             raise RuntimeError("HLLM: almost every negative is masked (embedding collapse); "

@@ -1,0 +1,59 @@
+"""Offline evaluation results in the catalog (DuckDB main schema), for analysis to compare
+models per user with significance tests.
+
+  eval_summary(eval_id, dataset, model, config_hash, split, exclude_history, metric, value,
+               n_users, created_at)                          key (eval_id, metric)
+  eval_results(eval_id, dataset, model, config_hash, split, user_id, metric, value)
+                                                             key (eval_id, user_id, metric)
+
+``eval_id`` is deterministic in (dataset, model, config hash, split, exclude flag), so a
+re-run replaces its own rows instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS eval_summary(eval_id VARCHAR, dataset VARCHAR, model VARCHAR,
+        config_hash VARCHAR, split VARCHAR, exclude_history BOOLEAN, metric VARCHAR, value DOUBLE,
+        n_users BIGINT, created_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (eval_id, metric))""",
+    """CREATE TABLE IF NOT EXISTS eval_results(eval_id VARCHAR, dataset VARCHAR, model VARCHAR,
+        config_hash VARCHAR, split VARCHAR, user_id BIGINT, metric VARCHAR, value DOUBLE,
+        PRIMARY KEY (eval_id, user_id, metric))""",
+)
+
+
+def eval_id_for(dataset: str, model: str, config_hash: str, split: str, exclude_history: bool) -> str:
+    key = f"{dataset}|{model}|{config_hash}|{split}|{int(exclude_history)}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def save_eval(catalog, result, *, dataset: str, model: str, config_hash: str, split: str = "test",
+              exclude_history: bool = True) -> str:
+    """Write ``result`` (an :class:`~policies.evaluate.EvalResult`) to the catalog; returns eval_id."""
+    eid = eval_id_for(dataset, model, config_hash, split, exclude_history)
+    n = int(result.summary.get("n_users", len(result.per_user)))
+    summ = pd.DataFrame({"metric": [k for k in result.summary if k != "n_users"]})
+    summ["value"] = [result.summary[m] for m in summ["metric"]]
+    metrics = [c for c in result.per_user.columns if c not in ("user_id",)]
+    long = result.per_user.melt(id_vars=["user_id"], value_vars=metrics, var_name="metric", value_name="value")
+    long["value"] = long["value"].astype("float64")
+    con = catalog.con
+    for ddl in DDL:
+        con.execute(ddl)
+    with catalog.transaction():
+        con.execute("DELETE FROM eval_summary WHERE eval_id = ?", [eid])
+        con.execute("DELETE FROM eval_results WHERE eval_id = ?", [eid])
+        con.register("_summ", summ)
+        con.execute("INSERT INTO eval_summary(eval_id, dataset, model, config_hash, split, exclude_history, "
+                    "metric, value, n_users) SELECT ?, ?, ?, ?, ?, ?, metric, value, ? FROM _summ",
+                    [eid, dataset, model, config_hash, split, exclude_history, n])
+        con.register("_long", long)
+        con.execute("INSERT INTO eval_results SELECT ?, ?, ?, ?, ?, user_id, metric, value FROM _long",
+                    [eid, dataset, model, config_hash, split])
+        con.unregister("_summ")
+        con.unregister("_long")
+    return eid

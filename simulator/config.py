@@ -1,0 +1,157 @@
+"""Experiment configuration (pydantic, ``extra="forbid"``, frozen), loadable from TOML/YAML.
+
+An experiment is a dataset, a user model, a traffic split over arms, and for each arm a
+multi-stage pipeline: retrieval channels (quota, weight) -> merge (de-dup) -> coarse ranker
+(cut to N) -> fine ranker (cut to M) -> reranker (seen filter, MMR, per-genre cap) -> slate K.
+``resolved_json()`` and ``config_hash()`` are stored with every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simulator.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelConfig(BaseModel):
+    model_config = _STRICT
+    policy: str
+    quota: int = Field(100, ge=1, description="candidates this channel contributes")
+
+
+class StageConfig(BaseModel):
+    model_config = _STRICT
+    policy: str
+    keep: int = Field(..., ge=1, description="candidates kept after this stage")
+
+
+class RerankConfig(BaseModel):
+    model_config = _STRICT
+    filter_seen: bool = True
+    mmr_lambda: float | None = Field(None, ge=0, le=1, description="MMR relevance weight (None = off)")
+    max_per_genre: int | None = Field(None, ge=1, description="cap items sharing a genre/topic in a slate")
+    genre_attr: str = "genres"
+
+
+class ArmConfig(BaseModel):
+    model_config = _STRICT
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_\-]+$")
+    role: Literal["control", "treatment"] = "treatment"
+    weight: float = Field(1.0, gt=0)
+    channels: tuple[ChannelConfig, ...] = Field(..., min_length=1)
+    coarse: StageConfig | None = None
+    fine: StageConfig | None = None
+    rerank: RerankConfig = RerankConfig()
+    slate_size: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check_cuts(self) -> "ArmConfig":
+        total = sum(c.quota for c in self.channels)
+        prev = total
+        for name, st in (("coarse", self.coarse), ("fine", self.fine)):
+            if st is not None:
+                if st.keep > prev:
+                    raise ValueError(f"arm {self.name!r}: {name}.keep={st.keep} exceeds the {prev} candidates it receives")
+                prev = st.keep
+        if self.slate_size > prev:
+            raise ValueError(f"arm {self.name!r}: slate_size={self.slate_size} exceeds the {prev} candidates available")
+        return self
+
+    def policies(self) -> list[str]:
+        names = [c.policy for c in self.channels]
+        names += [s.policy for s in (self.coarse, self.fine) if s is not None]
+        return list(dict.fromkeys(names))
+
+
+class ExperimentConfig(BaseModel):
+    model_config = _STRICT
+    name: str = "experiment"
+    dataset: str = "synthetic"
+    seed: int = 0
+    salt: str = "hllm-sim"
+    user_model: Literal["auto", "world", "replay"] = "auto"
+    n_requests: int = Field(4000, ge=1, description="stop after this many requests")
+    batch_window_s: float = Field(60.0, gt=0, description="requests arriving within this simulated window are served together")
+    max_batch: int = Field(512, ge=1)
+    session_gap_s: float = Field(30.0, gt=0, description="mean think time between requests within a session")
+    abandon_prob: float = Field(0.3, ge=0, le=1, description="chance a session ends after a slate with no click")
+    feedback_delay_s: float = Field(5.0, ge=0, description="delay before a click is recorded")
+    replay_window: int = Field(10, ge=1, description="replay: a hit is among the user's next N logged items")
+    replay_start_quantile: float = Field(0.8, gt=0, lt=1, description="replay: requests after this quantile of log time")
+    runtime: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    actors_per_arm: int = Field(1, ge=1)
+    artifacts: str = "artifacts"
+    policies: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-policy config overrides")
+    arms: tuple[ArmConfig, ...] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> "ExperimentConfig":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        return self
+
+    def resolved_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.resolved_json().encode()).hexdigest()[:16]
+
+    def all_policies(self) -> list[str]:
+        return list(dict.fromkeys(p for a in self.arms for p in a.policies()))
+
+
+def _errors(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'config'}: {x['msg']}" for x in e.errors())
+
+
+def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_errors(e)}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as e:  # parse errors name the line
+        raise ConfigError(f"{p}: cannot parse: {e}") from None
+    return parse_config(data, str(p))
+
+
+def default_arm(name: str, role: str, *, slate_size: int = 10) -> dict:
+    """The default pipeline for a model name used by ``sim run --treatment X --control Y``.
+
+    The model is a retrieval channel and the fine ranker; SASRec-free arms keep a popularity
+    backup channel; the cheap ID model (or popularity) is the coarse ranker.
+    """
+    channels = [{"policy": name, "quota": 100}]
+    if name == "hllm":
+        channels.append({"policy": "sasrec", "quota": 100})
+    if name != "popularity":
+        channels.append({"policy": "popularity", "quota": 50})
+    total = sum(c["quota"] for c in channels)
+    coarse_policy = "sasrec" if name in ("hllm", "sasrec") else name
+    return {"name": name, "role": role, "channels": channels,
+            "coarse": {"policy": coarse_policy, "keep": min(100, total)},
+            "fine": {"policy": name, "keep": min(30, total)},
+            "rerank": {"filter_seen": True}, "slate_size": slate_size}
