@@ -16,7 +16,7 @@ PRESETS: dict[str, dict] = {
     "fast": dict(item_llm="minilm", stage1_epochs=0, stage2_epochs=60, user_layers=2),
     "paper": dict(item_llm="minilm", stage1_epochs=2, stage2_epochs=80, user_layers=2),
     "tiny": dict(item_llm="tiny", prompt="", max_text_len=16, user_hidden=32, user_layers=1, user_heads=2,
-                 stage1_epochs=1, stage1_max_len=5, stage2_epochs=2, max_len=8, n_negatives=16,
+                 stage1_epochs=1, stage1_max_len=5, stage1_negatives=16, stage2_epochs=2, max_len=8, n_negatives=16,
                  batch_size=32, eval_every=1),
 }
 
@@ -47,6 +47,7 @@ class HLLMConfig(PretrainedConfig):
                  stage1_epochs: int = 2,
                  stage1_max_len: int = 10,
                  stage1_batch_size: int = 16,
+                 stage1_negatives: int = 64,
                  item_lr: float = 3e-5,
                  stage2_epochs: int = 60,
                  lr: float = 1e-3,
@@ -67,5 +68,6 @@ class HLLMConfig(PretrainedConfig):
         self.use_time, self.time_buckets = use_time, time_buckets
         self.stage1_epochs, self.stage1_max_len, self.stage1_batch_size, self.item_lr = (
             stage1_epochs, stage1_max_len, stage1_batch_size, item_lr)
+        self.stage1_negatives = stage1_negatives
         self.stage2_epochs, self.lr, self.weight_decay, self.batch_size = stage2_epochs, lr, weight_decay, batch_size
         self.patience, self.eval_every, self.seed = patience, eval_every, seed

@@ -47,6 +47,7 @@ class HLLMPolicyConfig(BaseModel):
     stage1_epochs: int | None = Field(None, ge=0)
     stage1_max_len: int | None = Field(None, ge=2)
     stage1_batch_size: int | None = Field(None, ge=1)
+    stage1_negatives: int | None = Field(None, ge=1)
     item_lr: float | None = Field(None, gt=0)
     stage2_epochs: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
@@ -111,6 +112,7 @@ class HLLMPolicy(FullScorePolicy):
                       {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
             self.history += run_stage(model, split, self.n_items, emb_e2e, groups, epochs=cfg.stage1_epochs,
                                       max_len=cfg.stage1_max_len, batch_size=cfg.stage1_batch_size, lr=cfg.lr,
+                                      n_negatives=cfg.stage1_negatives,
                                       desc="hllm stage 1", progress=progress)
         self.features = encode_items(model, tokens, progress=progress).to(dev)  # item LLM frozen from here
         model.set_feature_stats(self.features)
@@ -123,7 +125,7 @@ class HLLMPolicy(FullScorePolicy):
         params = [p for n, p in model.named_parameters() if not n.startswith("item_encoder.") and p.requires_grad]
         self.history += run_stage(model, split, self.n_items, emb_cached, [{"params": params}],
                                   epochs=cfg.stage2_epochs, max_len=cfg.max_len, batch_size=cfg.batch_size,
-                                  lr=cfg.lr, policy=self, dataset=dataset, desc="hllm stage 2", progress=progress)
+                                  lr=cfg.lr, n_negatives=cfg.n_negatives, policy=self, dataset=dataset, desc="hllm stage 2", progress=progress)
         self.refresh_table()
         return self
 

@@ -63,7 +63,8 @@ def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch
 
 
 def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_len: int, batch_size: int,
-              lr: float, policy=None, dataset=None, desc: str = "hllm", progress: bool = True) -> list[dict]:
+              lr: float, n_negatives: int, policy=None, dataset=None, desc: str = "hllm",
+              progress: bool = True) -> list[dict]:
     """Generic training loop for both stages; early-stops on valid NDCG@10 when ``policy`` is given."""
     from policies.evaluate import evaluate
 
@@ -71,6 +72,7 @@ def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_le
     dev = device()
     x_all, ts_all = _windows(split.train, max_len)
     gen = torch.Generator().manual_seed(cfg.seed)
+    seen = torch.from_numpy(np.unique(split.train.items))  # negatives come from training items only
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     flat = [q for g in opt.param_groups for q in g["params"]]
     total_steps = max(1, epochs * ((len(x_all) + batch_size - 1) // batch_size))
@@ -84,7 +86,7 @@ def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_le
         perm = torch.randperm(len(x_all), generator=gen)
         for s in range(0, len(perm), batch_size):
             b = perm[s:s + batch_size]
-            pool = torch.randint(0, n_items, (cfg.n_negatives,), generator=gen)
+            pool = seen[torch.randint(0, len(seen), (n_negatives,), generator=gen)]
             out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev))
             opt.zero_grad(set_to_none=True)
             out.loss.backward()

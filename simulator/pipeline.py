@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import PAD, Candidates, Slate, UserBatch, topk_excluding
-from policies.rerank import SlateReranker
+from policies.rerank import make_reranker
 from simulator.config import ArmConfig
 
 
@@ -51,14 +51,24 @@ def cut(cands: Candidates, scores: np.ndarray, keep: int) -> tuple[Candidates, n
     return Candidates(ids, top, ch, cands.channel_names), top
 
 
+def rerank_spec(arm: ArmConfig) -> list[dict]:
+    """The reranker chain of an arm: seen filter, then MMR, then the per-genre cap."""
+    r = arm.rerank
+    spec: list[dict] = [{"name": "seen_filter"}] if r.filter_seen else [{"name": "topk"}]
+    if r.mmr_lambda is not None:
+        spec.append({"name": "mmr", "lam": r.mmr_lambda, "attribute": r.genre_attr})
+    if r.max_per_genre is not None:
+        spec.append({"name": "max_per_label", "attribute": r.genre_attr, "max_per": r.max_per_genre})
+    return spec
+
+
 class Pipeline:
     """Runs one arm's stages with the given fitted policies (name -> policy)."""
 
-    def __init__(self, arm: ArmConfig, policies: dict, item_genres: np.ndarray | None = None) -> None:
+    def __init__(self, arm: ArmConfig, policies: dict, dataset=None) -> None:
         self.arm = arm
         self.policies = policies
-        r = arm.rerank
-        self.reranker = SlateReranker(r.filter_seen, r.mmr_lambda, r.max_per_genre, item_genres=item_genres)
+        self.reranker = make_reranker(rerank_spec(arm), dataset)
         self.channel_names = tuple(c.policy for c in arm.channels)
 
     def run(self, users: UserBatch) -> PipelineResult:

@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 from policies import registry
 from policies.base import UserBatch
-from policies.rerank import genre_codes
 from policies.store import fit_or_load
 from simulator.assignment import assign
 from simulator.config import ExperimentConfig
@@ -102,6 +101,13 @@ def train_arms(cfg: ExperimentConfig, setup: Setup, progress: bool = True) -> di
     return out
 
 
+def _rerank_view(ds: Dataset):
+    """What rerankers need from the dataset (name + item attributes), small enough to ship to actors."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=ds.name, n_items=ds.n_items, item_attrs=ds.item_attrs)
+
+
 def _git_rev() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -129,8 +135,7 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
         con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [run_id])
     runtime_cls = RUNTIMES[cfg.runtime]
     kw = {"address": cfg.ray_address} if cfg.runtime == "ray" else {}
-    genres = genre_codes(setup.dataset.item_attrs)
-    runtime = runtime_cls(list(cfg.arms), policies, genres, cfg.actors_per_arm, **kw)
+    runtime = runtime_cls(list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm, **kw)
     sink = EventSink(con, run_id)
     status = "failed"
     try:

@@ -50,8 +50,8 @@ def _join(parts: list[SlateParts]) -> tuple[Slate, np.ndarray]:
 class LocalRuntime:
     name = "local"
 
-    def __init__(self, arms: list[ArmConfig], policies: dict, item_genres=None, actors_per_arm: int = 1) -> None:
-        self.pipes = {a.name: Pipeline(a, {p: policies[p] for p in a.policies()}, item_genres) for a in arms}
+    def __init__(self, arms: list[ArmConfig], policies: dict, dataset=None, actors_per_arm: int = 1) -> None:
+        self.pipes = {a.name: Pipeline(a, {p: policies[p] for p in a.policies()}, dataset) for a in arms}
         self.k = actors_per_arm
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
@@ -65,7 +65,7 @@ class LocalRuntime:
 class RayRuntime:
     name = "ray"
 
-    def __init__(self, arms: list[ArmConfig], policies: dict, item_genres=None, actors_per_arm: int = 1,
+    def __init__(self, arms: list[ArmConfig], policies: dict, dataset=None, actors_per_arm: int = 1,
                  address: str | None = None) -> None:
         import ray
 
@@ -75,7 +75,7 @@ class RayRuntime:
         self.ray = ray
         actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=5)(_PipelineActor)
         refs = {p: ray.put(policies[p]) for a in arms for p in a.policies()}
-        genres_ref = ray.put(item_genres)
+        genres_ref = ray.put(dataset)
         self.actors = {a.name: [actor_cls.remote(a.model_dump_json(), {p: refs[p] for p in a.policies()}, genres_ref)
                                 for _ in range(actors_per_arm)] for a in arms}
         self.k = actors_per_arm
@@ -97,12 +97,12 @@ class RayRuntime:
 class _PipelineActor:
     """One arm's pipeline inside a Ray actor (policies arrive through the object store)."""
 
-    def __init__(self, arm_json: str, policy_refs: dict, item_genres) -> None:
+    def __init__(self, arm_json: str, policy_refs: dict, dataset) -> None:
         import ray
 
         arm = ArmConfig.model_validate_json(arm_json)
         pols = {k: (ray.get(v) if isinstance(v, ray.ObjectRef) else v) for k, v in policy_refs.items()}
-        self.pipe = Pipeline(arm, pols, item_genres)
+        self.pipe = Pipeline(arm, pols, dataset)
 
     def run(self, user_ids, histories, timestamps) -> SlateParts:
         return _run_pipeline(self.pipe, UserBatch(np.asarray(user_ids), histories, timestamps))

@@ -40,7 +40,7 @@ class WorldConfig(BaseModel):
     new_item_frac: float = Field(0.2, ge=0, le=1, description="share of items released during the period")
     drift: float = Field(0.3, ge=0, description="taste drift over the whole period (in taste-norm units)")
     temperature: float = Field(1.0, gt=0)
-    no_click_utility: float = Field(1.0, description="utility of not clicking (higher: fewer clicks)")
+    no_click_utility: float = Field(4.0, description="utility of not clicking (higher: fewer clicks)")
     position_decay: float = Field(0.3, ge=0, description="log-utility lost per slate position")
     fatigue: float = Field(2.0, ge=0, description="utility penalty for an item already consumed")
     scale: float = Field(1.0, gt=0, description="multiplies users and items (scale 20 gives ~1M+ interactions)")

@@ -60,8 +60,8 @@ def test_evaluate_hand_example():
     np.testing.assert_allclose(r2.summary["mrr"], (1 / 4 + 1) / 2)
     np.testing.assert_allclose(r2.summary["ndcg@2"], 0.5)
     rv = evaluate(pol, ds, split, which="valid", ks=(1,))
-    # valid: user 0 history {0,1} excluded, target 2 -> rank 0; user 1 history {3,2}, target 1 -> rank 0
-    assert rv.per_user["rank"].tolist() == [0, 0]
+    # valid: user 0 history {0,1} excluded, target 2 -> rank 0; user 1 history {3,2}, target 1 -> rank 1
+    assert rv.per_user["rank"].tolist() == [0, 1]
 
 
 def test_target_itself_is_never_excluded_even_if_in_history():

@@ -1,0 +1,111 @@
+"""HLLM quality on ML-100K vs SASRec / HSTU, ablations and cold start, in one run. Prints JSON.
+
+    python bench/hllm_quality.py                       # everything (tens of minutes on 2 cores)
+    python bench/hllm_quality.py --variants sasrec,hstu,hllm_fast --no-cold
+
+Protocol: leave-one-out, full ranking over all items, history items excluded
+(``policies.evaluate.evaluate``). Variants (HLLM policy overrides):
+  hllm_fast        preset fast: frozen pretrained MiniLM, item token, stage 2 only
+  hllm_paper       preset paper: stage 1 fine-tunes MiniLM end-to-end, then stage 2
+  hllm_random_item stage 1+2 with a randomly initialised MiniLM (pretrained vs scratch)
+  hllm_mean_pool   preset paper with mean pooling instead of the item token
+Cold start: 10% of items (seeded) are removed from training entirely (inputs, targets and
+negatives); Recall@50 is measured on the test interactions whose target is a held-out item.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from policies import registry  # noqa: E402
+from policies.evaluate import evaluate  # noqa: E402
+from simulator.data import LeaveOneOut, Sequences, get_dataset  # noqa: E402
+
+HLLM_VARIANTS = {
+    "hllm_fast": {"preset": "fast"},
+    "hllm_paper": {"preset": "paper"},
+    "hllm_random_item": {"preset": "paper", "item_llm_pretrained": False},
+    "hllm_mean_pool": {"preset": "paper", "pooling": "mean"},
+}
+ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {})}
+
+
+def fit(variant: str, dataset, split):
+    name, over = ID_VARIANTS.get(variant, ("hllm", HLLM_VARIANTS.get(variant)))
+    if over is None:
+        raise SystemExit(f"unknown variant {variant!r}")
+    pol = registry.create(name, over)
+    t0 = time.perf_counter()
+    pol.fit(dataset, split)
+    return pol, time.perf_counter() - t0
+
+
+def cold_split(dataset, frac: float = 0.1, seed: int = 0) -> tuple[LeaveOneOut, np.ndarray]:
+    """Leave-one-out split whose training part never contains a held-out item."""
+    split = dataset.leave_one_out()
+    rng = np.random.default_rng(seed)
+    cold = np.sort(rng.choice(dataset.n_items, int(round(frac * dataset.n_items)), replace=False))
+    tr = split.train
+    keep = ~np.isin(tr.items, cold)
+    lengths = np.add.reduceat(keep.astype(np.int64), tr.indptr[:-1]) * (np.diff(tr.indptr) > 0)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    train = Sequences(indptr, tr.items[keep], tr.ts[keep])
+    valid = np.where(np.isin(split.valid_targets, cold), -1, split.valid_targets)
+    return LeaveOneOut(split.full, train, valid, split.test_targets), cold
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default="sasrec,hstu,hllm_fast,hllm_paper,hllm_random_item,hllm_mean_pool")
+    ap.add_argument("--cold", default="sasrec,hllm_fast", help="variants for the cold-start test ('' = skip)")
+    ap.add_argument("--no-cold", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
+    ds = get_dataset("ml-100k", os.environ["SIM_CATALOG"])
+    split = ds.leave_one_out()
+    res: dict = {"dataset": ds.name, "n_users": ds.n_users, "n_items": ds.n_items, "protocol":
+                 "leave-one-out, full ranking, history excluded", "models": {}, "cold_start": {}}
+    for v in [v for v in args.variants.split(",") if v]:
+        pol, secs = fit(v, ds, split)
+        ev = evaluate(pol, ds, split, which="test", ks=(10, 50, 200)).summary
+        res["models"][v] = {**{k: round(x, 5) for k, x in ev.items()}, "fit_seconds": round(secs, 1)}
+        if v.startswith("hllm"):
+            st2 = [h for h in pol.history if h["stage"] == "hllm stage 2"]
+            res["models"][v]["stage2_seconds"] = round(sum(h["seconds"] for h in st2), 1)
+            res["models"][v]["final_temperature"] = round(pol.history[-1]["temperature"], 4)
+        print(json.dumps({v: res["models"][v]}), file=sys.stderr, flush=True)
+    m = res["models"]
+    best_id = max((m[k]["ndcg@10"] for k in ("sasrec", "hstu") if k in m), default=None)
+    if best_id:
+        res["ratio_vs_best_id"] = {k: round(m[k]["ndcg@10"] / best_id, 3) for k in m if k.startswith("hllm")}
+    if not args.no_cold and args.cold:
+        csplit, cold = cold_split(ds)
+        users = np.flatnonzero(np.isin(csplit.test_targets, cold))
+        res["cold_start"]["n_cold_items"], res["cold_start"]["n_test_users"] = int(len(cold)), int(len(users))
+        for v in args.cold.split(","):
+            pol, secs = fit(v, ds, csplit)
+            ev = evaluate(pol, ds, csplit, which="test", ks=(10, 50), users=users).summary
+            res["cold_start"][v] = {"recall@50": round(ev["hr@50"], 5), "recall@10": round(ev["hr@10"], 5),
+                                    "fit_seconds": round(secs, 1)}
+            print(json.dumps({"cold_" + v: res["cold_start"][v]}), file=sys.stderr, flush=True)
+    out = json.dumps(res, indent=2)
+    print(out)
+    if args.out:
+        Path(args.out).write_text(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""`sim run`: run an A/B(/n) simulation and print the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from simulator.errors import ConfigError
+
+
+def build_config(treatment: Optional[str], control: Optional[str], arms: Optional[str], config: Optional[Path],
+                 overrides: dict):
+    from simulator.config import default_arm, load_config, parse_config
+
+    if config is not None:
+        cfg = load_config(config)
+        if overrides:
+            cfg = parse_config({**cfg.model_dump(mode="json"), **overrides}, str(config))
+        return cfg
+    names: list[str]
+    if arms:
+        names = [a.strip() for a in arms.split(",") if a.strip()]
+    else:
+        names = [control or "sasrec", treatment or "hllm"]
+    if len(names) < 2:
+        raise ConfigError("need at least two arms (--treatment and --control, or --arms a,b[,c])")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"arm names must differ, got {names}")
+    arm_cfgs = [default_arm(n, "control" if i == 0 else "treatment") for i, n in enumerate(names)]
+    return parse_config({"name": f"{names[1]}-vs-{names[0]}", "arms": arm_cfgs, **overrides}, "command line")
+
+
+def run(
+    treatment: Optional[str] = typer.Option(None, "--treatment", "-t", help="Treatment arm model (default hllm)."),
+    control: Optional[str] = typer.Option(None, "--control", "-c", help="Control arm model (default sasrec)."),
+    arms: Optional[str] = typer.Option(None, "--arms", help="Comma-separated models for A/B/n; the first is control."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Experiment config (TOML or YAML)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset: 'synthetic' (default, world user model) or a catalog name such as 'ml-100k' (replay)."),
+    requests: Optional[int] = typer.Option(None, "--requests", "-n", help="Number of requests to simulate."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="local | ray"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (implies --runtime ray)."),
+    catalog: Optional[str] = typer.Option(None, "--catalog", help="Catalog DuckDB file (default ./sim.duckdb or $SIM_CATALOG)."),
+    artifacts: Optional[str] = typer.Option(None, "--artifacts", help="Where trained arms are cached."),
+    report_dir: Path = typer.Option(Path("reports"), "--report-dir", help="Where the report is written."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an incomplete run by id."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run an A/B test in simulation, e.g. `sim run --treatment hllm --control sasrec`."""
+    from simulator.data import Catalog
+    from simulator.run import resume_experiment, run_experiment
+
+    cat = Catalog(catalog)
+    if resume:
+        run_id = resume_experiment(resume, cat, progress=not quiet)
+    else:
+        ov = {k: v for k, v in {"dataset": data, "n_requests": requests, "seed": seed, "artifacts": artifacts,
+                                "ray_address": ray_address,
+                                "runtime": "ray" if ray_address and not runtime else runtime}.items() if v is not None}
+        cfg = build_config(treatment, control, arms, config, ov)
+        try:
+            run_id = run_experiment(cfg, cat, progress=not quiet)
+        except KeyboardInterrupt as e:
+            rid = e.args[0] if e.args else "?"
+            typer.echo(f"\ninterrupted: run {rid} kept as incomplete; continue with `sim run --resume {rid}`")
+            raise typer.Exit(130) from None
+    summarize_run(cat, run_id, report_dir)
+
+
+def summarize_run(cat, run_id: str, report_dir: Path) -> None:
+    """Print the effect table and write the report (analysis package), or a plain summary."""
+    try:
+        from analysis.report import summarize, write_report
+    except ImportError:
+        summarize = write_report = None
+    if summarize is not None:
+        table = summarize(cat.con, run_id)
+        typer.echo(table.to_string(index=False) if hasattr(table, "to_string") else str(table))
+        paths = write_report(cat.con, run_id, report_dir)
+        typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')})")
+        return
+    rows = cat.con.execute("""
+        SELECT r.arm, count(DISTINCT r.user_id) AS users, count(*) AS requests,
+               count(f.request_id) AS clicks, round(count(f.request_id) / count(*), 4) AS ctr_per_request,
+               round(median(r.latency_ms), 3) AS p50_ms
+        FROM requests r LEFT JOIN feedback f USING (run_id, request_id)
+        WHERE r.run_id = ? GROUP BY r.arm ORDER BY r.arm""", [run_id]).fetchall()
+    typer.echo(f"run {run_id}")
+    typer.echo(f"{'arm':<14}{'users':>8}{'requests':>10}{'clicks':>8}{'ctr':>8}{'p50 ms':>9}")
+    for r in rows:
+        typer.echo(f"{r[0]:<14}{r[1]:>8}{r[2]:>10}{r[3]:>8}{r[4]:>8}{r[5]:>9}")

@@ -1,0 +1,155 @@
+"""HLLM model, loss and policy on tiny random HF configs (fast)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tinydata import tiny_dataset  # noqa: E402
+
+from hllm.configuration_hllm import HLLMConfig, PRESETS  # noqa: E402
+from hllm.modeling_hllm import HLLMModel  # noqa: E402
+from hllm.policy import HLLMPolicy, HLLMPolicyConfig  # noqa: E402
+from hllm.train import encode_items  # noqa: E402
+from policies import registry  # noqa: E402
+from policies.base import UserBatch  # noqa: E402
+from policies.evaluate import evaluate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = tiny_dataset()
+    return ds, ds.leave_one_out()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    ds, split = data
+    torch.set_num_threads(1)
+    pol = registry.create("hllm", {"preset": "tiny", "stage2_epochs": 8})
+    pol.fit(ds, split, progress=False)
+    return pol
+
+
+def tiny_model(**kw) -> HLLMModel:
+    vals = dict(PRESETS["tiny"])
+    vals.update(kw)
+    torch.manual_seed(0)
+    return HLLMModel(HLLMConfig(**vals)).eval()
+
+
+def test_registered_with_tiny_config_and_extra_forbid():
+    assert "hllm" in registry.names()
+    assert HLLMPolicyConfig.tiny().preset == "tiny"
+    with pytest.raises(Exception):
+        registry.create("hllm", {"epochz": 3})
+
+
+def test_loss_decreases_and_beats_random(fitted, data):
+    ds, split = data
+    s1 = [h for h in fitted.history if h["stage"] == "hllm stage 1"]
+    s2 = [h for h in fitted.history if h["stage"] == "hllm stage 2"]
+    assert s1 and s2
+    assert s2[-1]["loss"] < math.log(s2[0]["unmasked_negatives"] + 1)  # below the uniform-guess loss
+    assert all(h["unmasked_negatives"] >= 1 for h in fitted.history)  # collapse guard logged
+    ev = evaluate(fitted, ds, split, which="test", ks=(10,)).summary
+    # random ranking: about 10 / (n_items - history) hits; users walk a topic so text helps a lot
+    assert ev["hr@10"] > 0.6, ev
+
+
+def test_causal_mask_respected():
+    m = tiny_model()
+    x = torch.randn(2, 6, m.config.user_hidden)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    h1 = m.user_states(x, mask)
+    x2 = x.clone()
+    x2[:, 4:] = torch.randn(2, 2, m.config.user_hidden)  # change the future
+    h2 = m.user_states(x2, mask)
+    torch.testing.assert_close(h1[:, :4], h2[:, :4])
+    assert not torch.allclose(h1[:, 4:], h2[:, 4:])
+
+
+def test_same_id_negatives_excluded():
+    m = tiny_model(false_negative_cos=1.0)
+    D = m.config.user_hidden
+    g = torch.Generator().manual_seed(0)
+    pred, pos = torch.randn(3, D, generator=g), torch.randn(3, D, generator=g)
+    pos_ids = torch.tensor([0, 1, 2])
+    neg = torch.randn(5, D, generator=g)
+    neg_ids = torch.tensor([10, 11, 12, 13, 14])
+    base = m.info_nce(pred, pos, pos_ids, neg, neg_ids)
+    # add the positives themselves (same ids) to the pool: they must be masked, loss unchanged
+    out = m.info_nce(pred, pos, pos_ids, torch.cat([neg, pos]), torch.cat([neg_ids, pos_ids]))
+    torch.testing.assert_close(out.loss, base.loss)
+    assert out.unmasked_negatives == 5 + 2  # other rows' positives remain valid negatives
+
+
+def test_false_negative_filter_and_collapse_guard():
+    m = tiny_model(false_negative_cos=0.99)
+    D = m.config.user_hidden
+    pred, pos = torch.randn(2, D), torch.randn(2, D)
+    neg = torch.cat([pos[:1] * 2.0, torch.randn(3, D)])  # a near-duplicate of positive 0 (cos = 1)
+    out = m.info_nce(pred, pos, torch.tensor([0, 1]), neg, torch.tensor([5, 6, 7, 8]))
+    assert out.unmasked_negatives == pytest.approx((3 + 4) / 2)
+    same = pos[:1].repeat(4, 1)  # collapsed pool: every negative is a near-duplicate
+    out = m.info_nce(pred[:1], pos[:1], torch.tensor([0]), same, torch.tensor([5, 6, 7, 8]))
+    assert out.guarded_rows == 1.0 and out.unmasked_negatives == 4 and torch.isfinite(out.loss)
+
+
+def test_temperature_init_and_floor():
+    m = tiny_model()
+    assert float(m.scale()) == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        m.logit_scale.fill_(10.0)
+    assert float(m.scale()) == pytest.approx(100.0, rel=1e-5)  # temperature >= 0.01
+
+
+@pytest.mark.parametrize("pooling", ["item_token", "mean"])
+def test_item_embedding_ignores_padding_and_batch(pooling):
+    m = tiny_model(pooling=pooling)
+    tok = m.item_encoder.tokenize(["short", "a much longer item title with many words in it"])
+    both = m.item_features(tok["input_ids"], tok["attention_mask"])
+    one = m.item_features(tok["input_ids"][:1], tok["attention_mask"][:1])
+    torch.testing.assert_close(both[:1], one, atol=1e-5, rtol=1e-5)
+    assert both.shape == (2, m.item_encoder.hidden)
+
+
+def test_embedding_cache_equals_recomputed(fitted, data):
+    ds, _ = data
+    tok = fitted.model.item_encoder.tokenize(list(ds.item_text))
+    torch.testing.assert_close(encode_items(fitted.model, tok, batch_size=7), fitted.features.cpu())
+    table = fitted.item_table().copy()
+    new_ids = fitted.add_items(ds.item_text[:3])  # incremental: same text -> same embedding
+    assert list(new_ids) == [ds.n_items, ds.n_items + 1, ds.n_items + 2]
+    np.testing.assert_allclose(fitted.item_table()[new_ids], table[:3], atol=1e-6)
+    fitted.features = fitted.features[:ds.n_items]
+    fitted.refresh_table()
+
+
+def test_save_load_round_trip_identical(fitted, data, tmp_path):
+    ds, split = data
+    fitted.save(tmp_path / "m")
+    again = HLLMPolicy.load(tmp_path / "m")
+    batch = UserBatch.from_sequences(split.train, np.arange(10))
+    np.testing.assert_array_equal(again.score_all(batch), fitted.score_all(batch))
+    assert again.history == fitted.history
+
+
+def test_same_seed_same_model(data):
+    ds, split = data
+    a = registry.create("hllm", {"preset": "tiny", "stage1_epochs": 0}).fit(ds, split, progress=False)
+    b = registry.create("hllm", {"preset": "tiny", "stage1_epochs": 0}).fit(ds, split, progress=False)
+    batch = UserBatch.from_sequences(split.train, np.arange(5))
+    np.testing.assert_array_equal(a.score_all(batch), b.score_all(batch))
+
+
+def test_time_embedding_option(data):
+    ds, split = data
+    pol = registry.create("hllm", {"preset": "tiny", "use_time": True, "stage1_epochs": 0}).fit(ds, split, progress=False)
+    assert np.isfinite(pol.score_all(UserBatch.from_sequences(split.train, np.arange(4)))).all()
