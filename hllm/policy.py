@@ -172,7 +172,24 @@ class HLLMPolicy(FullScorePolicy):
         return np.arange(start, start + len(texts), dtype=np.int64)
 
     def item_table(self) -> np.ndarray:
+        """(N, D) L2-normalised item embeddings (what retrieval scores against)."""
         return self.table_n.cpu().numpy()
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """(M, D) normalised embeddings of item texts with the frozen item LLM (not added)."""
+        assert self.model is not None, "policy is not fitted"
+        tok = self.model.item_encoder.tokenize(list(texts))
+        feats = encode_items(self.model, tok, batch_size=batch_size, progress=progress).to(self.features.device)
+        return F.normalize(self.model.project(feats), dim=-1).cpu().numpy()
+
+    @torch.no_grad()
+    def embed_users(self, users: UserBatch, batch_size: int = 512) -> np.ndarray:
+        """(B, D) normalised user embeddings, batched."""
+        out = [self.user_embeddings(UserBatch(users.user_ids[s:s + batch_size], users.histories[s:s + batch_size],
+                                              None if users.timestamps is None else users.timestamps[s:s + batch_size]))
+               for s in range(0, len(users), batch_size)]
+        return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.hf_config.user_hidden), np.float32)
 
     # ----------------------------------------------------------------- persistence
     def save(self, path) -> None:

@@ -1,7 +1,7 @@
 """HSTU (Zhai et al., ICML 2024, "Actions Speak Louder than Words").
 
 Each layer: ``U, V, Q, K = split(SiLU(f1(x)))``; pointwise aggregated attention
-``A = SiLU(Q K^T / sqrt(d) + rab(p, t)) / T`` under a causal mask (no softmax); output
+``A = SiLU(Q K^T / sqrt(d) + rab(p, t)) / max_len`` under a causal mask (no softmax); output
 ``x + f2(Norm(A V) * U)`` (the U-gating). ``rab`` is a learned relative attention bias over
 position distance buckets plus log-bucketed time gaps.
 """
@@ -67,7 +67,7 @@ class RelativeBias(nn.Module):
 class HSTULayer(nn.Module):
     def __init__(self, cfg: HSTUConfig) -> None:
         super().__init__()
-        d, self.h = cfg.hidden, cfg.n_heads
+        d, self.h, self.max_len = cfg.hidden, cfg.n_heads, cfg.max_len
         self.f1 = nn.Linear(d, 4 * d)
         self.f2 = nn.Linear(d, d)
         self.norm_in = nn.LayerNorm(d)
@@ -84,7 +84,8 @@ class HSTULayer(nn.Module):
         v = v.view(B, T, self.h, dh).transpose(1, 2)
         scores = q @ k.transpose(-1, -2) / dh ** 0.5 + self.rab(ts)[:, None]  # (B, H, T, T)
         mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))[None, None] & valid[:, None, None, :]
-        attn = F.silu(scores).masked_fill(~mask, 0.0) / T  # pointwise, no softmax
+        attn = F.silu(scores).masked_fill(~mask, 0.0) / self.max_len  # pointwise, no softmax; fixed
+        # normaliser (the padded length in the paper) so left padding never changes a state
         y = (attn @ v).transpose(1, 2).reshape(B, T, D)  # (B, T, D)
         y = self.f2(self.drop(self.norm_attn(y) * u))
         return x + y

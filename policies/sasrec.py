@@ -47,9 +47,9 @@ class CausalBlock(nn.Module):
         self.ln2 = nn.LayerNorm(d)
         self.ff = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, causal: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, blocked: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         h = self.ln1(x)
-        a, _ = self.attn(h, h, h, attn_mask=causal, need_weights=False)  # (B, T, D)
+        a, _ = self.attn(h, h, h, attn_mask=blocked, need_weights=False)  # (B, T, D)
         x = x + a
         x = x + self.ff(self.ln2(x))
         return x.masked_fill(pad[..., None], 0.0)
@@ -76,9 +76,13 @@ class SASRec(nn.Module):
         pos = torch.arange(T, device=items.device) + (self.cfg.max_len - T)
         x = self.item_emb(items) * self.cfg.hidden ** 0.5 + self.pos_emb(pos)[None]  # (B, T, D)
         x = self.drop(x).masked_fill(pad[..., None], 0.0)
-        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=items.device), 1)  # True = blocked
+        # True = blocked: future positions and padding keys; a position always sees itself
+        # (so all-padding rows stay finite; their outputs are zeroed anyway)
+        eye = torch.eye(T, dtype=torch.bool, device=items.device)
+        blocked = torch.triu(torch.ones(T, T, dtype=torch.bool, device=items.device), 1)[None] | pad[:, None, :]
+        blocked = (blocked & ~eye).repeat_interleave(self.cfg.n_heads, dim=0)  # (B*H, T, T)
         for blk in self.blocks:
-            x = blk(x, causal, pad)
+            x = blk(x, blocked, pad)
         return self.ln(x)  # (B, T, D)
 
 

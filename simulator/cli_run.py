@@ -29,7 +29,14 @@ def build_config(treatment: Optional[str], control: Optional[str], arms: Optiona
     if len(set(names)) != len(names):
         raise ConfigError(f"arm names must differ, got {names}")
     arm_cfgs = [default_arm(n, "control" if i == 0 else "treatment") for i, n in enumerate(names)]
-    return parse_config({"name": f"{names[1]}-vs-{names[0]}", "arms": arm_cfgs, **overrides}, "command line")
+    used = {c["policy"] for a in arm_cfgs for c in a["channels"]}
+    policies = {k: v for k, v in DEFAULT_POLICY_OVERRIDES.items() if k in used}
+    return parse_config({"name": f"{names[1]}-vs-{names[0]}", "arms": arm_cfgs, "policies": policies, **overrides},
+                        "command line")
+
+
+# training budgets of the no-config default run (a few minutes on 2 cores, training included)
+DEFAULT_POLICY_OVERRIDES = {"sasrec": {"epochs": 10, "patience": 2}, "hstu": {"epochs": 10, "patience": 2}}
 
 
 def run(
@@ -39,27 +46,31 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", help="Experiment config (TOML or YAML)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset: 'synthetic' (default, world user model) or a catalog name such as 'ml-100k' (replay)."),
     requests: Optional[int] = typer.Option(None, "--requests", "-n", help="Number of requests to simulate."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many simulated seconds."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="local | ray"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (implies --runtime ray)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="Catalog DuckDB file (default ./sim.duckdb or $SIM_CATALOG)."),
     artifacts: Optional[str] = typer.Option(None, "--artifacts", help="Where trained arms are cached."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="Pipeline actors per arm (Ray)."),
     report_dir: Path = typer.Option(Path("reports"), "--report-dir", help="Where the report is written."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue an incomplete run by id."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run an A/B test in simulation, e.g. `sim run --treatment hllm --control sasrec`."""
     from simulator.data import Catalog
-    from simulator.run import resume_experiment, run_experiment
+    from simulator.run import resume_experiment, run_experiment, validate
 
     cat = Catalog(catalog)
     if resume:
         run_id = resume_experiment(resume, cat, progress=not quiet)
     else:
         ov = {k: v for k, v in {"dataset": data, "n_requests": requests, "seed": seed, "artifacts": artifacts,
+                                "duration_s": duration, "actors_per_arm": actors,
                                 "ray_address": ray_address,
                                 "runtime": "ray" if ray_address and not runtime else runtime}.items() if v is not None}
         cfg = build_config(treatment, control, arms, config, ov)
+        validate(cfg, cat)  # unknown policy / dataset, impossible quotas: one line, before any work
         try:
             run_id = run_experiment(cfg, cat, progress=not quiet)
         except KeyboardInterrupt as e:

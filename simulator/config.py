@@ -79,6 +79,9 @@ class ExperimentConfig(BaseModel):
     salt: str = "hllm-sim"
     user_model: Literal["auto", "world", "replay"] = "auto"
     n_requests: int = Field(4000, ge=1, description="stop after this many requests")
+    duration_s: float | None = Field(None, gt=0, description="also stop issuing requests after this much simulated time")
+    start_horizon_s: float = Field(3600.0, gt=0, description="world: users start their first session within this window")
+    sessions_per_day: float = Field(2.0, gt=0, description="world: mean sessions per user per day after the first")
     batch_window_s: float = Field(60.0, gt=0, description="requests arriving within this simulated window are served together")
     max_batch: int = Field(512, ge=1)
     session_gap_s: float = Field(30.0, gt=0, description="mean think time between requests within a session")

@@ -24,8 +24,9 @@ class Request:
 class Clock:
     """Owns the SimPy environment, the pending queue and the stop condition."""
 
-    def __init__(self, start: float, n_requests: int) -> None:
+    def __init__(self, start: float, n_requests: int, duration_s: float | None = None) -> None:
         self.env = simpy.Environment(initial_time=start)
+        self.stop_at = start + duration_s if duration_s is not None else float("inf")
         self.pending: list[Request] = []
         self.issued = 0
         self.n_requests = n_requests
@@ -33,7 +34,7 @@ class Clock:
         self.active_users = 0
 
     def request(self, user_id: int, session_id: int) -> simpy.Event | None:
-        if self.issued >= self.n_requests:
+        if self.issued >= self.n_requests or self.env.now >= self.stop_at:
             return None
         self.issued += 1
         ev = self.env.event()
@@ -101,7 +102,8 @@ def batcher(clock: Clock, window_s: float, serve_batch):
             clicks = serve_batch(batch)
             for r, c in zip(batch, clicks):
                 r.reply.succeed(int(c))
-        if (clock.issued >= clock.n_requests or clock.active_users == 0) and not clock.pending:
+        over = clock.issued >= clock.n_requests or env.now >= clock.stop_at
+        if (over or clock.active_users == 0) and not clock.pending:
             if not clock.done.triggered:
                 clock.done.succeed()
             return

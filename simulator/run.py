@@ -26,7 +26,7 @@ from simulator.env import Clock, batcher, replay_requests, tracked, world_sessio
 from simulator.errors import ConfigError, NotFoundError
 from simulator.runtime import RUNTIMES
 from simulator.sink import EventSink, ensure_schema
-from simulator.users import ReplayUser, WorldUser
+from simulator.users import ReplayUser, WorldUser, raw_to_world
 
 DAY = 86400.0
 
@@ -46,12 +46,48 @@ class Setup:
     replay_times: list[np.ndarray] | None = None
 
 
-def validate(cfg: ExperimentConfig) -> None:
-    """Fail before any work: unknown policies or bad policy overrides."""
+def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
+    """Fail before any work (one-line ConfigError/NotFoundError): unknown policies, policies
+    used in a role they cannot play, bad policy overrides, unknown dataset, channel quotas
+    larger than the catalog."""
     for name in cfg.all_policies():
         registry.get(name)
     for name, ov in cfg.policies.items():
         registry.make_config(name, ov)
+    for arm in cfg.arms:
+        for c in arm.channels:
+            if "retriever" not in registry.get(c.policy).kinds:
+                raise ConfigError(f"arm {arm.name!r}: policy {c.policy!r} cannot be a retrieval channel")
+        for st in (arm.coarse, arm.fine):
+            if st is not None and "scorer" not in registry.get(st.policy).kinds:
+                raise ConfigError(f"arm {arm.name!r}: policy {st.policy!r} cannot be a ranker")
+    if catalog is None:
+        return
+    n_items = _n_items(cfg.dataset, catalog)
+    if n_items is not None:
+        for arm in cfg.arms:
+            for c in arm.channels:
+                if c.quota > n_items:
+                    raise ConfigError(f"arm {arm.name!r}: channel {c.policy!r} quota {c.quota} exceeds the "
+                                      f"{n_items} items of dataset {cfg.dataset!r}")
+
+
+def _n_items(name: str, catalog: Catalog) -> int | None:
+    """Catalog size without loading the dataset; NotFoundError for an unknown dataset."""
+    if catalog.has_dataset(name):
+        return int(catalog.info(name).n_items)
+    if name == "synthetic" or name.startswith("synthetic-"):
+        from simulator.data.synthetic import WorldConfig
+
+        return WorldConfig().items
+    if name == "ml-100k":
+        from simulator.data.paths import find_ml100k
+
+        if find_ml100k() is None:
+            raise NotFoundError("dataset 'ml-100k' not found (../shared/data/ml-100k or HLLM_SIM_ML100K)")
+        return None
+    catalog.info(name)  # raises NotFoundError listing the known datasets
+    return None
 
 
 def _prefix(seqs: Sequences, t_split: float) -> Sequences:
@@ -75,7 +111,7 @@ def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
         world = world_for(catalog, cfg.dataset)
         sim_start = float(ds.sequences.ts.max()) if len(ds.sequences) else 0.0
         pre = ds.sequences
-        user_model = WorldUser(world)
+        user_model = WorldUser(world, raw_to_world(ds.user_raw_ids), raw_to_world(ds.item_raw_ids))
         users = np.arange(ds.n_users)
         times = None
     else:
@@ -119,7 +155,7 @@ def _git_rev() -> str:
 def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = True, run_id: str | None = None,
                    policies: dict | None = None, on_batch=None) -> str:
     """Run ``cfg``; returns the run id. ``on_batch(batch_no, runtime)`` is a test hook."""
-    validate(cfg)
+    validate(cfg, catalog)
     con = catalog.con
     ensure_schema(con)
     resumed = run_id is not None
@@ -159,14 +195,14 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
 def _simulate(cfg: ExperimentConfig, setup: Setup, runtime, sink: EventSink, progress: bool, on_batch) -> int:
     arm_names = [a.name for a in cfg.arms]
     arm_of = assign(np.arange(setup.dataset.n_users), [a.weight for a in cfg.arms], cfg.salt)
-    clock = Clock(setup.sim_start, cfg.n_requests)
+    clock = Clock(setup.sim_start, cfg.n_requests, cfg.duration_s)
     rng = np.random.default_rng(cfg.seed)
     first_seen: dict[int, float] = {}
     if setup.mode == "world":
-        horizon = DAY
         for u in setup.users:
             tracked(clock, world_sessions(clock, int(u), np.random.default_rng([cfg.seed, int(u)]), cfg.session_gap_s,
-                                          cfg.abandon_prob, float(rng.uniform(0, horizon)), DAY))
+                                          cfg.abandon_prob, float(rng.uniform(0, cfg.start_horizon_s)),
+                                          DAY / cfg.sessions_per_day))
     else:
         for u in setup.users:
             tracked(clock, replay_requests(clock, int(u), setup.replay_times[u]))

@@ -23,15 +23,29 @@ class UserModel(Protocol):
 
 
 class WorldUser:
-    def __init__(self, world) -> None:
+    """Ground truth of the synthetic world. ``user_map``/``item_map`` translate the dataset's
+    internal ids to the world's ids (from the raw ids; identity when the catalog kept them)."""
+
+    def __init__(self, world, user_map: np.ndarray | None = None, item_map: np.ndarray | None = None) -> None:
         self.world = world
+        self.user_map, self.item_map = user_map, item_map
         world.reset_state()
 
     def respond(self, user_ids, slate, now, rng) -> np.ndarray:
-        pos = self.world.choose(user_ids, slate, now, rng)
-        chosen = np.where(pos >= 0, slate[np.arange(len(pos)), np.clip(pos, 0, None)], -1)
-        self.world.update(user_ids, chosen, now)
+        wu = user_ids if self.user_map is None else self.user_map[user_ids]
+        ws = slate if self.item_map is None else np.where(slate >= 0, self.item_map[np.clip(slate, 0, None)], -1)
+        pos = self.world.choose(wu, ws, now, rng)
+        chosen = np.where(pos >= 0, ws[np.arange(len(pos)), np.clip(pos, 0, None)], -1)
+        self.world.update(wu, chosen, now)
         return pos
+
+
+def raw_to_world(raw_ids: np.ndarray | None) -> np.ndarray | None:
+    """Internal id -> world id (the world writes raw ids '0'..'n-1'); None when identity."""
+    if raw_ids is None:
+        return None
+    m = np.asarray([int(r) for r in raw_ids], dtype=np.int64)
+    return None if np.array_equal(m, np.arange(len(m))) else m
 
 
 class ReplayUser:

@@ -1,0 +1,119 @@
+"""Serving HLLM from tables: item embeddings on disk, batched user embeddings, exact top-k.
+
+Item table folder (``write_item_table``):
+  ``embeddings.npy``  (N, D) float32, L2-normalised, opened memory-mapped (``np.load(mmap_mode="r")``)
+  ``items.parquet``   item_id, text (row i of the array is item i)
+  ``meta.json``       dim, n_items, model path
+The same rows can be mirrored into DuckDB (``to_duckdb``: ``item_id BIGINT, emb FLOAT[]``).
+New items are appended with ``append_items`` (the frozen item LLM embeds only the new texts;
+nothing is retrained): this is how cold-start items become retrievable.
+Retrieval is an exact inner product over the table in (users x item-chunk) matmuls with a
+running top-k, so memory stays bounded at 1M+ items.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from simulator.errors import DataError, NotFoundError
+
+
+def write_item_table(folder, emb: np.ndarray, texts: list[str] | None = None, meta: dict | None = None) -> Path:
+    """Write (N, D) embeddings (+ texts) as a memory-mappable table folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    arr = np.lib.format.open_memmap(folder / "embeddings.tmp.npy", mode="w+", dtype=np.float32, shape=emb.shape)
+    arr[:] = emb
+    arr.flush()
+    del arr
+    (folder / "embeddings.tmp.npy").replace(folder / "embeddings.npy")
+    texts = list(texts) if texts is not None else [""] * len(emb)
+    pd.DataFrame({"item_id": np.arange(len(emb), dtype=np.int64), "text": texts}).to_parquet(folder / "items.parquet")
+    (folder / "meta.json").write_text(json.dumps({"dim": int(emb.shape[1]), "n_items": int(len(emb)), **(meta or {})}))
+    return folder
+
+
+def open_item_table(folder) -> np.ndarray:
+    """The (N, D) item embeddings, memory-mapped read-only."""
+    p = Path(folder) / "embeddings.npy"
+    if not p.exists():
+        raise NotFoundError(f"no item table at {folder} (run `sim hllm embed-items` first)")
+    return np.load(p, mmap_mode="r")
+
+
+def read_item_texts(folder) -> list[str]:
+    return pd.read_parquet(Path(folder) / "items.parquet")["text"].tolist()
+
+
+def append_items(folder, new_emb: np.ndarray, new_texts: list[str]) -> np.ndarray:
+    """Append new items' embeddings; returns their ids (N..N+M-1). Existing rows are untouched."""
+    old = open_item_table(folder)
+    if new_emb.ndim != 2 or new_emb.shape[1] != old.shape[1]:
+        raise DataError(f"new item embeddings have shape {new_emb.shape}, table dim is {old.shape[1]}",
+                        file=str(folder), field="embeddings")
+    n = len(old)
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    both = np.concatenate([np.asarray(old), new_emb.astype(np.float32)])
+    del old
+    write_item_table(folder, both, read_item_texts(folder) + list(new_texts), meta)
+    return np.arange(n, n + len(new_emb), dtype=np.int64)
+
+
+def to_duckdb(con, table: str, emb: np.ndarray, replace: bool = True) -> None:
+    """Mirror an item table into DuckDB as ``(item_id BIGINT, emb FLOAT[])`` (via Arrow, no Python loop)."""
+    import pyarrow as pa
+
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    col = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+    tbl = pa.table({"item_id": pa.array(np.arange(len(emb), dtype=np.int64)), "emb": col})
+    con.register("_hllm_emb", tbl)
+    verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE"
+    con.execute(f"{verb} {table} AS SELECT item_id, emb::FLOAT[] AS emb FROM _hllm_emb")
+    con.unregister("_hllm_emb")
+
+
+def from_duckdb(con, table: str) -> np.ndarray:
+    """Read back ``(item_id, emb)`` rows as an (N, D) array ordered by item_id."""
+    t = con.sql(f"SELECT emb FROM {table} ORDER BY item_id").to_arrow_table()
+    col = t.column("emb").combine_chunks()
+    n = len(col)
+    return np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, -1)
+
+
+@torch.no_grad()
+def topk_inner_product(users: np.ndarray | torch.Tensor, items: np.ndarray | torch.Tensor, k: int,
+                       exclude: list[np.ndarray] | None = None, user_batch: int = 1024,
+                       item_chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of ``users (B, D) @ items (N, D).T``; returns (ids (B, k) int64, scores (B, k)).
+
+    ``exclude[b]`` lists item ids never returned for user b. Items are streamed in chunks (a
+    memory-mapped table is read chunk by chunk) and merged into a running top-k.
+    """
+    U = torch.as_tensor(np.asarray(users, dtype=np.float32)) if not torch.is_tensor(users) else users.float()
+    N = len(items)
+    k = min(k, N)
+    out_s = torch.full((len(U), k), -torch.inf)
+    out_i = torch.full((len(U), k), -1, dtype=torch.long)
+    for c0 in range(0, N, item_chunk):
+        chunk = items[c0:c0 + item_chunk]
+        T = chunk if torch.is_tensor(chunk) else torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+        for b0 in range(0, len(U), user_batch):
+            s = U[b0:b0 + user_batch] @ T.T  # (b, chunk)
+            if exclude is not None:
+                for r, ex in enumerate(exclude[b0:b0 + user_batch]):
+                    ex = np.asarray(ex, dtype=np.int64)
+                    ex = ex[(ex >= c0) & (ex < c0 + len(T))] - c0
+                    s[r, torch.from_numpy(ex)] = -torch.inf
+            kk = min(k, s.shape[1])
+            cs, ci = s.topk(kk, dim=1)
+            both_s = torch.cat([out_s[b0:b0 + len(s)], cs], 1)
+            both_i = torch.cat([out_i[b0:b0 + len(s)], ci + c0], 1)
+            top_s, pos = both_s.topk(k, dim=1)
+            out_s[b0:b0 + len(s)], out_i[b0:b0 + len(s)] = top_s, both_i.gather(1, pos)
+    return out_i.numpy(), out_s.numpy()
