@@ -25,8 +25,11 @@ import torch
 
 # RecBole 1.2.1 predates torch's weights_only=True default and numpy 2's removed aliases
 torch.load = functools.partial(torch.load, weights_only=False)
-for alias, typ in (("float", float), ("int", int), ("bool", bool), ("long", int)):
-    if not hasattr(np, alias):
+for alias, typ in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_),
+                   ("float", float), ("int", int), ("bool", bool), ("long", int)):
+    try:
+        getattr(np, alias)
+    except AttributeError:
         setattr(np, alias, typ)
 
 
@@ -40,6 +43,7 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    sys.argv = sys.argv[:1]  # RecBole reads sys.argv as config overrides
     if args.threads:
         torch.set_num_threads(args.threads)
     from recbole.quick_start import run_recbole

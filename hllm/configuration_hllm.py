@@ -1,8 +1,9 @@
 """HLLM configuration (HF ``PretrainedConfig``): item LLM, user LLM, loss and training recipe.
 
 Presets (``HLLMConfig.preset(name)``):
-- ``fast``  (default for simulations): MiniLM item LLM, frozen, 2-layer user LLM; stage 2 only.
-- ``paper`` (paper-faithful recipe, scaled to CPU): stage 1 end-to-end fine-tuning of the item
+- ``fast``  (default for simulations, ``sim run --treatment hllm``): pretrained MiniLM item LLM,
+  frozen (features cached once), 2-layer user LLM, stage 2 only, <= 20 epochs with early stop.
+- ``paper`` (THE paper-faithful recipe, scaled to CPU): stage 1 end-to-end fine-tuning of the item
   LLM together with the user LLM on short sequences, then stage 2 on long cached sequences;
   ``item_llm="smollm2"`` for a decoder item LLM as in the paper.
 - ``tiny``  (tests): a tiny randomly initialised BERT item LLM and a 1-layer user LLM.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 PRESETS: dict[str, dict] = {
-    "fast": dict(item_llm="minilm", stage1_epochs=0, stage2_epochs=60, user_layers=2),
+    "fast": dict(item_llm="minilm", stage1_epochs=0, stage2_epochs=20, user_layers=2, patience=3),
     "paper": dict(item_llm="minilm", stage1_epochs=2, stage2_epochs=80, user_layers=2),
     "tiny": dict(item_llm="tiny", prompt="", max_text_len=16, user_hidden=32, user_layers=1, user_heads=2,
                  stage1_epochs=1, stage1_max_len=5, stage1_negatives=16, stage2_epochs=2, max_len=8, n_negatives=16,
@@ -55,6 +56,8 @@ class HLLMConfig(PretrainedConfig):
                  batch_size: int = 128,
                  patience: int = 5,
                  eval_every: int = 2,
+                 grad_checkpointing: bool = False,  # item LLM in stage 1 (saves memory on long texts)
+                 bf16: bool = True,  # bf16 autocast when a CUDA device supports it (CPU stays fp32)
                  seed: int = 0,
                  **kwargs) -> None:
         super().__init__(**kwargs)
@@ -71,3 +74,4 @@ class HLLMConfig(PretrainedConfig):
         self.stage1_negatives = stage1_negatives
         self.stage2_epochs, self.lr, self.weight_decay, self.batch_size = stage2_epochs, lr, weight_decay, batch_size
         self.patience, self.eval_every, self.seed = patience, eval_every, seed
+        self.grad_checkpointing, self.bf16 = grad_checkpointing, bf16

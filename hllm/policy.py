@@ -55,6 +55,8 @@ class HLLMPolicyConfig(BaseModel):
     patience: int | None = Field(None, ge=1)
     eval_every: int | None = Field(None, ge=1)
     dropout: float | None = Field(None, ge=0, lt=1)
+    grad_checkpointing: bool | None = None
+    bf16: bool | None = None
 
     @classmethod
     def tiny(cls) -> "HLLMPolicyConfig":
@@ -104,6 +106,9 @@ class HLLMPolicy(FullScorePolicy):
         self.n_items = dataset.n_items
         tokens = model.item_encoder.tokenize(list(dataset.item_text))
         if cfg.stage1_epochs > 0:
+            bb = model.item_encoder.backbone
+            if cfg.grad_checkpointing and getattr(bb, "supports_gradient_checkpointing", False):
+                bb.gradient_checkpointing_enable()
             model.set_feature_stats(encode_items(model, tokens, progress=progress))
             def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
                 return model.project(model.item_features(tokens["input_ids"][ids.cpu()].to(dev),

@@ -102,7 +102,7 @@ def topk_inner_product(users: np.ndarray | torch.Tensor, items: np.ndarray | tor
     out_i = torch.full((len(U), k), -1, dtype=torch.long)
     for c0 in range(0, N, item_chunk):
         chunk = items[c0:c0 + item_chunk]
-        T = chunk if torch.is_tensor(chunk) else torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+        T = chunk if torch.is_tensor(chunk) else torch.from_numpy(np.array(chunk, dtype=np.float32))  # copy: memmap is read-only
         for b0 in range(0, len(U), user_batch):
             s = U[b0:b0 + user_batch] @ T.T  # (b, chunk)
             if exclude is not None:

@@ -10,6 +10,7 @@ negatives masked; the number of unmasked negatives is logged as a collapse guard
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -62,6 +63,12 @@ def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch
     return model.info_nce(pred, pos, pos_ids, neg, neg_ids)
 
 
+def autocast(cfg):
+    """bf16 autocast on CUDA devices that support it; a no-op context on CPU."""
+    on = bool(cfg.bf16) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if on else contextlib.nullcontext()
+
+
 def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_len: int, batch_size: int,
               lr: float, n_negatives: int, policy=None, dataset=None, desc: str = "hllm",
               progress: bool = True) -> list[dict]:
@@ -87,7 +94,8 @@ def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_le
         for s in range(0, len(perm), batch_size):
             b = perm[s:s + batch_size]
             pool = seen[torch.randint(0, len(seen), (n_negatives,), generator=gen)]
-            out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev))
+            with autocast(cfg):
+                out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev))
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(flat, 1.0)

@@ -52,16 +52,18 @@ def _load(data: str, catalog: Optional[str]):
     return cat, ds, LeaveOneOut.from_sequences(ds.sequences)
 
 
-def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
+def _print_table(title: str, columns: dict[str, dict[str, float]]) -> None:
+    """Metrics as rows, one column per (model, split): fits any terminal width."""
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=title)
-    cols = list(rows[0]) if rows else []
-    for c in cols:
-        t.add_column(c, justify="right" if c not in ("model", "dataset") else "left")
-    for r in rows:
-        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()])
+    t.add_column("metric")
+    for c in columns:
+        t.add_column(c, justify="right")
+    metrics = list(next(iter(columns.values()))) if columns else []
+    for m in metrics:
+        t.add_row(m, *[f"{col.get(m, float('nan')):.4f}" for col in columns.values()])
     Console().print(t)
 
 
@@ -86,11 +88,11 @@ def train(
         t0 = time.perf_counter()
         pol = fit_or_load(model, ds, split, overrides, root=artifacts)
         secs = time.perf_counter() - t0
-        rows = []
+        cols = {}
         for which in ("valid", "test"):
             r = run_eval(pol, ds, split, which=which)
-            rows.append({"model": model, "split": which, **{k: v for k, v in r.summary.items() if k != "n_users"}})
-        _print_table(f"{model} on {data} (fit/load {secs:.1f}s)", rows)
+            cols[f"{model} {which}"] = {k: v for k, v in r.summary.items() if k != "n_users"}
+        _print_table(f"{model} on {data} (fit/load {secs:.1f}s)", cols)
     finally:
         cat.close()
 
@@ -126,7 +128,7 @@ def evaluate(
         eid = save_eval(cat, r, dataset=data, model=model, config_hash=config_hash(model, cfg), split=split_name,
                         exclude_history=exclude_history)
         _print_table(f"{model} on {data}, {split_name} ({int(r.summary['n_users'])} users, {secs:.2f}s)",
-                     [{"model": model, **{k: v for k, v in r.summary.items() if k != "n_users"}}])
+                     {model: {k: v for k, v in r.summary.items() if k != "n_users"}})
         typer.echo(f"eval_id {eid} -> {cat.path} (eval_summary, eval_results)")
     finally:
         cat.close()

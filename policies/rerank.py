@@ -203,7 +203,8 @@ class MaxPerLabelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     attribute: str = Field("genre", description="item attribute holding the labels")
     max_per: int = Field(3, ge=1, description="at most this many slate items share a label")
-    backfill: bool = Field(False, description="fill remaining slots with rule-breaking items (else PAD)")
+    backfill: bool = Field(False, description="fill remaining slots with rule-breaking items, after the "
+                           "compliant ones (else PAD)")
 
 
 class MaxPerLabel:
@@ -230,18 +231,18 @@ class MaxPerLabel:
         admitted = np.zeros((B, C), dtype=bool)
         n_in = np.zeros(B, dtype=np.int64)
         for c in range(C):  # C is the candidate count (hundreds), vectorised over users
-            fits = valid[:, c] & ((used + lab[:, c]) <= self.cfg.max_per).all(1) | (valid[:, c] & (lab[:, c].sum(1) == 0))
-            fits &= n_in < k
+            fits = valid[:, c] & ((used + lab[:, c]) <= self.cfg.max_per).all(1) & (n_in < k)  # (B,)
             admitted[:, c] = fits
             used += lab[:, c] * fits[:, None]
             n_in += fits
-        if self.cfg.backfill:
+        backfilled = np.zeros_like(admitted)
+        if self.cfg.backfill:  # rule-breakers demoted behind every compliant item, in score order
             rank = np.cumsum(valid & ~admitted, axis=1)
-            admitted |= valid & ~admitted & (rank <= (k - n_in)[:, None])
-        # admitted items keep score order; the rest go after and are dropped
-        key = np.where(admitted, np.arange(C)[None, :], C + np.arange(C)[None, :])
+            backfilled = valid & ~admitted & (rank <= (k - n_in)[:, None])
+        pos = np.arange(C)[None, :]
+        key = np.where(admitted, pos, np.where(backfilled, C + pos, 2 * C + pos))
         order = np.argsort(key, axis=1, kind="stable")[:, :k]
-        keep = np.take_along_axis(admitted, order, 1)
+        keep = np.take_along_axis(admitted | backfilled, order, 1)
         ch_s = None if ch is None else np.take_along_axis(ch, by_score, 1)
         return _pad_slate(_slate_from_order(ids_s, sc_s, ch_s, order, keep, candidates.channel_names), k)
 

@@ -92,6 +92,10 @@ class ExperimentConfig(BaseModel):
     runtime: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     actors_per_arm: int = Field(1, ge=1)
+    chunk_size: int = Field(128, ge=1, description="requests per pipeline call (fixed, so results do not depend on the runtime)")
+    threads: int = Field(1, ge=1, description="torch threads per pipeline (same in every runtime: identical floats)")
+    max_restarts: int = Field(-1, ge=-1, description="Ray: restarts of a dead pipeline actor (-1 = unlimited)")
+    max_task_retries: int = Field(5, ge=0, description="Ray: retries of a batch whose actor died")
     artifacts: str = "artifacts"
     policies: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-policy config overrides")
     arms: tuple[ArmConfig, ...] = Field(..., min_length=1)

@@ -170,8 +170,10 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     else:
         con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [run_id])
     runtime_cls = RUNTIMES[cfg.runtime]
-    kw = {"address": cfg.ray_address} if cfg.runtime == "ray" else {}
-    runtime = runtime_cls(list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm, **kw)
+    kw = ({"address": cfg.ray_address, "max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
+          if cfg.runtime == "ray" else {})
+    runtime = runtime_cls(list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
+                          chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
     sink = EventSink(con, run_id)
     status = "failed"
     try:
@@ -264,8 +266,7 @@ def _simulate(cfg: ExperimentConfig, setup: Setup, runtime, sink: EventSink, pro
             items = slate[hit, pos[hit]]
             sink.add("feedback", request_id=rid[hit], user_id=users[hit], arm=arm_str[hit].tolist(), item_id=items,
                      position=pos[hit].astype(np.int32), event="click", value=1.0, ts=now[hit] + cfg.feedback_delay_s)
-            for u, it in zip(users[hit], items):
-                setup.histories[int(u)].append(int(it))
+            clock.env.process(_deliver(clock.env, cfg.feedback_delay_s, setup.histories, users[hit], items))
         if on_batch is not None:
             on_batch(state["batch"], runtime)
         return pos
@@ -274,6 +275,17 @@ def _simulate(cfg: ExperimentConfig, setup: Setup, runtime, sink: EventSink, pro
     clock.env.run(until=clock.done)
     bar.close()
     return state["next_id"]
+
+
+def _deliver(env, delay: float, histories: list, users: np.ndarray, items: np.ndarray):
+    """Delayed feedback: the consumed items reach the users' histories (what the arms see
+    on the next request) only ``delay`` simulated seconds after the click."""
+    if delay > 0:
+        yield env.timeout(delay)
+    for u, it in zip(users.tolist(), items.tolist()):
+        histories[u].append(it)
+    if False:  # pragma: no cover - keeps this a generator when delay == 0
+        yield
 
 
 def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True) -> str:

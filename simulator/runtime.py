@@ -21,15 +21,40 @@ from simulator.pipeline import Pipeline
 SlateParts = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], float]  # ids, scores, channel, names, ms
 
 
-def _chunks(n: int, k: int) -> list[slice]:
-    edges = np.linspace(0, n, min(k, max(n, 1)) + 1).round().astype(int)
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+def _chunks(n: int, size: int) -> list[slice]:
+    """Fixed-size chunks: a function of the batch only (not of the runtime or the actor count),
+    so every runtime feeds the models identical sub-batches and gets bit-identical floats."""
+    return [slice(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 def _sub(users: UserBatch, sl: slice) -> UserBatch:
     return UserBatch(users.user_ids[sl], users.histories[sl],
                      None if users.timestamps is None else users.timestamps[sl],
                      None if users.now is None else users.now[sl])
+
+
+class _threads:
+    """Pin torch's intra-op threads while serving: float reductions depend on the thread
+    count, so every runtime scores with the same number (bit-identical results)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.prev = n, None
+
+    def __enter__(self):
+        try:
+            import torch
+        except ImportError:  # pragma: no cover
+            return self
+        self.prev = torch.get_num_threads()
+        if self.prev != self.n:
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.prev is not None and self.prev != self.n:
+            import torch
+
+            torch.set_num_threads(self.prev)
 
 
 def _run_pipeline(pipe: Pipeline, users: UserBatch) -> SlateParts:
@@ -50,13 +75,17 @@ def _join(parts: list[SlateParts]) -> tuple[Slate, np.ndarray]:
 class LocalRuntime:
     name = "local"
 
-    def __init__(self, arms: list[ArmConfig], policies: dict, dataset=None, actors_per_arm: int = 1) -> None:
+    def __init__(self, arms: list[ArmConfig], policies: dict, dataset=None, actors_per_arm: int = 1,
+                 chunk_size: int = 128, threads: int = 1) -> None:
         self.pipes = {a.name: Pipeline(a, {p: policies[p] for p in a.policies()}, dataset) for a in arms}
         self.k = actors_per_arm
+        self.chunk = chunk_size
+        self.threads = threads
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
-        return {arm: _join([_run_pipeline(self.pipes[arm], _sub(u, sl)) for sl in _chunks(len(u), self.k)])
-                for arm, u in work.items()}
+        with _threads(self.threads):
+            return {arm: _join([_run_pipeline(self.pipes[arm], _sub(u, sl)) for sl in _chunks(len(u), self.chunk)])
+                    for arm, u in work.items()}
 
     def close(self) -> None:
         pass
@@ -66,26 +95,33 @@ class RayRuntime:
     name = "ray"
 
     def __init__(self, arms: list[ArmConfig], policies: dict, dataset=None, actors_per_arm: int = 1,
-                 address: str | None = None) -> None:
+                 chunk_size: int = 128, threads: int = 1, address: str | None = None, max_restarts: int = -1,
+                 max_task_retries: int = 5) -> None:
         import ray
 
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
                      configure_logging=False)
         self.ray = ray
-        actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=5)(_PipelineActor)
+        actor_cls = ray.remote(num_cpus=0, max_restarts=max_restarts,
+                               max_task_retries=max_task_retries)(_PipelineActor)
         refs = {p: ray.put(policies[p]) for a in arms for p in a.policies()}
         genres_ref = ray.put(dataset)
-        self.actors = {a.name: [actor_cls.remote(a.model_dump_json(), {p: refs[p] for p in a.policies()}, genres_ref)
+        # the driver keeps the constructor arguments alive so a killed actor can be rebuilt
+        self._keep = (refs, genres_ref)
+        self.actors = {a.name: [actor_cls.remote(a.model_dump_json(), {p: refs[p] for p in a.policies()}, genres_ref,
+                                                 threads)
                                 for _ in range(actors_per_arm)] for a in arms}
         self.k = actors_per_arm
+        self.chunk = chunk_size
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
         futures = {}
         for arm, u in work.items():
             futures[arm] = [self.actors[arm][i % self.k].run.remote(
-                u.user_ids[sl], list(u.histories[sl]), None if u.timestamps is None else list(u.timestamps[sl]))
-                for i, sl in enumerate(_chunks(len(u), self.k))]
+                u.user_ids[sl], list(u.histories[sl]), None if u.timestamps is None else list(u.timestamps[sl]),
+                None if u.now is None else u.now[sl])
+                for i, sl in enumerate(_chunks(len(u), self.chunk))]
         return {arm: _join(self.ray.get(fs)) for arm, fs in futures.items()}
 
     def close(self) -> None:
@@ -97,15 +133,16 @@ class RayRuntime:
 class _PipelineActor:
     """One arm's pipeline inside a Ray actor (policies arrive through the object store)."""
 
-    def __init__(self, arm_json: str, policy_refs: dict, dataset) -> None:
+    def __init__(self, arm_json: str, policy_refs: dict, dataset, threads: int = 1) -> None:
         import ray
 
+        _threads(threads).__enter__()  # for the actor's lifetime
         arm = ArmConfig.model_validate_json(arm_json)
         pols = {k: (ray.get(v) if isinstance(v, ray.ObjectRef) else v) for k, v in policy_refs.items()}
         self.pipe = Pipeline(arm, pols, dataset)
 
-    def run(self, user_ids, histories, timestamps) -> SlateParts:
-        return _run_pipeline(self.pipe, UserBatch(np.asarray(user_ids), histories, timestamps))
+    def run(self, user_ids, histories, timestamps, now=None) -> SlateParts:
+        return _run_pipeline(self.pipe, UserBatch(np.asarray(user_ids), histories, timestamps, now))
 
     def ping(self) -> bool:
         return True

@@ -74,8 +74,8 @@ def test_cli_train_embed_append_export(tmp_path, monkeypatch):
     res = r.invoke(cli.app, ["train", "--data", "tiny", "--preset", "tiny", "--set", "stage1_epochs=0",
                              "--out", str(tmp_path / "m")])
     assert res.exit_code == 0, res.output
-    assert "ndcg@10" in res.output, res.output
-    assert "ndcg@10" in json.loads([ln for ln in res.output.splitlines() if ln.startswith("{")][-1])
+    summary = json.loads(res.output[res.output.rindex('{"saved"'):].splitlines()[0])
+    assert "ndcg@10" in summary
     res = r.invoke(cli.app, ["embed-items", "--model", str(tmp_path / "m"), "--data", "tiny", "--out", str(tmp_path / "t")])
     assert res.exit_code == 0, res.output
     from hllm.policy import HLLMPolicy
