@@ -52,7 +52,7 @@ def run_one(name: str, overrides: dict, ds, split, artifacts: str | None) -> dic
     r = evaluate(pol, ds, split, which="test")
     eval_s = time.perf_counter() - t0
     hist = getattr(pol, "history", []) or []
-    best_valid = max((h.get("valid_ndcg@10", float("nan")) for h in hist), default=None)
+    best_valid = max((h["valid_ndcg@10"] for h in hist if "valid_ndcg@10" in h), default=None)
     return {"model": name, **{k: round(v, 4) for k, v in r.summary.items() if k != "n_users"},
             "n_users": int(r.summary["n_users"]), "fit_s": round(fit_s, 1), "eval_s": round(eval_s, 3),
             "epochs": len(hist) or None, "best_valid_ndcg@10": None if best_valid is None else round(best_valid, 4),

@@ -1,1 +1,13 @@
-"""hllm."""
+"""HLLM (Chen et al., 2024): hierarchical item LLM + user LLM, trained on CPU, served from tables.
+
+Public API
+- ``hllm.policy.HLLMPolicy`` / ``HLLMPolicyConfig``: registered as ``"hllm"`` (retriever + scorer);
+  ``registry.create("hllm", {"preset": "fast"})``; ``fit(dataset, split)``, ``save``, ``load``,
+  ``score_all``, ``add_items(texts)`` (cold start), ``embed_texts``, ``embed_users``, ``item_table``.
+- ``hllm.configuration_hllm.HLLMConfig`` + ``PRESETS`` (fast = simulation default, paper =
+  paper-faithful two-stage recipe, tiny = tests); ``hllm.modeling_hllm.HLLMModel`` (HF PreTrainedModel).
+- ``hllm.ranking``: early / late fusion ranking heads (``fit_ranker``).
+- ``hllm.serving``: item table (npy memmap + parquet, DuckDB mirror), ``append_items``, exact
+  batched ``topk_inner_product``.
+- ``hllm.cli.app``: ``sim hllm train | embed-items | export | presets``.
+"""

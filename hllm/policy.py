@@ -24,6 +24,7 @@ from hllm.train import encode_items, run_stage
 from policies.base import FullScorePolicy, UserBatch
 from policies.registry import register
 from policies.seqbase import device, pad_left
+from simulator.errors import DataError
 
 
 class HLLMPolicyConfig(BaseModel):
@@ -104,11 +105,14 @@ class HLLMPolicy(FullScorePolicy):
         dev = device()
         self.model = model = HLLMModel(cfg).to(dev)
         self.n_items = dataset.n_items
-        tokens = model.item_encoder.tokenize(list(dataset.item_text))
+        if len(dataset.item_text) != dataset.n_items:
+            raise DataError(f"dataset {dataset.name!r} has {len(dataset.item_text)} item texts for "
+                            f"{dataset.n_items} items; HLLM needs one text per item", field="item_text")
+        tokens = model.item_encoder.tokenize([str(t) for t in dataset.item_text])
         if cfg.stage1_epochs > 0:
             bb = model.item_encoder.backbone
             if cfg.grad_checkpointing and getattr(bb, "supports_gradient_checkpointing", False):
-                bb.gradient_checkpointing_enable()
+                (getattr(bb, "activation_checkpointing_enable", None) or bb.gradient_checkpointing_enable)()
             model.set_feature_stats(encode_items(model, tokens, progress=progress))
             def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
                 return model.project(model.item_features(tokens["input_ids"][ids.cpu()].to(dev),

@@ -23,7 +23,7 @@ class ItemKNNConfig(BaseModel):
     neighbours: int = Field(100, ge=1)
     history: int = Field(20, ge=1, description="use the last N history items")
     decay: float = Field(0.9, gt=0, le=1, description="weight of the i-th most recent item is decay**i")
-    shrink: float = Field(10.0, ge=0)
+    shrink: float = Field(10.0, ge=0, description="cosine = co / (|i| |j| + shrink): damps rare pairs")
 
     @classmethod
     def tiny(cls) -> "ItemKNNConfig":
@@ -45,14 +45,12 @@ class ItemKNNPolicy(FullScorePolicy):
         users = np.repeat(np.arange(tr.n_users), tr.lengths)
         X = sp.csr_matrix((np.ones(len(tr.items), np.float32), (users, tr.items)), shape=(tr.n_users, n))
         X.data[:] = 1.0
-        co = (X.T @ X).tocsr().astype(np.float32)  # (N, N)
-        co.setdiag(0)
-        co.eliminate_zeros()
-        norm = np.sqrt(np.asarray(X.sum(0)).ravel()) + 1e-9
-        co = sp.diags(1 / norm) @ co @ sp.diags(1 / norm)
-        co = co.multiply(1.0)  # ensure coo->csr below
-        co = sp.csr_matrix(co)
-        co.data *= 1.0  # shrink applied on raw counts would need them; cosine kept simple
+        co = (X.T @ X).tocoo()  # (N, N) co-occurrence counts
+        keep = co.row != co.col
+        r, c, d = co.row[keep], co.col[keep], co.data[keep].astype(np.float32)
+        norm = np.sqrt(np.asarray(X.sum(0)).ravel()).astype(np.float32)  # (N,)
+        d = d / (norm[r] * norm[c] + self.cfg.shrink)  # shrunk cosine
+        co = sp.csr_matrix((d, (r, c)), shape=(n, n))
         self.sim = self._top_k(co, self.cfg.neighbours)
         self.n_items = n
         return self

@@ -26,6 +26,17 @@ BUILTIN_MODULES = (
     "hllm.policy",
 )
 
+# where each built-in name is registered, so ``get(name)`` imports only that module (hllm
+# pulls in transformers: seconds); ``names()`` still imports every module
+BUILTIN_NAMES = {
+    "random": "policies.baselines",
+    "popularity": "policies.baselines",
+    "itemknn": "policies.itemknn",
+    "sasrec": "policies.sasrec",
+    "hstu": "policies.hstu",
+    "hllm": "hllm.policy",
+}
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -78,8 +89,20 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _import_for(name: str) -> None:
+    mod = BUILTIN_NAMES.get(name)
+    if mod is not None and name not in _REGISTRY:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
 def get(name: str) -> Entry:
-    load_builtin()
+    _import_for(name)
+    if name not in _REGISTRY:
+        load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:

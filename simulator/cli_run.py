@@ -36,7 +36,8 @@ def build_config(treatment: Optional[str], control: Optional[str], arms: Optiona
 
 
 # training budgets of the no-config default run (a few minutes on 2 cores, training included)
-DEFAULT_POLICY_OVERRIDES = {"sasrec": {"epochs": 10, "patience": 2}, "hstu": {"epochs": 10, "patience": 2}}
+DEFAULT_POLICY_OVERRIDES = {"sasrec": {"epochs": 10, "patience": 2}, "hstu": {"epochs": 10, "patience": 2},
+                            "hllm": {"preset": "fast", "stage2_epochs": 6, "patience": 2}}
 
 
 def run(

@@ -25,6 +25,8 @@ class ChannelConfig(BaseModel):
     model_config = _STRICT
     policy: str
     quota: int = Field(100, ge=1, description="candidates this channel contributes")
+    weight: float = Field(1.0, gt=0, description="merge priority: higher-weight channels win de-dup ties "
+                          "(equal weights keep the listed order)")
 
 
 class StageConfig(BaseModel):

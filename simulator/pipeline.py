@@ -69,7 +69,9 @@ class Pipeline:
         self.arm = arm
         self.policies = policies
         self.reranker = make_reranker(rerank_spec(arm), dataset)
-        self.channel_names = tuple(c.policy for c in arm.channels)
+        # merge priority: by weight (stable: equal weights keep the listed order)
+        self.channels = sorted(arm.channels, key=lambda c: -c.weight)
+        self.channel_names = tuple(c.policy for c in self.channels)
 
     def run(self, users: UserBatch) -> PipelineResult:
         ms: dict[str, float] = {}
@@ -86,7 +88,7 @@ class Pipeline:
             return full[name]
 
         parts = []
-        for c in self.arm.channels:
+        for c in self.channels:
             sc_all = all_scores(c.policy)
             if sc_all is None:
                 parts.append(self.policies[c.policy].retrieve(users, c.quota, exclude))

@@ -72,6 +72,22 @@ def _join(parts: list[SlateParts]) -> tuple[Slate, np.ndarray]:
     return Slate(ids, sc, ch, parts[0][3]), lat
 
 
+def _pack(u: UserBatch) -> tuple:
+    """A UserBatch as a few flat arrays (CSR histories): cheap to serialise for an actor call."""
+    lengths = np.fromiter((len(h) for h in u.histories), np.int64, len(u.histories))
+    items = np.concatenate(u.histories).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
+    ts = None
+    if u.timestamps is not None:
+        ts = np.concatenate(u.timestamps).astype(np.float64) if lengths.sum() else np.zeros(0)
+    return u.user_ids, lengths, items, ts, u.now
+
+
+def _unpack(p: tuple) -> UserBatch:
+    user_ids, lengths, items, ts, now = p
+    cuts = np.cumsum(lengths)[:-1]
+    return UserBatch(user_ids, np.split(items, cuts), None if ts is None else np.split(ts, cuts), now)
+
+
 class LocalRuntime:
     name = "local"
 
@@ -114,14 +130,13 @@ class RayRuntime:
                                 for _ in range(actors_per_arm)] for a in arms}
         self.k = actors_per_arm
         self.chunk = chunk_size
+        ray.get([a.ping.remote() for actors in self.actors.values() for a in actors])  # started and loaded
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
         futures = {}
         for arm, u in work.items():
-            futures[arm] = [self.actors[arm][i % self.k].run.remote(
-                u.user_ids[sl], list(u.histories[sl]), None if u.timestamps is None else list(u.timestamps[sl]),
-                None if u.now is None else u.now[sl])
-                for i, sl in enumerate(_chunks(len(u), self.chunk))]
+            futures[arm] = [self.actors[arm][i % self.k].run_packed.remote(_pack(_sub(u, sl)))
+                            for i, sl in enumerate(_chunks(len(u), self.chunk))]
         return {arm: _join(self.ray.get(fs)) for arm, fs in futures.items()}
 
     def close(self) -> None:
@@ -143,6 +158,9 @@ class _PipelineActor:
 
     def run(self, user_ids, histories, timestamps, now=None) -> SlateParts:
         return _run_pipeline(self.pipe, UserBatch(np.asarray(user_ids), histories, timestamps, now))
+
+    def run_packed(self, packed: tuple) -> SlateParts:
+        return _run_pipeline(self.pipe, _unpack(packed))
 
     def ping(self) -> bool:
         return True

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 from simulator.data.catalog import Catalog, DatasetInfo, dataset_schema, default_catalog_path
 from simulator.data.sequences import Dataset, LeaveOneOut, Sequences
+from simulator.data.splits import TemporalSplit, temporal_split
 from simulator.errors import NotFoundError
 
 __all__ = ["Catalog", "DatasetInfo", "Dataset", "LeaveOneOut", "Sequences", "dataset_schema",
-           "get_dataset", "ensure_dataset", "default_catalog_path"]
+           "get_dataset", "ensure_dataset", "default_catalog_path", "TemporalSplit", "temporal_split",
+           "load_recbole", "load_into_catalog"]
 
 
-def ensure_dataset(name: str, catalog: Catalog) -> None:
-    """Make sure ``name`` is in the catalog: built-ins ('ml-100k', 'synthetic') load on demand."""
+def load_into_catalog(*args, **kwargs):
+    """See :func:`simulator.data.loaders.load_into_catalog` (imported lazily)."""
+    from simulator.data.loaders import load_into_catalog as _load
+
+    return _load(*args, **kwargs)
+
+
+def load_recbole(con, path, **kwargs):
+    """RecBole-atomic loader (see :mod:`simulator.data.loaders.recbole`)."""
+    from simulator.data.loaders.recbole import load_recbole as _load
+
+    return _load(con, path, **kwargs)
+
+
+def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
+    """Make sure ``name`` is in the catalog: built-ins ('ml-100k', 'synthetic') load on demand.
+
+    For 'synthetic'/'synthetic-*', ``opts`` are :class:`WorldConfig` fields (e.g. ``scale=2``).
+    """
     if catalog.has_dataset(name):
         return
     if name == "ml-100k":
@@ -27,16 +46,25 @@ def ensure_dataset(name: str, catalog: Catalog) -> None:
     if name == "synthetic" or name.startswith("synthetic-"):
         from simulator.data.synthetic import WorldConfig, write_world
 
-        write_world(catalog, name, WorldConfig())
+        from pydantic import ValidationError
+
+        from simulator.errors import ConfigError
+
+        try:
+            cfg = WorldConfig(**opts)
+        except ValidationError as e:
+            raise ConfigError(f"bad synthetic world option: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        write_world(catalog, name, cfg)
         return
     catalog.info(name)  # raises NotFoundError with the known names
 
 
-def get_dataset(name: str, catalog: Catalog | str | None = None) -> Dataset:
-    """Load dataset ``name`` from the catalog (built-ins are created on first use)."""
+def get_dataset(name: str, catalog: Catalog | str | None = None, **opts) -> Dataset:
+    """Load dataset ``name`` from the catalog (built-ins are created on first use; ``opts``
+    configure a synthetic world built now, see :func:`ensure_dataset`)."""
     cat = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     try:
-        ensure_dataset(name, cat)
+        ensure_dataset(name, cat, **opts)
         return cat.load_dataset(name)
     finally:
         if not isinstance(catalog, Catalog):

@@ -120,13 +120,15 @@ class Catalog:
 
     def write_dataset(self, name: str, *, interactions: Any, items: Any, users: Any | None = None,
                       source: str = "", format: str = "", n_skipped: int = 0,
-                      meta: dict | None = None, replace: bool = True) -> DatasetInfo:
+                      meta: dict | None = None, replace: bool = True,
+                      keep_all_users: bool = False) -> DatasetInfo:
         """Write a canonical dataset from relations/DataFrames/Arrow tables with RAW ids.
 
         ``interactions``: columns user (raw id), item (raw id), ts, [event], [value], seq
-        (original order, for a stable tie-break). ``items``: column item (raw id), text, attrs.
+        (original order, for a stable tie-break; stored renumbered 0..n-1 in that order). ``items``: column item (raw id), text, attrs.
         ``users``: column user (raw id), attrs. Ids are remapped to contiguous 0-based ints
         (users in order of raw id, items in order of raw id) inside one transaction.
+        Users come from the interactions (plus every row of ``users`` when ``keep_all_users``).
         """
         check_name(name)
         schema = dataset_schema(name)
@@ -155,7 +157,8 @@ class Catalog:
                     CREATE TABLE {schema}.user_map AS
                     SELECT CAST(user AS VARCHAR) AS raw_id,
                            CAST(row_number() OVER (ORDER BY TRY_CAST(user AS BIGINT) NULLS LAST, CAST(user AS VARCHAR)) - 1 AS BIGINT) AS user_id
-                    FROM (SELECT DISTINCT CAST(user AS VARCHAR) AS user FROM _in_inter)""")
+                    FROM (SELECT DISTINCT CAST(user AS VARCHAR) AS user FROM _in_inter
+                          {"UNION SELECT DISTINCT CAST(user AS VARCHAR) FROM _in_users" if keep_all_users and users is not None else ""})""")
                 has_event = "event" in {c.lower() for c in columns(con, '_in_inter')}
                 has_value = "value" in {c.lower() for c in columns(con, '_in_inter')}
                 con.execute(f"""
@@ -163,7 +166,7 @@ class Catalog:
                     SELECT um.user_id, im.item_id, CAST(i.ts AS DOUBLE) AS ts,
                            {"CAST(i.event AS VARCHAR)" if has_event else "'interact'"} AS event,
                            {"CAST(i.value AS DOUBLE)" if has_value else "1.0"} AS value,
-                           CAST(i.seq AS BIGINT) AS seq
+                           CAST(row_number() OVER (ORDER BY i.seq) - 1 AS BIGINT) AS seq
                     FROM _in_inter i
                     JOIN {schema}.user_map um ON um.raw_id = CAST(i.user AS VARCHAR)
                     JOIN {schema}.item_map im ON im.raw_id = CAST(i.item AS VARCHAR)

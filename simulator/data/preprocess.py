@@ -89,5 +89,6 @@ def apply(con, canon: Canonical, pre: Preprocess) -> tuple[str, str | None, dict
     else:
         items_out = f"{cur}_items"
         con.execute(f"CREATE OR REPLACE TEMP TABLE {items_out} AS SELECT DISTINCT item, 'Item ' || item AS text FROM {cur}")
-    # keep only items that are interacted with or described
+    if pre.k_core > 0 or pre.min_value is not None:  # filtered-out items leave the catalog too
+        con.execute(f"DELETE FROM {items_out} WHERE CAST(item AS VARCHAR) NOT IN (SELECT CAST(item AS VARCHAR) FROM {cur})")
     return cur, items_out, stats

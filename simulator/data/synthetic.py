@@ -201,7 +201,8 @@ def write_world(catalog, name: str, cfg: WorldConfig) -> object:
     logs = w.logs()
     users = pd.DataFrame({"user": [str(u) for u in range(cfg.users)]})
     info = catalog.write_dataset(name, interactions=logs, items=items_txt.df(), users=users, source="synthetic",
-                                 format="synthetic", meta={"world": json.loads(cfg.model_dump_json())})
+                                 format="synthetic", meta={"world": json.loads(cfg.model_dump_json())},
+                                 keep_all_users=True)
     con.unregister("_world_items")
     return info
 

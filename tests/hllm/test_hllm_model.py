@@ -157,3 +157,12 @@ def test_time_embedding_option(data):
     ds, split = data
     pol = registry.create("hllm", {"preset": "tiny", "use_time": True, "stage1_epochs": 0}).fit(ds, split, progress=False)
     assert np.isfinite(pol.score_all(UserBatch.from_sequences(split.train, np.arange(4)))).all()
+
+
+def test_stage1_with_gradient_checkpointing_and_mean_pooling(data):
+    ds, split = data
+    pol = registry.create("hllm", {"preset": "tiny", "grad_checkpointing": True, "pooling": "mean",
+                                   "stage2_epochs": 1}).fit(ds, split, progress=False)
+    bb = pol.model.item_encoder.backbone
+    assert getattr(bb, "is_activation_checkpointing", None) or bb.is_gradient_checkpointing
+    assert [h["stage"] for h in pol.history][0] == "hllm stage 1"

@@ -106,3 +106,37 @@ def test_replay_user_window_limits_lookahead():
     ru = ReplayUser(log, window=1)
     pos = ru.respond(np.array([0]), np.array([[4, 3, 2]]), np.array([15.0]), np.random.default_rng(0))
     assert pos.tolist() == [2]  # only the next logged item (2) is within the window
+
+
+def test_channel_weight_sets_merge_priority():
+    arm = {"name": "x", "channels": [{"policy": "p", "quota": 3}, {"policy": "r", "quota": 3, "weight": 2.0}],
+           "slate_size": 3}
+    cfg = parse_config({"arms": [arm, {**arm, "name": "y"}]})
+    same = FixedScores(np.arange(10, 0, -1))
+    s = Pipeline(cfg.arms[0], {"p": same, "r": same}).run(
+        UserBatch(np.array([0]), [np.array([], np.int64)])).slate
+    assert s.item_ids[0].tolist() == [0, 1, 2]
+    assert np.array(s.channel_names)[s.channel[0]].tolist() == ["r", "r", "r"]  # de-dup keeps the heavier channel
+
+
+def test_config_files_toml_yaml_and_hash(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from simulator.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "simulator" / "examples" / "ab_hllm_vs_sasrec.toml"
+    cfg = load_config(example)
+    assert [a.name for a in cfg.arms] == ["control", "treatment"]
+    assert cfg.arms[1].fine.policy == "hllm"
+    y = tmp_path / "exp.yaml"
+    y.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    cfg2 = load_config(y)
+    assert cfg2 == cfg and cfg2.config_hash() == cfg.config_hash()
+    assert parse_config({**cfg.model_dump(mode="json"), "seed": 9}).config_hash() != cfg.config_hash()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nn_requests = "many"\n[[arms]]\nname = "a"\nchannels = []\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert "\n" not in str(e.value) and "bad.toml" in str(e.value)

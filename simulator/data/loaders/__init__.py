@@ -11,19 +11,35 @@ from pathlib import Path
 from typing import Callable
 
 from simulator.data.catalog import Catalog, DatasetInfo
+from simulator.data.loaders.amazon import load_amazon
 from simulator.data.loaders.movielens import load_movielens
+from simulator.data.loaders.pixelrec import load_pixelrec
 from simulator.data.loaders.recbole import load_recbole
+from simulator.data.loaders.tabular import load_table
 from simulator.data.preprocess import Canonical, Preprocess, apply
 from simulator.errors import SimError
 
 LOADERS: dict[str, Callable[..., Canonical]] = {
     "recbole": load_recbole,
     "movielens": load_movielens,
+    "amazon": load_amazon,
+    "pixelrec": load_pixelrec,
+    "hllm": load_pixelrec,
+    "csv": load_table,
+    "parquet": load_table,
 }
 
 
 def register_loader(fmt: str, fn: Callable[..., Canonical]) -> None:
     LOADERS[fmt] = fn
+
+
+def _drop_temp_tables(con) -> None:
+    """Drop the loaders' scratch tables (temp tables named ``_raw_*``/``_ml_*``)."""
+    names = con.execute("""SELECT table_name FROM duckdb_tables()
+        WHERE temporary AND (starts_with(table_name, '_raw_') OR starts_with(table_name, '_ml_'))""").fetchall()
+    for (n,) in names:
+        con.execute(f'DROP TABLE IF EXISTS temp."{n}"')
 
 
 def load_into_catalog(catalog: Catalog, fmt: str, path: str | Path, name: str, *,
@@ -34,13 +50,16 @@ def load_into_catalog(catalog: Catalog, fmt: str, path: str | Path, name: str, *
         raise SimError(f"unknown format {fmt!r}; known: {', '.join(sorted(LOADERS))}")
     t0 = time.perf_counter()
     con = catalog.con
-    canon = LOADERS[fmt](con, path, skip_bad_lines=skip_bad_lines, **loader_opts)
-    inter, items, stats = apply(con, canon, preprocess or Preprocess())
-    meta = {"preprocess": (preprocess or Preprocess()).model_dump(), "text_template": canon.text_template,
-            "stats": stats, "load_seconds": None}
-    info = catalog.write_dataset(name, interactions=con.table(inter), items=con.table(items),
-                                 users=con.table(canon.users) if canon.users else None,
-                                 source=canon.source, format=canon.format, n_skipped=canon.n_skipped, meta=meta)
+    try:
+        canon = LOADERS[fmt](con, path, skip_bad_lines=skip_bad_lines, **loader_opts)
+        inter, items, stats = apply(con, canon, preprocess or Preprocess())
+        meta = {"preprocess": (preprocess or Preprocess()).model_dump(), "text_template": canon.text_template,
+                "stats": stats, "load_seconds": None}
+        info = catalog.write_dataset(name, interactions=con.table(inter), items=con.table(items),
+                                     users=con.table(canon.users) if canon.users else None,
+                                     source=canon.source, format=canon.format, n_skipped=canon.n_skipped, meta=meta)
+    finally:
+        _drop_temp_tables(con)
     meta["load_seconds"] = round(time.perf_counter() - t0, 3)
     con.execute("UPDATE datasets SET meta_json = ? WHERE name = ?", [__import__("json").dumps(meta), name])
     return catalog.info(name)

@@ -54,7 +54,7 @@ def load_movielens(con, path: str | Path, *, skip_bad_lines: bool = False) -> Ca
             genre = " ".join(f"CASE WHEN g{i} = '1' THEN '{g.replace(chr(39), chr(39) * 2)} ' ELSE '' END ||"
                              for i, g in enumerate(_GENRES_100K))
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_canon AS SELECT trim(item) AS item,
-                {title} AS title, NULLIF(regexp_extract(release, '(\\d{{4}})$', 1), '') AS year,
+                {title} AS title, coalesce(NULLIF(regexp_extract(release, '(\\d{{4}})$', 1), ''), {year}) AS year,
                 NULLIF(trim({genre} ''), '') AS genres FROM {t}""")
             items = f"{t}_canon"
         fmt = "movielens-100k"

@@ -54,11 +54,23 @@ def load_recbole(con, path: str | Path, *, skip_bad_lines: bool = False) -> Cano
         inames = _strip_types(icols)
         require_columns(list(inames.values()), ["item_id"], path=str(item_file))
         rename = {"movie_title": "title", "class": "genres", "release_year": "year", "categories": "genres"}
-        sel = ", ".join(f'trim("{c}") AS "{rename.get(inames[c], inames[c])}"' for c in icols if inames[c] != "item_id")
+        def expr(c: str) -> str:
+            out = rename.get(inames[c], inames[c])
+            if out == "year":  # RecBole writes e.g. 'unkonwn' for a missing year
+                return f"""CASE WHEN regexp_matches(trim("{c}"), '^[0-9]{{4}}$') THEN trim("{c}") END AS year"""
+            return f'trim("{c}") AS "{out}"'
+
+        sel = ", ".join(expr(c) for c in icols if inames[c] != "item_id")
         idc = next(c for c in icols if inames[c] == "item_id")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {it}_canon AS
             SELECT trim("{idc}") AS item{", " + sel if sel else ""} FROM {it}""")
         items_t = f"{it}_canon"
+        if {"title", "year"} <= {rename.get(v, v) for v in inames.values()}:
+            # RecBole's converter took the last '(...)' as the year ('... (1995) (V)' -> year 'V'):
+            # recover the year from the title, as the MovieLens loader does
+            con.execute(f"""UPDATE {items_t} SET year = regexp_extract(title, '\\(([0-9]{{4}})\\)\\s*$', 1),
+                title = trim(regexp_replace(title, '\\s*\\(([0-9]{{4}})\\)\\s*$', ''))
+                WHERE year IS NULL AND regexp_matches(title, '\\(([0-9]{{4}})\\)\\s*$')""")
     users_t = None
     user_file = _find(p, ".user")
     if user_file is not None:

@@ -1,0 +1,151 @@
+"""Render the report context to Markdown and to self-contained HTML (templates/report.html)."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from string import Template
+
+import pandas as pd
+
+TEMPLATE = Template((Path(__file__).parent / "templates" / "report.html").read_text())
+
+
+def fmt(v, kind: str = "num") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if kind == "pct":
+        return f"{v * 100:+.2f}%"
+    if kind == "p":
+        return "<1e-4" if v < 1e-4 else f"{v:.4f}"
+    if isinstance(v, (int,)) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1000):
+        return f"{int(v):,}"
+    return f"{v:.4g}"
+
+
+def effect_rows(summary: pd.DataFrame) -> list[dict]:
+    """Display strings per effect row (shared by Markdown and HTML)."""
+    multi = summary["arm"].nunique() > 1
+    out = []
+    for r in summary.to_dict("records"):
+        out.append({
+            "metric": r["metric"] + (f" [{r['arm']}]" if multi else ""),
+            "role": r["role"], "control": fmt(r.get("control")), "treatment": fmt(r.get("treatment")),
+            "abs": fmt(r.get("abs_lift")), "rel": fmt(r.get("rel_lift"), "pct"),
+            "ci": f"[{fmt(r.get('rel_ci_low'), 'pct')}, {fmt(r.get('rel_ci_high'), 'pct')}]",
+            "p": fmt(r.get("p"), "p"), "p_holm": fmt(r.get("p_holm"), "p"), "p_bh": fmt(r.get("p_bh"), "p"),
+            "sig": bool(r.get("significant")), "n": f"{r.get('n_control', 0)} / {r.get('n_treatment', 0)}",
+            "method": r.get("method", ""), "note": r.get("note") or "",
+            "sign": (r.get("rel_lift") or 0) > 0, "violated": bool(r.get("guardrail_violated")),
+        })
+    return out
+
+
+def _srm_text(srm) -> tuple[str, bool]:
+    if getattr(srm, "error", None):
+        return f"SRM check could not run: {srm.error}", True
+    return srm.message(), srm.failed
+
+
+def _guardrails(summary: pd.DataFrame) -> list[str]:
+    if "guardrail_violated" not in summary:
+        return []
+    bad = summary[summary["guardrail_violated"].fillna(False).astype(bool)]
+    return [f"{r.metric} ({r.arm}): {r.rel_lift * 100:+.2f}%" for r in bad.itertuples()]
+
+
+def render_markdown(ctx: dict, images: dict[str, str]) -> str:
+    info, summary, srm = ctx["info"], ctx["summary"], ctx["srm"]
+    text, failed = _srm_text(srm)
+    lines = [f"# Experiment report: {info['run_id']}", ""]
+    if failed:
+        lines += [f"> **WARNING: {text}.** Results below are not trustworthy until the assignment is fixed.", ""]
+    g = _guardrails(summary)
+    if g:
+        lines += [f"> **Guardrail violated:** {'; '.join(g)}", ""]
+    lines += [f"- dataset: `{info.get('dataset')}`, status: {info.get('status')}, seed: {info.get('seed')}",
+              f"- config hash: `{info.get('config_hash')}`, git: `{info.get('git_rev')}`",
+              f"- SRM: {text}", "", "## Effects", "",
+              "| metric | role | control | treatment | abs lift | rel lift | 95% CI (rel) | p | p Holm | p BH | n (c/t) | method | note |",
+              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
+    for r in effect_rows(summary):
+        p_holm = f"**{r['p_holm']}**" if r["sig"] else r["p_holm"]
+        lines.append(f"| {r['metric']} | {r['role']} | {r['control']} | {r['treatment']} | {r['abs']} | {r['rel']} | "
+                     f"{r['ci']} | {r['p']} | {p_holm} | {r['p_bh']} | {r['n']} | {r['method']} | {r['note']} |")
+    lines += ["", f"![relative lifts]({images['forest']})", "", "## Arms", "", _md_table(_arms_display(ctx["arms"])),
+              "", f"![cumulative]({images['cumulative']})", "", f"![latency]({images['latency']})", "",
+              "## Per-channel contribution", "", f"![channels]({images['channels']})", "",
+              _md_table(ctx["channels"].drop(columns=["run_id"], errors="ignore")), "",
+              "## Configuration", "", "```json", _pretty_config(info), "```", ""]
+    return "\n".join(lines)
+
+
+def _arms_display(arms: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in ("arm", "role", "weight", "users", "requests", "exposures", "clicks", "ctr", "hit_rate", "ndcg",
+                        "consumption_per_user", "session_length", "latency_p50_ms", "latency_p99_ms", "coverage")
+            if c in arms]
+    return arms[cols]
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(fmt(v) if isinstance(v, float) else str(v) for v in row) + " |"
+            for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    head = "".join(f'<th class="l">{html.escape(str(c))}</th>' if i == 0 else f"<th>{html.escape(str(c))}</th>"
+                   for i, c in enumerate(df.columns))
+    rows = []
+    for row in df.itertuples(index=False):
+        cells = "".join(f'<td class="l">{html.escape(str(v))}</td>' if i == 0 else
+                        f"<td>{html.escape(fmt(v) if isinstance(v, float) else str(v))}</td>" for i, v in enumerate(row))
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _pretty_config(info: dict) -> str:
+    try:
+        return json.dumps(json.loads(info.get("config_json") or "{}"), indent=2, sort_keys=True)
+    except json.JSONDecodeError:
+        return str(info.get("config_json"))
+
+
+def _effects_html(summary: pd.DataFrame) -> str:
+    head = ("<tr><th class='l'>metric</th><th>control</th><th>treatment</th><th>abs lift</th><th>rel lift</th>"
+            "<th>95% CI (rel)</th><th>p</th><th>p Holm</th><th>p BH</th><th>n (c / t)</th>"
+            "<th class='l'>method</th><th class='l'>note</th></tr>")
+    rows = []
+    for r in effect_rows(summary):
+        cls = "pos" if r["sign"] else "neg"
+        sig = " sig" if r["sig"] else ""
+        rows.append(
+            f"<tr class='{r['role']}'><td class='l'>{html.escape(r['metric'])}</td><td>{r['control']}</td>"
+            f"<td>{r['treatment']}</td><td>{r['abs']}</td><td class='{cls}'>{r['rel']}</td><td>{r['ci']}</td>"
+            f"<td>{r['p']}</td><td class='{sig.strip()}'>{r['p_holm']}</td><td>{r['p_bh']}</td><td>{r['n']}</td>"
+            f"<td class='l'>{html.escape(r['method'])}</td><td class='note'>{html.escape(r['note'])}</td></tr>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def render_html(ctx: dict, images: dict[str, str]) -> str:
+    info, summary, srm = ctx["info"], ctx["summary"], ctx["srm"]
+    text, failed = _srm_text(srm)
+    srm_banner = (f'<div class="banner bad">WARNING: {html.escape(text)}. Results below are not trustworthy '
+                  "until the assignment is fixed.</div>" if failed else f'<div class="banner ok">{html.escape(text)}</div>')
+    g = _guardrails(summary)
+    guard = f'<div class="banner warn">Guardrail violated: {html.escape("; ".join(g))}</div>' if g else ""
+    return TEMPLATE.substitute(
+        run_id=html.escape(str(info["run_id"])), dataset=html.escape(str(info.get("dataset"))),
+        status=html.escape(str(info.get("status"))), config_hash=html.escape(str(info.get("config_hash"))),
+        seed=html.escape(str(info.get("seed"))), git_rev=html.escape(str(info.get("git_rev"))),
+        n_requests=fmt(info.get("n_requests")) if info.get("n_requests") is not None else "?",
+        srm_banner=srm_banner, guardrail_banner=guard, alpha=ctx["config"].alpha,
+        effects_table=_effects_html(summary), arms_table=_html_table(_arms_display(ctx["arms"])),
+        channels_table=_html_table(ctx["channels"].drop(columns=["run_id"], errors="ignore")),
+        config_json=html.escape(_pretty_config(info)),
+        img_forest=images["forest"], img_cumulative=images["cumulative"], img_latency=images["latency"],
+        img_channels=images["channels"])

@@ -1,0 +1,179 @@
+"""Metric definitions: SQL views (views.sql) + the per-user table of one run.
+
+``install_views(con)`` creates the documented views (v_request_metrics, v_user_metrics,
+v_arm_summary, v_channel_contribution, v_cumulative). ``user_table(con, run_id)`` returns one row
+per assigned user of the run with every metric's numerator/denominator, plus dataset-dependent
+columns (novelty, intra-list diversity) and the CUPED covariate ``pre`` (the user's interactions
+in the dataset log before ``runs.sim_start``) when the dataset schema is available.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulator.data.catalog import dataset_schema
+from simulator.errors import ConfigError, NotFoundError
+
+VIEWS_SQL = (Path(__file__).with_name("views.sql")).read_text()
+EVENT_TABLES = ("runs", "arms", "assignments", "requests", "exposures", "feedback")
+
+
+class Metric(BaseModel):
+    """One tested metric over the per-user table.
+
+    kind: "mean" (per-user value ``num``), "proportion" (per-user 0/1 ``num``), or
+    "ratio" (sum(num)/sum(den) over users; delta method). ``num``/``den`` are SQL expressions
+    over v_user_metrics columns (user-defined metrics use the same fields).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Literal["mean", "proportion", "ratio"] = "mean"
+    num: str
+    den: str | None = None
+    role: Literal["primary", "secondary", "guardrail"] = "secondary"
+    higher_is_better: bool = True
+    description: str = ""
+
+
+class AnalysisConfig(BaseModel):
+    """Optional ``analysis`` block of a run config (or a JSON file given to `sim report`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    primary: str = "ctr"
+    guardrails: list[str] = Field(default_factory=lambda: ["latency_ms", "session_length"])
+    alpha: float = Field(0.05, gt=0, lt=1)
+    metrics: list[Metric] = Field(default_factory=list, description="user-defined metrics (SQL expressions)")
+    cuped: bool = True
+    bootstrap_resamples: int = Field(2000, ge=100)
+    seed: int = 0
+
+
+DEFAULT_METRICS: tuple[Metric, ...] = (
+    Metric(name="ctr", kind="ratio", num="clicks", den="exposures", description="clicks / exposures"),
+    Metric(name="hit_rate", kind="ratio", num="hits", den="requests", description="requests with >=1 click / requests"),
+    Metric(name="ndcg", kind="ratio", num="ndcg_sum", den="requests", description="mean slate NDCG (clicks as gains)"),
+    Metric(name="consumption", kind="mean", num="consumption", description="consumed value per user"),
+    Metric(name="click_any", kind="proportion", num="any_click", description="users with >=1 click"),
+    Metric(name="session_length", kind="ratio", num="requests", den="sessions", description="requests per session"),
+    Metric(name="novelty", kind="ratio", num="novelty_sum", den="exposures",
+           description="mean -log2 popularity of exposed items"),
+    Metric(name="diversity", kind="ratio", num="ild_sum", den="requests",
+           description="intra-list diversity (1 - share of same-attribute pairs)"),
+    Metric(name="latency_ms", kind="ratio", num="latency_sum", den="requests", higher_is_better=False,
+           description="mean request latency"),
+)
+
+
+def install_views(con) -> None:
+    """(Re)create the analysis views; NotFoundError if the event tables do not exist."""
+    have = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+    missing = [t for t in EVENT_TABLES if t not in have]
+    if missing:
+        raise NotFoundError(f"catalog has no event tables {missing}: run `sim run` first")
+    con.execute(VIEWS_SQL)
+
+
+def run_info(con, run_id: str) -> dict:
+    """The runs row as a dict; NotFoundError for an unknown run id."""
+    install_views(con)
+    df = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
+    if df.empty:
+        known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 5").fetchall()]
+        raise NotFoundError(f"unknown run id {run_id!r} (recent runs: {', '.join(known) or 'none'})")
+    return df.iloc[0].to_dict()
+
+
+def _table_columns(con, schema: str, table: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "ORDER BY ordinal_position", [schema, table]).fetchall()]
+
+
+def _diversity_attr(con, schema: str) -> str | None:
+    """The item attribute used for intra-list diversity ('topic', 'genre', ... first found)."""
+    cols = _table_columns(con, schema, "items")
+    for c in ("topic", "genre", "genres", "category", "class"):
+        if c in cols:
+            return c
+    extra = [c for c in cols if c not in ("item_id", "raw_id", "text")]
+    return extra[0] if extra else None
+
+
+def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dict]:
+    """SQL of per-user novelty/diversity/pre columns for this run, and notes about fallbacks."""
+    notes: dict[str, str] = {}
+    schema = None
+    if dataset:
+        try:
+            schema = dataset_schema(dataset)
+        except Exception:  # noqa: BLE001 - invalid name => no dataset columns
+            schema = None
+    has = set(_table_columns(con, schema, "items")) if schema else set()
+    has_inter = bool(schema) and bool(_table_columns(con, schema, "interactions"))
+    parts = []
+    if has_inter:
+        parts.append(f"""
+        pop AS (SELECT item_id, count(*) AS n FROM "{schema}".interactions GROUP BY ALL),
+        tot AS (SELECT count(*) AS n FROM "{schema}".interactions),
+        nov AS (SELECT e.user_id, sum(-log2((coalesce(pop.n, 0) + 1.0) / (tot.n + 1.0))) AS novelty_sum
+                FROM exposures e LEFT JOIN pop USING (item_id) CROSS JOIN tot
+                WHERE e.run_id = $run_id GROUP BY ALL),
+        pre AS (SELECT i.user_id, count(*) AS pre FROM "{schema}".interactions i, runs r
+                WHERE r.run_id = $run_id AND i.ts < r.sim_start GROUP BY ALL)""")
+    else:
+        notes["novelty"] = f"dataset {dataset!r} has no interactions table in the catalog"
+        notes["pre"] = f"no pre-experiment log for dataset {dataset!r}"
+        parts.append("""
+        nov AS (SELECT NULL::BIGINT AS user_id, NULL::DOUBLE AS novelty_sum WHERE false),
+        pre AS (SELECT NULL::BIGINT AS user_id, NULL::BIGINT AS pre WHERE false)""")
+    attr = _diversity_attr(con, schema) if has else None
+    if attr:
+        parts.append(f"""
+        ec AS (SELECT e.request_id, e.user_id, CAST(it."{attr}" AS VARCHAR) AS a, count(*) AS c
+               FROM exposures e LEFT JOIN "{schema}".items it USING (item_id)
+               WHERE e.run_id = $run_id GROUP BY ALL),
+        ild AS (SELECT user_id, sum(CASE WHEN k > 1 THEN 1.0 - same / (k * (k - 1.0)) ELSE 0.0 END) AS ild_sum
+                FROM (SELECT request_id, user_id, sum(c) AS k, sum(c * (c - 1.0)) AS same FROM ec GROUP BY ALL)
+                GROUP BY ALL)""")
+        notes["diversity_attr"] = attr
+    else:
+        notes["diversity"] = f"no item attribute for diversity in dataset {dataset!r}"
+        parts.append("""
+        ild AS (SELECT NULL::BIGINT AS user_id, NULL::DOUBLE AS ild_sum WHERE false)""")
+    return ",".join(parts), notes
+
+
+def user_table(con, run_id: str, metrics: list[Metric] | None = None) -> tuple[pd.DataFrame, dict]:
+    """One row per assigned user of ``run_id`` with every metric column; returns (df, notes)."""
+    info = run_info(con, run_id)
+    ctes, notes = dataset_columns_sql(con, run_id, info.get("dataset"))
+    custom = ""
+    for m in metrics or []:
+        custom += f", ({m.num}) AS \"{m.name}__num\""
+        if m.den:
+            custom += f", ({m.den}) AS \"{m.name}__den\""
+    sql = f"""
+    WITH {ctes}
+    SELECT u.*, coalesce(nov.novelty_sum, 0) AS novelty_sum, coalesce(ild.ild_sum, 0) AS ild_sum,
+           pre.pre AS pre {custom}
+    FROM v_user_metrics u
+    LEFT JOIN nov USING (user_id) LEFT JOIN ild USING (user_id) LEFT JOIN pre USING (user_id)
+    WHERE u.run_id = $run_id ORDER BY u.user_id"""
+    try:
+        df = con.execute(sql, {"run_id": run_id}).df()
+    except Exception as e:  # noqa: BLE001 - bad user SQL is a config error, one line
+        if metrics:
+            raise ConfigError(f"user-defined metric SQL failed: {str(e).splitlines()[0]}") from None
+        raise
+    if "pre" in df and df["pre"].isna().all():
+        notes.setdefault("pre", "no pre-experiment interactions before runs.sim_start")
+    else:
+        df["pre"] = df["pre"].fillna(0)
+    df.attrs["notes"] = notes
+    return df, notes
