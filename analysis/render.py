@@ -38,7 +38,7 @@ def effect_rows(summary: pd.DataFrame) -> list[dict]:
             "p": fmt(r.get("p"), "p"), "p_holm": fmt(r.get("p_holm"), "p"), "p_bh": fmt(r.get("p_bh"), "p"),
             "sig": bool(r.get("significant")), "n": f"{r.get('n_control', 0)} / {r.get('n_treatment', 0)}",
             "method": r.get("method", ""), "note": r.get("note") or "",
-            "sign": (r.get("rel_lift") or 0) > 0, "violated": bool(r.get("guardrail_violated")),
+            "sign": ((r.get("rel_lift") or 0) > 0) == bool(r.get("higher_is_better", True)), "violated": bool(r.get("guardrail_violated")),
         })
     return out
 
@@ -83,10 +83,12 @@ def render_markdown(ctx: dict, images: dict[str, str]) -> str:
 
 
 def _arms_display(arms: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in ("arm", "role", "weight", "users", "requests", "exposures", "clicks", "ctr", "hit_rate", "ndcg",
-                        "consumption_per_user", "session_length", "latency_p50_ms", "latency_p99_ms", "coverage")
-            if c in arms]
-    return arms[cols]
+    names = {"arm": "arm", "users": "users", "requests": "requests",
+             "exposures": "exposures", "clicks": "clicks", "ctr": "CTR", "hit_rate": "hit rate", "ndcg": "NDCG",
+             "consumption_per_user": "consumption/user", "session_length": "session len",
+             "latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms", "coverage": "coverage"}
+    cols = [c for c in names if c in arms]
+    return arms[cols].rename(columns=names)
 
 
 def _md_table(df: pd.DataFrame) -> str:

@@ -133,7 +133,7 @@ def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> 
             df[c] = np.nan
     df["note"] = df["note"].fillna("")
     df.attrs.update(control=control, alpha=cfg.alpha, notes=notes)
-    return df[SUMMARY_COLUMNS + ["guardrail_violated"]].reset_index(drop=True)
+    return df[SUMMARY_COLUMNS + ["higher_is_better", "guardrail_violated"]].reset_index(drop=True)
 
 
 def arm_summary(con, run_id: str) -> pd.DataFrame:
@@ -218,9 +218,14 @@ def make_plots(con, run_id: str, summary: pd.DataFrame) -> dict[str, bytes]:
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for arm, g in lat.groupby("arm"):
         v = np.sort(g["latency_ms"].to_numpy())
-        ax.plot(v, np.arange(1, v.size + 1) / v.size, label=f"{arm}: p50 {np.percentile(v, 50):.1f} ms, "
-                f"p99 {np.percentile(v, 99):.1f} ms")
+        ax.plot(v, np.arange(1, v.size + 1) / v.size, label=f"{arm}: p50 {np.percentile(v, 50):.3g} ms, "
+                f"p99 {np.percentile(v, 99):.3g} ms")
     ax.set_xscale("log")
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("request latency (ms, log scale)")
     ax.set_ylabel("share of requests <= x")
     ax.set_title("Latency distribution per arm")

@@ -76,7 +76,12 @@ def install_views(con) -> None:
     missing = [t for t in EVENT_TABLES if t not in have]
     if missing:
         raise NotFoundError(f"catalog has no event tables {missing}: run `sim run` first")
-    con.execute(VIEWS_SQL)
+    try:
+        con.execute(VIEWS_SQL)
+    except Exception as e:  # noqa: BLE001 - read-only catalog: session-local views instead
+        if "read-only" not in str(e).lower() and "read only" not in str(e).lower():
+            raise
+        con.execute(VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
 
 
 def run_info(con, run_id: str) -> dict:

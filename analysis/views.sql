@@ -96,13 +96,16 @@ LEFT JOIN feedback f
   ON f.run_id = e.run_id AND f.request_id = e.request_id AND f.position = e.position
 GROUP BY ALL;
 
--- Per (run, arm, hour of simulated time since the run start): cumulative clicks/exposures.
+-- Per (run, arm, time bucket): cumulative metrics over simulated time. The run is cut into
+-- ~50 buckets (at least 1 s each); `hour` = end of the bucket in hours since runs.sim_start.
 CREATE OR REPLACE VIEW v_cumulative AS
-WITH h AS (
-  SELECT m.run_id, m.arm, floor((m.ts - r.sim_start) / 3600.0) AS hour,
+WITH b AS (SELECT run_id, sim_start,
+                  greatest((coalesce(sim_end, sim_start) - sim_start) / 50.0, 1.0) AS bucket_s FROM runs),
+h AS (
+  SELECT m.run_id, m.arm, (floor((m.ts - b.sim_start) / b.bucket_s) + 1) * b.bucket_s / 3600.0 AS hour,
          sum(m.exposures) AS exposures, sum(m.clicks) AS clicks, sum(m.consumption) AS consumption,
          count(*) AS requests
-  FROM v_request_metrics m JOIN runs r USING (run_id) GROUP BY ALL)
+  FROM v_request_metrics m JOIN b USING (run_id) GROUP BY ALL)
 SELECT run_id, arm, hour,
        sum(exposures) OVER w AS cum_exposures, sum(clicks) OVER w AS cum_clicks,
        sum(consumption) OVER w AS cum_consumption, sum(requests) OVER w AS cum_requests,

@@ -9,6 +9,9 @@ Protocol: leave-one-out, full ranking over all items, history items excluded
   hllm_paper       preset paper: stage 1 fine-tunes MiniLM end-to-end, then stage 2
   hllm_random_item stage 1+2 with a randomly initialised MiniLM (pretrained vs scratch)
   hllm_mean_pool   preset paper with mean pooling instead of the item token
+  hllm_fast_*      frozen-item-LLM ablations: mean pooling, random item LLM, fixed temperature
+                   0.05, random-pool negatives only (no in-batch)
+Several invocations can be merged into one table: ``--merge a.json b.json``.
 Cold start: 10% of items (seeded) are removed from training entirely (inputs, targets and
 negatives); Recall@50 is measured on the test interactions whose target is a held-out item.
 """
@@ -36,6 +39,10 @@ HLLM_VARIANTS = {
     "hllm_paper": {"preset": "paper"},
     "hllm_random_item": {"preset": "paper", "item_llm_pretrained": False},
     "hllm_mean_pool": {"preset": "paper", "pooling": "mean"},
+    "hllm_fast_mean_pool": {"preset": "fast", "pooling": "mean"},
+    "hllm_fast_random_item": {"preset": "fast", "item_llm_pretrained": False},
+    "hllm_fast_fixed_temp": {"preset": "fast", "init_temperature": 0.05, "learn_temperature": False},
+    "hllm_fast_no_inbatch": {"preset": "fast", "in_batch_negatives": False},
 }
 ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {})}
 
@@ -64,6 +71,25 @@ def cold_split(dataset, frac: float = 0.1, seed: int = 0) -> tuple[LeaveOneOut, 
     return LeaveOneOut(split.full, train, valid, split.test_targets), cold
 
 
+def merge(files: list[str], out: str | None) -> None:
+    res: dict = {"models": {}, "cold_start": {}}
+    for f in files:
+        d = json.loads(Path(f).read_text())
+        for k, v in d.items():
+            if isinstance(v, dict) and k in ("models", "cold_start"):
+                res[k].update(v)
+            elif k not in ("ratio_vs_best_id",):
+                res.setdefault(k, v)
+    m = res["models"]
+    best_id = max((m[k]["ndcg@10"] for k in ("sasrec", "hstu") if k in m), default=None)
+    if best_id:
+        res["ratio_vs_best_id"] = {k: round(m[k]["ndcg@10"] / best_id, 3) for k in m if k.startswith("hllm")}
+    txt = json.dumps(res, indent=2)
+    print(txt)
+    if out:
+        Path(out).write_text(txt)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default="sasrec,hstu,hllm_fast,hllm_paper,hllm_random_item,hllm_mean_pool")
@@ -71,7 +97,10 @@ def main() -> None:
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--merge", nargs="*", default=None, help="merge these result JSONs into one table and exit")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
     ds = get_dataset("ml-100k", os.environ["SIM_CATALOG"])

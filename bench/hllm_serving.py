@@ -67,7 +67,7 @@ def retrieval(n_items: int, dim: int, n_users: int, k: int, reps: int) -> dict:
         users /= np.linalg.norm(users, axis=1, keepdims=True)
         exclude = [rng.choice(n_items, 50, replace=False) for _ in range(n_users)]
         serving.topk_inner_product(users[:8], table, k)  # warm the page cache
-        mem = torch.from_numpy(np.asarray(table))  # in-RAM copy of the table
+        mem = torch.from_numpy(np.array(table))  # in-RAM copy of the table
         times_mm, times_ram = [], []
         for _ in range(reps):
             t0 = time.perf_counter()
@@ -98,10 +98,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    res = {"threads": args.threads}
+    import os
+
+    res = {"threads": args.threads, "load_avg_at_start": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     res["item_embedding"], m = item_throughput(args.item_llm, args.texts, args.max_text_len, args.dim)
     res["user_embedding"] = user_throughput(m, 2000, 50, args.dim)
     res["retrieval"] = retrieval(args.items, args.dim, args.users, args.k, args.reps)
+    res["load_avg_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(res, indent=2))
 
 

@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=50)
     ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--eval-step", type=int, default=2)
+    ap.add_argument("--stopping-step", type=int, default=5)
+    ap.add_argument("--log-level", default="WARNING", help="INFO logs every epoch to ./log/SASRec/")
     args = ap.parse_args()
     sys.argv = sys.argv[:1]  # RecBole reads sys.argv as config overrides
     if args.threads:
@@ -60,9 +63,9 @@ def main() -> None:
         "loss_type": args.loss, "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 1,
         "hidden_dropout_prob": args.dropout, "attn_dropout_prob": args.dropout,
         "learning_rate": 1e-3, "train_batch_size": 256, "eval_batch_size": 4096,
-        "epochs": args.epochs, "stopping_step": 5, "eval_step": 2,
+        "epochs": args.epochs, "stopping_step": args.stopping_step, "eval_step": args.eval_step,
         "device": "cpu", "use_gpu": False, "gpu_id": "", "seed": 0, "reproducibility": True,
-        "show_progress": False, "state": "WARNING", "save_dataset": False, "save_dataloaders": False,
+        "show_progress": False, "state": args.log_level, "save_dataset": False, "save_dataloaders": False,
     }
     t0 = time.perf_counter()
     res = run_recbole(model="SASRec", dataset="ml-100k", config_dict=cfg, saved=True)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -104,6 +103,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,5", help="extra world scales for the catalog-size curve")
     ap.add_argument("--actors", default="1,2")
     ap.add_argument("--skip-ml100k", action="store_true")
+    ap.add_argument("--only-ml100k", action="store_true")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     import ray
@@ -124,6 +124,11 @@ def main() -> None:
     out: dict = {"machine": {"cpus": os.cpu_count()}, "requests_per_run": n, "K": 10}
     if not args.skip_ml100k and find_ml100k() is not None:
         out["ml100k_replay"] = workload("ml100k", "ml-100k", cat, art, n, actors, batch_window_s=86400.0)
+    if args.only_ml100k:
+        cat.close()
+        ray.shutdown()
+        print(json.dumps(out, indent=1))
+        return
     sizes = sorted({float(s) for s in args.sizes.split(",") if s} | {args.scale})
     curve = {}
     for s in sizes:

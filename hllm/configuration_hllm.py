@@ -15,7 +15,7 @@ from transformers import PretrainedConfig
 
 PRESETS: dict[str, dict] = {
     "fast": dict(item_llm="minilm", stage1_epochs=0, stage2_epochs=20, user_layers=2, patience=3),
-    "paper": dict(item_llm="minilm", stage1_epochs=2, stage2_epochs=80, user_layers=2),
+    "paper": dict(item_llm="minilm", stage1_epochs=1, stage2_epochs=20, user_layers=2, patience=3),
     "tiny": dict(item_llm="tiny", prompt="", max_text_len=16, user_hidden=32, user_layers=1, user_heads=2,
                  stage1_epochs=1, stage1_max_len=5, stage1_negatives=16, stage2_epochs=2, max_len=8, n_negatives=16,
                  batch_size=16, eval_every=2),

@@ -44,6 +44,7 @@ class HLLMPolicyConfig(BaseModel):
     n_negatives: int | None = Field(None, ge=1)
     in_batch_negatives: bool | None = None
     init_temperature: float | None = Field(None, gt=0)
+    learn_temperature: bool | None = None
     use_time: bool | None = None
     stage1_epochs: int | None = Field(None, ge=0)
     stage1_max_len: int | None = Field(None, ge=2)

@@ -103,13 +103,10 @@ def _examples(dataset, split, cfg: RankerConfig, rng: np.random.Generator):
     """(user, position) examples from the training split: history prefix, next item, task labels."""
     tr = split.train
     vals = dataset.values
-    rows, hist_end, labels = [], [], []
-    for u in range(tr.n_users):
-        a, b = tr.indptr[u], tr.indptr[u + 1]
-        for e in range(a + 1, b):
-            rows.append(u)
-            hist_end.append(e)
-    rows, hist_end = np.asarray(rows, np.int64), np.asarray(hist_end, np.int64)
+    counts = np.maximum(np.diff(tr.indptr) - 1, 0)  # every position after the first is a target
+    rows = np.repeat(np.arange(tr.n_users, dtype=np.int64), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    hist_end = np.repeat(tr.indptr[:-1] + 1, counts) + (np.arange(counts.sum()) - first)
     tgt = tr.items[hist_end]
     like = np.ones(len(tgt)) if vals is None else np.zeros(len(tgt))
     if vals is not None:  # values are aligned with the full sequences: map train positions back

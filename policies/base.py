@@ -17,9 +17,10 @@ item for a batch of users (``score_all``), with exact top-k and exclusion handle
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class UserBatch:
 
     @classmethod
     def from_sequences(cls, seqs: Any, users: np.ndarray | None = None,
-                       now: np.ndarray | None = None) -> "UserBatch":
+                       now: np.ndarray | None = None) -> UserBatch:
         """Build a batch from :class:`~simulator.data.sequences.Sequences` (all users by default)."""
         users = np.arange(seqs.n_users, dtype=np.int64) if users is None else np.asarray(users, np.int64)
         return cls(users, [seqs.seq(int(u)) for u in users], [seqs.times(int(u)) for u in users], now)
@@ -109,12 +110,12 @@ class Policy(Protocol):
 
     name: ClassVar[str]
 
-    def fit(self, dataset: "Dataset", split: "LeaveOneOut") -> "Policy": ...
+    def fit(self, dataset: Dataset, split: LeaveOneOut) -> Policy: ...
 
     def save(self, path: str | Path) -> None: ...
 
     @classmethod
-    def load(cls, path: str | Path) -> "Policy": ...
+    def load(cls, path: str | Path) -> Policy: ...
 
 
 def topk_excluding(scores: np.ndarray, k: int,

@@ -17,7 +17,7 @@ class RandomConfig(BaseModel):
     seed: int = 0
 
     @classmethod
-    def tiny(cls) -> "RandomConfig":
+    def tiny(cls) -> RandomConfig:
         return cls()
 
 
@@ -29,7 +29,7 @@ class RandomPolicy(FullScorePolicy):
         self.cfg = cfg or RandomConfig()
         self.n_items = 0
 
-    def fit(self, dataset, split) -> "RandomPolicy":
+    def fit(self, dataset, split) -> RandomPolicy:
         self.n_items = dataset.n_items
         return self
 
@@ -45,7 +45,7 @@ class RandomPolicy(FullScorePolicy):
         (p / "policy.json").write_text(json.dumps({"config": self.cfg.model_dump(), "n_items": self.n_items}))
 
     @classmethod
-    def load(cls, path) -> "RandomPolicy":
+    def load(cls, path) -> RandomPolicy:
         d = json.loads((Path(path) / "policy.json").read_text())
         p = cls(RandomConfig(**d["config"]))
         p.n_items = d["n_items"]
@@ -58,7 +58,7 @@ class PopularityConfig(BaseModel):
     window_days: float | None = Field(None, gt=0, description="count only the last N days of training logs")
 
     @classmethod
-    def tiny(cls) -> "PopularityConfig":
+    def tiny(cls) -> PopularityConfig:
         return cls()
 
 
@@ -74,7 +74,7 @@ class PopularityPolicy(FullScorePolicy):
     def n_items(self) -> int:
         return len(self.counts)
 
-    def fit(self, dataset, split) -> "PopularityPolicy":
+    def fit(self, dataset, split) -> PopularityPolicy:
         tr = split.train
         items, ts = tr.items, tr.ts
         if self.cfg.window_days is not None and len(ts):
@@ -95,7 +95,7 @@ class PopularityPolicy(FullScorePolicy):
         (p / "config.json").write_text(self.cfg.model_dump_json())
 
     @classmethod
-    def load(cls, path) -> "PopularityPolicy":
+    def load(cls, path) -> PopularityPolicy:
         p = cls(PopularityConfig.model_validate_json((Path(path) / "config.json").read_text()))
         p.counts = np.load(Path(path) / "counts.npy")
         return p

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Optional
 
+import tomllib
 import typer
 
 from simulator.errors import ConfigError, NotFoundError

@@ -66,7 +66,7 @@ def evaluate(policy, dataset, split, which: str = "test", ks: tuple[int, ...] = 
         ex = None
         if exclude_history:
             tg = targets[u]
-            ex = [h[h != t] for h, t in zip(batch.histories, tg)]
+            ex = [h[h != t] for h, t in zip(batch.histories, tg, strict=True)]
         ranks[s:s + len(u)] = target_ranks(sc, targets[u], ex)
     per = metrics_from_ranks(ranks, ks)
     df = pd.DataFrame({"user_id": cand, "rank": ranks, **per})

@@ -39,7 +39,7 @@ class HSTUConfig(BaseModel):
     eval_every: int = Field(2, ge=1)
 
     @classmethod
-    def tiny(cls) -> "HSTUConfig":
+    def tiny(cls) -> HSTUConfig:
         return cls(max_len=8, hidden=16, n_layers=1, epochs=2, batch_size=64, eval_every=1)
 
 

@@ -26,7 +26,7 @@ class ItemKNNConfig(BaseModel):
     shrink: float = Field(10.0, ge=0, description="cosine = co / (|i| |j| + shrink): damps rare pairs")
 
     @classmethod
-    def tiny(cls) -> "ItemKNNConfig":
+    def tiny(cls) -> ItemKNNConfig:
         return cls(neighbours=10, history=5)
 
 
@@ -39,7 +39,7 @@ class ItemKNNPolicy(FullScorePolicy):
         self.sim: sp.csr_matrix | None = None
         self.n_items = 0
 
-    def fit(self, dataset, split) -> "ItemKNNPolicy":
+    def fit(self, dataset, split) -> ItemKNNPolicy:
         tr = split.train
         n = dataset.n_items
         users = np.repeat(np.arange(tr.n_users), tr.lengths)
@@ -93,7 +93,7 @@ class ItemKNNPolicy(FullScorePolicy):
         (p / "config.json").write_text(json.dumps({"config": self.cfg.model_dump(), "n_items": self.n_items}))
 
     @classmethod
-    def load(cls, path) -> "ItemKNNPolicy":
+    def load(cls, path) -> ItemKNNPolicy:
         d = json.loads((Path(path) / "config.json").read_text())
         pol = cls(ItemKNNConfig(**d["config"]))
         pol.n_items = d["n_items"]

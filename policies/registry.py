@@ -11,8 +11,9 @@ modules are imported by :func:`load_builtin` (explicit list, no magic discovery)
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 

@@ -19,7 +19,8 @@ scores of the kept items; the channel of origin travels with each item.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -172,8 +173,21 @@ class MMR:
         v = np.asarray(item_vectors, dtype=np.float32)
         self.vectors = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # (N, D)
 
+    chunk = 128  # users per block: the (B, C, C) similarity block stays small
+
     def rerank(self, users: UserBatch, candidates: Candidates, scores: np.ndarray | None, k: int) -> Slate:
         ids, sc, ch = _inputs(candidates, scores)
+        B, C = ids.shape
+        kk = min(k, C)
+        order = np.zeros((B, kk), dtype=np.int64)
+        keep = np.zeros((B, kk), dtype=bool)
+        for s in range(0, B, self.chunk):
+            order[s:s + self.chunk], keep[s:s + self.chunk] = self._greedy(ids[s:s + self.chunk], sc[s:s + self.chunk], kk)
+        slate = _slate_from_order(ids, sc, ch, order, keep, candidates.channel_names)
+        return _pad_slate(slate, k)
+
+    def _greedy(self, ids: np.ndarray, sc: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy MMR selection for a block of users: (order (B, kk), keep (B, kk))."""
         B, C = ids.shape
         valid = np.isfinite(sc) & (ids >= 0)  # (B, C)
         lo = np.where(valid, sc, np.inf).min(1, keepdims=True)
@@ -183,7 +197,6 @@ class MMR:
         sim = V @ V.transpose(0, 2, 1)  # (B, C, C)
         max_sim = np.zeros((B, C), dtype=np.float32)
         avail = valid.copy()
-        kk = min(k, C)
         order = np.zeros((B, kk), dtype=np.int64)
         keep = np.zeros((B, kk), dtype=bool)
         rows = np.arange(B)
@@ -195,8 +208,7 @@ class MMR:
             order[:, step], keep[:, step] = pick, ok
             avail[rows, pick] = False
             max_sim = np.maximum(max_sim, sim[rows, pick])  # (B, C)
-        slate = _slate_from_order(ids, sc, ch, order, keep, candidates.channel_names)
-        return _pad_slate(slate, k)
+        return order, keep
 
 
 class MaxPerLabelConfig(BaseModel):
@@ -257,10 +269,16 @@ def _pad_slate(s: Slate, k: int) -> Slate:
 
 
 class Chain:
-    """Apply rerankers in order; each stage's slate is the next stage's candidates."""
+    """Apply rerankers in order; each stage's slate is the next stage's candidates.
 
-    def __init__(self, steps: Sequence[Any]) -> None:
+    Intermediate stages keep ``max(width_factor * k, min_width)`` items (at most all of
+    them): enough for later stages to fill k slots after their own removals, while MMR's
+    quadratic work stays bounded.
+    """
+
+    def __init__(self, steps: Sequence[Any], width_factor: int = 4, min_width: int = 50) -> None:
         self.steps = list(steps)
+        self.width_factor, self.min_width = width_factor, min_width
 
     def rerank(self, users: UserBatch, candidates: Candidates, scores: np.ndarray | None, k: int) -> Slate:
         if not self.steps:
@@ -268,7 +286,7 @@ class Chain:
         slate = None
         for i, step in enumerate(self.steps):
             last = i == len(self.steps) - 1
-            kk = k if last else candidates.item_ids.shape[1]
+            kk = k if last else min(candidates.item_ids.shape[1], max(self.width_factor * k, self.min_width))
             slate = step.rerank(users, candidates, scores, kk)
             candidates, scores = _as_candidates(slate), None
         return slate

@@ -35,7 +35,7 @@ class SASRecConfig(BaseModel):
     eval_every: int = Field(2, ge=1)
 
     @classmethod
-    def tiny(cls) -> "SASRecConfig":
+    def tiny(cls) -> SASRecConfig:
         return cls(max_len=8, hidden=16, n_layers=1, epochs=2, batch_size=64, eval_every=1)
 
 

@@ -52,7 +52,7 @@ class SequencePolicy(FullScorePolicy):
     def build_model(self, n_items: int) -> torch.nn.Module:
         raise NotImplementedError
 
-    def fit(self, dataset, split) -> "SequencePolicy":
+    def fit(self, dataset, split) -> SequencePolicy:
         from policies.train import train_sequence_model
 
         self.n_items = dataset.n_items
@@ -89,7 +89,7 @@ class SequencePolicy(FullScorePolicy):
         torch.save(self.model.state_dict(), p / "model.pt")
 
     @classmethod
-    def load(cls, path) -> "SequencePolicy":
+    def load(cls, path) -> SequencePolicy:
         p = Path(path)
         d = json.loads((p / "config.json").read_text())
         pol = cls(cls.config_cls(**d["config"]))  # type: ignore[attr-defined]

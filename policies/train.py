@@ -22,7 +22,7 @@ from policies.seqbase import device, pad_left
 def training_windows(train, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """(U', max_len+1) right-aligned windows of each training sequence (ids shifted, 0 = pad)."""
     seqs = [s for s in train.as_lists() if len(s) >= 2]
-    tss = [t for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1])) if len(s) >= 2]
+    tss = [t for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1]), strict=True) if len(s) >= 2]
     return pad_left(seqs, max_len + 1, tss)
 
 

@@ -96,7 +96,7 @@ def synth(
 def _histogram(lengths: np.ndarray) -> list[tuple[str, int]]:
     edges = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
     out = []
-    for lo, hi in zip(edges, edges[1:] + [None]):
+    for lo, hi in zip(edges, edges[1:] + [None], strict=True):
         n = int(((lengths >= lo) & (lengths < hi)).sum()) if hi is not None else int((lengths >= lo).sum())
         if n:
             out.append((f"{lo}-{hi - 1}" if hi is not None and hi - 1 > lo else (str(lo) if hi else f">={lo}"), n))
@@ -125,6 +125,7 @@ def dataset_stats(cat, name: str) -> dict:
         "seq_len_histogram": dict(_histogram(lengths)),
         "text_template": info.meta.get("text_template") or (["title", "genres", "description"] if "world" in info.meta else []),
         "synthetic": "world" in info.meta,
+        "preprocess_stats": info.meta.get("stats", {}),
     }
 
 
@@ -142,11 +143,39 @@ def info(name: str = typer.Argument(..., help="Dataset name ('ml-100k' and 'synt
     typer.echo(f"  users {st['n_users']:,}  items {st['n_items']:,}  interactions {st['n_interactions']:,}  "
                f"skipped lines {st['n_skipped']:,}")
     typer.echo(f"  sparsity {st['sparsity']:.4%}  time {st['ts_min']} .. {st['ts_max']}")
+    pp = {k: v for k, v in st["preprocess_stats"].items() if k.startswith("dropped") and v}
+    if pp:
+        typer.echo("  dropped by preprocessing: " + ", ".join(f"{k[8:]} {v:,}" for k, v in pp.items()))
     q = st["seq_len"]
     typer.echo(f"  sequence length: min {q['min']}  median {q['median']:g}  mean {q['mean']}  max {q['max']}")
     top = max(st["seq_len_histogram"].values()) if st["seq_len_histogram"] else 1
     for k, v in st["seq_len_histogram"].items():
         typer.echo(f"    {k:>9} {v:>8,} {'#' * max(1, round(40 * v / top))}")
+
+
+@app.command("split")
+def split(name: str = typer.Argument(..., help="Dataset name."),
+          kind: str = typer.Option("loo", "--kind", help="loo (leave-one-out) or temporal (global time cut)."),
+          split_name: Optional[str] = typer.Option(None, "--split-name", help="Name to store it under (default: KIND)."),
+          test_frac: float = typer.Option(0.1, "--test-frac", help="temporal: share of interactions after the test cut."),
+          valid_frac: float = typer.Option(0.1, "--valid-frac", help="temporal: share between the valid and test cuts."),
+          catalog: Optional[str] = _CATALOG) -> None:
+    """Compute a split and store its targets in the catalog."""
+    from simulator.data import ensure_dataset
+    from simulator.data.splits import make_split, save_split
+    from simulator.errors import ConfigError
+
+    with _catalog(catalog) as cat:
+        ensure_dataset(name, cat)
+        ds = cat.load_dataset(name)
+        try:
+            sp = make_split(ds.sequences, kind, test_frac=test_frac, valid_frac=valid_frac)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        save_split(cat, name, split_name or kind, sp)
+    extra = f", cuts t_valid={sp.t_valid:g} t_test={sp.t_test:g}" if kind == "temporal" else ""
+    typer.echo(f"split {split_name or kind} of {name}: {len(sp.train):,} training interactions, "
+               f"{int((sp.valid_targets >= 0).sum()):,} valid and {int((sp.test_targets >= 0).sum()):,} test users{extra}")
 
 
 @app.command("list")

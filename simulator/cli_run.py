@@ -88,16 +88,21 @@ def summarize_run(cat, run_id: str, report_dir: Path) -> None:
     except ImportError:
         summarize = write_report = None
     if summarize is not None:
-        table = summarize(cat.con, run_id)
-        typer.echo(table.to_string(index=False) if hasattr(table, "to_string") else str(table))
-        paths = write_report(cat.con, run_id, report_dir)
-        typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')})")
-        return
+        try:
+            table = summarize(cat.con, run_id)
+            typer.echo(table.to_string(index=False) if hasattr(table, "to_string") else str(table))
+            paths = write_report(cat.con, run_id, report_dir)
+            typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')})")
+            return
+        except Exception as e:  # the run's events are safe; fall back to the plain summary
+            typer.secho(f"warning: analysis report failed ({type(e).__name__}: {e}); plain summary follows",
+                        err=True, fg=typer.colors.YELLOW)
     rows = cat.con.execute("""
         SELECT r.arm, count(DISTINCT r.user_id) AS users, count(*) AS requests,
                count(f.request_id) AS clicks, round(count(f.request_id) / count(*), 4) AS ctr_per_request,
                round(median(r.latency_ms), 3) AS p50_ms
-        FROM requests r LEFT JOIN feedback f USING (run_id, request_id)
+        FROM requests r LEFT JOIN feedback f
+          ON f.run_id = r.run_id AND f.request_id = r.request_id AND f.event = 'click'
         WHERE r.run_id = ? GROUP BY r.arm ORDER BY r.arm""", [run_id]).fetchall()
     typer.echo(f"run {run_id}")
     typer.echo(f"{'arm':<14}{'users':>8}{'requests':>10}{'clicks':>8}{'ctr':>8}{'p50 ms':>9}")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulator.errors import ConfigError
@@ -55,7 +55,7 @@ class ArmConfig(BaseModel):
     slate_size: int = Field(10, ge=1)
 
     @model_validator(mode="after")
-    def _check_cuts(self) -> "ArmConfig":
+    def _check_cuts(self) -> ArmConfig:
         total = sum(c.quota for c in self.channels)
         prev = total
         for name, st in (("coarse", self.coarse), ("fine", self.fine)):
@@ -88,7 +88,9 @@ class ExperimentConfig(BaseModel):
     max_batch: int = Field(512, ge=1)
     session_gap_s: float = Field(30.0, gt=0, description="mean think time between requests within a session")
     abandon_prob: float = Field(0.3, ge=0, le=1, description="chance a session ends after a slate with no click")
-    feedback_delay_s: float = Field(5.0, ge=0, description="delay before a click is recorded")
+    feedback_delay_s: float = Field(5.0, ge=0, description="delay before a click is recorded (and the item "
+                                    "reaches the user's history)")
+    consume_delay_s: float = Field(300.0, ge=0, description="delay from click to the 'consume' event")
     replay_window: int = Field(10, ge=1, description="replay: a hit is among the user's next N logged items")
     replay_start_quantile: float = Field(0.8, gt=0, lt=1, description="replay: requests after this quantile of log time")
     runtime: Literal["local", "ray"] = "local"
@@ -103,7 +105,7 @@ class ExperimentConfig(BaseModel):
     arms: tuple[ArmConfig, ...] = Field(..., min_length=1)
 
     @model_validator(mode="after")
-    def _check_arms(self) -> "ExperimentConfig":
+    def _check_arms(self) -> ExperimentConfig:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be unique, got {names}")

@@ -75,7 +75,7 @@ def world_sessions(clock: Clock, user_id: int, rng: np.random.Generator, gap_s: 
 
 
 def replay_requests(clock: Clock, user_id: int, times: np.ndarray, session_gap_s: float = 1800.0):
-    """A logged user: one request at each logged interaction time (after the start)."""
+    """A logged user: one request at each logged interaction time (after the start), open loop."""
     env = clock.env
     session = 0
     prev = None
@@ -85,10 +85,11 @@ def replay_requests(clock: Clock, user_id: int, times: np.ndarray, session_gap_s
         if prev is not None and t - prev > session_gap_s:
             session += 1
         prev = t
-        ev = clock.request(user_id, session)
-        if ev is None:
+        if clock.request(user_id, session) is None:
             return
-        yield ev
+        # open loop: logged arrival times do not depend on the slates shown, so the user does not
+        # wait for the reply (several requests of a user may share a batch window; what they
+        # consumed reaches their history through the delayed feedback)
 
 
 def batcher(clock: Clock, window_s: float, serve_batch):
@@ -100,7 +101,7 @@ def batcher(clock: Clock, window_s: float, serve_batch):
             batch = sorted(clock.pending)
             clock.pending = []
             clicks = serve_batch(batch)
-            for r, c in zip(batch, clicks):
+            for r, c in zip(batch, clicks, strict=True):
                 r.reply.succeed(int(c))
         over = clock.issued >= clock.n_requests or env.now >= clock.stop_at
         if (over or clock.active_users == 0) and not clock.pending:

@@ -117,7 +117,7 @@ def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
     else:
         sim_start = float(np.quantile(ds.sequences.ts, cfg.replay_start_quantile))
         pre = _prefix(ds.sequences, sim_start)
-        user_model = ReplayUser(ds.sequences, cfg.replay_window)
+        user_model = ReplayUser(ds.sequences, cfg.replay_window, ds.values)
         times = [ds.sequences.times(u)[ds.sequences.times(u) > sim_start] for u in range(ds.n_users)]
         users = np.array([u for u in range(ds.n_users) if len(times[u])], dtype=np.int64)
     train_ds = Dataset(ds.name if mode == "world" else f"{ds.name}@{int(sim_start)}", ds.n_users, ds.n_items, pre,
@@ -266,6 +266,11 @@ def _simulate(cfg: ExperimentConfig, setup: Setup, runtime, sink: EventSink, pro
             items = slate[hit, pos[hit]]
             sink.add("feedback", request_id=rid[hit], user_id=users[hit], arm=arm_str[hit].tolist(), item_id=items,
                      position=pos[hit].astype(np.int32), event="click", value=1.0, ts=now[hit] + cfg.feedback_delay_s)
+            vals = getattr(setup.user_model, "last_values", None)
+            sink.add("feedback", request_id=rid[hit], user_id=users[hit], arm=arm_str[hit].tolist(), item_id=items,
+                     position=pos[hit].astype(np.int32), event="consume",
+                     value=(np.ones(len(hit)) if vals is None else vals[hit]).astype(np.float64),
+                     ts=now[hit] + cfg.feedback_delay_s + cfg.consume_delay_s)
             clock.env.process(_deliver(clock.env, cfg.feedback_delay_s, setup.histories, users[hit], items))
         if on_batch is not None:
             on_batch(state["batch"], runtime)
@@ -282,7 +287,7 @@ def _deliver(env, delay: float, histories: list, users: np.ndarray, items: np.nd
     on the next request) only ``delay`` simulated seconds after the click."""
     if delay > 0:
         yield env.timeout(delay)
-    for u, it in zip(users.tolist(), items.tolist()):
+    for u, it in zip(users.tolist(), items.tolist(), strict=True):
         histories[u].append(it)
     if False:  # pragma: no cover - keeps this a generator when delay == 0
         yield

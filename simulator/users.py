@@ -51,8 +51,10 @@ def raw_to_world(raw_ids: np.ndarray | None) -> np.ndarray | None:
 class ReplayUser:
     """Replay against the log: ``future`` holds each user's full chronological log."""
 
-    def __init__(self, log: Sequences, window: int) -> None:
+    def __init__(self, log: Sequences, window: int, values: np.ndarray | None = None) -> None:
         self.log, self.window = log, window
+        self.values = values  # (N,) logged values (ratings) aligned with log.items, or None
+        self.last_values: np.ndarray | None = None  # value of each consumed item of the last respond()
 
     def future_items(self, user: int, now: float) -> np.ndarray:
         items, ts = self.log.seq(user), self.log.times(user)
@@ -61,10 +63,16 @@ class ReplayUser:
 
     def respond(self, user_ids, slate, now, rng) -> np.ndarray:
         out = np.full(len(user_ids), -1, np.int64)
-        for b, (u, t) in enumerate(zip(user_ids, now)):
+        vals = np.ones(len(user_ids), np.float64)
+        for b, (u, t) in enumerate(zip(user_ids, now, strict=True)):
             fut = self.future_items(int(u), float(t))
             if len(fut):
                 hit = np.flatnonzero(np.isin(slate[b], fut) & (slate[b] >= 0))
                 if len(hit):
                     out[b] = hit[0]
+                    if self.values is not None:
+                        start = self.log.indptr[int(u)] + np.searchsorted(self.log.times(int(u)), float(t), side="right")
+                        j = int(np.flatnonzero(fut == slate[b, hit[0]])[0])
+                        vals[b] = float(self.values[start + j])
+        self.last_values = vals
         return out

@@ -44,10 +44,9 @@ def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
         load_into_catalog(catalog, "recbole", p, "ml-100k")
         return
     if name == "synthetic" or name.startswith("synthetic-"):
-        from simulator.data.synthetic import WorldConfig, write_world
-
         from pydantic import ValidationError
 
+        from simulator.data.synthetic import WorldConfig, write_world
         from simulator.errors import ConfigError
 
         try:

@@ -64,20 +64,29 @@ def apply(con, canon: Canonical, pre: Preprocess) -> tuple[str, str | None, dict
         raise SimError(f"{canon.source}: no interactions found")
     cur = f"{t}_pp"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {cur} AS SELECT * FROM {t}")
+
+    def count() -> int:
+        return int(con.execute(f"SELECT count(*) FROM {cur}").fetchall()[0][0])
+
+    n = stats["raw_interactions"]
     if pre.min_value is not None:
         con.execute(f"DELETE FROM {cur} WHERE value < ?", [pre.min_value])
+        stats["dropped_min_value"], n = n - count(), count()
     if pre.dedupe:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {cur} AS
             SELECT * FROM {cur} QUALIFY row_number() OVER (PARTITION BY user, item, ts ORDER BY seq) = 1""")
+        stats["dropped_duplicates"], n = n - count(), count()
     if pre.k_core > 0:
         for _ in range(100):
-            n = con.execute(f"""DELETE FROM {cur} WHERE user IN (SELECT user FROM {cur} GROUP BY user HAVING count(*) < {pre.k_core})
+            r = con.execute(f"""DELETE FROM {cur} WHERE user IN (SELECT user FROM {cur} GROUP BY user HAVING count(*) < {pre.k_core})
                                 OR item IN (SELECT item FROM {cur} GROUP BY item HAVING count(*) < {pre.k_core})""").fetchall()[0]
-            if not n or n[0] == 0:
+            if not r or r[0] == 0:
                 break
+        stats["dropped_k_core"], n = n - count(), count()
     if pre.max_seq_len is not None:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {cur} AS SELECT * FROM {cur}
             QUALIFY row_number() OVER (PARTITION BY user ORDER BY ts DESC, seq DESC) <= {pre.max_seq_len}""")
+        stats["dropped_max_seq_len"], n = n - count(), count()
     stats["interactions"] = con.execute(f"SELECT count(*) FROM {cur}").fetchall()[0][0]
     if stats["interactions"] == 0:
         raise SimError(f"{canon.source}: preprocessing removed every interaction ({pre.model_dump(exclude_defaults=True)})")

@@ -53,7 +53,7 @@ class Sequences:
         return np.split(self.items, self.indptr[1:-1])
 
     @classmethod
-    def from_lists(cls, seqs: list, ts: list | None = None) -> "Sequences":
+    def from_lists(cls, seqs: list, ts: list | None = None) -> Sequences:
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         items = (np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
@@ -65,7 +65,7 @@ class Sequences:
                  if indptr[-1] > 0 else np.zeros(0))
         return cls(indptr, items, t.astype(np.float64))
 
-    def truncate_tail(self, n: int) -> "Sequences":
+    def truncate_tail(self, n: int) -> Sequences:
         """Drop the last ``n`` items of every sequence (users with fewer keep nothing)."""
         lengths = np.maximum(self.lengths - n, 0)
         keep = np.zeros(len(self.items), dtype=bool)
@@ -101,7 +101,7 @@ class LeaveOneOut:
     test_targets: np.ndarray  # (U,) int64, -1 where absent
 
     @classmethod
-    def from_sequences(cls, full: Sequences, min_len: int = 3) -> "LeaveOneOut":
+    def from_sequences(cls, full: Sequences, min_len: int = 3) -> LeaveOneOut:
         lengths = full.lengths
         has = lengths >= min_len
         last = full.indptr[1:] - 1
@@ -152,6 +152,12 @@ class Dataset:
 
     def leave_one_out(self) -> LeaveOneOut:
         return LeaveOneOut.from_sequences(self.sequences)
+
+    def temporal_split(self, test_frac: float = 0.1, valid_frac: float = 0.1):
+        """Global temporal split (see :class:`simulator.data.splits.TemporalSplit`)."""
+        from simulator.data.splits import TemporalSplit
+
+        return TemporalSplit.from_sequences(self.sequences, test_frac=test_frac, valid_frac=valid_frac)
 
     def item_popularity(self, seqs: Sequences | None = None) -> np.ndarray:
         s = self.sequences if seqs is None else seqs

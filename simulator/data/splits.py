@@ -42,7 +42,7 @@ class TemporalSplit:
 
     @classmethod
     def from_sequences(cls, full: Sequences, *, test_frac: float = 0.1, valid_frac: float = 0.1,
-                       t_valid: float | None = None, t_test: float | None = None) -> "TemporalSplit":
+                       t_valid: float | None = None, t_test: float | None = None) -> TemporalSplit:
         if not 0 <= valid_frac < 1 or not 0 < test_frac < 1 or valid_frac + test_frac >= 1:
             raise ValueError("need 0 <= valid_frac, 0 < test_frac and valid_frac + test_frac < 1")
         if len(full) == 0:
@@ -86,3 +86,76 @@ class TemporalSplit:
 
 def temporal_split(full: Sequences, test_frac: float = 0.1, valid_frac: float = 0.1) -> TemporalSplit:
     return TemporalSplit.from_sequences(full, test_frac=test_frac, valid_frac=valid_frac)
+
+
+# ---------------------------------------------------------------------- splits in the catalog
+def make_split(full: Sequences, kind: str = "loo", *, test_frac: float = 0.1, valid_frac: float = 0.1):
+    """Build a split of ``kind`` 'loo' (leave-one-out) or 'temporal' (global time cut)."""
+    from simulator.data.sequences import LeaveOneOut
+
+    if kind == "loo":
+        return LeaveOneOut.from_sequences(full)
+    if kind == "temporal":
+        return TemporalSplit.from_sequences(full, test_frac=test_frac, valid_frac=valid_frac)
+    from simulator.errors import ConfigError
+
+    raise ConfigError(f"unknown split kind {kind!r} (loo or temporal)")
+
+
+def save_split(catalog, dataset: str, split_name: str, split) -> None:
+    """Store a split's targets (and temporal cutoffs) in the dataset's schema, in one transaction:
+    table ``<schema>.split_<name>(user_id, valid_target, test_target)`` and a row of main ``splits``."""
+    import json
+
+    import pandas as pd
+
+    from simulator.data.catalog import check_name
+
+    check_name(split_name)
+    info = catalog.info(dataset)
+    table = f"{info.schema_name}.split_{split_name.replace('-', '_').replace('.', '_').lower()}"
+    kind = "temporal" if isinstance(split, TemporalSplit) else "loo"
+    params = {"t_valid": split.t_valid, "t_test": split.t_test} if kind == "temporal" else {}
+    df = pd.DataFrame({"user_id": np.arange(len(split.test_targets), dtype=np.int64),
+                       "valid_target": split.valid_targets, "test_target": split.test_targets})
+    con = catalog.con
+    con.execute("""CREATE TABLE IF NOT EXISTS splits(dataset VARCHAR, name VARCHAR, kind VARCHAR, table_name VARCHAR,
+        params_json VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (dataset, name))""")
+    con.register("_split_df", df)
+    try:
+        with catalog.transaction():
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _split_df ORDER BY user_id")
+            con.execute("DELETE FROM splits WHERE dataset = ? AND name = ?", [dataset, split_name])
+            con.execute("INSERT INTO splits VALUES (?, ?, ?, ?, ?, current_timestamp)",
+                        [dataset, split_name, kind, table, json.dumps(params)])
+    finally:
+        con.unregister("_split_df")
+
+
+def load_split(catalog, dataset: str, split_name: str, full: Sequences | None = None):
+    """Rebuild a stored split from the dataset and check it matches the stored targets."""
+    import json
+
+    from simulator.errors import DataError, NotFoundError
+
+    rows = catalog.con.execute("SELECT kind, table_name, params_json FROM splits WHERE dataset = ? AND name = ?",
+                               [dataset, split_name]).fetchall() if _has_splits(catalog) else []
+    if not rows:
+        raise NotFoundError(f"no split {split_name!r} for dataset {dataset!r}")
+    kind, table, params = rows[0]
+    full = full if full is not None else catalog.load_dataset(dataset).sequences
+    if kind == "temporal":
+        p = json.loads(params)
+        split = TemporalSplit.from_sequences(full, t_valid=p["t_valid"], t_test=p["t_test"])
+    else:
+        split = make_split(full, "loo")
+    stored = catalog.con.execute(f"SELECT valid_target, test_target FROM {table} ORDER BY user_id").fetchnumpy()
+    if not (np.array_equal(stored["valid_target"], split.valid_targets)
+            and np.array_equal(stored["test_target"], split.test_targets)):
+        raise DataError(f"split {split_name!r} no longer matches dataset {dataset!r} (was it reloaded?)")
+    return split
+
+
+def _has_splits(catalog) -> bool:
+    return bool(catalog.con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'splits' AND schema_name = 'main'").fetchall()[0][0])

@@ -68,13 +68,13 @@ class World:
     def __init__(self, cfg: WorldConfig | None = None) -> None:
         self.cfg = cfg = cfg or WorldConfig()
         rng = np.random.default_rng(cfg.seed)
-        U, I, T, D = cfg.users, cfg.items, cfg.n_topics, cfg.dim
+        U, NI, T, D = cfg.users, cfg.items, cfg.n_topics, cfg.dim
         self.topic_centres = rng.normal(size=(T, D)) / np.sqrt(D) * 2.0
-        self.item_topic = rng.integers(0, T, size=I)
-        self.item_vec = self.topic_centres[self.item_topic] + rng.normal(size=(I, D)) / np.sqrt(D) * 0.6
-        self.item_quality = rng.normal(0.0, 0.8, size=I)
-        released_late = rng.random(I) < cfg.new_item_frac
-        self.item_release = np.where(released_late, rng.uniform(0, cfg.days * DAY, I), 0.0)
+        self.item_topic = rng.integers(0, T, size=NI)
+        self.item_vec = self.topic_centres[self.item_topic] + rng.normal(size=(NI, D)) / np.sqrt(D) * 0.6
+        self.item_quality = rng.normal(0.0, 0.8, size=NI)
+        released_late = rng.random(NI) < cfg.new_item_frac
+        self.item_release = np.where(released_late, rng.uniform(0, cfg.days * DAY, NI), 0.0)
         mix = rng.dirichlet(np.full(T, 0.15), size=U)
         self.user_taste = mix @ self.topic_centres + rng.normal(size=(U, D)) / np.sqrt(D) * 0.3
         self.user_drift = rng.normal(size=(U, D)) / np.sqrt(D) * cfg.drift
@@ -130,7 +130,7 @@ class World:
 
     def update(self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray | None = None) -> None:
         """Record consumption (fatigue); ``item_ids`` < 0 are ignored."""
-        for u, it in zip(np.asarray(user_ids).tolist(), np.asarray(item_ids).tolist()):
+        for u, it in zip(np.asarray(user_ids).tolist(), np.asarray(item_ids).tolist(), strict=True):
             if it >= 0:
                 d = self._consumed.setdefault(int(u), {})
                 d[int(it)] = d.get(int(it), 0) + 1
@@ -141,9 +141,9 @@ class World:
     # ------------------------------------------------------------------ catalog and logs
     def item_table(self) -> pd.DataFrame:
         rng = np.random.default_rng(self._text_rng_seed)
-        I = self.cfg.items
+        NI = self.cfg.items
         titles, descs = [], []
-        for i in range(I):
+        for i in range(NI):
             t = self.item_topic[i]
             vocab = self.topic_vocab[t]
             tw = [vocab[j] for j in rng.choice(len(vocab), 2, replace=False)]
@@ -152,7 +152,7 @@ class World:
             rng.shuffle(words)
             descs.append(" ".join(words))
         genres = [self.topic_names[t] if rng.random() < 0.7 else None for t in self.item_topic]
-        return pd.DataFrame({"item": [str(i) for i in range(I)], "title": titles, "genres": genres,
+        return pd.DataFrame({"item": [str(i) for i in range(NI)], "title": titles, "genres": genres,
                              "description": descs, "topic": self.item_topic.astype(np.int64),
                              "release_ts": self.item_release, "quality": self.item_quality})
 
@@ -161,7 +161,7 @@ class World:
         draws are not logged)."""
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed + 2)
-        U, I = cfg.users, cfg.items
+        U, NI = cfg.users, cfg.items
         n_sess = rng.poisson(cfg.sessions_per_user, size=U) + 1
         su = np.repeat(np.arange(U), n_sess)
         st = rng.uniform(0, cfg.days * DAY, size=len(su))
@@ -175,7 +175,7 @@ class World:
         C = cfg.candidates_per_choice
         for s in range(0, len(eu), 50_000):  # chunks bound memory at (50k, C)
             sl = slice(s, s + 50_000)
-            cand = np.minimum(np.searchsorted(cdf, rng.random((len(eu[sl]), C))), I - 1)
+            cand = np.minimum(np.searchsorted(cdf, rng.random((len(eu[sl]), C))), NI - 1)
             taste = self.taste(eu[sl], et[sl])
             ut = np.einsum("bd,bkd->bk", taste, self.item_vec[cand]) + self.item_quality[cand]
             ut[self.item_release[cand] > et[sl][:, None]] = -np.inf

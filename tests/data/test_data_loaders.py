@@ -12,6 +12,7 @@ import pytest
 from simulator.data import Catalog, get_dataset
 from simulator.data.loaders import load_into_catalog
 from simulator.data.preprocess import Preprocess
+from simulator.errors import SimError
 
 
 @pytest.fixture
@@ -62,6 +63,8 @@ def _ml_original_from_atomic(src, dst):
         else:  # the one 'unknown' movie has no date in the original
             lines.append(f"{iid}|{title}|||http://x/{iid}|{flags}")
     (dst / "u.item").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    users = pd.read_csv(src / "ml-100k.user", sep="\t", dtype=str, keep_default_na=False)
+    users.to_csv(dst / "u.user", sep="|", header=False, index=False)
 
 
 def test_ml100k_recbole_equals_original(ml100k_dir, tmp_path, cat):
@@ -72,11 +75,15 @@ def test_ml100k_recbole_equals_original(ml100k_dir, tmp_path, cat):
     b = load_into_catalog(cat, "movielens", orig, "b")
     assert (a.n_users, a.n_items, a.n_interactions) == (943, 1682, 100000)
     for table, order in (("interactions", "user_id, ts, seq"), ("items", "item_id"), ("item_map", "item_id"),
-                         ("user_map", "user_id")):
+                         ("user_map", "user_id"), ("users", "user_id")):
         ta = cat.con.execute(f"SELECT * FROM {a.schema_name}.{table} ORDER BY {order}").df()
         tb = cat.con.execute(f"SELECT * FROM {b.schema_name}.{table} ORDER BY {order}").df()
         pd.testing.assert_frame_equal(ta, tb, check_dtype=False)
     assert a.meta["load_seconds"] < 5.0
+    from simulator.data.schema import check_dataset
+
+    check_dataset(cat, "a")
+    check_dataset(cat, "b")
 
 
 def test_get_dataset_ml100k_autoload(ml100k_dir, tmp_path):
@@ -185,6 +192,9 @@ def test_preprocess_kcore_threshold_maxlen(tmp_path, cat):
     info = load_into_catalog(cat, "csv", p, "k", preprocess=Preprocess(k_core=2, min_value=4))
     ds = cat.load_dataset("k")
     assert (info.n_users, info.n_items, info.n_interactions) == (3, 2, 6)
+    st = info.meta["stats"]  # every raw interaction is kept or counted as dropped
+    assert st["raw_interactions"] == 9 and st["dropped_min_value"] == 1 and st["dropped_k_core"] == 2
+    assert st["raw_interactions"] == st["interactions"] + sum(v for k, v in st.items() if k.startswith("dropped"))
     assert all(len(ds.sequences.seq(u)) >= 2 for u in range(ds.n_users))
     assert np.bincount(ds.sequences.items).min() >= 2
     info = load_into_catalog(cat, "csv", p, "m", preprocess=Preprocess(max_seq_len=1))
@@ -198,7 +208,7 @@ def test_failed_load_leaves_catalog_untouched(tmp_path):
     with Catalog(path) as c:
         load_into_catalog(c, "csv", p, "keep")
         before = c.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog <> 'temp'").fetchall()
-        with pytest.raises(Exception):  # replacing with a file that empties out rolls back
+        with pytest.raises(SimError):  # replacing with a file that empties out rolls back
             load_into_catalog(c, "csv", p, "keep", preprocess=Preprocess(k_core=5))
         assert c.info("keep").n_interactions == 1
         assert c.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog <> 'temp'").fetchall() == before

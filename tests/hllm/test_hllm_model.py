@@ -166,3 +166,22 @@ def test_stage1_with_gradient_checkpointing_and_mean_pooling(data):
     bb = pol.model.item_encoder.backbone
     assert getattr(bb, "is_activation_checkpointing", None) or bb.is_gradient_checkpointing
     assert [h["stage"] for h in pol.history][0] == "hllm stage 1"
+
+
+def test_retriever_and_scorer_contracts(fitted, data):
+    ds, split = data
+    batch = UserBatch.from_sequences(split.train, np.arange(6))
+    cand = fitted.retrieve(batch, 5, exclude=batch.histories)
+    assert cand.item_ids.shape == (6, 5)
+    assert not any(np.isin(cand.item_ids[b], batch.histories[b]).any() for b in range(6))
+    sc = fitted.score(batch, np.array([[0, 1, -1]] * 6))
+    assert sc.shape == (6, 3) and np.isneginf(sc[:, 2]).all()
+
+
+def test_bad_item_text_is_a_clear_error(data):
+    from simulator.errors import DataError
+
+    ds, split = data
+    bad = type(ds)(ds.name, ds.n_users, ds.n_items, ds.sequences, ds.item_text[:-1])
+    with pytest.raises(DataError, match="item_text"):
+        registry.create("hllm", {"preset": "tiny"}).fit(bad, split, progress=False)

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-
 from _policy_data import tiny_dataset, tiny_split
+
 from policies import registry
 from policies.base import PAD, Candidates, Retriever, Scorer, UserBatch
+from simulator.errors import ConfigError
 
 NAMES = registry.names()
 
@@ -49,7 +50,7 @@ def test_config_contract(name):
     cfg = e.config_cls.tiny()
     assert "seed" in type(cfg).model_fields
     assert e.config_cls.model_config.get("extra") == "forbid"
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match="definitely_not_a_field"):
         registry.make_config(name, {"definitely_not_a_field": 1})
 
 
@@ -71,12 +72,12 @@ def test_retrieve_shapes_k_and_exclusion(name, data, fitted):
             assert len(set(r.tolist())) == len(r)  # no duplicates
     excl = [np.asarray(h) for h in users.histories]
     c = pol.retrieve(users, 10, exclude=excl)
-    for row, ex in zip(c.item_ids, excl):
+    for row, ex in zip(c.item_ids, excl, strict=True):
         assert not set(row.tolist()) & set(ex.tolist())
     # k larger than the catalog: padded, never an excluded or invalid id
     c = pol.retrieve(users, ds.n_items + 5, exclude=excl)
     assert c.item_ids.shape == (len(users), ds.n_items + 5)
-    for row, ex in zip(c.item_ids, excl):
+    for row, ex in zip(c.item_ids, excl, strict=True):
         r = row[row != PAD]
         assert len(r) == ds.n_items - len(set(ex.tolist()))
         assert not set(r.tolist()) & set(ex.tolist())

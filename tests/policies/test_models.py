@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from _policy_data import tiny_dataset, tiny_split
+
 from policies import registry
 from policies.evaluate import evaluate
 from policies.hstu import HSTU, HSTUConfig, RelativeBias

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from _policy_data import tiny_dataset
 from typer.testing import CliRunner
 
-from _policy_data import tiny_dataset
 from policies import cli as pcli
 from policies.evaluate import evaluate
 from policies.results import save_eval

@@ -2,11 +2,21 @@
 
 import numpy as np
 import pytest
-
 from _policy_data import tiny_dataset
+
 from policies.base import PAD, Candidates, Reranker, Slate, UserBatch
-from policies.rerank import (MMR, Chain, MaxPerLabel, MaxPerLabelConfig, MMRConfig, SeenFilter, TopK,
-                             label_sets, make_reranker, multi_hot)
+from policies.rerank import (
+    MMR,
+    Chain,
+    MaxPerLabel,
+    MaxPerLabelConfig,
+    MMRConfig,
+    SeenFilter,
+    TopK,
+    label_sets,
+    make_reranker,
+    multi_hot,
+)
 from simulator.errors import ConfigError
 
 
@@ -122,3 +132,29 @@ def test_vectorised_batch_matches_row_by_row():
     for b in range(6):
         one = m.rerank(_users([[]]), Candidates(ids[b:b + 1], sc[b:b + 1]), None, 10)
         assert one.item_ids[0].tolist() == full.item_ids[b].tolist()
+
+
+def test_mmr_chunking_matches_single_block():
+    rng = np.random.default_rng(1)
+    vec = rng.normal(size=(40, 4)).astype(np.float32)
+    ids = np.stack([rng.permutation(40)[:15] for _ in range(9)])
+    sc = rng.random((9, 15)).astype(np.float32)
+    a = MMR(MMRConfig(lam=0.5), item_vectors=vec)
+    b = MMR(MMRConfig(lam=0.5), item_vectors=vec)
+    b.chunk = 2
+    users = _users([[]] * 9)
+    np.testing.assert_array_equal(a.rerank(users, Candidates(ids, sc), None, 6).item_ids,
+                                  b.rerank(users, Candidates(ids, sc), None, 6).item_ids)
+
+
+def test_chain_intermediate_width_is_bounded():
+    seen = []
+
+    class Spy(TopK):
+        def rerank(self, users, candidates, scores, k):
+            seen.append(k)
+            return super().rerank(users, candidates, scores, k)
+
+    c = _cands(np.arange(300)[None], -np.arange(300, dtype=np.float32)[None])
+    s = Chain([Spy(), Spy()]).rerank(_users([[]]), c, None, 10)
+    assert seen == [50, 10] and s.item_ids[0].tolist() == list(range(10))

@@ -1,12 +1,10 @@
 """End-to-end runs on a tiny synthetic world: determinism, resume, Ray parity, actor kill."""
 
-import numpy as np
 import pandas as pd
 import pytest
+from _simdata import event_frames, tiny_catalog, tiny_config
 
 from simulator.run import resume_experiment, run_experiment
-
-from _simdata import event_frames, tiny_catalog, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +31,7 @@ def test_run_writes_consistent_events(env):
     assert status == ("complete", 300)
     # every user in exactly one arm, and all their requests/exposures/feedback carry that arm
     assert asg.user_id.is_unique
-    arm_of = dict(zip(asg.user_id, asg.arm))
+    arm_of = dict(zip(asg.user_id, asg.arm, strict=True))
     for df in (req, exp, fb):
         assert (df.user_id.map(arm_of) == df.arm).all()
     assert set(req.user_id) == set(asg.user_id)
@@ -41,7 +39,7 @@ def test_run_writes_consistent_events(env):
     assert (exp.groupby("request_id").size() <= 5).all()
     assert not exp.duplicated(["request_id", "item_id"]).any()
     shown = exp.set_index(["request_id", "position"]).item_id
-    assert (shown.loc[list(zip(fb.request_id, fb.position))].to_numpy() == fb.item_id.to_numpy()).all()
+    assert (shown.loc[list(zip(fb.request_id, fb.position, strict=True))].to_numpy() == fb.item_id.to_numpy()).all()
     assert set(exp.channel) <= {"popularity", "sasrec"}
     assert (fb.ts >= req.set_index("request_id").ts.loc[fb.request_id].to_numpy()).all()
     assert len(fb) > 0

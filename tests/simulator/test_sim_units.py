@@ -5,17 +5,16 @@ import sys
 
 import numpy as np
 import pytest
+from _simdata import tiny_arm, tiny_config
 
 from policies.base import FullScorePolicy, UserBatch
 from simulator.config import parse_config
 from simulator.data import Catalog
 from simulator.data.sequences import Sequences
-from simulator.errors import ConfigError, NotFoundError, SimError
+from simulator.errors import ConfigError, NotFoundError
 from simulator.pipeline import Pipeline, merge_channels
 from simulator.run import validate
 from simulator.users import ReplayUser
-
-from _simdata import tiny_arm, tiny_config
 
 
 class FixedScores(FullScorePolicy):
@@ -140,3 +139,10 @@ def test_config_files_toml_yaml_and_hash(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(bad)
     assert "\n" not in str(e.value) and "bad.toml" in str(e.value)
+
+
+def test_replay_user_reports_logged_value_of_consumed_item():
+    log = Sequences.from_lists([[1, 2, 3]], [[10, 20, 30]])
+    ru = ReplayUser(log, window=2, values=np.array([5.0, 4.0, 2.0]))
+    pos = ru.respond(np.array([0]), np.array([[9, 3, 2]]), np.array([15.0]), np.random.default_rng(0))
+    assert pos.tolist() == [1] and ru.last_values.tolist() == [2.0]  # item 3 at t=30, rating 2

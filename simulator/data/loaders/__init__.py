@@ -7,10 +7,10 @@ preprocesses them and writes the dataset in one transaction.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from simulator.data.catalog import Catalog, DatasetInfo
+from simulator.data.catalog import Catalog, DatasetInfo, check_name
 from simulator.data.loaders.amazon import load_amazon
 from simulator.data.loaders.movielens import load_movielens
 from simulator.data.loaders.pixelrec import load_pixelrec
@@ -46,6 +46,7 @@ def load_into_catalog(catalog: Catalog, fmt: str, path: str | Path, name: str, *
                       preprocess: Preprocess | None = None, skip_bad_lines: bool = False,
                       **loader_opts) -> DatasetInfo:
     """Read ``path`` with loader ``fmt``, preprocess, and write dataset ``name``."""
+    check_name(name)
     if fmt not in LOADERS:
         raise SimError(f"unknown format {fmt!r}; known: {', '.join(sorted(LOADERS))}")
     t0 = time.perf_counter()
@@ -55,7 +56,7 @@ def load_into_catalog(catalog: Catalog, fmt: str, path: str | Path, name: str, *
         inter, items, stats = apply(con, canon, preprocess or Preprocess())
         meta = {"preprocess": (preprocess or Preprocess()).model_dump(), "text_template": canon.text_template,
                 "stats": stats, "load_seconds": None}
-        info = catalog.write_dataset(name, interactions=con.table(inter), items=con.table(items),
+        catalog.write_dataset(name, interactions=con.table(inter), items=con.table(items),
                                      users=con.table(canon.users) if canon.users else None,
                                      source=canon.source, format=canon.format, n_skipped=canon.n_skipped, meta=meta)
     finally:

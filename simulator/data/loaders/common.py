@@ -118,7 +118,9 @@ def validate_numeric(con: duckdb.DuckDBPyConnection, table: str, column: str, *,
 def require_columns(present: list[str], required: list[str], *, path: str) -> None:
     missing = [c for c in required if c not in present]
     if missing:
-        raise DataError(f"missing column(s) {', '.join(missing)}; found {', '.join(present)}", file=path,
+        hint = " (wrong separator? try --sep)" if len(present) == 1 and any(x in present[0] for x in "\t;|,") else ""
+        found = ", ".join(p.replace("\t", "\\t") for p in present)
+        raise DataError(f"missing column(s) {', '.join(missing)}; found {found}{hint}", file=path,
                         field=missing[0])
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.data.loaders.common import read_text_table, validate_numeric
+from simulator.data.loaders.common import check_file, read_text_table, validate_numeric
 from simulator.data.preprocess import Canonical, text_template_for
 from simulator.errors import DataError
 
@@ -42,6 +42,8 @@ def _ratings(con, path: Path, sep: str, header: bool, skip: bool) -> tuple[str, 
 
 def load_movielens(con, path: str | Path, *, skip_bad_lines: bool = False) -> Canonical:
     p = Path(path)
+    check_file(p)
+    users = None
     if (p / "u.data").exists():
         inter, skipped = _ratings(con, p / "u.data", "\t", False, skip_bad_lines)
         items = None
@@ -57,6 +59,13 @@ def load_movielens(con, path: str | Path, *, skip_bad_lines: bool = False) -> Ca
                 {title} AS title, coalesce(NULLIF(regexp_extract(release, '(\\d{{4}})$', 1), ''), {year}) AS year,
                 NULLIF(trim({genre} ''), '') AS genres FROM {t}""")
             items = f"{t}_canon"
+        if (p / "u.user").exists():
+            t, _, b = read_text_table(con, p / "u.user", sep="|", header=False, skip_bad_lines=skip_bad_lines,
+                                      columns=["user", "age", "gender", "occupation", "zip_code"], encoding="latin-1")
+            skipped += b
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_canon AS SELECT trim(user) AS user, trim(age) AS age,
+                trim(gender) AS gender, trim(occupation) AS occupation, trim(zip_code) AS zip_code FROM {t}""")
+            users = f"{t}_canon"
         fmt = "movielens-100k"
     elif (p / "ratings.dat").exists():
         inter, skipped = _ratings(con, p / "ratings.dat", "::", False, skip_bad_lines)
@@ -84,5 +93,5 @@ def load_movielens(con, path: str | Path, *, skip_bad_lines: bool = False) -> Ca
         fmt = "movielens-csv"
     else:
         raise DataError("no MovieLens files found (u.data, ratings.dat or ratings.csv)", file=str(p))
-    return Canonical(interactions=inter, items=items, users=None, n_skipped=skipped, source=str(p), format=fmt,
+    return Canonical(interactions=inter, items=items, users=users, n_skipped=skipped, source=str(p), format=fmt,
                      text_template=text_template_for(con, items))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.data.loaders.common import read_text_table, require_columns, validate_numeric
-from simulator.data.preprocess import Canonical, Preprocess, text_template_for
+from simulator.data.loaders.common import check_file, read_text_table, require_columns, validate_numeric
+from simulator.data.preprocess import Canonical, text_template_for
 from simulator.errors import DataError
 
 
@@ -25,7 +25,7 @@ def _find(path: Path, ext: str) -> Path | None:
 
 def load_recbole(con, path: str | Path, *, skip_bad_lines: bool = False) -> Canonical:
     """Read RecBole atomic files from a folder (or the ``.inter`` file's path)."""
-    p = Path(path)
+    p = check_file(path)
     inter = _find(p, ".inter")
     if inter is None:
         raise DataError("no .inter file found", file=str(p))

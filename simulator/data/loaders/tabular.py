@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.data.loaders.common import (canon_interactions, check_file, parse_mapping, read_csv_table,
-                                           read_parquet_table, require_columns)
+from simulator.data.loaders.common import (
+    canon_interactions,
+    check_file,
+    parse_mapping,
+    read_csv_table,
+    read_parquet_table,
+    require_columns,
+)
 from simulator.data.preprocess import Canonical, text_template_for
 from simulator.errors import DataError
 

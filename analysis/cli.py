@@ -1,0 +1,137 @@
+"""`sim report`, `sim query`, `sim power` (mounted by cli.py).
+
+    sim report RUN_ID [--out reports] [--analysis-config a.json]
+    sim query "SELECT * FROM v_arm_summary" [--format table|csv|json|parquet] [--output FILE]
+    sim power --baseline 0.05 --mde 0.02 [--kind proportion|mean --sd 1.2] [--n 5000]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from simulator.errors import ConfigError, NotFoundError, SimError
+
+_CATALOG = typer.Option(None, "--catalog", help="Catalog file (default $SIM_CATALOG or ./sim.duckdb).")
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def _connect(path: Optional[str], read_only: bool = False):
+    import duckdb
+
+    path = path or os.environ.get("SIM_CATALOG") or "sim.duckdb"
+    if not Path(path).exists():
+        raise NotFoundError(f"catalog {path} does not exist")
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.Error as e:
+        raise SimError(f"cannot open catalog {path}: {str(e).splitlines()[0]}") from None
+
+
+def report(
+    run_id: str = typer.Argument(..., help="Run id (see `sim query \"SELECT run_id FROM runs\"`)."),
+    out: Path = typer.Option(Path("reports"), "--out", help="Reports folder (a sub-folder per run)."),
+    analysis_config: Optional[Path] = typer.Option(None, "--analysis-config",
+                                                   help="JSON: primary, guardrails, alpha, user-defined metrics."),
+    catalog: Optional[str] = _CATALOG,
+) -> None:
+    """Write the Markdown + self-contained HTML report of a run and print its effect table."""
+    from .report import summarize, write_report
+
+    cfg = None
+    if analysis_config is not None:
+        if not analysis_config.exists():
+            raise NotFoundError(f"analysis config {analysis_config} does not exist")
+        try:
+            cfg = json.loads(analysis_config.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{analysis_config}:{e.lineno}: invalid JSON: {e.msg}") from None
+    con = _connect(catalog)
+    try:
+        table = summarize(con, run_id, cfg)
+        cols = ["metric", "role", "arm", "control", "treatment", "rel_lift", "rel_ci_low", "rel_ci_high", "p",
+                "p_holm", "significant"]
+        typer.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        paths = write_report(con, run_id, out, cfg)
+    finally:
+        con.close()
+    typer.echo(f"report: {paths['html']}  ({paths['md']})")
+
+
+def query(
+    sql: str = typer.Argument(..., help="SQL over the catalog (views: v_user_metrics, v_arm_summary, ...)."),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write to this file instead of stdout."),
+    limit: int = typer.Option(200, "--limit", help="Rows shown in table format (files get all rows)."),
+    catalog: Optional[str] = _CATALOG,
+) -> None:
+    """Run SQL on the catalog and print or save the result."""
+    from .views import install_views
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "parquet" and output is None:
+        raise ConfigError("--format parquet needs --output FILE")
+    con = _connect(catalog)
+    try:
+        try:
+            install_views(con)
+        except NotFoundError:
+            pass  # no runs yet: plain tables still queryable
+        try:
+            rel = con.sql(sql)
+        except Exception as e:  # noqa: BLE001 - any SQL error is user input
+            raise SimError(f"query failed: {str(e).splitlines()[0]}") from None
+        if rel is None:
+            typer.echo("ok")
+            return
+        if fmt == "parquet":
+            rel.write_parquet(str(output))
+            typer.echo(f"wrote {output}")
+            return
+        df = rel.df()
+    finally:
+        con.close()
+    if fmt == "table":
+        text = df.head(limit).to_string(index=False) + (f"\n... {len(df) - limit} more rows" if len(df) > limit else "")
+    elif fmt == "csv":
+        text = df.to_csv(index=False)
+    else:
+        text = df.to_json(orient="records", date_format="iso", indent=1)
+    if output is not None:
+        output.write_text(text)
+        typer.echo(f"wrote {output} ({len(df)} rows)")
+    else:
+        typer.echo(text)
+
+
+def power(
+    baseline: float = typer.Option(..., "--baseline", help="Control mean (a proportion for --kind proportion)."),
+    mde: Optional[float] = typer.Option(None, "--mde", help="Relative lift to detect, e.g. 0.02 = +2%."),
+    n: Optional[float] = typer.Option(None, "--n", help="Users per arm: report the MDE instead."),
+    kind: str = typer.Option("proportion", "--kind", help="proportion | mean"),
+    sd: Optional[float] = typer.Option(None, "--sd", help="Per-user standard deviation (mean metrics)."),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    power_: float = typer.Option(0.8, "--power"),
+    ratio: float = typer.Option(1.0, "--ratio", help="treatment users / control users"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Sample size per arm for a relative MDE, or the MDE for a given n (statsmodels power)."""
+    from .power import mde as mde_fn
+    from .power import sample_size
+
+    if (mde is None) == (n is None):
+        raise ConfigError("give exactly one of --mde (-> sample size) or --n (-> MDE)")
+    if mde is not None:
+        r = sample_size(baseline, mde, kind=kind, sd=sd, alpha=alpha, power=power_, ratio=ratio)
+    else:
+        r = mde_fn(baseline, n, kind=kind, sd=sd, alpha=alpha, power=power_, ratio=ratio)
+    if as_json:
+        typer.echo(json.dumps(r.as_dict()))
+        return
+    typer.echo(f"{kind} metric, baseline {baseline:g}, sd {r.sd:.4g}, alpha {alpha:g}, power {power_:g}")
+    typer.echo(f"users per arm: {r.n_per_arm:,.0f}   MDE: {r.mde_rel * 100:+.2f}% relative ({r.mde_abs:+.4g} absolute)")

@@ -1,0 +1,215 @@
+"""Estimators against straightforward reference computations, and invalid inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.estimators import (MSPRT, Bootstrap, Cuped, DeltaRatio, EstimationError, TwoProportion, WelchT,
+                                 msprt_pvalues)
+from analysis.multiple import adjust
+from analysis.power import mde, power_at, sample_size
+from analysis.srm import srm_test
+from analysis.views import Metric
+from simulator.errors import ConfigError
+
+MEAN = Metric(name="m", kind="mean", num="y")
+RATIO = Metric(name="r", kind="ratio", num="y", den="x")
+PROP = Metric(name="p", kind="proportion", num="b")
+
+
+def table(n=500, seed=0, lift=0.0, pre=True):
+    rng = np.random.default_rng(seed)
+    a = rng.lognormal(0, 0.5, n)
+    arm = np.where(np.arange(n) % 2 == 0, "control", "treatment")
+    x = 1 + rng.poisson(10 * a)
+    y = rng.binomial(x, np.minimum(0.1 * a * np.where(arm == "treatment", 1 + lift, 1), 1)).astype(float)
+    d = pd.DataFrame({"arm": arm, "y": y, "x": x.astype(float), "b": (y > 1).astype(int)})
+    if pre:
+        d["pre"] = rng.poisson(5 * a)
+    d.attrs["control"] = "control"
+    return d
+
+
+def test_welch_equals_reference():
+    d = table()
+    e = WelchT().estimate(d, MEAN)
+    yt, yc = d.y[d.arm == "treatment"].to_numpy(), d.y[d.arm == "control"].to_numpy()
+    vt, vc = yt.var(ddof=1) / yt.size, yc.var(ddof=1) / yc.size
+    diff, se = yt.mean() - yc.mean(), np.sqrt(vt + vc)
+    df = (vt + vc) ** 2 / (vt**2 / (yt.size - 1) + vc**2 / (yc.size - 1))
+    p = 2 * stats.t.sf(abs(diff / se), df)
+    q = stats.t.ppf(0.975, df)
+    assert e.abs_lift == pytest.approx(diff, abs=1e-9)
+    assert e.p == pytest.approx(p, abs=1e-9)
+    assert e.ci[0] == pytest.approx(diff - q * se, abs=1e-9)
+    assert e.ci[1] == pytest.approx(diff + q * se, abs=1e-9)
+    assert e.n_by_arm == {"control": 250, "treatment": 250}
+    # relative lift via the delta method
+    rel_se = np.sqrt(vt / yc.mean() ** 2 + yt.mean() ** 2 * vc / yc.mean() ** 4)
+    assert e.rel_lift == pytest.approx(yt.mean() / yc.mean() - 1, abs=1e-12)
+    assert e.rel_ci[1] - e.rel_ci[0] == pytest.approx(2 * stats.norm.ppf(0.975) * rel_se, abs=1e-9)
+
+
+def test_delta_ratio_equals_reference():
+    d = table(seed=1)
+    e = DeltaRatio().estimate(d, RATIO)
+
+    def ref(arm):  # linearisation: Var(R) = Var((y - R x) / mean x) / n
+        s = d[d.arm == arm]
+        r = s.y.sum() / s.x.sum()
+        lin = (s.y - r * s.x) / s.x.mean()
+        return r, lin.var(ddof=1) / len(s)
+
+    (rt, vt), (rc, vc) = ref("treatment"), ref("control")
+    z = (rt - rc) / np.sqrt(vt + vc)
+    assert e.treatment == pytest.approx(rt, abs=1e-12) and e.control == pytest.approx(rc, abs=1e-12)
+    assert e.se == pytest.approx(np.sqrt(vt + vc), abs=1e-9)
+    assert e.p == pytest.approx(2 * stats.norm.sf(abs(z)), abs=1e-9)
+    rel_se = np.sqrt(vt / rc**2 + rt**2 * vc / rc**4)
+    assert e.rel_ci[0] == pytest.approx(rt / rc - 1 - stats.norm.ppf(0.975) * rel_se, abs=1e-9)
+
+
+def test_two_proportion_reference():
+    d = table(seed=2)
+    e = TwoProportion().estimate(d, PROP)
+    bt, bc = d.b[d.arm == "treatment"], d.b[d.arm == "control"]
+    pp = (bt.sum() + bc.sum()) / len(d)
+    z = (bt.mean() - bc.mean()) / np.sqrt(pp * (1 - pp) * (1 / len(bt) + 1 / len(bc)))
+    assert e.p == pytest.approx(2 * stats.norm.sf(abs(z)), abs=1e-9)
+
+
+def test_cuped_variance_reduction_matches_rho2():
+    """Across experiments, Var(CUPED lift) / Var(plain lift) ~ 1 - rho^2 (within sampling error)."""
+    plain, cup, rhos = [], [], []
+    for s in range(200):
+        rng = np.random.default_rng(100 + s)
+        a = rng.lognormal(0, 0.4, 400)
+        d = pd.DataFrame({"arm": np.where(rng.random(400) < 0.5, "treatment", "control"),
+                          "y": a + rng.normal(0, 0.5, 400), "pre": rng.poisson(5 * a)})
+        plain.append(WelchT().estimate(d, MEAN).abs_lift)
+        e = Cuped().estimate(d, MEAN)
+        cup.append(e.abs_lift)
+        rhos.append(e.extra["rho"])
+    ratio = np.var(cup) / np.var(plain)
+    expected = 1 - np.mean(rhos) ** 2
+    assert expected < 0.9  # the covariate really matters in this data
+    assert abs(ratio - expected) < 2 * np.sqrt(2 / 200) * ratio
+
+
+def test_bootstrap_close_to_delta_and_seeded():
+    d = table(seed=3, lift=0.3)
+    b1, b2 = Bootstrap(n_resamples=500, seed=1).estimate(d, RATIO), Bootstrap(n_resamples=500, seed=1).estimate(d, RATIO)
+    assert b1.ci == b2.ci and b1.p == b2.p
+    dl = DeltaRatio().estimate(d, RATIO)
+    assert b1.abs_lift == pytest.approx(dl.abs_lift)
+    assert b1.se == pytest.approx(dl.se, rel=0.2)
+
+
+def test_msprt_always_valid_p_is_conservative_and_monotone():
+    d = table(seed=4, lift=0.2)
+    e, f = MSPRT().estimate(d, RATIO), DeltaRatio().estimate(d, RATIO)
+    assert e.p >= f.p and (e.ci[1] - e.ci[0]) > (f.ci[1] - f.ci[0])
+    rng = np.random.default_rng(0)
+    p = msprt_pvalues(rng.normal(size=(3, 50)), np.full((3, 50), 1.0), 1.0)
+    assert (np.diff(p, axis=1) <= 0).all()
+
+
+def test_msprt_controls_peeking_where_naive_t_does_not():
+    rng = np.random.default_rng(5)
+    E, n, looks = 400, 1000, 20
+    y, arm = rng.normal(size=(E, n)), rng.random((E, n)) < 0.5
+    at = np.linspace(n / looks, n, looks).astype(int) - 1
+    c = lambda v: np.cumsum(v, axis=1)[:, at]  # noqa: E731
+    nt, nc = c(arm), c(~arm)
+    mt, mc = c(np.where(arm, y, 0)) / nt, c(np.where(arm, 0, y)) / nc
+    v = 1 / nt + 1 / nc
+    z = (mt - mc) / np.sqrt(v)
+    naive = (2 * stats.norm.sf(np.abs(z)) < 0.05).any(axis=1).mean()
+    msprt = (msprt_pvalues(mt - mc, v, 0.1**2) < 0.05).any(axis=1).mean()
+    assert naive > 0.12 and msprt < 0.06
+
+
+BAD = [  # (description, table builder, estimator, metric, exact expected message fragment)
+    ("arm with zero users", lambda: table().assign(arm="control"), WelchT(treatment="treatment"), MEAN,
+     "metric 'm': arm 'treatment' has zero users"),
+    ("zero-variance metric", lambda: table().assign(y=1.0), WelchT(), MEAN,
+     "metric 'm' has zero variance in both arms: no test possible"),
+    ("zero-variance ratio", lambda: table().assign(y=0.0), DeltaRatio(), RATIO,
+     "metric 'r' has zero variance in both arms: no test possible"),
+    ("zero-variance proportion", lambda: table().assign(b=0), TwoProportion(), PROP,
+     "metric 'p' has zero variance in both arms: no test possible"),
+    ("non-binary proportion", lambda: table().assign(b=2), TwoProportion(), PROP,
+     "metric 'p': two-proportion test needs 0/1 per-user values"),
+    ("zero denominator", lambda: table().assign(x=0.0), DeltaRatio(), RATIO,
+     "ratio metric has a zero denominator in one arm"),
+    ("three arms, no treatment given", lambda: table().assign(arm=np.arange(500) % 3).astype({"arm": str}), WelchT(),
+     MEAN, "need exactly one treatment arm besides"),
+]
+
+
+@pytest.mark.parametrize("desc,build,est,metric,msg", BAD, ids=[b[0] for b in BAD])
+def test_invalid_inputs(desc, build, est, metric, msg):
+    with pytest.raises(EstimationError) as ei:
+        est.estimate(build(), metric)
+    assert msg in str(ei.value)
+
+
+CUPED_FALLBACK = [
+    ("no covariate column", dict(pre=False), None, "CUPED fallback: no pre-experiment covariate column 'pre'"),
+    ("all-missing covariate", dict(), np.nan, "CUPED fallback: no pre-experiment data"),
+    ("constant covariate", dict(), 3, "CUPED fallback: pre-experiment covariate is constant"),
+]
+
+
+@pytest.mark.parametrize("desc,kw,pre,msg", CUPED_FALLBACK, ids=[c[0] for c in CUPED_FALLBACK])
+def test_cuped_falls_back_and_says_so(desc, kw, pre, msg):
+    d = table(**kw)
+    if pre is not None:
+        d["pre"] = pre
+    e = Cuped().estimate(d, MEAN)
+    ref = WelchT().estimate(d, MEAN)
+    assert e.note == msg and "fallback" in e.method
+    assert e.p == pytest.approx(ref.p, abs=1e-12)
+
+
+def test_holm_bh_reference():
+    p = np.array([0.01, 0.04, 0.03, 0.2, np.nan])
+    holm = adjust(p, "holm")
+    # Holm by hand: sorted 0.01,0.03,0.04,0.2 x (4,3,2,1), running max
+    order = np.argsort(p[:4])
+    ref = np.maximum.accumulate(np.minimum(1, p[:4][order] * (4 - np.arange(4))))
+    out = np.empty(4)
+    out[order] = ref
+    assert np.allclose(holm[:4], out) and np.isnan(holm[4])
+    bh = adjust(p, "bh")
+    ranks = np.arange(1, 5)
+    r = np.minimum.accumulate((p[:4][order] * 4 / ranks)[::-1])[::-1]
+    out[order] = np.minimum(r, 1)
+    assert np.allclose(bh[:4], out)
+    with pytest.raises(ValueError):
+        adjust(p, "bonferonni")
+
+
+def test_srm():
+    assert not srm_test({"a": 5000, "b": 5050}, {"a": 0.5, "b": 0.5}).failed
+    r = srm_test({"a": 5000, "b": 5400}, {"a": 0.5, "b": 0.5})
+    assert r.failed and "SAMPLE RATIO MISMATCH" in r.message()
+    assert srm_test({"a": 9000, "b": 1000}, {"a": 0.9, "b": 0.1}).p > 0.01
+    assert srm_test({"a": 100, "b": 0}, {"a": 0.5, "b": 0.5}).failed
+
+
+def test_power_roundtrip_and_errors():
+    r = sample_size(0.05, 0.1)
+    back = mde(0.05, r.n_per_arm)
+    assert back.mde_rel == pytest.approx(0.1, rel=0.01)
+    m = sample_size(2.0, 0.05, kind="mean", sd=1.0)
+    assert power_at(0.1, 1.0, m.n_per_arm) == pytest.approx(0.8, abs=0.01)
+    for kw, msg in [(dict(baseline=1.5, mde_rel=0.1), "baseline proportion must be in (0, 1)"),
+                    (dict(baseline=2.0, mde_rel=0.1, kind="mean"), "needs --sd"),
+                    (dict(baseline=0.05, mde_rel=0.1, alpha=2), "alpha must be in (0, 1)"),
+                    (dict(baseline=0.05, mde_rel=0.0), "mde must be non-zero")]:
+        with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            sample_size(**kw)

@@ -1,0 +1,187 @@
+"""Views on hand-made events (exact values), effect table, report HTML, CLI commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from html.parser import HTMLParser
+
+import duckdb
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from analysis.fake_events import ensure_event_schema, make_fake_run
+from analysis.report import summarize, write_report
+from analysis.srm import srm_for_run
+from analysis.views import install_views, user_table
+from simulator.errors import ConfigError, NotFoundError
+
+
+def _insert(con, table, rows):
+    df = pd.DataFrame(rows)
+    con.register("_t", df)
+    con.execute(f"INSERT INTO {table} SELECT * FROM _t")
+    con.unregister("_t")
+
+
+@pytest.fixture
+def tiny_con():
+    """Two users, one arm each; user 0: 2 requests (clicks at pos 0 and 2 in request 0), user 1: 1 request."""
+    con = duckdb.connect()
+    ensure_event_schema(con)
+    _insert(con, "runs", [dict(run_id="r", dataset="nodata", config_json="{}", config_hash="h", seed=0, git_rev="g",
+                               started_at=pd.Timestamp("2026-01-01"), finished_at=pd.Timestamp("2026-01-01"),
+                               status="complete", sim_start=0.0, sim_end=100.0, n_requests=3)])
+    _insert(con, "arms", [dict(run_id="r", arm="A", role="control", weight=0.5, pipeline_json="{}"),
+                          dict(run_id="r", arm="B", role="treatment", weight=0.5, pipeline_json="{}")])
+    _insert(con, "assignments", [dict(run_id="r", user_id=0, arm="A", first_ts=1.0),
+                                 dict(run_id="r", user_id=1, arm="B", first_ts=2.0)])
+    _insert(con, "requests", [dict(run_id="r", request_id=0, user_id=0, arm="A", ts=1.0, session_id=10, latency_ms=4.0),
+                              dict(run_id="r", request_id=1, user_id=0, arm="A", ts=50.0, session_id=11, latency_ms=6.0),
+                              dict(run_id="r", request_id=2, user_id=1, arm="B", ts=2.0, session_id=20, latency_ms=8.0)])
+    ex = [dict(run_id="r", request_id=q, user_id=u, arm=a, position=p, item_id=10 * q + p, channel=["ann", "pop"][p % 2],
+               score=0.0, latency_ms=1.0, ts=1.0) for q, u, a in [(0, 0, "A"), (1, 0, "A"), (2, 1, "B")] for p in range(3)]
+    _insert(con, "exposures", ex)
+    _insert(con, "feedback", [
+        dict(run_id="r", request_id=0, user_id=0, arm="A", item_id=0, position=0, event="click", value=1.0, ts=2.0),
+        dict(run_id="r", request_id=0, user_id=0, arm="A", item_id=2, position=2, event="click", value=1.0, ts=2.0),
+        dict(run_id="r", request_id=0, user_id=0, arm="A", item_id=2, position=2, event="consume", value=0.5, ts=3.0),
+        dict(run_id="r", request_id=2, user_id=1, arm="B", item_id=21, position=1, event="click", value=1.0, ts=3.0)])
+    return con
+
+
+def test_user_metrics_exact(tiny_con):
+    install_views(tiny_con)
+    u = tiny_con.execute("SELECT * FROM v_user_metrics ORDER BY user_id").df()
+    assert u.requests.tolist() == [2, 1] and u.sessions.tolist() == [2, 1]
+    assert u.exposures.tolist() == [6, 3] and u.clicks.tolist() == [2, 1] and u.hits.tolist() == [1, 1]
+    assert u.consumption.tolist() == [0.5, 0.0] and u.latency_sum.tolist() == [10.0, 8.0]
+    # request 0: clicks at pos 0 and 2 -> DCG 1 + 1/log2(4) = 1.5; ideal for 2 clicks 1 + 1/log2(3)
+    assert u.ndcg_sum[0] == pytest.approx(1.5 / (1 + 1 / math.log2(3)), abs=1e-12)
+    assert u.ndcg_sum[1] == pytest.approx(1 / math.log2(3), abs=1e-12)  # one click at pos 1: DCG/IDCG = 0.63/1
+    s = tiny_con.execute("SELECT * FROM v_arm_summary ORDER BY arm").df()
+    assert s.ctr.tolist() == pytest.approx([2 / 6, 1 / 3]) and s.latency_p50_ms.tolist() == [5.0, 8.0]
+    ch = tiny_con.execute("SELECT channel, sum(clicks) c, sum(consumes) k FROM v_channel_contribution "
+                          "GROUP BY ALL ORDER BY channel").fetchall()
+    assert ch == [("ann", 2, 1), ("pop", 1, 0)]
+
+
+def test_missing_dataset_degrades_with_notes(tiny_con):
+    df, notes = user_table(tiny_con, "r")
+    assert df.pre.isna().all() and "pre" in notes and "diversity" in notes and "novelty" in notes
+
+
+def test_unknown_run_and_missing_tables(tiny_con):
+    with pytest.raises(NotFoundError, match="unknown run id 'nope'"):
+        summarize(tiny_con, "nope")
+    with pytest.raises(NotFoundError, match="catalog has no event tables"):
+        install_views(duckdb.connect())
+
+
+@pytest.fixture(scope="module")
+def fake_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("an") / "cat.duckdb"
+    con = duckdb.connect(str(path))
+    make_fake_run(con, "lift", n_users=3000, lifts={"control": 1.0, "treatment": 1.3}, seed=1)
+    make_fake_run(con, "srm", n_users=1000, lifts={"control": 1.0, "treatment": 1.0},
+                  weights={"control": 0.8, "treatment": 0.2}, seed=2, write_dataset=False)
+    con.execute("UPDATE arms SET weight = 0.5 WHERE run_id = 'srm'")  # configured 50/50, observed 80/20
+    con.close()
+    return path
+
+
+def test_summary_recovers_injected_lift(fake_db):
+    con = duckdb.connect(str(fake_db))
+    s = summarize(con, "lift")
+    ctr = s[s.metric == "ctr"].iloc[0]
+    assert ctr.role == "primary" and ctr.method == "cuped" and ctr.significant
+    assert ctr.rel_ci_low < 0.3 < ctr.rel_ci_high
+    lat = s[s.metric == "latency_ms"].iloc[0]
+    assert lat.role == "guardrail" and bool(lat.guardrail_violated)  # treatment is slower by construction
+    assert set(s.metric) >= {"ctr", "hit_rate", "ndcg", "consumption", "session_length", "novelty", "diversity"}
+    assert (s.p_holm >= s.p - 1e-15).all() and s.p_bh.notna().all()
+
+
+def test_user_defined_metric_and_bad_config(fake_db):
+    con = duckdb.connect(str(fake_db))
+    cfg = {"primary": "clicks_per_request",
+           "metrics": [{"name": "clicks_per_request", "kind": "ratio", "num": "clicks", "den": "requests"}]}
+    s = summarize(con, "lift", cfg)
+    assert s.iloc[0].metric == "clicks_per_request" and s.iloc[0].role == "primary"
+    with pytest.raises(ConfigError, match="unknown metric 'nope'"):
+        summarize(con, "lift", {"primary": "nope"})
+    with pytest.raises(ConfigError, match="user-defined metric SQL failed"):
+        summarize(con, "lift", {"metrics": [{"name": "x", "num": "no_such_column"}]})
+
+
+class _Imgs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.classes, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a)
+        if "class" in a:
+            self.classes.append(a["class"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_report_parses_and_embeds_plots(fake_db, tmp_path):
+    paths = write_report(str(fake_db), "lift", tmp_path)
+    p = _Imgs()
+    p.feed(open(paths["html"]).read())
+    assert len(p.imgs) == 4 and all(i["src"].startswith("data:image/png;base64,") for i in p.imgs)
+    assert all(len(i["src"]) > 5000 for i in p.imgs)
+    text = "".join(p.text)
+    assert "Experiment report: lift" in text and "no sample ratio mismatch" in text and "banner bad" not in p.classes
+    md = open(paths["md"]).read()
+    assert "| ctr | primary |" in md and "![relative lifts](forest.png)" in md
+    assert (tmp_path / "lift" / "forest.png").exists()
+
+
+def test_srm_warning_on_top(fake_db, tmp_path):
+    con = duckdb.connect(str(fake_db))
+    assert srm_for_run(con, "srm").failed
+    paths = write_report(con, "srm", tmp_path)
+    html = open(paths["html"]).read()
+    assert html.index("SAMPLE RATIO MISMATCH") < html.index("Effects (treatment vs control)")
+    assert "WARNING" in open(paths["md"]).read().split("## Effects")[0]
+
+
+def test_cli_query_report_power(fake_db, tmp_path):
+    from analysis.cli import power, query, report
+    import typer
+
+    app = typer.Typer()
+    app.command("query")(query)
+    app.command("report")(report)
+    app.command("power")(power)
+    r = CliRunner()
+    cat = ["--catalog", str(fake_db)]
+    res = r.invoke(app, ["query", "SELECT arm, users FROM v_arm_summary WHERE run_id='lift' ORDER BY arm",
+                         "--format", "json", *cat])
+    assert res.exit_code == 0, res.output
+    assert [row["arm"] for row in json.loads(res.output)] == ["control", "treatment"]
+    out = tmp_path / "x.parquet"
+    res = r.invoke(app, ["query", "SELECT * FROM v_user_metrics", "--format", "parquet", "--output", str(out), *cat])
+    assert res.exit_code == 0 and len(pd.read_parquet(out)) == 4000
+    res = r.invoke(app, ["query", "SELECT 1 AS a", "--format", "csv", *cat])
+    assert res.output.strip() == "a\n1"
+    res = r.invoke(app, ["report", "lift", "--out", str(tmp_path), *cat])
+    assert res.exit_code == 0 and "report:" in res.output and "ctr" in res.output
+    res = r.invoke(app, ["power", "--baseline", "0.05", "--mde", "0.1", "--json"])
+    assert json.loads(res.output)["n_per_arm"] > 1000
+    # invalid inputs -> SimError subclasses (printed as one line by the sim entry point)
+    bad = [(["report", "nope", *cat], NotFoundError, "unknown run id 'nope'"),
+           (["query", "SELEC 1", *cat], Exception, "query failed: Parser Error"),
+           (["query", "SELECT 1", "--format", "xml", *cat], ConfigError, "--format must be one of"),
+           (["query", "SELECT 1", "--catalog", str(tmp_path / "none.duckdb")], NotFoundError, "does not exist"),
+           (["power", "--baseline", "0.05"], ConfigError, "exactly one of --mde")]
+    for args, exc, msg in bad:
+        res = r.invoke(app, args)
+        assert isinstance(res.exception, exc) and msg in str(res.exception), (args, res.exception)

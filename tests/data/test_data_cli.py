@@ -1,0 +1,65 @@
+"""`sim data load/synth/info/list` end to end (through the real CLI entry point)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_synth_info_list(tmp_path):
+    cat = str(tmp_path / "c.duckdb")
+    r = _run("data", "synth", "--name", "w", "--users", "100", "--items", "80", "--seed", "2", "--catalog", cat)
+    assert r.exit_code == 0, r.output
+    assert "synthesized w: 100 users, 80 items" in r.output
+    r = _run("data", "info", "w", "--catalog", cat, "--json")
+    st = json.loads(r.output)
+    assert st["n_users"] == 100 and st["synthetic"] and 0 < st["sparsity"] < 1
+    assert sum(st["seq_len_histogram"].values()) == 100
+    r = _run("data", "info", "w", "--catalog", cat)
+    assert "sequence length" in r.output and "#" in r.output
+    r = _run("data", "list", "--catalog", cat)
+    assert "w " in r.output and "synthetic" in r.output
+    r = _run("data", "split", "w", "--kind", "temporal", "--catalog", cat)
+    assert r.exit_code == 0 and "split temporal of w" in r.output, r.output
+
+
+def test_load_csv_with_skip(tmp_path):
+    cat = str(tmp_path / "c.duckdb")
+    p = tmp_path / "l.csv"
+    p.write_text("u,i,t\na,x,1\nb,y\nc,x,2\n")
+    r = _run("data", "load", "csv", str(p), "--name", "l", "--map", "user=u,item=i,ts=t", "--catalog", cat,
+             "--skip-bad-lines")
+    assert r.exit_code == 0, r.output
+    assert "loaded l: 2 users, 1 items, 2 interactions" in r.output and "skipped 1 bad line(s)" in r.output
+
+
+def test_errors_are_one_line(tmp_path):
+    cat = str(tmp_path / "c.duckdb")
+    p = tmp_path / "l.csv"
+    p.write_text("u,i,t\na,x,1\nb,y\n")
+    out = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "data", "load", "csv", str(p), "--name", "l",
+                          "--map", "user=u,item=i,ts=t", "--catalog", cat], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert out.stderr.strip().count("\n") == 0 and "l.csv:3" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "data", "info", "nope", "--catalog", cat],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "unknown dataset 'nope'" in out.stderr
+
+
+@pytest.mark.parametrize("cmd", [["data", "--help"], ["data", "load", "--help"], ["data", "synth", "--help"],
+                                 ["data", "info", "--help"], ["data", "list", "--help"], ["data", "split", "--help"]])
+def test_help(cmd):
+    r = _run(*cmd)
+    assert r.exit_code == 0 and "Usage" in r.output

@@ -1,0 +1,107 @@
+"""Synthetic world: determinism, shapes, ground-truth API, text carrying the topic, scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator.data import Catalog, get_dataset
+from simulator.data.synthetic import World, WorldConfig, world_for, write_world
+
+SMALL = WorldConfig(n_users=200, n_items=150, n_topics=5, seed=3)
+
+
+def _tables(cat, name):
+    s = cat.info(name).schema_name
+    return {t: cat.con.execute(f"SELECT * FROM {s}.{t} ORDER BY ALL").df()
+            for t in ("items", "users", "interactions")}
+
+
+def test_same_seed_identical_tables_other_seed_differs():
+    c = Catalog(":memory:")
+    write_world(c, "a", SMALL)
+    write_world(c, "b", SMALL)
+    write_world(c, "c", SMALL.model_copy(update={"seed": 4}))
+    ta, tb, tc = _tables(c, "a"), _tables(c, "b"), _tables(c, "c")
+    for k in ta:
+        pd.testing.assert_frame_equal(ta[k], tb[k])
+    assert not ta["interactions"].equals(tc["interactions"])
+
+
+def test_dataset_shape_and_attrs():
+    c = Catalog(":memory:")
+    ds = get_dataset("synthetic", c, n_users=SMALL.n_users, n_items=SMALL.n_items, n_topics=5, seed=3)
+    assert (ds.n_users, ds.n_items) == (200, 150)
+    assert len(ds.sequences) > 1000
+    assert {"topic", "title", "release_ts"} <= set(ds.item_attrs)
+    assert ds.item_text[0].startswith("Title: ")
+    # ids are the world's ids (raw '0'..'n-1' in order)
+    assert ds.item_raw_ids.astype(int).tolist() == list(range(150))
+    assert ds.user_raw_ids.astype(int).tolist() == list(range(200))
+    # no item consumed before its release; long-tail popularity
+    rel = ds.item_attrs["release_ts"]
+    assert (ds.sequences.ts >= rel[ds.sequences.items]).all()
+    pop = np.sort(ds.item_popularity())[::-1]
+    assert pop[: len(pop) // 10].sum() > 0.25 * pop.sum()
+    assert (rel > 0).mean() > 0.05  # some items arrive during the log (cold start)
+    w = world_for(c, "synthetic")
+    assert w.cfg == WorldConfig(n_users=200, n_items=150, n_topics=5, seed=3)
+
+
+def test_text_carries_topic():
+    w = World(SMALL)
+    it = w.item_table()
+    vocab = [set(v) for v in w.topic_vocab]
+    for desc, topic in zip(it["description"].head(50), it["topic"].head(50), strict=True):
+        words = set(desc.split())
+        assert len(words & vocab[topic]) >= 1
+        others = set().union(*[v for t, v in enumerate(vocab) if t != topic]) - vocab[topic]
+        assert len(words & vocab[topic]) >= len(words & others)
+
+
+def test_ground_truth_api():
+    w = World(SMALL)
+    B, K = 64, 10
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 200, B)
+    slate = rng.integers(0, 150, (B, K))
+    slate[:, -1] = -1  # padding
+    now = np.full(B, 70 * 86400.0)
+    u = w.utility(users, slate, now)
+    assert u.shape == (B, K) and np.isneginf(u[:, -1]).all()
+    p = w.choice_probs(users, slate, now)
+    assert p.shape == (B, K + 1) and np.allclose(p.sum(1), 1) and (p[:, -1] > 0).all()
+    c1 = w.choose(users, slate, now, np.random.default_rng(1))
+    c2 = w.choose(users, slate, now, np.random.default_rng(1))
+    assert (c1 == c2).all() and c1.min() >= -1 and c1.max() < K - 1
+    # position bias: the same item is likelier at the top
+    one = np.tile(slate[:1, :2], (1, 1))
+    pa = w.choice_probs(users[:1], one, now[:1])
+    pb = w.choice_probs(users[:1], one[:, ::-1], now[:1])
+    assert pa[0, 0] > pb[0, 1]
+    # fatigue: consuming an item lowers its utility
+    before = w.utility(users[:1], slate[:1, :1], now[:1])[0, 0]
+    w.update(users[:1], slate[:1, 0], now[:1])
+    assert w.utility(users[:1], slate[:1, :1], now[:1])[0, 0] < before
+    w.reset_state()
+    assert w.utility(users[:1], slate[:1, :1], now[:1])[0, 0] == before
+    # unreleased items are never chosen
+    late = np.argmax(w.item_release)
+    assert np.isneginf(w.utility(users[:1], np.array([[late]]), np.zeros(1)))[0, 0]
+
+
+def test_bad_world_option():
+    from simulator.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        get_dataset("synthetic-bad", Catalog(":memory:"), n_users=1)
+
+
+@pytest.mark.slow
+def test_scale_reaches_a_million():
+    import time
+
+    t = time.perf_counter()
+    logs = World(WorldConfig(scale=20)).logs()
+    assert len(logs) > 1_000_000 and time.perf_counter() - t < 60
