@@ -1,1 +1,1 @@
-"""analysis."""
+"""analysis: SQL metric views, A/B estimators, SRM, power, reports (see analysis/README.md)."""

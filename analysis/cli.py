@@ -40,7 +40,7 @@ def report(
     catalog: Optional[str] = _CATALOG,
 ) -> None:
     """Write the Markdown + self-contained HTML report of a run and print its effect table."""
-    from .report import summarize, write_report
+    from .report import format_summary, summarize, write_report
 
     cfg = None
     if analysis_config is not None:
@@ -50,12 +50,15 @@ def report(
             cfg = json.loads(analysis_config.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{analysis_config}:{e.lineno}: invalid JSON: {e.msg}") from None
+    from .srm import srm_for_run
+
     con = _connect(catalog)
     try:
         table = summarize(con, run_id, cfg)
-        cols = ["metric", "role", "arm", "control", "treatment", "rel_lift", "rel_ci_low", "rel_ci_high", "p",
-                "p_holm", "significant"]
-        typer.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        srm = srm_for_run(con, run_id)
+        if srm.failed:
+            typer.secho(f"WARNING: {srm.message()}", fg=typer.colors.RED, err=True)
+        typer.echo(format_summary(table))
         paths = write_report(con, run_id, out, cfg)
     finally:
         con.close()

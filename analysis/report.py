@@ -136,6 +136,26 @@ def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> 
     return df[SUMMARY_COLUMNS + ["higher_is_better", "guardrail_violated"]].reset_index(drop=True)
 
 
+def format_summary(summary: pd.DataFrame) -> str:
+    """Compact text table of an effect table (what `sim report` / `sim run` print)."""
+    if summary.empty:
+        return "(no metrics)"
+    d = pd.DataFrame({
+        "metric": summary["metric"] + summary["role"].map({"primary": " *", "guardrail": " (g)"}).fillna(""),
+        "arm": summary["arm"],
+        "control": summary["control"].map(lambda v: f"{v:.4g}"),
+        "treatment": summary["treatment"].map(lambda v: f"{v:.4g}"),
+        "rel_lift": summary["rel_lift"].map(lambda v: f"{v * 100:+.2f}%"),
+        "95% CI": [f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]" for lo, hi in
+                   zip(summary["rel_ci_low"], summary["rel_ci_high"], strict=True)],
+        "p": summary["p"].map(lambda v: f"{v:.3g}"),
+        "p_holm": summary["p_holm"].map(lambda v: f"{v:.3g}"),
+        "sig": summary["significant"].map(lambda v: "yes" if v else ""),
+        "note": summary["note"].fillna(""),
+    })
+    return d.to_string(index=False) + "\n(* primary, (g) guardrail; p_holm adjusted across metrics and arms)"
+
+
 def arm_summary(con, run_id: str) -> pd.DataFrame:
     """v_arm_summary for the run plus catalog coverage (distinct exposed items / catalog size)."""
     con = getattr(con, "con", con)
@@ -179,7 +199,7 @@ def make_plots(con, run_id: str, summary: pd.DataFrame) -> dict[str, bytes]:
         colors = ["#1f77b4" if r == "primary" else "#d62728" if r == "guardrail" else "#555555" for r in s["role"]]
         ax.hlines(y, s["rel_ci_low"] * 100, s["rel_ci_high"] * 100, colors=colors, lw=2)
         ax.scatter(s["rel_lift"] * 100, y, c=colors, zorder=3)
-        ax.set_yticks(y, [f"{m} ({a})" if summary["arm"].nunique() > 1 else m for m, a in zip(s["metric"], s["arm"])])
+        ax.set_yticks(y, [f"{m} ({a})" if summary["arm"].nunique() > 1 else m for m, a in zip(s["metric"], s["arm"], strict=True)])
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("relative lift vs control (%), 95% CI")
     ax.set_title("Relative lift by metric (blue = primary, red = guardrail)")
@@ -202,7 +222,7 @@ def make_plots(con, run_id: str, summary: pd.DataFrame) -> dict[str, bytes]:
                      "sum(consumes) AS consumes FROM v_channel_contribution WHERE run_id = ? GROUP BY ALL "
                      "ORDER BY arm, channel", [run_id]).df()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, col in zip(axes, ("exposures", "consumes")):
+    for ax, col in zip(axes, ("exposures", "consumes"), strict=True):
         piv = ch.pivot_table(index="arm", columns="channel", values=col, aggfunc="sum", fill_value=0)
         share = piv.div(piv.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
         share.plot.barh(stacked=True, ax=ax, legend=(col == "consumes"), width=0.6)

@@ -38,10 +38,14 @@ def srm_test(counts: dict[str, int], weights: dict[str, float], threshold: float
     if w.sum() <= 0 or (w < 0).any():
         raise ValueError(f"arm weights must be non-negative with a positive sum, got {weights}")
     exp = n.sum() * w / w.sum()
-    if n.sum() == 0 or len(arms) < 2:
-        return SRMResult({a: int(c) for a, c in zip(arms, n)}, dict(zip(arms, exp)), 0.0, 1.0, threshold)
-    chi2, p = stats.chisquare(n, exp)
-    return SRMResult({a: int(c) for a, c in zip(arms, n)}, dict(zip(arms, map(float, exp))), float(chi2), float(p),
+    if ((w == 0) & (n > 0)).any():  # users in an arm configured with weight 0: certain mismatch
+        return SRMResult({a: int(c) for a, c in zip(arms, n, strict=True)}, dict(zip(arms, map(float, exp), strict=True)),
+                         float("inf"), 0.0, threshold)
+    keep = w > 0
+    if n.sum() == 0 or keep.sum() < 2:
+        return SRMResult({a: int(c) for a, c in zip(arms, n, strict=True)}, dict(zip(arms, exp, strict=True)), 0.0, 1.0, threshold)
+    chi2, p = stats.chisquare(n[keep], exp[keep])
+    return SRMResult({a: int(c) for a, c in zip(arms, n, strict=True)}, dict(zip(arms, map(float, exp), strict=True)), float(chi2), float(p),
                      threshold)
 
 

@@ -28,8 +28,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.estimators import (MSPRT, Bootstrap, Cuped, DeltaRatio, TwoProportion,  # noqa: E402
-                                 WelchT, msprt_pvalues)
+from analysis.estimators import MSPRT, Bootstrap, Cuped, DeltaRatio, TwoProportion, WelchT, msprt_pvalues  # noqa: E402
 from analysis.views import Metric  # noqa: E402
 
 CTR = Metric(name="ctr", kind="ratio", num="clicks", den="exposures")

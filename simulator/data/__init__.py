@@ -32,7 +32,13 @@ def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
     For 'synthetic'/'synthetic-*', ``opts`` are :class:`WorldConfig` fields (e.g. ``scale=2``).
     """
     if catalog.has_dataset(name):
+        if opts:
+            _check_same_world(catalog, name, opts)
         return
+    if opts and not (name == "synthetic" or name.startswith("synthetic-")):
+        from simulator.errors import ConfigError
+
+        raise ConfigError(f"options {sorted(opts)} only apply to synthetic worlds, not {name!r}")
     if name == "ml-100k":
         from simulator.data.loaders import load_into_catalog
         from simulator.data.paths import find_ml100k
@@ -56,6 +62,20 @@ def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
         write_world(catalog, name, cfg)
         return
     catalog.info(name)  # raises NotFoundError with the known names
+
+
+def _check_same_world(catalog: Catalog, name: str, opts: dict) -> None:
+    """A stored world asked for with options must have been built with them (no silent mismatch)."""
+    from simulator.data.synthetic import WorldConfig
+    from simulator.errors import ConfigError
+
+    stored = catalog.info(name).meta.get("world")
+    if stored is None:
+        raise ConfigError(f"options {sorted(opts)} only apply to synthetic worlds, not {name!r}")
+    want = WorldConfig(**opts)
+    if WorldConfig(**stored) != want:
+        raise ConfigError(f"dataset {name!r} exists with a different world config; use another name "
+                          f"(e.g. 'synthetic-big') or `sim data synth --name {name}` to replace it")
 
 
 def get_dataset(name: str, catalog: Catalog | str | None = None, **opts) -> Dataset:

@@ -7,8 +7,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.estimators import (MSPRT, Bootstrap, Cuped, DeltaRatio, EstimationError, TwoProportion, WelchT,
-                                 msprt_pvalues)
+from analysis.estimators import (
+    MSPRT,
+    Bootstrap,
+    Cuped,
+    DeltaRatio,
+    EstimationError,
+    TwoProportion,
+    WelchT,
+    msprt_pvalues,
+)
 from analysis.multiple import adjust
 from analysis.power import mde, power_at, sample_size
 from analysis.srm import srm_test
@@ -199,6 +207,8 @@ def test_srm():
     assert r.failed and "SAMPLE RATIO MISMATCH" in r.message()
     assert srm_test({"a": 9000, "b": 1000}, {"a": 0.9, "b": 0.1}).p > 0.01
     assert srm_test({"a": 100, "b": 0}, {"a": 0.5, "b": 0.5}).failed
+    assert not srm_test({"a": 100, "b": 104, "c": 0}, {"a": 0.5, "b": 0.5, "c": 0.0}).failed  # zero-weight arm
+    assert srm_test({"a": 100, "b": 104, "c": 3}, {"a": 0.5, "b": 0.5, "c": 0.0}).failed
 
 
 def test_power_roundtrip_and_errors():

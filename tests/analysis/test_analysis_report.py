@@ -154,8 +154,9 @@ def test_srm_warning_on_top(fake_db, tmp_path):
 
 
 def test_cli_query_report_power(fake_db, tmp_path):
-    from analysis.cli import power, query, report
     import typer
+
+    from analysis.cli import power, query, report
 
     app = typer.Typer()
     app.command("query")(query)
@@ -185,3 +186,15 @@ def test_cli_query_report_power(fake_db, tmp_path):
     for args, exc, msg in bad:
         res = r.invoke(app, args)
         assert isinstance(res.exception, exc) and msg in str(res.exception), (args, res.exception)
+
+
+def test_three_arms_one_without_users():
+    con = duckdb.connect()
+    make_fake_run(con, "m3", n_users=600, lifts={"control": 1, "b": 1.1, "c": 1.2},
+                  weights={"control": 0.5, "b": 0.5, "c": 0.0})
+    s = summarize(con, "m3")
+    c = s[s.arm == "c"]
+    assert len(c) == 9 and c.p.isna().all() and (c.n_treatment == 0).all()
+    assert (c.note == [f"metric '{m}': arm 'c' has zero users" for m in c.metric]).all()
+    assert s[s.arm == "b"].p_holm.notna().all()
+    assert not srm_for_run(con, "m3").failed

@@ -94,8 +94,13 @@ def test_ground_truth_api():
 def test_bad_world_option():
     from simulator.errors import ConfigError
 
+    c = Catalog(":memory:")
     with pytest.raises(ConfigError):
-        get_dataset("synthetic-bad", Catalog(":memory:"), n_users=1)
+        get_dataset("synthetic-bad", c, n_users=1)
+    get_dataset("synthetic-x", c, n_users=30, n_items=20)
+    assert get_dataset("synthetic-x", c, n_users=30, n_items=20).n_users == 30  # same options: reuse
+    with pytest.raises(ConfigError, match="different world config"):
+        get_dataset("synthetic-x", c, n_users=31, n_items=20)
 
 
 @pytest.mark.slow

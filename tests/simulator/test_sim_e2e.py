@@ -99,3 +99,22 @@ def test_ray_runtime_identical_and_survives_actor_kill(env, ray_session):
     n = cat.con.execute("SELECT count(*) FROM exposures WHERE run_id = ?", [rid]).fetchall()[0][0]
     n0 = cat.con.execute("SELECT count(*) FROM exposures WHERE run_id = ?", [base]).fetchall()[0][0]
     assert n == n0
+
+
+def test_replay_run_hits_only_future_logs_of_that_user(env):
+    cat, art, _ = env
+    cfg = tiny_config(art, user_model="replay", replay_window=5, replay_start_quantile=0.7, n_requests=400)
+    rid = run_experiment(cfg, cat, progress=False)
+    ds = cat.load_dataset("synthetic-tiny")
+    seqs = ds.sequences
+    req = event_frames(cat, rid)["requests"].set_index("request_id")
+    fb = event_frames(cat, rid)["feedback"]
+    sim_start = cat.con.execute("SELECT sim_start FROM runs WHERE run_id = ?", [rid]).fetchall()[0][0]
+    assert (req.ts > sim_start).all()  # requests replay the log after the simulation start
+    clicks = fb[fb.event == "click"]
+    assert len(clicks) > 0
+    for r in clicks.itertuples():
+        u, t = int(r.user_id), float(req.ts.loc[r.request_id])
+        items, ts = seqs.seq(u), seqs.times(u)
+        start = np.searchsorted(ts, t, side="right")
+        assert r.item_id in items[start:start + 5], (u, t, r.item_id)  # that user's future, in the window

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.data.loaders.common import check_file, read_text_table, validate_numeric
+from simulator.data.loaders.common import (
+    check_file,
+    read_csv_table,
+    read_text_table,
+    require_columns,
+    validate_numeric,
+)
 from simulator.data.preprocess import Canonical, text_template_for
 from simulator.errors import DataError
 
@@ -83,9 +89,9 @@ def load_movielens(con, path: str | Path, *, skip_bad_lines: bool = False) -> Ca
         inter, skipped = _ratings(con, p / "ratings.csv", ",", True, skip_bad_lines)
         items = None
         if (p / "movies.csv").exists():
-            t = "_ml_movies"
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM read_csv(?, header=true, all_varchar=true)""",
-                        [str(p / "movies.csv")])
+            t, mcols, b = read_csv_table(con, p / "movies.csv", skip_bad_lines=skip_bad_lines)
+            skipped += b
+            require_columns(mcols, ["movieId", "title", "genres"], path=str(p / "movies.csv"))
             title, year = _title_year_sql("title")
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_canon AS SELECT trim("movieId") AS item, {title} AS title,
                 {year} AS year, replace(genres, '|', ' ') AS genres FROM {t}""")
