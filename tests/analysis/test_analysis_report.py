@@ -101,6 +101,10 @@ def test_summary_recovers_injected_lift(fake_db):
     assert lat.role == "guardrail" and bool(lat.guardrail_violated)  # treatment is slower by construction
     assert set(s.metric) >= {"ctr", "hit_rate", "ndcg", "consumption", "session_length", "novelty", "diversity"}
     assert (s.p_holm >= s.p - 1e-15).all() and s.p_bh.notna().all()
+    from analysis.report import format_summary
+
+    text = format_summary(s)
+    assert text.splitlines()[1].split()[:2] == ["ctr", "*"] and "latency_ms (g)" in text
 
 
 def test_user_defined_metric_and_bad_config(fake_db):

@@ -1,5 +1,6 @@
 """End-to-end runs on a tiny synthetic world: determinism, resume, Ray parity, actor kill."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from _simdata import event_frames, tiny_catalog, tiny_config
