@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from simulator.errors import ConfigError, DataError, NotFoundError
+from simulator.errors import DataError, NotFoundError
 
 app = typer.Typer(help="HLLM: train, embed items (incrementally), export embeddings.", no_args_is_help=True)
 
@@ -64,10 +64,7 @@ def train(
 
     ds = _dataset(data, catalog)
     split = ds.leave_one_out()
-    try:
-        pol = registry.create("hllm", _overrides(preset, sets))
-    except Exception as e:  # pydantic validation -> one line
-        raise ConfigError(f"hllm config: {e}".splitlines()[0] + " " + str(e).splitlines()[-1]) from None
+    pol = registry.create("hllm", _overrides(preset, sets))  # bad keys/values: one-line ConfigError
     t0 = time.perf_counter()
     pol.fit(ds, split)
     secs = time.perf_counter() - t0

@@ -61,7 +61,7 @@ class HLLMPolicyConfig(BaseModel):
     bf16: bool | None = None
 
     @classmethod
-    def tiny(cls) -> "HLLMPolicyConfig":
+    def tiny(cls) -> HLLMPolicyConfig:
         return cls(preset="tiny")
 
     def to_hf(self) -> HLLMConfig:
@@ -100,7 +100,7 @@ class HLLMPolicy(FullScorePolicy):
         self.n_items = 0
 
     # ----------------------------------------------------------------- training
-    def fit(self, dataset, split, progress: bool = True) -> "HLLMPolicy":
+    def fit(self, dataset, split, progress: bool = True) -> HLLMPolicy:
         cfg = self.hf_config
         torch.manual_seed(cfg.seed)
         dev = device()
@@ -210,7 +210,7 @@ class HLLMPolicy(FullScorePolicy):
         (p / "policy.json").write_text(json.dumps({"config": self.cfg.model_dump(), "history": self.history}))
 
     @classmethod
-    def load(cls, path) -> "HLLMPolicy":
+    def load(cls, path) -> HLLMPolicy:
         p = Path(path)
         d = json.loads((p / "policy.json").read_text())
         pol = cls(HLLMPolicyConfig(**d["config"]))

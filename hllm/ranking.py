@@ -41,7 +41,7 @@ class RankerConfig(BaseModel):
     seed: int = 0
 
     @classmethod
-    def tiny(cls) -> "RankerConfig":
+    def tiny(cls) -> RankerConfig:
         return cls(hidden=16, epochs=2, batch_size=32)
 
 

@@ -37,7 +37,7 @@ def encode_items(model, tokens: dict[str, torch.Tensor], batch_size: int = 256, 
 
 def _windows(train, max_len: int):
     seqs = [s for s in train.as_lists() if len(s) >= 2]
-    tss = [t for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1])) if len(s) >= 2]
+    tss = [t for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1]), strict=True) if len(s) >= 2]
     ids, ts = pad_left(seqs, max_len + 1, tss)
     return torch.from_numpy(ids), torch.from_numpy(ts).float()  # shifted ids: 0 = pad
 

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tinydata import tiny_dataset  # noqa: E402
 
-from hllm.configuration_hllm import HLLMConfig, PRESETS  # noqa: E402
+from hllm.configuration_hllm import PRESETS, HLLMConfig  # noqa: E402
 from hllm.modeling_hllm import HLLMModel  # noqa: E402
 from hllm.policy import HLLMPolicy, HLLMPolicyConfig  # noqa: E402
 from hllm.train import encode_items  # noqa: E402
@@ -47,7 +47,9 @@ def tiny_model(**kw) -> HLLMModel:
 def test_registered_with_tiny_config_and_extra_forbid():
     assert "hllm" in registry.names()
     assert HLLMPolicyConfig.tiny().preset == "tiny"
-    with pytest.raises(Exception):
+    from simulator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="epochz"):
         registry.create("hllm", {"epochz": 3})
 
 
