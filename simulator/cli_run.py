@@ -84,13 +84,13 @@ def run(
 def summarize_run(cat, run_id: str, report_dir: Path) -> None:
     """Print the effect table and write the report (analysis package), or a plain summary."""
     try:
-        from analysis.report import summarize, write_report
+        from analysis.report import format_summary, summarize, write_report
     except ImportError:
-        summarize = write_report = None
+        summarize = write_report = format_summary = None
     if summarize is not None:
         try:
             table = summarize(cat.con, run_id)
-            typer.echo(table.to_string(index=False) if hasattr(table, "to_string") else str(table))
+            typer.echo(format_summary(table))
             paths = write_report(cat.con, run_id, report_dir)
             typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')})")
             return

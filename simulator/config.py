@@ -102,6 +102,8 @@ class ExperimentConfig(BaseModel):
     max_task_retries: int = Field(5, ge=0, description="Ray: retries of a batch whose actor died")
     artifacts: str = "artifacts"
     policies: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-policy config overrides")
+    analysis: dict[str, Any] | None = Field(None, description="analysis settings read by `sim report` "
+                                                 "(primary metric, guardrails, user SQL metrics); see analysis/README.md")
     arms: tuple[ArmConfig, ...] = Field(..., min_length=1)
 
     @model_validator(mode="after")

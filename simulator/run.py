@@ -52,6 +52,10 @@ def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
     larger than the catalog."""
     for name in cfg.all_policies():
         registry.get(name)
+    if cfg.analysis is not None:  # checked now so a typo cannot surface only after the run
+        from analysis.report import analysis_config, metric_list
+
+        metric_list(analysis_config({}, cfg.analysis))
     for name, ov in cfg.policies.items():
         registry.make_config(name, ov)
     for arm in cfg.arms:

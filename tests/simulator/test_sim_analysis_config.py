@@ -1,0 +1,27 @@
+"""The run config carries the analysis block; a typo in it fails before any work."""
+
+import pytest
+
+from simulator.config import default_arm, parse_config
+from simulator.errors import ConfigError
+from simulator.run import validate
+
+
+def _cfg(analysis):
+    return parse_config({"arms": [default_arm("popularity", "control"), default_arm("itemknn", "treatment")],
+                         "analysis": analysis})
+
+
+def test_valid_analysis_block_is_stored_in_resolved_config():
+    cfg = _cfg({"primary": "ctr", "guardrails": ["latency_ms"]})
+    validate(cfg)
+    assert '"analysis": {"guardrails": ["latency_ms"], "primary": "ctr"}' in cfg.resolved_json()
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"primary": "ctrr"}, "unknown metric 'ctrr'"),
+    ({"guardrails": ["nope"]}, "unknown metric 'nope'"),
+])
+def test_bad_analysis_block_fails_before_work(block, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(_cfg(block))
