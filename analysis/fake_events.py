@@ -18,29 +18,11 @@ import numpy as np
 import pandas as pd
 
 from simulator.data.catalog import dataset_schema
-
-EVENT_SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS runs(run_id VARCHAR PRIMARY KEY, dataset VARCHAR, config_json VARCHAR,
-  config_hash VARCHAR, seed BIGINT, git_rev VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
-  status VARCHAR, sim_start DOUBLE, sim_end DOUBLE, n_requests BIGINT);
-CREATE TABLE IF NOT EXISTS arms(run_id VARCHAR, arm VARCHAR, role VARCHAR, weight DOUBLE,
-  pipeline_json VARCHAR, PRIMARY KEY (run_id, arm));
-CREATE TABLE IF NOT EXISTS assignments(run_id VARCHAR, user_id BIGINT, arm VARCHAR, first_ts DOUBLE,
-  PRIMARY KEY (run_id, user_id));
-CREATE TABLE IF NOT EXISTS requests(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
-  ts DOUBLE, session_id BIGINT, latency_ms DOUBLE, PRIMARY KEY (run_id, request_id));
-CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
-  position INTEGER, item_id BIGINT, channel VARCHAR, score DOUBLE, latency_ms DOUBLE, ts DOUBLE,
-  PRIMARY KEY (run_id, request_id, position));
-CREATE TABLE IF NOT EXISTS feedback(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
-  item_id BIGINT, position INTEGER, event VARCHAR, value DOUBLE, ts DOUBLE,
-  PRIMARY KEY (run_id, request_id, item_id, event));
-"""
-
+from simulator.sink import ensure_schema
 
 def ensure_event_schema(con) -> None:
-    """Create the event tables if absent (same DDL as simulator/sink.py)."""
-    con.execute(EVENT_SCHEMA_SQL)
+    """Create the event tables if absent (the simulator's own DDL: one definition)."""
+    ensure_schema(con)
 
 
 def write_fake_dataset(con, name: str, n_users: int, n_items: int, propensity: np.ndarray,
