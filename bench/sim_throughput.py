@@ -41,7 +41,8 @@ def two_arm_config(dataset: str, n_requests: int, artifacts: str, **top):
             {"name": "sasrec", "channels": [{"policy": "sasrec", "quota": 100}, {"policy": "popularity", "quota": 50}],
              "coarse": {"policy": "sasrec", "keep": 100}, "fine": {"policy": "sasrec", "keep": 50}, "slate_size": 10}]
     data = {"dataset": dataset, "n_requests": n_requests, "artifacts": artifacts, "arms": arms,
-            "policies": {"sasrec": {"epochs": 1, "max_len": 50, "hidden": 64, "batch_size": 256}},
+            "policies": {"sasrec": {"epochs": 1, "max_len": 50, "hidden": 64, "batch_size": 256,
+                                    "loss": "sampled_ce"}},  # throughput bench: training quality is not measured
             "batch_window_s": 3600.0, "start_horizon_s": 3600.0, "chunk_size": 512, **top}
     return parse_config(data, "bench")
 
