@@ -8,35 +8,18 @@ position distance buckets plus log-bucketed time gaps.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from policies.registry import register
-from policies.seqbase import SequencePolicy
+from policies.seqbase import SequenceModelConfig, SequencePolicy
 
 
-class HSTUConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int = 0
-    max_len: int = Field(50, ge=2)
-    hidden: int = Field(64, ge=4)
-    n_layers: int = Field(2, ge=1)
-    n_heads: int = Field(1, ge=1)
-    dropout: float = Field(0.3, ge=0, lt=1)
+class HSTUConfig(SequenceModelConfig):
     time_buckets: int = Field(32, ge=1)
     use_time_bias: bool = True
-    loss: Literal["ce", "sampled_ce", "bce"] = "ce"
-    n_negatives: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(200, ge=1)
-    patience: int = Field(5, ge=1)
-    eval_every: int = Field(2, ge=1)
 
     @classmethod
     def tiny(cls) -> HSTUConfig:

@@ -7,32 +7,15 @@ BCE with sampled negatives as in the paper, or sampled softmax, via ``loss``).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
 
 from policies.registry import register
-from policies.seqbase import SequencePolicy
+from policies.seqbase import SequenceModelConfig, SequencePolicy
 
 
-class SASRecConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int = 0
-    max_len: int = Field(50, ge=2)
-    hidden: int = Field(64, ge=4)
-    n_layers: int = Field(2, ge=1)
-    n_heads: int = Field(1, ge=1)
-    dropout: float = Field(0.3, ge=0, lt=1)
-    loss: Literal["ce", "sampled_ce", "bce"] = "ce"
-    n_negatives: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(200, ge=1)
-    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
-    eval_every: int = Field(2, ge=1)
+class SASRecConfig(SequenceModelConfig):
+    """SASRec hyper-parameters: the shared sequence-model fields (see ``SequenceModelConfig``)."""
 
     @classmethod
     def tiny(cls) -> SASRecConfig:

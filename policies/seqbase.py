@@ -11,13 +11,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import FullScorePolicy, UserBatch
 
+
+class SequenceModelConfig(BaseModel):
+    """Fields shared by every ID-based sequence model (architecture size + training recipe)."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    max_len: int = Field(50, ge=2)
+    hidden: int = Field(64, ge=4)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(1, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    loss: Literal["ce", "sampled_ce", "bce"] = "ce"
+    n_negatives: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
+    eval_every: int = Field(2, ge=1)
 
 def pad_left(histories, max_len: int, timestamps=None) -> tuple[np.ndarray, np.ndarray]:
     """Right-aligned (B, T) arrays of shifted ids (0 = pad) and timestamps, last max_len items."""
