@@ -164,9 +164,7 @@ class HLLMPolicy(FullScorePolicy):
     @torch.no_grad()
     def score_all(self, users: UserBatch) -> np.ndarray:
         out = np.empty((len(users), self.n_items), dtype=np.float32)
-        for s in range(0, len(users), 512):
-            sub = UserBatch(users.user_ids[s:s + 512], users.histories[s:s + 512],
-                            None if users.timestamps is None else users.timestamps[s:s + 512])
+        for s, sub in users.chunks(512):
             out[s:s + len(sub)] = (self.user_embeddings(sub) @ self.table_n.T).cpu().numpy()
         return out
 

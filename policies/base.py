@@ -50,6 +50,17 @@ class UserBatch:
     def __len__(self) -> int:
         return len(self.user_ids)
 
+    def slice(self, sl: slice) -> UserBatch:
+        """The users in ``sl`` (a contiguous sub-batch)."""
+        return UserBatch(self.user_ids[sl], self.histories[sl],
+                         None if self.timestamps is None else self.timestamps[sl],
+                         None if self.now is None else self.now[sl])
+
+    def chunks(self, size: int):
+        """Yield (start, sub-batch) pairs of at most ``size`` users, in order."""
+        for s in range(0, len(self), size):
+            yield s, self.slice(slice(s, s + size))
+
     @classmethod
     def from_sequences(cls, seqs: Any, users: np.ndarray | None = None,
                        now: np.ndarray | None = None) -> UserBatch:

@@ -93,9 +93,7 @@ class SequencePolicy(FullScorePolicy):
     @torch.no_grad()
     def score_all(self, users: UserBatch) -> np.ndarray:
         out = np.empty((len(users), self.n_items), dtype=np.float32)
-        for s in range(0, len(users), 512):
-            sub = UserBatch(users.user_ids[s:s + 512], users.histories[s:s + 512],
-                            None if users.timestamps is None else users.timestamps[s:s + 512])
+        for s, sub in users.chunks(512):
             u = self.user_states(sub)  # (B, D)
             emb = self.model.item_embeddings()[1:]  # (N, D)
             out[s:s + len(sub)] = (u @ emb.T).float().cpu().numpy()

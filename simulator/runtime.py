@@ -27,12 +27,6 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(a, min(a + size, n)) for a in range(0, n, size)]
 
 
-def _sub(users: UserBatch, sl: slice) -> UserBatch:
-    return UserBatch(users.user_ids[sl], users.histories[sl],
-                     None if users.timestamps is None else users.timestamps[sl],
-                     None if users.now is None else users.now[sl])
-
-
 class _threads:
     """Pin torch's intra-op threads while serving: float reductions depend on the thread
     count, so every runtime scores with the same number (bit-identical results)."""
@@ -100,7 +94,7 @@ class LocalRuntime:
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
         with _threads(self.threads):
-            return {arm: _join([_run_pipeline(self.pipes[arm], _sub(u, sl)) for sl in _chunks(len(u), self.chunk)])
+            return {arm: _join([_run_pipeline(self.pipes[arm], u.slice(sl)) for sl in _chunks(len(u), self.chunk)])
                     for arm, u in work.items()}
 
     def close(self) -> None:
@@ -135,7 +129,7 @@ class RayRuntime:
     def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
         futures = {}
         for arm, u in work.items():
-            futures[arm] = [self.actors[arm][i % self.k].run_packed.remote(_pack(_sub(u, sl)))
+            futures[arm] = [self.actors[arm][i % self.k].run_packed.remote(_pack(u.slice(sl)))
                             for i, sl in enumerate(_chunks(len(u), self.chunk))]
         return {arm: _join(self.ray.get(fs)) for arm, fs in futures.items()}
 
