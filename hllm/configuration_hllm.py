@@ -34,8 +34,13 @@ class HLLMConfig(PretrainedConfig):
                  user_hidden: int = 256,
                  user_layers: int = 2,
                  user_heads: int = 4,
-                 user_init: str = "scratch",  # "scratch" | "pretrained" (truncated layers of the item LLM when it is a decoder)
+                 user_init: str = "scratch",  # "scratch" | "pretrained" (first user_layers layers of a Llama decoder)
+                 user_llm: str | None = None,  # decoder for "pretrained": "smollm2" | local HF folder (None: the item LLM)
+                 user_llm_config: dict | None = None,  # set when first built: the decoder's LlamaConfig (hllm.user_llm)
                  max_len: int = 50,
+                 windows: str = "last",  # "last" | "all": training windows (see policies.train.training_windows)
+                 proj: str = "linear",  # "linear" | "mlp": item feature -> user width (an MLP adapts frozen features)
+                 proj_hidden: int = 1024,
                  dropout: float = 0.1,
                  n_negatives: int = 512,
                  in_batch_negatives: bool = True,
@@ -50,6 +55,7 @@ class HLLMConfig(PretrainedConfig):
                  stage1_batch_size: int = 16,
                  stage1_negatives: int = 64,
                  item_lr: float = 3e-5,
+                 item_trainable_layers: int | None = None,  # stage 1: fine-tune only the top k item-LLM layers
                  stage2_epochs: int = 60,
                  lr: float = 1e-3,
                  weight_decay: float = 0.01,
@@ -64,14 +70,16 @@ class HLLMConfig(PretrainedConfig):
         self.item_llm, self.pooling, self.prompt, self.max_text_len = item_llm, pooling, prompt, max_text_len
         self.item_llm_pretrained = item_llm_pretrained
         self.user_hidden, self.user_layers, self.user_heads, self.user_init = user_hidden, user_layers, user_heads, user_init
+        self.user_llm, self.user_llm_config = user_llm, user_llm_config
         self.max_len, self.dropout = max_len, dropout
+        self.windows, self.proj, self.proj_hidden = windows, proj, proj_hidden
         self.n_negatives, self.in_batch_negatives = n_negatives, in_batch_negatives
         self.init_temperature, self.learn_temperature, self.min_temperature = init_temperature, learn_temperature, min_temperature
         self.false_negative_cos = false_negative_cos
         self.use_time, self.time_buckets = use_time, time_buckets
         self.stage1_epochs, self.stage1_max_len, self.stage1_batch_size, self.item_lr = (
             stage1_epochs, stage1_max_len, stage1_batch_size, item_lr)
-        self.stage1_negatives = stage1_negatives
+        self.stage1_negatives, self.item_trainable_layers = stage1_negatives, item_trainable_layers
         self.stage2_epochs, self.lr, self.weight_decay, self.batch_size = stage2_epochs, lr, weight_decay, batch_size
         self.patience, self.eval_every, self.seed = patience, eval_every, seed
         self.grad_checkpointing, self.bf16 = grad_checkpointing, bf16

@@ -77,3 +77,34 @@ def load_item_backbone(name: str, pretrained: bool = True, seed: int = 0):
     if hasattr(model, "pooler"):
         model.pooler = None
     return model, tok, int(model.config.hidden_size)
+
+
+def backbone_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The transformer block list of an HF backbone (BERT ``encoder.layer``, Llama ``layers``, ...)."""
+    n = int(getattr(model.config, "num_hidden_layers", -1))
+    for _, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) == n:
+            return mod
+    raise ConfigError(f"item LLM {type(model).__name__}: cannot find its {n} transformer layers")
+
+
+def trainable_item_parameters(model: torch.nn.Module, top_layers: int | None) -> list[torch.nn.Parameter]:
+    """Parameters to fine-tune: all (``None``) or only the top ``top_layers`` blocks (+ final norm).
+
+    Lower blocks and the token embeddings get ``requires_grad=False``: gradients still flow through
+    them to the item token, but their weight gradients (about half of the backward cost) are skipped.
+    """
+    params = list(model.parameters())
+    if top_layers is None:
+        return params
+    layers = backbone_layers(model)
+    if not 0 <= top_layers <= len(layers):
+        raise ConfigError(f"item_trainable_layers={top_layers}: the item LLM has {len(layers)} layers")
+    train_ids = {id(p) for blk in list(layers)[len(layers) - top_layers:] for p in blk.parameters()}
+    in_layers = {id(p) for p in layers.parameters()}
+    emb = {id(p) for p in model.get_input_embeddings().parameters()}
+    keep = [p for p in params if id(p) in train_ids or (top_layers > 0 and id(p) not in in_layers and id(p) not in emb
+                                                         and p.ndim == 1)]  # final norms (1-d, outside blocks)
+    for p in params:
+        p.requires_grad_(any(p is q for q in keep))
+    return keep

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaModel, PreTrainedModel
+from transformers import LlamaModel, PreTrainedModel
 
 from hllm.configuration_hllm import HLLMConfig
 from hllm.item_llm import load_item_backbone
+from hllm.user_llm import decoder_name, load_decoder_layers, resolve_user_llm, user_llama_config
 
 
 class ItemEncoder(nn.Module):
@@ -38,7 +39,9 @@ class ItemEncoder(nn.Module):
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        N, L = input_ids.shape
+        L = max(int(attention_mask.sum(1).max()), 1) if attention_mask.numel() else input_ids.shape[1]
+        input_ids, attention_mask = input_ids[:, :L], attention_mask[:, :L]  # trim right padding (same result)
+        N = input_ids.shape[0]
         emb = self.backbone.get_input_embeddings()(input_ids)  # (N, L, H)
         lengths = attention_mask.sum(1)  # (N,)
         x = torch.cat([emb, emb.new_zeros(N, 1, self.hidden)], 1)  # (N, L+1, H)
@@ -54,17 +57,32 @@ class ItemEncoder(nn.Module):
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-class UserLLM(nn.Module):
-    """Causal transformer over item embeddings: (B, T, D) -> (B, T, D)."""
+class ResidualMLP(nn.Module):
+    """Linear map plus a GELU MLP branch: (N, H) -> (N, D). Starts close to the linear map."""
 
-    def __init__(self, cfg: HLLMConfig) -> None:
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float) -> None:
         super().__init__()
-        lc = LlamaConfig(vocab_size=2, hidden_size=cfg.user_hidden, intermediate_size=cfg.user_hidden * 2,
-                         num_hidden_layers=cfg.user_layers, num_attention_heads=cfg.user_heads,
-                         num_key_value_heads=cfg.user_heads, max_position_embeddings=max(cfg.max_len, 64) + 1,
-                         attention_dropout=cfg.dropout, rms_norm_eps=1e-6,
-                         bos_token_id=None, eos_token_id=None, pad_token_id=None)
-        self.model = LlamaModel(lc)
+        self.linear = nn.Linear(d_in, d_out)
+        self.mlp = nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.mlp(x)
+
+
+class UserLLM(nn.Module):
+    """Causal transformer over item embeddings: (B, T, D) -> (B, T, D).
+
+    ``user_init="scratch"``: random Llama blocks of width ``user_hidden``. ``"pretrained"``: the first
+    ``user_layers`` layers + final norm of a Llama decoder (``hllm.user_llm``; width = the decoder's);
+    ``load_pretrained=False`` builds that architecture only (weights come from a saved state dict).
+    """
+
+    def __init__(self, cfg: HLLMConfig, load_pretrained: bool = True) -> None:
+        super().__init__()
+        resolve_user_llm(cfg)  # validates user_init; "pretrained": user_hidden/user_heads := the decoder's
+        self.model = LlamaModel(user_llama_config(cfg))
+        if cfg.user_init == "pretrained" and load_pretrained:
+            load_decoder_layers(self.model, decoder_name(cfg))  # flagged initialised: post_init keeps them
         self.time_emb = nn.Embedding(cfg.time_buckets + 1, cfg.user_hidden) if cfg.use_time else None
         self.time_buckets = cfg.time_buckets
         self.drop = nn.Dropout(cfg.dropout)
@@ -90,15 +108,21 @@ class HLLMModel(PreTrainedModel):
     base_model_prefix = "hllm"
     _supports_sdpa = True
 
-    def __init__(self, config: HLLMConfig) -> None:
+    def __init__(self, config: HLLMConfig, load_user_llm: bool = True) -> None:
+        """``load_user_llm=False``: skip reading the pretrained user-LLM decoder (a saved state dict follows)."""
         super().__init__(config)
+        resolve_user_llm(config)  # before proj: user_init="pretrained" sets user_hidden to the decoder's width
         self.item_encoder = ItemEncoder(config)
-        self.proj = nn.Linear(self.item_encoder.hidden, config.user_hidden)
+        H, D = self.item_encoder.hidden, config.user_hidden
+        if config.proj == "mlp":  # (N, H) -> (N, D): a residual MLP adapter over the (possibly frozen) features
+            self.proj = ResidualMLP(H, config.proj_hidden, D, config.dropout)
+        else:
+            self.proj = nn.Linear(H, D)
         # feature standardisation (set from the item table by ``set_feature_stats``): LLM features
         # are anisotropic (all cosines high); centring them makes items separable from step one
         self.register_buffer("feat_mean", torch.zeros(self.item_encoder.hidden))
         self.register_buffer("feat_std", torch.ones(self.item_encoder.hidden))
-        self.user_llm = UserLLM(config)
+        self.user_llm = UserLLM(config, load_pretrained=load_user_llm)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)),
                                         requires_grad=config.learn_temperature)
 

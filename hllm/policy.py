@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from hllm.configuration_hllm import PRESETS, HLLMConfig
+from hllm.item_llm import trainable_item_parameters
 from hllm.modeling_hllm import HLLMModel
 from hllm.train import encode_items, run_stage
 from policies.base import FullScorePolicy, UserBatch
@@ -40,7 +41,12 @@ class HLLMPolicyConfig(BaseModel):
     user_hidden: int | None = Field(None, ge=8)
     user_layers: int | None = Field(None, ge=1)
     user_heads: int | None = Field(None, ge=1)
+    user_init: Literal["scratch", "pretrained"] | None = None
+    user_llm: str | None = Field(None, description="decoder for user_init='pretrained': smollm2 | local HF folder")
     max_len: int | None = Field(None, ge=2)
+    windows: Literal["last", "all"] | None = None
+    proj: Literal["linear", "mlp"] | None = None
+    proj_hidden: int | None = Field(None, ge=1)
     n_negatives: int | None = Field(None, ge=1)
     in_batch_negatives: bool | None = None
     init_temperature: float | None = Field(None, gt=0)
@@ -51,6 +57,7 @@ class HLLMPolicyConfig(BaseModel):
     stage1_batch_size: int | None = Field(None, ge=1)
     stage1_negatives: int | None = Field(None, ge=1)
     item_lr: float | None = Field(None, gt=0)
+    item_trainable_layers: int | None = Field(None, ge=0, description="stage 1: fine-tune the top k item-LLM layers")
     stage2_epochs: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)
@@ -75,7 +82,9 @@ def load_hllm_model(path) -> HLLMModel:
     from safetensors.torch import load_file
 
     path = Path(path)
-    model = HLLMModel(HLLMConfig.from_pretrained(path))
+    # the saved config carries the resolved user-LLM architecture and the state dict every weight:
+    # a pretrained user LLM's decoder is not read (hllm.user_llm)
+    model = HLLMModel(HLLMConfig.from_pretrained(path), load_user_llm=False)
     state = {}
     for f in sorted(path.glob("*.safetensors")):
         state.update(load_file(f))
@@ -118,7 +127,8 @@ class HLLMPolicy(FullScorePolicy):
             def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
                 return model.project(model.item_features(tokens["input_ids"][ids.cpu()].to(dev),
                                                          tokens["attention_mask"][ids.cpu()].to(dev)))
-            groups = [{"params": list(model.item_encoder.parameters()), "lr": cfg.item_lr},
+            item_params = trainable_item_parameters(model.item_encoder.backbone, cfg.item_trainable_layers)
+            groups = [{"params": item_params + [model.item_encoder.item_token], "lr": cfg.item_lr},
                       {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
             self.history += run_stage(model, split, self.n_items, emb_e2e, groups, epochs=cfg.stage1_epochs,
                                       max_len=cfg.stage1_max_len, batch_size=cfg.stage1_batch_size, lr=cfg.lr,
@@ -215,6 +225,7 @@ class HLLMPolicy(FullScorePolicy):
         pol.history = d.get("history", [])
         torch.manual_seed(pol.hf_config.seed)
         pol.model = load_hllm_model(p / "model").to(device())
+        pol.hf_config = pol.model.config  # the config it was trained with (user_init="pretrained": resolved widths)
         pol.model.eval()
         pol.features = torch.from_numpy(np.load(p / "item_features.npy")).to(device())
         pol.refresh_table()

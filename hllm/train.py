@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from policies.seqbase import device, pad_left
+from policies.seqbase import device
+from policies.train import training_windows
 
 
 @torch.no_grad()
@@ -33,13 +34,6 @@ def encode_items(model, tokens: dict[str, torch.Tensor], batch_size: int = 256, 
         b = torch.from_numpy(idx[s:s + batch_size])
         out.append(model.item_features(tokens["input_ids"][b].to(dev), tokens["attention_mask"][b].to(dev)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, model.item_encoder.hidden)
-
-
-def _windows(train, max_len: int):
-    seqs = [s for s in train.as_lists() if len(s) >= 2]
-    tss = [t for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1]), strict=True) if len(s) >= 2]
-    ids, ts = pad_left(seqs, max_len + 1, tss)
-    return torch.from_numpy(ids), torch.from_numpy(ts).float()  # shifted ids: 0 = pad
 
 
 def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch.Tensor):
@@ -77,7 +71,8 @@ def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_le
 
     cfg = model.config
     dev = device()
-    x_all, ts_all = _windows(split.train, max_len)
+    ids, ts = training_windows(split.train, max_len, cfg.windows)
+    x_all, ts_all = torch.from_numpy(ids), torch.from_numpy(ts).float()  # shifted ids: 0 = pad
     gen = torch.Generator().manual_seed(cfg.seed)
     seen = torch.from_numpy(np.unique(split.train.items))  # negatives come from training items only
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)

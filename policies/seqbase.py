@@ -38,6 +38,9 @@ class SequenceModelConfig(BaseModel):
     epochs: int = Field(200, ge=1)
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     eval_every: int = Field(2, ge=1)
+    windows: Literal["last", "all"] = Field(
+        "last", description="training windows: the last max_len items per user, or all of each history")
+
 
 def pad_left(histories, max_len: int, timestamps=None) -> tuple[np.ndarray, np.ndarray]:
     """Right-aligned (B, T) arrays of shifted ids (0 = pad) and timestamps, last max_len items."""

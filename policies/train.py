@@ -19,10 +19,22 @@ from tqdm.auto import tqdm
 from policies.seqbase import device, pad_left
 
 
-def training_windows(train, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """(U', max_len+1) right-aligned windows of each training sequence (ids shifted, 0 = pad)."""
-    seqs = [s for s in train.as_lists() if len(s) >= 2]
-    tss = [t for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1]), strict=True) if len(s) >= 2]
+def training_windows(train, max_len: int, windows: str = "last") -> tuple[np.ndarray, np.ndarray]:
+    """(W, max_len+1) right-aligned training windows (ids shifted, 0 = pad) and their timestamps.
+
+    ``windows="last"``: one window per user, the last ``max_len + 1`` items (SASRec's recipe).
+    ``windows="all"``: every training interaction is a target exactly once: each sequence is cut
+    from its end into windows of ``max_len + 1`` items overlapping by one (the last input of a
+    window is the first of the next), so long histories are not truncated to their tail.
+    """
+    seqs, tss = [], []
+    for s, t in zip(train.as_lists(), np.split(train.ts, train.indptr[1:-1]), strict=True):
+        if len(s) < 2:
+            continue
+        ends = range(len(s), 1, -max_len) if windows == "all" else (len(s),)
+        for e in ends:
+            seqs.append(s[max(0, e - max_len - 1):e])
+            tss.append(t[max(0, e - max_len - 1):e])
     return pad_left(seqs, max_len + 1, tss)
 
 
@@ -58,7 +70,7 @@ def train_sequence_model(policy, dataset, split, progress: bool = True) -> list[
     cfg = policy.cfg
     dev = device()
     model = policy.model.to(dev)
-    ids, ts = training_windows(split.train, cfg.max_len)
+    ids, ts = training_windows(split.train, cfg.max_len, cfg.windows)
     if len(ids) == 0:
         return []
     gen = torch.Generator().manual_seed(cfg.seed)

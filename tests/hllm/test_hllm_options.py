@@ -1,0 +1,70 @@
+"""HLLM training options: all-history windows, MLP adapter, top-k item-LLM fine-tuning."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tinydata import tiny_dataset  # noqa: E402
+
+from hllm.item_llm import backbone_layers, load_item_backbone, trainable_item_parameters  # noqa: E402
+from policies import registry  # noqa: E402
+from policies.base import UserBatch  # noqa: E402
+from policies.train import training_windows  # noqa: E402
+from simulator.data.sequences import Sequences  # noqa: E402
+from simulator.errors import ConfigError  # noqa: E402
+
+
+def test_all_windows_cover_every_target_once():
+    seqs = [list(range(11)), [5, 6], [7]]  # lengths 11, 2, 1 (too short to train on)
+    train = Sequences.from_lists(seqs, [np.arange(len(s), dtype=float) for s in seqs])
+    last, _ = training_windows(train, 4, "last")
+    assert last.tolist() == [[7, 8, 9, 10, 11], [0, 0, 0, 6, 7]]  # shifted ids: item + 1
+    ids, ts = training_windows(train, 4, "all")
+    # 11 items -> windows ending at 11, 7, 3 (overlap of one): every target (position >= 1) once
+    assert ids.tolist() == [[7, 8, 9, 10, 11], [3, 4, 5, 6, 7], [0, 0, 1, 2, 3], [0, 0, 0, 6, 7]]
+    targets = sorted(int(t) for row in ids for x, t in zip(row[:-1], row[1:], strict=True) if x > 0 and t > 0)
+    assert targets == sorted([t + 1 for s in seqs if len(s) >= 2 for t in s[1:]])
+    assert ts[1].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_top_layer_fine_tuning_freezes_lower_layers():
+    bb, _, _ = load_item_backbone("tiny")
+    layers = backbone_layers(bb)
+    assert len(layers) == bb.config.num_hidden_layers
+    params = trainable_item_parameters(bb, 1)
+    assert all(p.requires_grad for p in layers[-1].parameters())
+    assert not bb.get_input_embeddings().weight.requires_grad
+    assert {id(p) for p in layers[-1].parameters()} <= {id(p) for p in params}
+    assert len(trainable_item_parameters(bb, None)) == len(list(bb.parameters()))
+    with pytest.raises(ConfigError, match="item_trainable_layers=5: the item LLM has 1 layers"):
+        trainable_item_parameters(bb, 5)
+
+
+def test_stage1_top_layers_changes_only_those_weights():
+    ds = tiny_dataset()
+    split = ds.leave_one_out()
+    torch.set_num_threads(1)
+    pol = registry.create("hllm", {"preset": "tiny", "item_trainable_layers": 0, "stage2_epochs": 1})
+    pol.fit(ds, split, progress=False)
+    fresh, _, _ = load_item_backbone("tiny", seed=pol.hf_config.seed)
+    for k, v in fresh.state_dict().items():  # 0 trainable layers: the backbone is untouched
+        torch.testing.assert_close(pol.model.item_encoder.backbone.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("over", [{"proj": "mlp", "proj_hidden": 16}, {"windows": "all"}])
+def test_options_train_and_round_trip(over, tmp_path):
+    ds = tiny_dataset()
+    split = ds.leave_one_out()
+    torch.set_num_threads(1)
+    pol = registry.create("hllm", {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 2, **over})
+    pol.fit(ds, split, progress=False)
+    batch = UserBatch.from_sequences(split.train, np.arange(6))
+    pol.save(tmp_path / "m")
+    again = type(pol).load(tmp_path / "m")
+    np.testing.assert_array_equal(again.score_all(batch), pol.score_all(batch))
