@@ -20,6 +20,7 @@ import pandas as pd
 from simulator.data.catalog import dataset_schema
 from simulator.sink import ensure_schema
 
+
 def ensure_event_schema(con) -> None:
     """Create the event tables if absent (the simulator's own DDL: one definition)."""
     ensure_schema(con)
