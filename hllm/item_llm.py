@@ -108,3 +108,36 @@ def trainable_item_parameters(model: torch.nn.Module, top_layers: int | None) ->
     for p in params:
         p.requires_grad_(any(p is q for q in keep))
     return keep
+
+
+class _Passthrough(torch.nn.Module):
+    """Stands in for an encoder's embedding block: the cached states already are its output."""
+
+    def forward(self, *args, inputs_embeds=None, **kwargs):
+        return inputs_embeds
+
+
+def top_layers_view(model: torch.nn.Module, top: int) -> torch.nn.Module:
+    """A shallow copy of ``model`` that runs only its top ``top`` blocks on given hidden states.
+
+    Weights are shared with ``model`` (nothing is copied); the embedding block of an encoder is
+    bypassed, so ``view(inputs_embeds=h, attention_mask=m)`` with ``h`` = the input of block
+    ``n - top`` (``output_hidden_states``) reproduces ``model``'s last hidden state. Works for
+    BERT-style encoders (``embeddings`` + ``encoder.layer``) and Llama-style decoders (``layers``).
+    """
+    import copy
+
+    layers = backbone_layers(model)
+    path = next(name for name, mod in model.named_modules() if mod is layers).split(".")
+    view = copy.copy(model)
+    view.__dict__["_modules"] = dict(model._modules)
+    parent = view
+    for name in path[:-1]:
+        child = copy.copy(parent._modules[name])
+        child.__dict__["_modules"] = dict(child._modules)
+        parent._modules[name] = child
+        parent = child
+    parent._modules[path[-1]] = torch.nn.ModuleList(list(layers)[len(layers) - top:])
+    if "embeddings" in view._modules:
+        view._modules["embeddings"] = _Passthrough()
+    return view

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import LlamaModel, PreTrainedModel
 
 from hllm.configuration_hllm import HLLMConfig
-from hllm.item_llm import load_item_backbone
+from hllm.item_llm import load_item_backbone, top_layers_view
 from hllm.user_llm import decoder_name, load_decoder_layers, resolve_user_llm, user_llama_config
 
 
@@ -32,13 +32,15 @@ class ItemEncoder(nn.Module):
         self.pooling = cfg.pooling
         self.item_token = nn.Parameter(torch.randn(1, self.hidden) * 0.02)
         self.prompt, self.max_text_len = cfg.prompt, cfg.max_text_len
+        self._views: dict[int, nn.Module] = {}  # top-k layer views sharing the backbone's weights (not submodules)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer([self.prompt + t for t in texts], padding="max_length", truncation=True,
                              max_length=self.max_text_len, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Token embeddings with the item token appended: x (N, L+1, H), mask (N, L+1), lengths (N,)."""
         L = max(int(attention_mask.sum(1).max()), 1) if attention_mask.numel() else input_ids.shape[1]
         input_ids, attention_mask = input_ids[:, :L], attention_mask[:, :L]  # trim right padding (same result)
         N = input_ids.shape[0]
@@ -50,11 +52,35 @@ class ItemEncoder(nn.Module):
         if self.pooling == "item_token":
             x = x.index_put((rows, lengths), self.item_token.expand(N, -1).to(x.dtype))
             mask = mask.index_put((rows, lengths), torch.ones_like(lengths, dtype=mask.dtype))
-        h = self.backbone(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (N, L+1, H)
+        return x, mask, lengths
+
+    def _pool(self, h: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.pooling == "item_token":
-            return h[rows, lengths]  # (N, H)
+            return h[torch.arange(len(h), device=h.device), lengths]  # (N, H)
         m = mask[..., None].to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x, mask, lengths = self._inputs(input_ids, attention_mask)
+        h = self.backbone(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (N, L+1, H)
+        return self._pool(h, mask, lengths)
+
+    @torch.no_grad()
+    def lower_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, top: int):
+        """Input of the top ``top`` layers, computed once: (N, L+1, H) states and the (N, L+1) mask."""
+        x, mask, _ = self._inputs(input_ids, attention_mask)
+        n = self.backbone.config.num_hidden_layers
+        hs = self.backbone(inputs_embeds=x, attention_mask=mask, output_hidden_states=True).hidden_states
+        return hs[n - top], mask
+
+    def top_features(self, states: torch.Tensor, mask: torch.Tensor, top: int) -> torch.Tensor:
+        """Features (N, H) from cached ``lower_states``: only the top layers run (and train)."""
+        L = max(int(mask.sum(1).max()), 1)
+        states, mask = states[:, :L], mask[:, :L]  # (N, L, H), (N, L)
+        view = self._views.get(top) or self._views.setdefault(top, top_layers_view(self.backbone, top))
+        h = view(inputs_embeds=states, attention_mask=mask).last_hidden_state  # (N, L, H)
+        lengths = mask.sum(1) - 1 if self.pooling == "item_token" else mask.sum(1)
+        return self._pool(h, mask, lengths)
 
 
 class ResidualMLP(nn.Module):

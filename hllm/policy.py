@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
 
 from hllm.configuration_hllm import PRESETS, HLLMConfig
 from hllm.item_llm import trainable_item_parameters
@@ -25,7 +26,7 @@ from hllm.train import encode_items, run_stage
 from policies.base import FullScorePolicy, UserBatch
 from policies.registry import register
 from policies.seqbase import device, pad_left
-from simulator.errors import DataError
+from simulator.errors import ConfigError, DataError
 
 
 class HLLMPolicyConfig(BaseModel):
@@ -94,6 +95,46 @@ def load_hllm_model(path) -> HLLMModel:
     return model.eval()
 
 
+def by_length(lengths: torch.Tensor, ids: torch.Tensor, encode, chunk: int = 128) -> torch.Tensor:
+    """``encode`` chunks of ``ids`` of similar text length; rows come back in the order of ``ids``.
+
+    ``ItemEncoder`` trims a chunk to its longest text, so sorting by length first avoids paying
+    for the longest title in every row.
+    """
+    order = torch.argsort(lengths[ids], stable=True)
+    parts = [encode(ids[order[s:s + chunk]]) for s in range(0, len(ids), chunk)]
+    out = torch.cat(parts)
+    return out[torch.argsort(order).to(out.device)]
+
+
+def features_by_length(model: HLLMModel, tokens: dict[str, torch.Tensor], ids: torch.Tensor, dev,
+                       chunk: int = 128) -> torch.Tensor:
+    """Item LLM features (K, H) of ``ids`` with gradients, in length-sorted chunks."""
+    return by_length(tokens["attention_mask"].sum(1), ids, lambda b: model.item_features(
+        tokens["input_ids"][b].to(dev), tokens["attention_mask"][b].to(dev)), chunk)
+
+
+MAX_CACHE_BYTES = 8 * 2**30
+
+
+def cache_lower_states(enc, tokens: dict[str, torch.Tensor], top: int, dev, progress: bool = False,
+                       chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, L+1, H) inputs of the top ``top`` item-LLM layers for every item (CPU) and their masks."""
+    N, L = tokens["input_ids"].shape
+    need = N * (L + 1) * enc.hidden * 4
+    if need > MAX_CACHE_BYTES:
+        raise ConfigError(f"item_trainable_layers={top}: caching lower-layer states of {N:,} items needs "
+                          f"{need / 2**30:.1f} GiB (limit 8 GiB); fine-tune all layers (unset it) or shorten "
+                          "max_text_len")
+    states = torch.zeros(N, L + 1, enc.hidden)
+    mask = torch.zeros(N, L + 1, dtype=tokens["attention_mask"].dtype)
+    enc.eval()
+    for s in tqdm(range(0, N, chunk), desc="cache item-LLM states", disable=not progress, leave=False):
+        h, m = enc.lower_states(tokens["input_ids"][s:s + chunk].to(dev), tokens["attention_mask"][s:s + chunk].to(dev), top)
+        states[s:s + len(h), :h.shape[1]], mask[s:s + len(h), :m.shape[1]] = h.float().cpu(), m.cpu()
+    return states, mask
+
+
 @register("hllm", config=HLLMPolicyConfig)
 class HLLMPolicy(FullScorePolicy):
     """HLLM: item LLM (text -> embedding) + user LLM (sequence of embeddings -> next item)."""
@@ -120,20 +161,7 @@ class HLLMPolicy(FullScorePolicy):
                             f"{dataset.n_items} items; HLLM needs one text per item", field="item_text")
         tokens = model.item_encoder.tokenize([str(t) for t in dataset.item_text])
         if cfg.stage1_epochs > 0:
-            bb = model.item_encoder.backbone
-            if cfg.grad_checkpointing and getattr(bb, "supports_gradient_checkpointing", False):
-                (getattr(bb, "activation_checkpointing_enable", None) or bb.gradient_checkpointing_enable)()
-            model.set_feature_stats(encode_items(model, tokens, progress=progress))
-            def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
-                return model.project(model.item_features(tokens["input_ids"][ids.cpu()].to(dev),
-                                                         tokens["attention_mask"][ids.cpu()].to(dev)))
-            item_params = trainable_item_parameters(model.item_encoder.backbone, cfg.item_trainable_layers)
-            groups = [{"params": item_params + [model.item_encoder.item_token], "lr": cfg.item_lr},
-                      {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
-            self.history += run_stage(model, split, self.n_items, emb_e2e, groups, epochs=cfg.stage1_epochs,
-                                      max_len=cfg.stage1_max_len, batch_size=cfg.stage1_batch_size, lr=cfg.lr,
-                                      n_negatives=cfg.stage1_negatives,
-                                      desc="hllm stage 1", progress=progress)
+            self._stage1(split, tokens, progress)
         self.features = encode_items(model, tokens, progress=progress).to(dev)  # item LLM frozen from here
         model.set_feature_stats(self.features)
         for p in model.item_encoder.parameters():
@@ -148,6 +176,37 @@ class HLLMPolicy(FullScorePolicy):
                                   lr=cfg.lr, n_negatives=cfg.n_negatives, policy=self, dataset=dataset, desc="hllm stage 2", progress=progress)
         self.refresh_table()
         return self
+
+    def _stage1(self, split, tokens: dict[str, torch.Tensor], progress: bool) -> None:
+        """End-to-end stage: all item-LLM layers train, or only the top ``item_trainable_layers``.
+
+        With ``item_trainable_layers=k`` the input of the top k layers is computed once for every
+        item and kept in RAM (N x (max_text_len+1) x H floats); each step then runs only k layers.
+        The item token's lower-layer states are part of that cache, so it stays as initialised.
+        """
+        model, cfg, dev = self.model, self.hf_config, device()
+        enc, top = model.item_encoder, cfg.item_trainable_layers
+        if cfg.grad_checkpointing and getattr(enc.backbone, "supports_gradient_checkpointing", False):
+            (getattr(enc.backbone, "activation_checkpointing_enable", None) or enc.backbone.gradient_checkpointing_enable)()
+        model.set_feature_stats(encode_items(model, tokens, progress=progress))
+        lengths = tokens["attention_mask"].sum(1)
+        if top is None:
+            item_params = list(enc.parameters())
+
+            def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
+                return model.project(features_by_length(model, tokens, ids.cpu(), dev))
+        else:
+            states, mask = cache_lower_states(enc, tokens, top, dev, progress)
+            item_params = trainable_item_parameters(enc.backbone, top)
+
+            def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
+                return model.project(by_length(lengths, ids.cpu(), lambda b: enc.top_features(
+                    states[b].to(dev), mask[b].to(dev), top)))
+        groups = [{"params": item_params, "lr": cfg.item_lr},
+                  {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
+        self.history += run_stage(model, split, self.n_items, emb_e2e, groups, epochs=cfg.stage1_epochs,
+                                  max_len=cfg.stage1_max_len, batch_size=cfg.stage1_batch_size, lr=cfg.lr,
+                                  n_negatives=cfg.stage1_negatives, desc="hllm stage 1", progress=progress)
 
     @torch.no_grad()
     def refresh_table(self) -> None:

@@ -68,3 +68,58 @@ def test_options_train_and_round_trip(over, tmp_path):
     pol.save(tmp_path / "m")
     again = type(pol).load(tmp_path / "m")
     np.testing.assert_array_equal(again.score_all(batch), pol.score_all(batch))
+
+
+def test_length_sorted_chunks_equal_one_batch():
+    from hllm.configuration_hllm import PRESETS, HLLMConfig
+    from hllm.modeling_hllm import HLLMModel
+    from hllm.policy import features_by_length
+
+    torch.manual_seed(0)
+    m = HLLMModel(HLLMConfig(**PRESETS["tiny"])).eval()
+    tok = m.item_encoder.tokenize(["a", "a much longer title with words", "mid size title", "b c"] * 3)
+    ids = torch.tensor([5, 1, 0, 11, 2, 7])
+    want = m.item_features(tok["input_ids"][ids], tok["attention_mask"][ids])
+    torch.testing.assert_close(features_by_length(m, tok, ids, "cpu", chunk=4), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["item_token", "mean"])
+@pytest.mark.parametrize("decoder", [False, True])
+def test_cached_lower_layers_plus_top_view_equal_full_forward(pooling, decoder, tmp_path):
+    from transformers import LlamaConfig, LlamaModel
+
+    from hllm.configuration_hllm import PRESETS, HLLMConfig
+    from hllm.modeling_hllm import HLLMModel
+
+    vals = dict(PRESETS["tiny"], pooling=pooling)
+    if decoder:
+        torch.manual_seed(0)
+        LlamaModel(LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                               num_attention_heads=2, num_key_value_heads=2)).save_pretrained(tmp_path / "dec")
+        from transformers import AutoTokenizer
+
+        from hllm.item_llm import minilm_path
+        AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path / "dec")
+        vals["item_llm"] = str(tmp_path / "dec")
+    torch.manual_seed(0)
+    m = HLLMModel(HLLMConfig(**vals)).eval()
+    tok = m.item_encoder.tokenize(["a", "a much longer title with words", "mid size title"])
+    full = m.item_features(tok["input_ids"], tok["attention_mask"])
+    n = m.item_encoder.backbone.config.num_hidden_layers
+    for top in range(1, n + 1):
+        states, mask = m.item_encoder.lower_states(tok["input_ids"], tok["attention_mask"], top)
+        torch.testing.assert_close(m.item_encoder.top_features(states, mask, top), full, atol=1e-5, rtol=1e-5)
+    assert not any(k.startswith("item_encoder._views") for k in m.state_dict())
+
+
+def test_stage1_cached_top_layer_trains_only_top_layer():
+    ds = tiny_dataset()
+    split = ds.leave_one_out()
+    torch.set_num_threads(1)
+    pol = registry.create("hllm", {"preset": "tiny", "item_trainable_layers": 1, "stage2_epochs": 1})
+    pol.fit(ds, split, progress=False)
+    fresh, _, _ = load_item_backbone("tiny", seed=pol.hf_config.seed)
+    got = pol.model.item_encoder.backbone.state_dict()
+    changed = [k for k, v in fresh.state_dict().items() if not torch.equal(got[k], v)]
+    assert changed and all(k.startswith("encoder.layer.0.") for k in changed)  # the tiny BERT has 1 layer
+    assert [h["stage"] for h in pol.history][0] == "hllm stage 1"
