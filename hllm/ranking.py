@@ -64,19 +64,21 @@ class HLLMRanker(nn.Module):
         self.policy, self.cfg = policy, cfg or RankerConfig()
         D = policy.hf_config.user_hidden
         self.head = RankingHead(D if self.cfg.fusion == "early" else 3 * D, self.cfg.hidden, len(self.cfg.tasks))
+        self.head.to(policy.features.device)  # same device as the HLLM tables (CPU or CUDA)
 
     def _seq(self, histories: list[np.ndarray], extra: int = 0):
         from policies.seqbase import pad_left
 
         T = self.policy.hf_config.max_len - extra
         ids, _ = pad_left(histories, T)
-        ids_t = torch.from_numpy(ids)
+        ids_t = torch.from_numpy(ids).to(self.policy.features.device)
         mask = ids_t > 0
         return self.policy.model.project(self.policy.features[(ids_t - 1).clamp(min=0)]) * mask[..., None], mask
 
     def forward(self, histories: list[np.ndarray], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """histories: B ragged id arrays; targets (B, C) item ids -> (task logits (B, C, n_tasks), user states (B, T, D))."""
         model = self.policy.model
+        targets = targets.to(self.policy.features.device)
         tgt = model.project(self.policy.features[targets])  # (B, C, D)
         if self.cfg.fusion == "late":
             seq, mask = self._seq(histories)
@@ -96,7 +98,7 @@ class HLLMRanker(nn.Module):
         self.eval()
         self.policy.model.eval()
         logits, _ = self(histories, torch.as_tensor(np.asarray(items), dtype=torch.long))
-        return torch.sigmoid(logits[..., task]).numpy()
+        return torch.sigmoid(logits[..., task]).cpu().numpy()
 
 
 def _examples(dataset, split, cfg: RankerConfig, rng: np.random.Generator):
@@ -138,9 +140,10 @@ def fit_ranker(policy, dataset, split, cfg: RankerConfig | None = None, progress
             b = perm[s:s + cfg.batch_size]
             histories = [tr.items[tr.indptr[rows[i]]:ends[i]] for i in b]
             neg = rng.integers(0, policy.n_items, (len(b), K))
-            cand = torch.from_numpy(np.concatenate([tgt[b][:, None], neg], 1))  # (B, 1+K)
-            y = torch.zeros(len(b), 1 + K, len(cfg.tasks))
-            y[:, 0] = torch.from_numpy(labels[b]).float()
+            dev = policy.features.device
+            cand = torch.from_numpy(np.concatenate([tgt[b][:, None], neg], 1)).to(dev)  # (B, 1+K)
+            y = torch.zeros(len(b), 1 + K, len(cfg.tasks), device=dev)
+            y[:, 0] = torch.from_numpy(labels[b]).float().to(dev)
             logits, h = ranker(histories, cand)
             loss = F.binary_cross_entropy_with_logits(logits, y)
             if cfg.lam > 0:  # generative loss: last state predicts the positive against the candidates

@@ -25,6 +25,7 @@ BUILTIN_MODULES = (
     "policies.sasrec",
     "policies.hstu",
     "hllm.policy",
+    "hllm.rank_policy",
 )
 
 # where each built-in name is registered, so ``get(name)`` imports only that module (hllm
@@ -36,6 +37,7 @@ BUILTIN_NAMES = {
     "sasrec": "policies.sasrec",
     "hstu": "policies.hstu",
     "hllm": "hllm.policy",
+    "hllm_rank": "hllm.rank_policy",
 }
 
 

@@ -119,3 +119,18 @@ def test_replay_run_hits_only_future_logs_of_that_user(env):
         items, ts = seqs.seq(u), seqs.times(u)
         start = np.searchsorted(ts, t, side="right")
         assert r.item_id in items[start:start + 5], (u, t, r.item_id)  # that user's future, in the window
+
+
+def test_hllm_rank_as_fine_ranker_of_an_hllm_arm(tmp_path):
+    from _simdata import tiny_arm
+
+    cat = tiny_catalog(str(tmp_path / "cat.duckdb"))
+    arm = dict(tiny_arm("treatment", "hllm"), fine={"policy": "hllm_rank", "keep": 12})
+    tiny = {"preset": "tiny", "stage1_epochs": 0}
+    cfg = tiny_config(tmp_path / "art", n_requests=120, arms=[tiny_arm("control", "popularity", "control"), arm],
+                      policies={"hllm": tiny, "hllm_rank": {"hllm": tiny, "ranker": {"hidden": 8, "epochs": 1}}})
+    rid = run_experiment(cfg, cat, progress=False)
+    ev = event_frames(cat, rid)
+    treated = ev["exposures"][ev["exposures"].arm == "treatment"]
+    assert len(treated) > 0 and set(treated.channel) <= {"hllm", "popularity"}
+    cat.close()
