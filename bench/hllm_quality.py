@@ -4,13 +4,14 @@
     python bench/hllm_quality.py --variants sasrec,hstu,hllm_fast --no-cold
 
 Protocol: leave-one-out, full ranking over all items, history items excluded
-(``policies.evaluate.evaluate``). Variants (HLLM policy overrides):
-  hllm_fast        preset fast: frozen pretrained MiniLM, item token, stage 2 only
-  hllm_paper       preset paper: stage 1 fine-tunes MiniLM end-to-end, then stage 2
-  hllm_random_item stage 1+2 with a randomly initialised MiniLM (pretrained vs scratch)
-  hllm_mean_pool   preset paper with mean pooling instead of the item token
-  hllm_fast_*      frozen-item-LLM ablations: mean pooling, random item LLM, fixed temperature
-                   0.05, random-pool negatives only (no in-batch)
+(``policies.evaluate.evaluate``). ID models: ``sasrec``, ``hstu`` (defaults: all history
+windows) and ``*_last`` (only the last 50 items per user, the original recipe). HLLM variants
+(policy overrides in ``HLLM_VARIANTS``):
+  hllm_fast            preset fast: frozen pretrained MiniLM, item token, MLP adapter, stage 2
+  hllm_fast_*          one change each: linear projection, last windows, random item LLM, mean
+                       pooling, time embedding, fixed temperature, no in-batch negatives
+  hllm_top1_finetuned  item LLM fine-tuned: stage 1 trains MiniLM's top layer end-to-end
+  hllm_paper           stage 1 fine-tunes all of MiniLM (1 epoch, short windows), then stage 2
 Several invocations can be merged into one table: ``--merge a.json b.json``.
 Cold start: 10% of items (seeded) are removed from training entirely (inputs, targets and
 negatives); Recall@50 is measured on the test interactions whose target is a held-out item.
@@ -34,28 +35,25 @@ from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
 from simulator.data import LeaveOneOut, Sequences, get_dataset  # noqa: E402
 
-# The strongest CPU recipe: stage 1 fine-tunes the top item-LLM layer (lower layers cached) on all
-# history windows, an MLP adapter maps item features to the user LLM, then stage 2 on long windows.
-TUNED = {"preset": "paper", "windows": "all", "proj": "mlp", "item_trainable_layers": 1, "stage1_epochs": 3,
-         "stage1_max_len": 50, "stage1_batch_size": 128, "stage1_negatives": 512, "item_lr": 1e-4}
+# "fast" = frozen MiniLM + residual-MLP adapter + all history windows (the strongest CPU recipe)
+TOP1 = {"preset": "fast", "item_trainable_layers": 1, "stage1_epochs": 3, "stage1_max_len": 50,
+        "stage1_batch_size": 128, "stage1_negatives": 512, "item_lr": 1e-4}
 HLLM_VARIANTS = {
-    "hllm_tuned": TUNED,
-    "hllm_tuned_frozen_item": {**TUNED, "stage1_epochs": 0},  # item LLM frozen (features cached as is)
-    "hllm_tuned_random_item": {**TUNED, "item_llm_pretrained": False},  # same recipe, random item LLM
-    "hllm_tuned_mean_pool": {**TUNED, "pooling": "mean"},  # mean pooling instead of the item token
-    "hllm_tuned_linear_proj": {**TUNED, "proj": "linear"},
-    "hllm_tuned_last_window": {**TUNED, "windows": "last"},
-    "hllm_fast": {"preset": "fast"},  # the simulation default (frozen MiniLM, stage 2 only)
-    "hllm_paper": {"preset": "paper"},  # 1 epoch of full MiniLM fine-tuning on short windows
-    "hllm_random_item": {"preset": "paper", "item_llm_pretrained": False},
-    "hllm_mean_pool": {"preset": "paper", "pooling": "mean"},
-    "hllm_fast_mean_pool": {"preset": "fast", "pooling": "mean"},
-    "hllm_fast_random_item": {"preset": "fast", "item_llm_pretrained": False},
+    "hllm_fast": {"preset": "fast"},  # the simulation default
+    "hllm_fast_linear": {"preset": "fast", "proj": "linear"},  # ablation: no MLP adapter
+    "hllm_fast_linear_last": {"preset": "fast", "proj": "linear", "windows": "last"},  # + last-50 windows only
+    "hllm_fast_random_item": {"preset": "fast", "item_llm_pretrained": False},  # random (frozen) item LLM
+    "hllm_fast_mean_pool": {"preset": "fast", "pooling": "mean"},  # mean pooling instead of the item token
+    "hllm_fast_time": {"preset": "fast", "use_time": True},  # time-gap embedding (paper Table 12)
     "hllm_fast_fixed_temp": {"preset": "fast", "init_temperature": 0.05, "learn_temperature": False},
     "hllm_fast_no_inbatch": {"preset": "fast", "in_batch_negatives": False},
+    "hllm_top1_finetuned": TOP1,  # item LLM fine-tuned: stage 1 trains its top layer (lower layers cached)
+    "hllm_top1_random_item": {**TOP1, "item_llm_pretrained": False},
+    "hllm_paper": {"preset": "paper"},  # stage 1 fine-tunes all of MiniLM (1 epoch, short windows)
+    "hllm_paper_mean_pool": {"preset": "paper", "pooling": "mean"},
 }
 ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {}),
-               "sasrec_all": ("sasrec", {"windows": "all"}), "hstu_all": ("hstu", {"windows": "all"})}
+               "sasrec_last": ("sasrec", {"windows": "last"}), "hstu_last": ("hstu", {"windows": "last"})}
 
 
 def fit(variant: str, dataset, split):
@@ -110,7 +108,8 @@ def merge(files: list[str], out: str | None) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", default="sasrec,hstu,hllm_fast,hllm_paper,hllm_random_item,hllm_mean_pool")
+    ap.add_argument("--variants", default="sasrec,hstu,hllm_fast,hllm_fast_linear_last,hllm_fast_random_item,"
+                    "hllm_fast_mean_pool,hllm_top1_finetuned")
     ap.add_argument("--cold", default="sasrec,hllm_fast", help="variants for the cold-start test ('' = skip)")
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--threads", type=int, default=2)

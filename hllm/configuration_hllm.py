@@ -2,7 +2,10 @@
 
 Presets (``HLLMConfig.preset(name)``):
 - ``fast``  (default for simulations, ``sim run --treatment hllm``): pretrained MiniLM item LLM,
-  frozen (features cached once), 2-layer user LLM, stage 2 only, <= 20 epochs with early stop.
+  frozen (features cached once), a residual-MLP adapter to the user width, 2-layer user LLM
+  trained on all history windows, stage 2 only, <= 20 epochs with early stop. The best recipe
+  measured on 2 CPU cores (``bench/hllm_quality.py``): fine-tuning the item LLM's top layer on
+  top of it did not add quality.
 - ``paper`` (THE paper-faithful recipe, scaled to CPU): stage 1 end-to-end fine-tuning of the item
   LLM together with the user LLM on short sequences, then stage 2 on long cached sequences;
   ``item_llm="smollm2"`` for a decoder item LLM as in the paper.
@@ -18,6 +21,7 @@ PRESETS: dict[str, dict] = {
     "paper": dict(item_llm="minilm", stage1_epochs=1, stage2_epochs=20, user_layers=2, patience=3),
     "tiny": dict(item_llm="tiny", prompt="", max_text_len=16, user_hidden=32, user_layers=1, user_heads=2,
                  stage1_epochs=1, stage1_max_len=5, stage1_negatives=16, stage2_epochs=2, max_len=8, n_negatives=16,
+                 proj_hidden=32,
                  batch_size=16, eval_every=2),
 }
 
@@ -38,8 +42,8 @@ class HLLMConfig(PretrainedConfig):
                  user_llm: str | None = None,  # decoder for "pretrained": "smollm2" | local HF folder (None: the item LLM)
                  user_llm_config: dict | None = None,  # set when first built: the decoder's LlamaConfig (hllm.user_llm)
                  max_len: int = 50,
-                 windows: str = "last",  # "last" | "all": training windows (see policies.train.training_windows)
-                 proj: str = "linear",  # "linear" | "mlp": item feature -> user width (an MLP adapts frozen features)
+                 windows: str = "all",  # "last" | "all": training windows (see policies.train.training_windows)
+                 proj: str = "mlp",  # "linear" | "mlp": item feature -> user width (an MLP adapts frozen features)
                  proj_hidden: int = 1024,
                  dropout: float = 0.1,
                  n_negatives: int = 512,

@@ -39,7 +39,8 @@ class SequenceModelConfig(BaseModel):
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     eval_every: int = Field(2, ge=1)
     windows: Literal["last", "all"] = Field(
-        "last", description="training windows: the last max_len items per user, or all of each history")
+        "all", description="training windows: all of each history (every interaction a target once), or "
+                           "only the last max_len items per user (the original SASRec recipe)")
 
 
 def pad_left(histories, max_len: int, timestamps=None) -> tuple[np.ndarray, np.ndarray]:

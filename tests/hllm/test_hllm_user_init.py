@@ -67,7 +67,7 @@ def test_pretrained_user_llm_takes_decoder_layers_and_width(decoder):
     m = HLLMModel(cfg).eval()
     # width and heads come from the decoder; the config is overwritten so it round-trips
     assert (cfg.user_hidden, cfg.user_heads) == (32, 2) and cfg.user_llm_config["num_hidden_layers"] == 3
-    assert m.proj.out_features == 32 and m.user_llm.model.config.hidden_size == 32
+    assert m.proj(torch.zeros(1, m.item_encoder.hidden)).shape[-1] == 32 and m.user_llm.model.config.hidden_size == 32
     assert m.user_llm.model.config.vocab_size == 2  # the token table is unused (inputs_embeds)
     assert_user_llm_is_decoder(m, ref, 2)
     m.initialize_weights()  # what HF post_init would run: the loaded layers must not be re-initialised
