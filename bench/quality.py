@@ -5,8 +5,8 @@
 
 Prints one JSON object: per model HR/NDCG@{10,50,200}, MRR, fit seconds, eval seconds,
 epochs run; plus the machine load so times can be read in context. Models train fresh unless
-``--artifacts`` is given (then the ``policies.store`` cache is used). ``hllm`` is skipped
-unless ``--include hllm`` (it needs minutes to hours).
+``--artifacts`` is given (then the ``policies.store`` cache is used). ``hllm`` and ``hllm_rank`` are skipped
+unless ``--include hllm,hllm_rank`` (they need minutes to hours).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
     ds = get_dataset(args.data, cat)
     cat.close()
     split = LeaveOneOut.from_sequences(ds.sequences)
-    skip = {"hllm"} - set(filter(None, args.include.split(",")))
+    skip = {"hllm", "hllm_rank"} - set(filter(None, args.include.split(",")))
     names = args.models.split(",") if args.models else [n for n in registry.names() if n not in skip]
     over = per_model_overrides(args.sets)
     rows = []
