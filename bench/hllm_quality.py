@@ -7,9 +7,9 @@ Protocol: leave-one-out, full ranking over all items, history items excluded
 (``policies.evaluate.evaluate``). ID models: ``sasrec``, ``hstu`` (defaults: all history
 windows) and ``*_last`` (only the last 50 items per user, the original recipe). HLLM variants
 (policy overrides in ``HLLM_VARIANTS``):
-  hllm_fast            preset fast: frozen pretrained MiniLM, item token, MLP adapter, stage 2
-  hllm_fast_*          one change each: linear projection, last windows, random item LLM, mean
-                       pooling, time embedding, fixed temperature, no in-batch negatives
+  hllm_fast            preset fast: frozen pretrained MiniLM, mean pooling, MLP adapter, stage 2
+  hllm_fast_*          one change each: linear projection, last windows, random item LLM, item
+                       token, time embedding, fixed temperature, no in-batch negatives
   hllm_top1_finetuned  item LLM fine-tuned: stage 1 trains MiniLM's top layer end-to-end
   hllm_paper           stage 1 fine-tunes all of MiniLM (1 epoch, short windows), then stage 2
 Several invocations can be merged into one table: ``--merge a.json b.json``.
@@ -43,7 +43,8 @@ HLLM_VARIANTS = {
     "hllm_fast_linear": {"preset": "fast", "proj": "linear"},  # ablation: no MLP adapter
     "hllm_fast_linear_last": {"preset": "fast", "proj": "linear", "windows": "last"},  # + last-50 windows only
     "hllm_fast_random_item": {"preset": "fast", "item_llm_pretrained": False},  # random (frozen) item LLM
-    "hllm_fast_mean_pool": {"preset": "fast", "pooling": "mean"},  # mean pooling instead of the item token
+    "hllm_fast_item_token": {"preset": "fast", "pooling": "item_token"},  # the paper's item token (frozen LLM)
+    "hllm_fast_mean_pool": {"preset": "fast", "pooling": "mean"},  # = hllm_fast (mean pooling is its default)
     "hllm_fast_time": {"preset": "fast", "use_time": True},  # time-gap embedding (paper Table 12)
     "hllm_fast_fixed_temp": {"preset": "fast", "init_temperature": 0.05, "learn_temperature": False},
     "hllm_fast_no_inbatch": {"preset": "fast", "in_batch_negatives": False},
