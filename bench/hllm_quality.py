@@ -12,6 +12,7 @@ windows) and ``*_last`` (only the last 50 items per user, the original recipe). 
                        token, time embedding, fixed temperature, no in-batch negatives
   hllm_top1_finetuned  item LLM fine-tuned: stage 1 trains MiniLM's top layer end-to-end
   hllm_paper           stage 1 fine-tunes all of MiniLM (1 epoch, short windows), then stage 2
+Tail: metrics on the test users whose target item has at most ``--tail`` training interactions.
 Several invocations can be merged into one table: ``--merge a.json b.json``.
 Cold start: 10% of items (seeded) are removed from training entirely (inputs, targets and
 negatives); Recall@50 is measured on the test interactions whose target is a held-out item.
@@ -113,6 +114,7 @@ def main() -> None:
                     "hllm_fast_mean_pool,hllm_top1_finetuned")
     ap.add_argument("--cold", default="sasrec,hllm_fast", help="variants for the cold-start test ('' = skip)")
     ap.add_argument("--no-cold", action="store_true")
+    ap.add_argument("--tail", type=int, default=20, help="tail = test targets with at most this many training interactions")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument("--merge", nargs="*", default=None, help="merge these result JSONs into one table and exit")
@@ -125,11 +127,17 @@ def main() -> None:
     split = ds.leave_one_out()
     res: dict = {"dataset": ds.name, "n_users": ds.n_users, "n_items": ds.n_items, "protocol":
                  "leave-one-out, full ranking, history excluded", "models": {}, "cold_start": {}}
+    counts = np.bincount(split.train.items, minlength=ds.n_items)
+    tgt = split.test_targets
+    tail_users = np.flatnonzero((tgt >= 0) & (counts[np.clip(tgt, 0, None)] <= args.tail))
+    res["tail"] = {"max_train_interactions": args.tail, "n_test_users": int(len(tail_users))}
     for v in [v for v in args.variants.split(",") if v]:
         pol, secs = fit(v, ds, split)
         ev = evaluate(pol, ds, split, which="test", ks=(10, 50, 200)).summary
+        tail = evaluate(pol, ds, split, which="test", ks=(10, 50), users=tail_users).summary if len(tail_users) else {}
         res["models"][v] = {**{k: round(x, 5) for k, x in ev.items()}, "fit_seconds": round(secs, 1),
-                            "overrides": ID_VARIANTS[v][1] if v in ID_VARIANTS else HLLM_VARIANTS[v]}
+                            "overrides": ID_VARIANTS[v][1] if v in ID_VARIANTS else HLLM_VARIANTS[v],
+                            **{f"tail_{k}": round(tail[k], 5) for k in ("ndcg@10", "hr@10", "hr@50") if k in tail}}
         if v.startswith("hllm"):
             for stage in (1, 2):
                 secs_st = sum(h["seconds"] for h in pol.history if h["stage"] == f"hllm stage {stage}")
