@@ -45,7 +45,6 @@ HLLM_VARIANTS = {
     "hllm_fast_linear_last": {"preset": "fast", "proj": "linear", "windows": "last"},  # + last-50 windows only
     "hllm_fast_random_item": {"preset": "fast", "item_llm_pretrained": False},  # random (frozen) item LLM
     "hllm_fast_item_token": {"preset": "fast", "pooling": "item_token"},  # the paper's item token (frozen LLM)
-    "hllm_fast_mean_pool": {"preset": "fast", "pooling": "mean"},  # = hllm_fast (mean pooling is its default)
     "hllm_fast_time": {"preset": "fast", "use_time": True},  # time-gap embedding (paper Table 12)
     "hllm_fast_fixed_temp": {"preset": "fast", "init_temperature": 0.05, "learn_temperature": False},
     "hllm_fast_no_inbatch": {"preset": "fast", "in_batch_negatives": False},
@@ -111,7 +110,7 @@ def merge(files: list[str], out: str | None) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default="sasrec,hstu,hllm_fast,hllm_fast_linear_last,hllm_fast_random_item,"
-                    "hllm_fast_mean_pool,hllm_top1_finetuned")
+                    "hllm_fast_item_token,hllm_top1_finetuned")
     ap.add_argument("--cold", default="sasrec,hllm_fast", help="variants for the cold-start test ('' = skip)")
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--tail", type=int, default=20, help="tail = test targets with at most this many training interactions")

@@ -105,8 +105,9 @@ def trainable_item_parameters(model: torch.nn.Module, top_layers: int | None) ->
     emb = {id(p) for p in model.get_input_embeddings().parameters()}
     keep = [p for p in params if id(p) in train_ids or (top_layers > 0 and id(p) not in in_layers and id(p) not in emb
                                                          and p.ndim == 1)]  # final norms (1-d, outside blocks)
+    keep_ids = {id(p) for p in keep}
     for p in params:
-        p.requires_grad_(any(p is q for q in keep))
+        p.requires_grad_(id(p) in keep_ids)
     return keep
 
 

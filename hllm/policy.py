@@ -135,6 +135,18 @@ def cache_lower_states(enc, tokens: dict[str, torch.Tensor], top: int, dev, prog
     return states, mask
 
 
+def write_policy_json(p: Path, cfg: BaseModel, history: list[dict]) -> None:
+    (p / "policy.json").write_text(json.dumps({"config": cfg.model_dump(), "history": history}))
+
+
+def read_policy_json(cls, config_cls: type[BaseModel], p: Path):
+    """A new ``cls`` built from ``p/policy.json`` (config + training history); weights are the caller's."""
+    d = json.loads((p / "policy.json").read_text())
+    pol = cls(config_cls(**d["config"]))
+    pol.history = d.get("history", [])
+    return pol
+
+
 @register("hllm", config=HLLMPolicyConfig)
 class HLLMPolicy(FullScorePolicy):
     """HLLM: item LLM (text -> embedding) + user LLM (sequence of embeddings -> next item)."""
@@ -263,9 +275,7 @@ class HLLMPolicy(FullScorePolicy):
     @torch.no_grad()
     def embed_users(self, users: UserBatch, batch_size: int = 512) -> np.ndarray:
         """(B, D) normalised user embeddings, batched."""
-        out = [self.user_embeddings(UserBatch(users.user_ids[s:s + batch_size], users.histories[s:s + batch_size],
-                                              None if users.timestamps is None else users.timestamps[s:s + batch_size]))
-               for s in range(0, len(users), batch_size)]
+        out = [self.user_embeddings(sub) for _, sub in users.chunks(batch_size)]
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.hf_config.user_hidden), np.float32)
 
     # ----------------------------------------------------------------- persistence
@@ -274,14 +284,12 @@ class HLLMPolicy(FullScorePolicy):
         p.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(p / "model", safe_serialization=True)
         np.save(p / "item_features.npy", self.features.cpu().numpy())
-        (p / "policy.json").write_text(json.dumps({"config": self.cfg.model_dump(), "history": self.history}))
+        write_policy_json(p, self.cfg, self.history)
 
     @classmethod
     def load(cls, path) -> HLLMPolicy:
         p = Path(path)
-        d = json.loads((p / "policy.json").read_text())
-        pol = cls(HLLMPolicyConfig(**d["config"]))
-        pol.history = d.get("history", [])
+        pol = read_policy_json(cls, HLLMPolicyConfig, p)
         torch.manual_seed(pol.hf_config.seed)
         pol.model = load_hllm_model(p / "model").to(device())
         pol.hf_config = pol.model.config  # the config it was trained with (user_init="pretrained": resolved widths)

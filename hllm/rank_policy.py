@@ -10,14 +10,12 @@ candidate lists), which gives the retriever contract for free.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from hllm.policy import HLLMPolicy, HLLMPolicyConfig
+from hllm.policy import HLLMPolicy, HLLMPolicyConfig, read_policy_json, write_policy_json
 from hllm.ranking import HLLMRanker, RankerConfig, fit_ranker
 from policies.base import FullScorePolicy, UserBatch
 from policies.registry import register
@@ -77,20 +75,17 @@ class HLLMRankPolicy(FullScorePolicy):
         p.mkdir(parents=True, exist_ok=True)
         self.hllm.save(p / "hllm")  # includes the user LLM as fine-tuned by the ranker
         save_file(self.ranker.head.state_dict(), p / "head.safetensors")
-        (p / "policy.json").write_text(json.dumps({"config": self.cfg.model_dump(), "history": self.history}))
+        write_policy_json(p, self.cfg, self.history)
 
     @classmethod
     def load(cls, path) -> HLLMRankPolicy:
         from safetensors.torch import load_file
 
         p = Path(path)
-        d = json.loads((p / "policy.json").read_text())
-        pol = cls(HLLMRankPolicyConfig(**d["config"]))
-        pol.history = d.get("history", [])
+        pol = read_policy_json(cls, HLLMRankPolicyConfig, p)
         pol.hllm = HLLMPolicy.load(p / "hllm")
         pol.ranker = HLLMRanker(pol.hllm, pol.cfg.seeded()[1])
         pol.ranker.head.load_state_dict(load_file(p / "head.safetensors"))
         pol.ranker.head.to(next(pol.hllm.model.parameters()).device)
         pol.n_items = pol.hllm.n_items
-        torch.manual_seed(pol.cfg.seed)
         return pol
