@@ -200,16 +200,16 @@ class HLLMPolicy(FullScorePolicy):
         enc, top = model.item_encoder, cfg.item_trainable_layers
         if cfg.grad_checkpointing and getattr(enc.backbone, "supports_gradient_checkpointing", False):
             (getattr(enc.backbone, "activation_checkpointing_enable", None) or enc.backbone.gradient_checkpointing_enable)()
+        # validated first: a bad item_trainable_layers fails before any item is encoded
+        item_params = list(enc.parameters()) if top is None else trainable_item_parameters(enc.backbone, top)
         model.set_feature_stats(encode_items(model, tokens, progress=progress))
         lengths = tokens["attention_mask"].sum(1)
         if top is None:
-            item_params = list(enc.parameters())
 
             def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
                 return model.project(features_by_length(model, tokens, ids.cpu(), dev))
         else:
             states, mask = cache_lower_states(enc, tokens, top, dev, progress)
-            item_params = trainable_item_parameters(enc.backbone, top)
 
             def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
                 return model.project(by_length(lengths, ids.cpu(), lambda b: enc.top_features(
