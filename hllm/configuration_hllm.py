@@ -49,6 +49,7 @@ class HLLMConfig(PretrainedConfig):
                  dropout: float = 0.1,
                  n_negatives: int = 512,
                  in_batch_negatives: bool = True,
+                 similarity: str = "cos",  # "cos" (the paper: cosine / temperature) | "dot" (inner product, like the ID models)
                  init_temperature: float = 0.07,
                  learn_temperature: bool = True,
                  min_temperature: float = 0.01,
@@ -79,6 +80,7 @@ class HLLMConfig(PretrainedConfig):
         self.max_len, self.dropout = max_len, dropout
         self.windows, self.proj, self.proj_hidden = windows, proj, proj_hidden
         self.n_negatives, self.in_batch_negatives = n_negatives, in_batch_negatives
+        self.similarity = similarity
         self.init_temperature, self.learn_temperature, self.min_temperature = init_temperature, learn_temperature, min_temperature
         self.false_negative_cos = false_negative_cos
         self.use_time, self.time_buckets = use_time, time_buckets

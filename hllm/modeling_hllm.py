@@ -150,7 +150,7 @@ class HLLMModel(PreTrainedModel):
         self.register_buffer("feat_std", torch.ones(self.item_encoder.hidden))
         self.user_llm = UserLLM(config, load_pretrained=load_user_llm)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)),
-                                        requires_grad=config.learn_temperature)
+                                        requires_grad=config.learn_temperature and config.similarity == "cos")
 
     def _init_weights(self, module: nn.Module) -> None:  # backbone keeps its pretrained weights
         pass
@@ -170,27 +170,30 @@ class HLLMModel(PreTrainedModel):
     def user_states(self, seq_emb: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
         return self.user_llm(seq_emb, mask, ts)  # (B, T, D)
 
+    def unit(self, x: torch.Tensor) -> torch.Tensor:
+        """The vectors scores are inner products of: L2-normalised for ``similarity="cos"``, raw for "dot"."""
+        return F.normalize(x, dim=-1) if self.config.similarity == "cos" else x
+
     def scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=math.log(1.0 / self.config.min_temperature)).exp()
 
     def info_nce(self, pred: torch.Tensor, pos: torch.Tensor, pos_ids: torch.Tensor,
                  neg: torch.Tensor, neg_ids: torch.Tensor) -> InfoNCEOutput:
         """pred, pos: (M, D); neg: (K, D) shared pool; ids mask same-item negatives."""
-        p = F.normalize(pred, dim=-1)
-        pos_n = F.normalize(pos, dim=-1)
-        neg_n = F.normalize(neg, dim=-1)
-        pos_logit = (p * pos_n).sum(-1, keepdim=True)  # (M, 1)
-        neg_logit = p @ neg_n.T  # (M, K)
+        p, pos_v, neg_v = self.unit(pred), self.unit(pos), self.unit(neg)
+        pos_logit = (p * pos_v).sum(-1, keepdim=True)  # (M, 1)
+        neg_logit = p @ neg_v.T  # (M, K)
         masked = (pos_ids[:, None] == neg_ids[None, :])  # (M, K) same item: never a negative
         guarded = 0.0
         if self.config.false_negative_cos < 1.0:
-            near = (pos_n @ neg_n.T).detach() > self.config.false_negative_cos  # (M, K) likely false negatives
+            with torch.no_grad():  # (M, K) likely false negatives: cosine, whatever the scoring
+                near = F.normalize(pos, dim=-1) @ F.normalize(neg, dim=-1).T > self.config.false_negative_cos
             # collapse guard: a row whose filter would drop more than half of its negatives keeps them
             # (near-identical embeddings early in training would otherwise leave no negatives at all)
-            too_many = near.sum(1, keepdim=True) > 0.5 * neg_n.shape[0]
+            too_many = near.sum(1, keepdim=True) > 0.5 * neg_v.shape[0]
             masked |= near & ~too_many
             guarded = float(too_many.float().mean())
-        scale = self.scale()
+        scale = self.scale() if self.config.similarity == "cos" else 1.0  # dot: the norms carry the scale
         # scale first, then mask: -inf * scale would make the scale's gradient NaN
         logits = torch.cat([pos_logit * scale, (neg_logit * scale).masked_fill(masked, float("-inf"))], 1)
         target = torch.zeros(len(p), dtype=torch.long, device=p.device)

@@ -2,8 +2,8 @@
 
 ``fit``: optional stage 1 (end-to-end item LLM fine-tuning), then item features cached and
 stage 2 (projection + user LLM on long sequences). Serving: an item table (N, D) of
-normalised embeddings; a user's embedding is the user LLM's last state; scores are cosines
-(one batched matmul). ``add_items`` embeds new items with the frozen item LLM: cold-start
+embeddings (L2-normalised for ``similarity="cos"``, raw for "dot"); a user's embedding is the user
+LLM's last state (the same treatment); scores are their inner products (one batched matmul). ``add_items`` embeds new items with the frozen item LLM: cold-start
 items become retrievable without retraining.
 """
 
@@ -38,6 +38,7 @@ class HLLMPolicyConfig(BaseModel):
     item_llm: str | None = Field(None, description="minilm | smollm2 | tiny | local HF folder")
     item_llm_pretrained: bool | None = None
     pooling: Literal["item_token", "mean"] | None = None
+    similarity: Literal["cos", "dot"] | None = Field(None, description="cos: the paper's cosine / temperature; dot: inner product")
     max_text_len: int | None = Field(None, ge=4)
     user_hidden: int | None = Field(None, ge=8)
     user_layers: int | None = Field(None, ge=1)
@@ -157,7 +158,7 @@ class HLLMPolicy(FullScorePolicy):
         self.model: HLLMModel | None = None
         self.features: torch.Tensor | None = None  # (N, H) cached item LLM features
         self.table: torch.Tensor | None = None  # (N, D) projected item embeddings
-        self.table_n: torch.Tensor | None = None  # (N, D) normalised, for scoring
+        self.table_n: torch.Tensor | None = None  # (N, D) what scores are inner products with (model.unit)
         self.history: list[dict] = []
         self.n_items = 0
 
@@ -225,13 +226,13 @@ class HLLMPolicy(FullScorePolicy):
         assert self.model is not None and self.features is not None
         self.model.eval()
         self.table = self.model.project(self.features)  # (N, D)
-        self.table_n = F.normalize(self.table, dim=-1)
+        self.table_n = self.model.unit(self.table)
         self.n_items = len(self.table)
 
     # ----------------------------------------------------------------- serving
     @torch.no_grad()
     def user_embeddings(self, users: UserBatch) -> torch.Tensor:
-        """(B, D) normalised user embeddings from histories (last user-LLM state)."""
+        """(B, D) user embeddings from histories (last user-LLM state; normalised for cos)."""
         assert self.model is not None and self.table is not None, "policy is not fitted"
         self.model.eval()
         cfg = self.hf_config
@@ -240,7 +241,7 @@ class HLLMPolicy(FullScorePolicy):
         mask = ids_t > 0
         seq = self.table[(ids_t - 1).clamp(min=0)] * mask[..., None]  # (B, T, D)
         h = self.model.user_states(seq, mask, torch.from_numpy(ts).float().to(self.table.device))
-        return F.normalize(h[:, -1], dim=-1)
+        return self.model.unit(h[:, -1])
 
     @torch.no_grad()
     def score_all(self, users: UserBatch) -> np.ndarray:
@@ -261,20 +262,20 @@ class HLLMPolicy(FullScorePolicy):
         return np.arange(start, start + len(texts), dtype=np.int64)
 
     def item_table(self) -> np.ndarray:
-        """(N, D) L2-normalised item embeddings (what retrieval scores against)."""
+        """(N, D) item embeddings retrieval scores against (L2-normalised for similarity="cos")."""
         return self.table_n.cpu().numpy()
 
     @torch.no_grad()
     def embed_texts(self, texts: list[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        """(M, D) normalised embeddings of item texts with the frozen item LLM (not added)."""
+        """(M, D) scoring embeddings of item texts with the frozen item LLM (not added)."""
         assert self.model is not None, "policy is not fitted"
         tok = self.model.item_encoder.tokenize(list(texts))
         feats = encode_items(self.model, tok, batch_size=batch_size, progress=progress).to(self.features.device)
-        return F.normalize(self.model.project(feats), dim=-1).cpu().numpy()
+        return self.model.unit(self.model.project(feats)).cpu().numpy()
 
     @torch.no_grad()
     def embed_users(self, users: UserBatch, batch_size: int = 512) -> np.ndarray:
-        """(B, D) normalised user embeddings, batched."""
+        """(B, D) scoring user embeddings, batched."""
         out = [self.user_embeddings(sub) for _, sub in users.chunks(batch_size)]
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.hf_config.user_hidden), np.float32)
 

@@ -1,7 +1,8 @@
 """Serving HLLM from tables: item embeddings on disk, batched user embeddings, exact top-k.
 
 Item table folder (``write_item_table``):
-  ``embeddings.npy``  (N, D) float32, L2-normalised, opened memory-mapped (``np.load(mmap_mode="r")``)
+  ``embeddings.npy``  (N, D) float32 scoring embeddings (L2-normalised unless the model scores by
+                      ``similarity="dot"``), opened memory-mapped (``np.load(mmap_mode="r")``)
   ``items.parquet``   item_id, text (row i of the array is item i)
   ``meta.json``       dim, n_items, model path
 The same rows can be mirrored into DuckDB (``to_duckdb``: ``item_id BIGINT, emb FLOAT[]``).

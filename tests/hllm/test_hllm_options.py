@@ -62,7 +62,7 @@ def test_stage1_top_layers_changes_only_those_weights():
     assert changed == []  # 0 trainable layers: the backbone is untouched
 
 
-@pytest.mark.parametrize("over", [{"proj": "mlp", "proj_hidden": 16}, {"windows": "all"}])
+@pytest.mark.parametrize("over", [{"proj": "mlp", "proj_hidden": 16}, {"windows": "all"}, {"similarity": "dot"}])
 def test_options_train_and_round_trip(over, tmp_path):
     ds = tiny_dataset()
     split = ds.leave_one_out()
@@ -73,6 +73,11 @@ def test_options_train_and_round_trip(over, tmp_path):
     pol.save(tmp_path / "m")
     again = type(pol).load(tmp_path / "m")
     np.testing.assert_array_equal(again.score_all(batch), pol.score_all(batch))
+    norms = np.linalg.norm(pol.item_table(), axis=1)
+    if over.get("similarity") == "dot":  # raw inner products: the norms are free (not all 1)
+        assert not np.allclose(norms, 1.0)
+    else:
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
 
 
 def test_length_sorted_chunks_equal_one_batch():
