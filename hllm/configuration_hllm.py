@@ -47,6 +47,8 @@ class HLLMConfig(PretrainedConfig):
                  proj: str = "mlp",  # "linear" | "mlp": item feature -> user width (an MLP adapts frozen features)
                  proj_hidden: int = 1024,
                  dropout: float = 0.1,
+                 item_id_embeddings: bool = False,  # hybrid (not the paper): + a learned per-id vector, zero-initialised
+                 n_item_ids: int = 0,  # set by fit when item_id_embeddings: ids >= this (new items) get text only
                  n_negatives: int = 512,
                  in_batch_negatives: bool = True,
                  similarity: str = "cos",  # "cos" (the paper: cosine / temperature) | "dot" (inner product, like the ID models)
@@ -79,6 +81,7 @@ class HLLMConfig(PretrainedConfig):
         self.user_llm, self.user_llm_config = user_llm, user_llm_config
         self.max_len, self.dropout = max_len, dropout
         self.windows, self.proj, self.proj_hidden = windows, proj, proj_hidden
+        self.item_id_embeddings, self.n_item_ids = item_id_embeddings, n_item_ids
         self.n_negatives, self.in_batch_negatives = n_negatives, in_batch_negatives
         self.similarity = similarity
         self.init_temperature, self.learn_temperature, self.min_temperature = init_temperature, learn_temperature, min_temperature

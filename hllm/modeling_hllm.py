@@ -146,6 +146,12 @@ class HLLMModel(PreTrainedModel):
             self.proj = nn.Linear(H, D)
         # feature standardisation (set from the item table by ``set_feature_stats``): LLM features
         # are anisotropic (all cosines high); centring them makes items separable from step one
+        # hybrid option: a per-id vector added to the text embedding; zero at start, so training begins
+        # from the text-only model, and ids it never saw (cold-start items) keep their text embedding
+        self.id_emb = None
+        if config.item_id_embeddings and config.n_item_ids > 0:
+            self.id_emb = nn.Embedding(config.n_item_ids, D)
+            nn.init.zeros_(self.id_emb.weight)
         self.register_buffer("feat_mean", torch.zeros(self.item_encoder.hidden))
         self.register_buffer("feat_std", torch.ones(self.item_encoder.hidden))
         self.user_llm = UserLLM(config, load_pretrained=load_user_llm)
@@ -164,8 +170,13 @@ class HLLMModel(PreTrainedModel):
         self.feat_mean.copy_(feats.mean(0))
         self.feat_std.copy_(feats.std(0).clamp(min=1e-6) if len(feats) > 1 else torch.ones_like(self.feat_std))
 
-    def project(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.proj((feats - self.feat_mean) / self.feat_std)  # (N, H) -> (N, D)
+    def project(self, feats: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Item embeddings (N, D) from item-LLM features (N, H); ``ids`` (N,) adds the hybrid id vectors."""
+        out = self.proj((feats - self.feat_mean) / self.feat_std)  # (N, H) -> (N, D)
+        if self.id_emb is not None and ids is not None:
+            known = ids < self.id_emb.num_embeddings  # (N,) new items: text only
+            out = out + self.id_emb(ids.clamp(max=self.id_emb.num_embeddings - 1)) * known[..., None]
+        return out
 
     def user_states(self, seq_emb: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
         return self.user_llm(seq_emb, mask, ts)  # (B, T, D)

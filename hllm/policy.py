@@ -66,6 +66,7 @@ class HLLMPolicyConfig(BaseModel):
     patience: int | None = Field(None, ge=1)
     eval_every: int | None = Field(None, ge=1)
     dropout: float | None = Field(None, ge=0, lt=1)
+    item_id_embeddings: bool | None = Field(None, description="hybrid, not the paper: text embedding + a learned id vector")
     grad_checkpointing: bool | None = None
     bf16: bool | None = None
 
@@ -167,8 +168,9 @@ class HLLMPolicy(FullScorePolicy):
         cfg = self.hf_config
         torch.manual_seed(cfg.seed)
         dev = device()
-        self.model = model = HLLMModel(cfg).to(dev)
         self.n_items = dataset.n_items
+        cfg.n_item_ids = dataset.n_items if cfg.item_id_embeddings else 0
+        self.model = model = HLLMModel(cfg).to(dev)
         if len(dataset.item_text) != dataset.n_items:
             raise DataError(f"dataset {dataset.name!r} has {len(dataset.item_text)} item texts for "
                             f"{dataset.n_items} items; HLLM needs one text per item", field="item_text")
@@ -181,7 +183,7 @@ class HLLMPolicy(FullScorePolicy):
             p.requires_grad_(False)
 
         def emb_cached(ids: torch.Tensor) -> torch.Tensor:
-            return model.project(self.features[ids])
+            return model.project(self.features[ids], ids)
 
         params = [p for n, p in model.named_parameters() if not n.startswith("item_encoder.") and p.requires_grad]
         self.history += run_stage(model, split, self.n_items, emb_cached, [{"params": params}],
@@ -208,13 +210,13 @@ class HLLMPolicy(FullScorePolicy):
         if top is None:
 
             def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
-                return model.project(features_by_length(model, tokens, ids.cpu(), dev))
+                return model.project(features_by_length(model, tokens, ids.cpu(), dev), ids)
         else:
             states, mask = cache_lower_states(enc, tokens, top, dev, progress)
 
             def emb_e2e(ids: torch.Tensor) -> torch.Tensor:
                 return model.project(by_length(lengths, ids.cpu(), lambda b: enc.top_features(
-                    states[b].to(dev), mask[b].to(dev), top)))
+                    states[b].to(dev), mask[b].to(dev), top)), ids)
         groups = [{"params": item_params, "lr": cfg.item_lr},
                   {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
         self.history += run_stage(model, split, self.n_items, emb_e2e, groups, epochs=cfg.stage1_epochs,
@@ -225,7 +227,7 @@ class HLLMPolicy(FullScorePolicy):
     def refresh_table(self) -> None:
         assert self.model is not None and self.features is not None
         self.model.eval()
-        self.table = self.model.project(self.features)  # (N, D)
+        self.table = self.model.project(self.features, torch.arange(len(self.features), device=self.features.device))  # (N, D)
         self.table_n = self.model.unit(self.table)
         self.n_items = len(self.table)
 

@@ -73,13 +73,14 @@ class HLLMRanker(nn.Module):
         ids, _ = pad_left(histories, T)
         ids_t = torch.from_numpy(ids).to(self.policy.features.device)
         mask = ids_t > 0
-        return self.policy.model.project(self.policy.features[(ids_t - 1).clamp(min=0)]) * mask[..., None], mask
+        items = (ids_t - 1).clamp(min=0)
+        return self.policy.model.project(self.policy.features[items], items) * mask[..., None], mask
 
     def forward(self, histories: list[np.ndarray], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """histories: B ragged id arrays; targets (B, C) item ids -> (task logits (B, C, n_tasks), user states (B, T, D))."""
         model = self.policy.model
         targets = targets.to(self.policy.features.device)
-        tgt = model.project(self.policy.features[targets])  # (B, C, D)
+        tgt = model.project(self.policy.features[targets], targets)  # (B, C, D)
         if self.cfg.fusion == "late":
             seq, mask = self._seq(histories)
             h = model.user_states(seq, mask)  # (B, T, D)
@@ -148,7 +149,7 @@ def fit_ranker(policy, dataset, split, cfg: RankerConfig | None = None, progress
             loss = F.binary_cross_entropy_with_logits(logits, y)
             if cfg.lam > 0:  # generative loss: last state predicts the positive against the candidates
                 u = h[:, -1]
-                emb = policy.model.project(policy.features[cand])  # (B, 1+K, D)
+                emb = policy.model.project(policy.features[cand], cand)  # (B, 1+K, D)
                 nce = policy.model.info_nce(u, emb[:, 0], cand[:, 0], emb[:, 1:].reshape(-1, emb.shape[-1]),
                                             cand[:, 1:].reshape(-1))
                 loss = loss + cfg.lam * nce.loss

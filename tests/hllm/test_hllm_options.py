@@ -62,7 +62,8 @@ def test_stage1_top_layers_changes_only_those_weights():
     assert changed == []  # 0 trainable layers: the backbone is untouched
 
 
-@pytest.mark.parametrize("over", [{"proj": "mlp", "proj_hidden": 16}, {"windows": "all"}, {"similarity": "dot"}])
+@pytest.mark.parametrize("over", [{"proj": "mlp", "proj_hidden": 16}, {"windows": "all"}, {"similarity": "dot"},
+                                  {"item_id_embeddings": True}])
 def test_options_train_and_round_trip(over, tmp_path):
     ds = tiny_dataset()
     split = ds.leave_one_out()
@@ -78,6 +79,20 @@ def test_options_train_and_round_trip(over, tmp_path):
         assert not np.allclose(norms, 1.0)
     else:
         np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_hybrid_id_vectors_train_and_new_items_fall_back_to_text():
+    ds = tiny_dataset()
+    torch.set_num_threads(1)
+    pol = registry.create("hllm", {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 2, "item_id_embeddings": True})
+    pol.fit(ds, ds.leave_one_out(), progress=False)
+    ids = pol.model.id_emb
+    assert ids.num_embeddings == ds.n_items and ids.weight.abs().sum() > 0  # trained away from zero
+    new = pol.add_items(["a brand new item", "another one"])
+    with torch.no_grad():
+        text_only = pol.model.project(pol.features[new])  # no id vector
+    torch.testing.assert_close(pol.table[new], text_only, rtol=1e-4, atol=1e-4)  # batch-shape rounding only
+    assert not torch.allclose(pol.table[:2], pol.model.project(pol.features[:2]))  # known ids: text + id
 
 
 def test_length_sorted_chunks_equal_one_batch():
