@@ -9,7 +9,8 @@ windows) and ``*_last`` (only the last 50 items per user, the original recipe). 
 (policy overrides in ``HLLM_VARIANTS``):
   hllm_fast            preset fast: frozen pretrained MiniLM, mean pooling, MLP adapter, stage 2
   hllm_fast_*          one change each: linear projection, last windows, random item LLM, item
-                       token, time embedding, fixed temperature, no in-batch negatives
+                       token, time embedding, fixed temperature, no in-batch negatives, dot product,
+                       SmolLM2 item LLM, hybrid id vectors
   hllm_top1_finetuned  item LLM fine-tuned: stage 1 trains MiniLM's top layer end-to-end
   hllm_paper           stage 1 fine-tunes all of MiniLM (1 epoch, short windows), then stage 2
 Tail: metrics on the test users whose target item has at most ``--tail`` training interactions.
@@ -48,6 +49,9 @@ HLLM_VARIANTS = {
     "hllm_fast_time": {"preset": "fast", "use_time": True},  # time-gap embedding (paper Table 12)
     "hllm_fast_fixed_temp": {"preset": "fast", "init_temperature": 0.05, "learn_temperature": False},
     "hllm_fast_no_inbatch": {"preset": "fast", "in_batch_negatives": False},
+    "hllm_fast_dot": {"preset": "fast", "similarity": "dot"},  # inner product instead of the paper's cosine
+    "hllm_fast_smollm2": {"preset": "fast", "item_llm": "smollm2"},  # frozen SmolLM2-135M decoder, mean pooling
+    "hllm_fast_ids": {"preset": "fast", "item_id_embeddings": True},  # hybrid: text + id vectors (not the paper)
     "hllm_top1_finetuned": TOP1,  # item LLM fine-tuned: stage 1 trains its top layer (lower layers cached)
     "hllm_top1_random_item": {**TOP1, "item_llm_pretrained": False},
     "hllm_paper": {"preset": "paper"},  # stage 1 fine-tunes all of MiniLM (1 epoch, short windows)
