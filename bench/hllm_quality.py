@@ -14,7 +14,9 @@ windows) and ``*_last`` (only the last 50 items per user, the original recipe). 
   hllm_top1_finetuned  item LLM fine-tuned: stage 1 trains MiniLM's top layer end-to-end
   hllm_paper           stage 1 fine-tunes all of MiniLM (1 epoch, short windows), then stage 2
 Tail: metrics on the test users whose target item has at most ``--tail`` training interactions.
-Several invocations can be merged into one table: ``--merge a.json b.json``.
+Several invocations can be merged into one table: ``--merge a.json b.json``; runs of the same
+variant with different ``--seed`` are averaged (metrics, and per-user NDCG@10 before the bootstrap).
+Every HLLM/ID ratio comes with a paired bootstrap 95% interval over test users.
 Cold start: 10% of items (seeded) are removed from training entirely (inputs, targets and
 negatives); Recall@50 is measured on the test interactions whose target is a held-out item.
 """
@@ -61,11 +63,11 @@ ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {}),
                "sasrec_last": ("sasrec", {"windows": "last"}), "hstu_last": ("hstu", {"windows": "last"})}
 
 
-def fit(variant: str, dataset, split):
+def fit(variant: str, dataset, split, seed: int = 0):
     name, over = ID_VARIANTS.get(variant, ("hllm", HLLM_VARIANTS.get(variant)))
     if over is None:
         raise SystemExit(f"unknown variant {variant!r}")
-    pol = registry.create(name, over)
+    pol = registry.create(name, {**over, "seed": seed} if seed else over)
     t0 = time.perf_counter()
     pol.fit(dataset, split)
     return pol, time.perf_counter() - t0
@@ -112,20 +114,48 @@ def add_ratios(res: dict) -> None:
                                         if per in m[k] and per in m[best] and len(m[k][per]) == len(m[best][per])}
 
 
+def average_seeds(runs: list[dict]) -> dict:
+    """One model entry from the same variant run with several seeds: metric means, per-seed NDCG@10,
+    and per-user NDCG@10 averaged over seeds (what the paired bootstrap then resamples)."""
+    out = {k: round(float(np.mean([r[k] for r in runs])), 5) for k, v in runs[0].items()
+           if isinstance(v, (int, float)) and all(k in r for r in runs)}
+    out["per_seed_ndcg@10"] = [r["ndcg@10"] for r in runs]
+    out["overrides"] = runs[0].get("overrides")
+    per = "per_user_ndcg@10"
+    if all(per in r for r in runs):
+        out[per] = [round(float(x), 5) for x in np.mean([r[per] for r in runs], axis=0)]
+    return out
+
+
 def merge(files: list[str], out: str | None) -> None:
+    """One table from several result files; the same variant under several seeds is averaged."""
     res: dict = {"models": {}, "cold_start": {}}
+    runs: dict[str, list[dict]] = {}
+    seeds = set()
     for f in files:
         d = json.loads(Path(f).read_text())
+        seeds.add(d.get("seed", 0))
         for k, v in d.items():
-            if isinstance(v, dict) and k in ("models", "cold_start"):
+            if k == "models":
+                for name, m in v.items():
+                    runs.setdefault(name, []).append(m)
+            elif k == "cold_start":
                 res[k].update(v)
-            elif k not in ("ratio_vs_best_id", "ratio_vs_best_id_ci95", "best_id_model"):
+            elif k not in ("ratio_vs_best_id", "ratio_vs_best_id_ci95", "best_id_model", "seed"):
                 res.setdefault(k, v)
+    res["seeds"] = sorted(seeds)
+    res["models"] = {k: v[0] if len(v) == 1 else average_seeds(v) for k, v in runs.items()}
     add_ratios(res)
-    txt = json.dumps(res, indent=2)
-    print(txt)
+    emit(res, out)
+
+
+def emit(res: dict, out: str | None) -> None:
+    """Print the table (per-user arrays left out); ``out`` gets everything (they make merges comparable)."""
+    short = {**res, "models": {k: {n: x for n, x in m.items() if n != "per_user_ndcg@10"}
+                               for k, m in res["models"].items()}}
+    print(json.dumps(short, indent=2))
     if out:
-        Path(out).write_text(txt)
+        Path(out).write_text(json.dumps(res))
 
 
 def main() -> None:
@@ -136,7 +166,8 @@ def main() -> None:
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--tail", type=int, default=20, help="tail = test targets with at most this many training interactions")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every model (init, batches, negatives)")
+    ap.add_argument("--out", default=None, help="also write the JSON here, with per-user NDCG@10 (for --merge)")
     ap.add_argument("--merge", nargs="*", default=None, help="merge these result JSONs into one table and exit")
     args = ap.parse_args()
     if args.merge:
@@ -145,14 +176,14 @@ def main() -> None:
     os.environ.setdefault("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
     ds = get_dataset("ml-100k", os.environ["SIM_CATALOG"])
     split = ds.leave_one_out()
-    res: dict = {"dataset": ds.name, "n_users": ds.n_users, "n_items": ds.n_items, "protocol":
+    res: dict = {"dataset": ds.name, "n_users": ds.n_users, "n_items": ds.n_items, "seed": args.seed, "protocol":
                  "leave-one-out, full ranking, history excluded", "models": {}, "cold_start": {}}
     counts = np.bincount(split.train.items, minlength=ds.n_items)
     tgt = split.test_targets
     tail_users = np.flatnonzero((tgt >= 0) & (counts[np.clip(tgt, 0, None)] <= args.tail))
     res["tail"] = {"max_train_interactions": args.tail, "n_test_users": int(len(tail_users))}
     for v in [v for v in args.variants.split(",") if v]:
-        pol, secs = fit(v, ds, split)
+        pol, secs = fit(v, ds, split, args.seed)
         full = evaluate(pol, ds, split, which="test", ks=(10, 50, 200))
         ev = full.summary
         tail = evaluate(pol, ds, split, which="test", ks=(10, 50), users=tail_users).summary if len(tail_users) else {}
@@ -173,15 +204,12 @@ def main() -> None:
         users = np.flatnonzero(np.isin(csplit.test_targets, cold))
         res["cold_start"]["n_cold_items"], res["cold_start"]["n_test_users"] = int(len(cold)), int(len(users))
         for v in args.cold.split(","):
-            pol, secs = fit(v, ds, csplit)
+            pol, secs = fit(v, ds, csplit, args.seed)
             ev = evaluate(pol, ds, csplit, which="test", ks=(10, 50), users=users).summary
             res["cold_start"][v] = {"recall@50": round(ev["hr@50"], 5), "recall@10": round(ev["hr@10"], 5),
                                     "fit_seconds": round(secs, 1)}
             print(json.dumps({"cold_" + v: res["cold_start"][v]}), file=sys.stderr, flush=True)
-    out = json.dumps(res, indent=2)
-    print(out)
-    if args.out:
-        Path(args.out).write_text(out)
+    emit(res, args.out)
 
 
 if __name__ == "__main__":
