@@ -87,6 +87,25 @@ def cold_split(dataset, frac: float = 0.1, seed: int = 0) -> tuple[LeaveOneOut, 
     return LeaveOneOut(split.full, train, valid, split.test_targets), cold
 
 
+def sparse_split(dataset, frac: float, seed: int = 0) -> LeaveOneOut:
+    """Leave-one-out split trained on the histories of a random ``frac`` of users only.
+
+    Every user is still validated and tested with the full history as input: only the training
+    data is sparser (fewer interactions per item, some items never seen in training), which is
+    where item text should matter most.
+    """
+    split = dataset.leave_one_out()
+    tr = split.train
+    n_users = len(tr.indptr) - 1
+    keep_user = np.zeros(n_users, bool)
+    keep_user[np.random.default_rng(seed).choice(n_users, int(round(frac * n_users)), replace=False)] = True
+    lengths = np.diff(tr.indptr) * keep_user
+    keep = np.repeat(keep_user, np.diff(tr.indptr))
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return LeaveOneOut(split.full, Sequences(indptr, tr.items[keep], tr.ts[keep]), split.valid_targets,
+                       split.test_targets)
+
+
 def paired_ratio_ci(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% bootstrap interval of mean(a) / mean(b), resampling the same users for both (paired)."""
     a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -166,6 +185,8 @@ def main() -> None:
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--tail", type=int, default=20, help="tail = test targets with at most this many training interactions")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-users", type=float, default=1.0,
+                    help="train on this fraction of users' histories (sparser data; all users still tested)")
     ap.add_argument("--seed", type=int, default=0, help="seed of every model (init, batches, negatives)")
     ap.add_argument("--out", default=None, help="also write the JSON here, with per-user NDCG@10 (for --merge)")
     ap.add_argument("--merge", nargs="*", default=None, help="merge these result JSONs into one table and exit")
@@ -175,8 +196,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
     ds = get_dataset("ml-100k", os.environ["SIM_CATALOG"])
-    split = ds.leave_one_out()
-    res: dict = {"dataset": ds.name, "n_users": ds.n_users, "n_items": ds.n_items, "seed": args.seed, "protocol":
+    split = ds.leave_one_out() if args.train_users >= 1 else sparse_split(ds, args.train_users)
+    res: dict = {"dataset": ds.name, "train_users": args.train_users, "n_users": ds.n_users, "n_items": ds.n_items, "seed": args.seed, "protocol":
                  "leave-one-out, full ranking, history excluded", "models": {}, "cold_start": {}}
     counts = np.bincount(split.train.items, minlength=ds.n_items)
     tgt = split.test_targets
