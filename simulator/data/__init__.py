@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from simulator.data.catalog import Catalog, DatasetInfo, dataset_schema, default_catalog_path
 from simulator.data.sequences import Dataset, LeaveOneOut, Sequences
 from simulator.data.splits import TemporalSplit, temporal_split
@@ -34,7 +37,9 @@ def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
     if catalog.has_dataset(name):
         if opts:
             _check_same_world(catalog, name, opts)
-        return
+        if not (_stale_load(catalog, name) and name == "ml-100k"):
+            return
+        print(f"ml-100k in {catalog.path} was loaded by an older loader: reloading it", file=sys.stderr)
     if opts and not (name == "synthetic" or name.startswith("synthetic-")):
         from simulator.errors import ConfigError
 
@@ -62,6 +67,20 @@ def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
         write_world(catalog, name, cfg)
         return
     catalog.info(name)  # raises NotFoundError with the known names
+
+
+def _stale_load(catalog: Catalog, name: str) -> bool:
+    """True when ``name`` was loaded from files by an older loader (warned for non built-ins)."""
+    from simulator.data.loaders import LOADER_VERSION
+
+    meta = catalog.info(name).meta
+    if "preprocess" not in meta or meta.get("loader_version", 1) == LOADER_VERSION:
+        return False  # not loaded from files (generated worlds are checked by _check_same_world)
+    if name != "ml-100k":
+        warnings.warn(f"dataset {name!r} in {catalog.path} was loaded by loader version "
+                      f"{meta.get('loader_version', 1)} (now {LOADER_VERSION}); reload it with "
+                      f"`sim data load ... --replace` to pick up loader fixes", stacklevel=3)
+    return True
 
 
 def _check_same_world(catalog: Catalog, name: str, opts: dict) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from simulator.data import Catalog, get_dataset
-from simulator.data.loaders import load_into_catalog
+from simulator.data.loaders import LOADER_VERSION, load_into_catalog
 from simulator.data.preprocess import Preprocess
 from simulator.errors import SimError
 
@@ -97,6 +97,36 @@ def test_get_dataset_ml100k_autoload(ml100k_dir, tmp_path):
     starts = ds.sequences.indptr[1:-1] - 1
     d[starts] = 0
     assert (d >= 0).all()
+
+
+def _age(catalog, name: str) -> None:
+    """Pretend ``name`` was loaded by loader version 1 (before the version was recorded)."""
+    meta = catalog.info(name).meta
+    meta.pop("loader_version")
+    catalog.con.execute("UPDATE datasets SET meta_json = ? WHERE name = ?", [json.dumps(meta), name])
+
+
+def test_ml100k_loaded_by_an_older_loader_is_reloaded(ml100k_dir, tmp_path, capsys):
+    path = str(tmp_path / "c.duckdb")
+    get_dataset("ml-100k", path)
+    with Catalog(path) as c:
+        _age(c, "ml-100k")
+    assert get_dataset("ml-100k", path).n_items == 1682
+    assert "loaded by an older loader: reloading it" in capsys.readouterr().err
+    with Catalog(path) as c:
+        assert c.info("ml-100k").meta["loader_version"] == LOADER_VERSION
+
+
+def test_dataset_loaded_by_an_older_loader_warns(tmp_path):
+    d = tmp_path / "ml"
+    d.mkdir()
+    _write(d / "ratings.csv", "userId,movieId,rating,timestamp\n1,10,5,100\n1,20,3,50\n")
+    path = str(tmp_path / "c.duckdb")
+    with Catalog(path) as c:
+        load_into_catalog(c, "movielens", d, "mine")
+        _age(c, "mine")
+    with pytest.warns(UserWarning, match="'mine' .* loader version 1 .*--replace"):
+        assert get_dataset("mine", path).n_items == 2
 
 
 def test_movielens_dat_and_csv(tmp_path, cat):

@@ -19,6 +19,11 @@ from simulator.data.loaders.tabular import load_table
 from simulator.data.preprocess import Canonical, Preprocess, apply
 from simulator.errors import SimError
 
+# Bump whenever a loader's canonical output changes (ids, text, timestamps): datasets record the
+# version they were loaded with, built-ins are rebuilt when it differs (``ensure_dataset``), and
+# other datasets warn, so an old catalog never silently feeds stale data into a new run.
+LOADER_VERSION = 2
+
 LOADERS: dict[str, Callable[..., Canonical]] = {
     "recbole": load_recbole,
     "movielens": load_movielens,
@@ -54,7 +59,8 @@ def load_into_catalog(catalog: Catalog, fmt: str, path: str | Path, name: str, *
     try:
         canon = LOADERS[fmt](con, path, skip_bad_lines=skip_bad_lines, **loader_opts)
         inter, items, stats = apply(con, canon, preprocess or Preprocess())
-        meta = {"preprocess": (preprocess or Preprocess()).model_dump(), "text_template": canon.text_template,
+        meta = {"loader_version": LOADER_VERSION,
+                "preprocess": (preprocess or Preprocess()).model_dump(), "text_template": canon.text_template,
                 "stats": stats, "load_seconds": None}
         catalog.write_dataset(name, interactions=con.table(inter), items=con.table(items),
                                      users=con.table(canon.users) if canon.users else None,
