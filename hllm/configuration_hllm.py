@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from simulator.errors import ConfigError
+
 PRESETS: dict[str, dict] = {
     "fast": dict(item_llm="minilm", pooling="mean", stage1_epochs=0, stage2_epochs=20, user_layers=2, patience=3,
                  batch_size=64),
@@ -27,6 +29,10 @@ PRESETS: dict[str, dict] = {
                  proj_hidden=32,
                  batch_size=16, eval_every=2),
 }
+
+
+CHOICES = {"pooling": ("item_token", "mean"), "proj": ("linear", "mlp"), "windows": ("last", "all"),
+           "similarity": ("cos", "dot")}
 
 
 class HLLMConfig(PretrainedConfig):
@@ -95,3 +101,6 @@ class HLLMConfig(PretrainedConfig):
         self.stage2_epochs, self.lr, self.weight_decay, self.batch_size = stage2_epochs, lr, weight_decay, batch_size
         self.patience, self.eval_every, self.seed = patience, eval_every, seed
         self.grad_checkpointing, self.bf16 = grad_checkpointing, bf16
+        for field, allowed in CHOICES.items():  # a typo must not silently pick the other branch
+            if getattr(self, field) not in allowed:
+                raise ConfigError(f"HLLM config {field}={getattr(self, field)!r}: expected one of {', '.join(allowed)}")

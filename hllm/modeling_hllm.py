@@ -144,14 +144,14 @@ class HLLMModel(PreTrainedModel):
             self.proj = ResidualMLP(H, config.proj_hidden, D, config.dropout)
         else:
             self.proj = nn.Linear(H, D)
-        # feature standardisation (set from the item table by ``set_feature_stats``): LLM features
-        # are anisotropic (all cosines high); centring them makes items separable from step one
         # hybrid option: a per-id vector added to the text embedding; zero at start, so training begins
         # from the text-only model, and ids it never saw (cold-start items) keep their text embedding
         self.id_emb = None
         if config.item_id_embeddings and config.n_item_ids > 0:
             self.id_emb = nn.Embedding(config.n_item_ids, D)
             nn.init.zeros_(self.id_emb.weight)
+        # feature standardisation (set from the item table by ``set_feature_stats``): LLM features
+        # are anisotropic (all cosines high); centring them makes items separable from step one
         self.register_buffer("feat_mean", torch.zeros(self.item_encoder.hidden))
         self.register_buffer("feat_std", torch.ones(self.item_encoder.hidden))
         self.user_llm = UserLLM(config, load_pretrained=load_user_llm)

@@ -53,6 +53,20 @@ def test_registered_with_tiny_config_and_extra_forbid():
         registry.create("hllm", {"epochz": 3})
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("pooling", "cls", "HLLM config pooling='cls': expected one of item_token, mean"),
+    ("proj", "MLP", "HLLM config proj='MLP': expected one of linear, mlp"),
+    ("windows", "every", "HLLM config windows='every': expected one of last, all"),
+    ("similarity", "cosine", "HLLM config similarity='cosine': expected one of cos, dot"),
+])
+def test_hf_config_rejects_unknown_choices(field, value, message):
+    from simulator.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        HLLMConfig(**{field: value})
+    assert str(e.value) == message
+
+
 def test_loss_decreases_and_beats_random(fitted, data):
     ds, split = data
     s1 = [h for h in fitted.history if h["stage"] == "hllm stage 1"]
