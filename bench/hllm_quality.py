@@ -2,6 +2,7 @@
 
     python bench/hllm_quality.py                       # everything (tens of minutes on 2 cores)
     python bench/hllm_quality.py --variants sasrec,hstu,hllm_fast --no-cold
+    python bench/hllm_quality.py --variants sasrec,hstu,hllm_fast --no-cold --train-users 0.2 --seed 1 --out s1.json
 
 Protocol: leave-one-out, full ranking over all items, history items excluded
 (``policies.evaluate.evaluate``). ID models: ``sasrec``, ``hstu`` (defaults: all history
@@ -13,6 +14,8 @@ windows) and ``*_last`` (only the last 50 items per user, the original recipe). 
                        SmolLM2 item LLM, hybrid id vectors
   hllm_top1_finetuned  item LLM fine-tuned: stage 1 trains MiniLM's top layer end-to-end
   hllm_paper           stage 1 fine-tunes all of MiniLM (1 epoch, short windows), then stage 2
+Sparse: ``--train-users F`` trains on a random fraction F of the users' histories; every user is
+still tested (the regime of the paper's datasets, where item text should matter most).
 Tail: metrics on the test users whose target item has at most ``--tail`` training interactions.
 Several invocations can be merged into one table: ``--merge a.json b.json``; runs of the same
 variant with different ``--seed`` are averaged (metrics, and per-user NDCG@10 before the bootstrap).
