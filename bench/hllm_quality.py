@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -63,6 +64,7 @@ HLLM_VARIANTS = {
     "hllm_paper": {"preset": "paper"},  # stage 1 fine-tunes all of MiniLM (1 epoch, short windows)
     "hllm_paper_mean_pool": {"preset": "paper", "pooling": "mean"},
 }
+PER_USER = "per_user_ndcg@10"  # test users' NDCG@10 in user-id order (paired bootstrap, seed averaging)
 ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {}),
                "sasrec_last": ("sasrec", {"windows": "last"}), "hstu_last": ("hstu", {"windows": "last"}),
                # the HLLM recipe's smaller batch, given to the ID models too (the best ID variant is the bar)
@@ -113,11 +115,12 @@ def sparse_split(dataset, frac: float, seed: int = 0) -> LeaveOneOut:
 
 
 def paired_ratio_ci(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% bootstrap interval of mean(a) / mean(b), resampling the same users for both (paired)."""
-    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    idx = np.random.default_rng(seed).integers(0, len(a_), size=(reps, len(a_)))
-    r = a_[idx].mean(1) / np.maximum(b_[idx].mean(1), 1e-12)
-    lo, hi = np.percentile(r, [2.5, 97.5])
+    """95% percentile-bootstrap interval of mean(a) / mean(b), resampling the same users for both."""
+    res = stats.bootstrap((np.asarray(a, np.float64), np.asarray(b, np.float64)),
+                          lambda x, y, axis=-1: x.mean(axis) / np.maximum(y.mean(axis), 1e-12),
+                          paired=True, vectorized=True, n_resamples=reps, method="percentile",
+                          rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
     return round(float(lo), 3), round(float(hi), 3)
 
 
@@ -134,9 +137,9 @@ def add_ratios(res: dict) -> None:
         res["best_id_model"] = best
         hllm = [k for k in m if k.startswith("hllm")]
         res["ratio_vs_best_id"] = {k: round(m[k]["ndcg@10"] / m[best]["ndcg@10"], 3) for k in hllm}
-        per = "per_user_ndcg@10"
-        res["ratio_vs_best_id_ci95"] = {k: paired_ratio_ci(m[k][per], m[best][per]) for k in hllm
-                                        if per in m[k] and per in m[best] and len(m[k][per]) == len(m[best][per])}
+        res["ratio_vs_best_id_ci95"] = {k: paired_ratio_ci(m[k][PER_USER], m[best][PER_USER]) for k in hllm
+                                        if PER_USER in m[k] and PER_USER in m[best]
+                                        and len(m[k][PER_USER]) == len(m[best][PER_USER])}
 
 
 def average_seeds(runs: list[dict]) -> dict:
@@ -146,38 +149,50 @@ def average_seeds(runs: list[dict]) -> dict:
            if isinstance(v, (int, float)) and all(k in r for r in runs)}
     out["per_seed_ndcg@10"] = [r["ndcg@10"] for r in runs]
     out["overrides"] = runs[0].get("overrides")
-    per = "per_user_ndcg@10"
-    if all(per in r for r in runs):
-        out[per] = [round(float(x), 5) for x in np.mean([r[per] for r in runs], axis=0)]
+    if all(PER_USER in r for r in runs):
+        out[PER_USER] = [round(float(x), 5) for x in np.mean([r[PER_USER] for r in runs], axis=0)]
     return out
 
 
+SAME_EXPERIMENT = ("dataset", "train_users", "n_users", "n_items", "protocol")
+
+
 def merge(files: list[str], out: str | None) -> None:
-    """One table from several result files; the same variant under several seeds is averaged."""
+    """One table from several result files; the same variant under several seeds is averaged.
+
+    The files must describe the same experiment (dataset, training fraction, protocol), and a
+    variant may appear once per seed: anything else stops with a one-line error naming the file.
+    """
     res: dict = {"models": {}, "cold_start": {}}
-    runs: dict[str, list[dict]] = {}
-    seeds = set()
+    runs: dict[str, dict[int, dict]] = {}
     for f in files:
         d = json.loads(Path(f).read_text())
-        seeds.add(d.get("seed", 0))
+        seed = d.get("seed", 0)
+        for k in SAME_EXPERIMENT:
+            if k in d and k in res and d[k] != res[k]:
+                raise SystemExit(f"--merge: {f} has {k}={d[k]!r} but an earlier file has {res[k]!r}")
+        for name, m in d.get("models", {}).items():
+            if seed in runs.setdefault(name, {}):
+                raise SystemExit(f"--merge: {f} repeats {name!r} with seed {seed}; average different seeds only")
+            runs[name][seed] = m
+        res["cold_start"].update(d.get("cold_start", {}))
         for k, v in d.items():
-            if k == "models":
-                for name, m in v.items():
-                    runs.setdefault(name, []).append(m)
-            elif k == "cold_start":
-                res[k].update(v)
-            elif k not in ("ratio_vs_best_id", "ratio_vs_best_id_ci95", "best_id_model", "seed"):
+            if k not in ("models", "cold_start", "ratio_vs_best_id", "ratio_vs_best_id_ci95", "best_id_model", "seed"):
                 res.setdefault(k, v)
-    res["seeds"] = sorted(seeds)
-    res["models"] = {k: v[0] if len(v) == 1 else average_seeds(v) for k, v in runs.items()}
+    res["seeds"] = sorted({seed for by_seed in runs.values() for seed in by_seed})
+    res["models"] = {k: next(iter(v.values())) if len(v) == 1 else average_seeds([v[s] for s in sorted(v)])
+                     for k, v in runs.items()}
     add_ratios(res)
     emit(res, out)
 
 
+def without_per_user(model: dict) -> dict:
+    return {k: x for k, x in model.items() if k != PER_USER}
+
+
 def emit(res: dict, out: str | None) -> None:
     """Print the table (per-user arrays left out); ``out`` gets everything (they make merges comparable)."""
-    short = {**res, "models": {k: {n: x for n, x in m.items() if n != "per_user_ndcg@10"}
-                               for k, m in res["models"].items()}}
+    short = {**res, "models": {k: without_per_user(m) for k, m in res["models"].items()}}
     print(json.dumps(short, indent=2))
     if out:
         Path(out).write_text(json.dumps(res))
@@ -197,13 +212,16 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the JSON here, with per-user NDCG@10 (for --merge)")
     ap.add_argument("--merge", nargs="*", default=None, help="merge these result JSONs into one table and exit")
     args = ap.parse_args()
+    if not 0 < args.train_users <= 1:
+        ap.error(f"--train-users {args.train_users}: expected a fraction in (0, 1]")
     if args.merge:
         return merge(args.merge, args.out)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
     ds = get_dataset("ml-100k", os.environ["SIM_CATALOG"])
     split = ds.leave_one_out() if args.train_users >= 1 else sparse_split(ds, args.train_users)
-    res: dict = {"dataset": ds.name, "train_users": args.train_users, "n_users": ds.n_users, "n_items": ds.n_items, "seed": args.seed, "protocol":
+    res: dict = {"dataset": ds.name, "train_users": args.train_users, "n_users": ds.n_users, "n_items": ds.n_items,
+                 "seed": args.seed, "protocol":
                  "leave-one-out, full ranking, history excluded", "models": {}, "cold_start": {}}
     counts = np.bincount(split.train.items, minlength=ds.n_items)
     tgt = split.test_targets
@@ -213,18 +231,18 @@ def main() -> None:
         pol, secs = fit(v, ds, split, args.seed)
         full = evaluate(pol, ds, split, which="test", ks=(10, 50, 200))
         ev = full.summary
-        tail = evaluate(pol, ds, split, which="test", ks=(10, 50), users=tail_users).summary if len(tail_users) else {}
+        per_user = full.per_user.sort_values("user_id")
+        tail = per_user[per_user["user_id"].isin(tail_users)].mean() if len(tail_users) else {}
         res["models"][v] = {**{k: round(x, 5) for k, x in ev.items()}, "fit_seconds": round(secs, 1),
                             "overrides": ID_VARIANTS[v][1] if v in ID_VARIANTS else HLLM_VARIANTS[v],
-                            **{f"tail_{k}": round(tail[k], 5) for k in ("ndcg@10", "hr@10", "hr@50") if k in tail},
-                            "per_user_ndcg@10": [round(float(x), 5) for x in full.per_user.sort_values("user_id")["ndcg@10"]]}
+                            **{f"tail_{k}": round(float(tail[k]), 5) for k in ("ndcg@10", "hr@10", "hr@50") if k in tail},
+                            PER_USER: [round(float(x), 5) for x in per_user["ndcg@10"]]}
         if v.startswith("hllm"):
             for stage in (1, 2):
                 secs_st = sum(h["seconds"] for h in pol.history if h["stage"] == f"hllm stage {stage}")
                 res["models"][v][f"stage{stage}_seconds"] = round(secs_st, 1)
             res["models"][v]["final_temperature"] = round(pol.history[-1]["temperature"], 4)
-        print(json.dumps({v: {k: x for k, x in res["models"][v].items() if k != "per_user_ndcg@10"}}),
-              file=sys.stderr, flush=True)
+        print(json.dumps({v: without_per_user(res["models"][v])}), file=sys.stderr, flush=True)
     add_ratios(res)
     if not args.no_cold and args.cold:
         csplit, cold = cold_split(ds)

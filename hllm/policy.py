@@ -158,7 +158,7 @@ class HLLMPolicy(FullScorePolicy):
         self.model: HLLMModel | None = None
         self.features: torch.Tensor | None = None  # (N, H) cached item LLM features
         self.table: torch.Tensor | None = None  # (N, D) projected item embeddings
-        self.table_n: torch.Tensor | None = None  # (N, D) what scores are inner products with (model.unit)
+        self.score_table: torch.Tensor | None = None  # (N, D) what scores are inner products with (model.unit)
         self.history: list[dict] = []
         self.n_items = 0
 
@@ -227,7 +227,7 @@ class HLLMPolicy(FullScorePolicy):
         assert self.model is not None and self.features is not None
         self.model.eval()
         self.table = self.model.project(self.features, torch.arange(len(self.features), device=self.features.device))  # (N, D)
-        self.table_n = self.model.unit(self.table)
+        self.score_table = self.model.unit(self.table)
         self.n_items = len(self.table)
 
     # ----------------------------------------------------------------- serving
@@ -248,7 +248,7 @@ class HLLMPolicy(FullScorePolicy):
     def score_all(self, users: UserBatch) -> np.ndarray:
         out = np.empty((len(users), self.n_items), dtype=np.float32)
         for s, sub in users.chunks(512):
-            out[s:s + len(sub)] = (self.user_embeddings(sub) @ self.table_n.T).cpu().numpy()
+            out[s:s + len(sub)] = (self.user_embeddings(sub) @ self.score_table.T).cpu().numpy()
         return out
 
     @torch.no_grad()
@@ -264,7 +264,7 @@ class HLLMPolicy(FullScorePolicy):
 
     def item_table(self) -> np.ndarray:
         """(N, D) item embeddings retrieval scores against (L2-normalised for similarity="cos")."""
-        return self.table_n.cpu().numpy()
+        return self.score_table.cpu().numpy()
 
     @torch.no_grad()
     def embed_texts(self, texts: list[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:

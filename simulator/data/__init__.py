@@ -37,7 +37,15 @@ def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
     if catalog.has_dataset(name):
         if opts:
             _check_same_world(catalog, name, opts)
-        if not (_stale_load(catalog, name) and name == "ml-100k"):
+        from simulator.data.loaders import LOADER_VERSION
+
+        version = _older_loader_version(catalog, name, LOADER_VERSION)
+        if version is None:
+            return
+        if name != "ml-100k":  # a user's files: we cannot reload them for the user
+            warnings.warn(f"dataset {name!r} in {catalog.path} was loaded by loader version {version} "
+                          f"(now {LOADER_VERSION}); reload it with `sim data load ... --replace` to pick up "
+                          "loader fixes", stacklevel=2)
             return
         print(f"ml-100k in {catalog.path} was loaded by an older loader: reloading it", file=sys.stderr)
     if opts and not (name == "synthetic" or name.startswith("synthetic-")):
@@ -69,18 +77,13 @@ def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
     catalog.info(name)  # raises NotFoundError with the known names
 
 
-def _stale_load(catalog: Catalog, name: str) -> bool:
-    """True when ``name`` was loaded from files by an older loader (warned for non built-ins)."""
-    from simulator.data.loaders import LOADER_VERSION
-
+def _older_loader_version(catalog: Catalog, name: str, current: int) -> int | None:
+    """The loader version ``name`` was loaded from files with, when older than the current one."""
     meta = catalog.info(name).meta
-    if "preprocess" not in meta or meta.get("loader_version", 1) == LOADER_VERSION:
-        return False  # not loaded from files (generated worlds are checked by _check_same_world)
-    if name != "ml-100k":
-        warnings.warn(f"dataset {name!r} in {catalog.path} was loaded by loader version "
-                      f"{meta.get('loader_version', 1)} (now {LOADER_VERSION}); reload it with "
-                      f"`sim data load ... --replace` to pick up loader fixes", stacklevel=3)
-    return True
+    if "preprocess" not in meta:  # not loaded from files (generated worlds: see _check_same_world)
+        return None
+    version = meta.get("loader_version", 1)  # loads before the version was recorded
+    return version if version != current else None
 
 
 def _check_same_world(catalog: Catalog, name: str, opts: dict) -> None:
