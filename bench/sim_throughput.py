@@ -119,7 +119,7 @@ def main() -> None:
 
     n = 4000 if args.quick else args.requests
     actors = [int(a) for a in args.actors.split(",") if a]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     cat = Catalog(str(work / "bench.duckdb"))
     art = str(work / "artifacts")
     out: dict = {"machine": {"cpus": os.cpu_count()}, "requests_per_run": n, "K": 10}

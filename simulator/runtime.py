@@ -110,7 +110,8 @@ class RayRuntime:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+            # no address: always a fresh local instance (never join a cluster that happens to run here)
+            ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
                      configure_logging=False)
         self.ray = ray
         actor_cls = ray.remote(num_cpus=0, max_restarts=max_restarts,
