@@ -91,6 +91,8 @@ class ExperimentConfig(BaseModel):
     feedback_delay_s: float = Field(5.0, ge=0, description="delay before a click is recorded (and the item "
                                     "reaches the user's history)")
     consume_delay_s: float = Field(300.0, ge=0, description="delay from click to the 'consume' event")
+    oracle_reps: int = Field(2, ge=0, le=100, description="world: counterfactual passes per arm that give each arm's "
+                             "true metric values (the world oracle); 0 = off")
     replay_window: int = Field(10, ge=1, description="replay: a hit is among the user's next N logged items")
     replay_start_quantile: float = Field(0.8, gt=0, lt=1, description="replay: requests after this quantile of log time")
     runtime: Literal["local", "ray"] = "local"

@@ -7,6 +7,7 @@ resumed or not: request ids come from the simulated clock, not from wall time.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 import uuid
@@ -16,19 +17,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policies import registry
-from policies.base import UserBatch
 from policies.store import fit_or_load
-from simulator.assignment import assign
 from simulator.config import ExperimentConfig
 from simulator.data import Catalog, ensure_dataset
 from simulator.data.sequences import Dataset, LeaveOneOut, Sequences
-from simulator.env import Clock, batcher, replay_requests, tracked, world_sessions
+from simulator.design import ABDesign
 from simulator.errors import ConfigError, NotFoundError
-from simulator.runtime import RUNTIMES
+from simulator.eventlog import EventLog
+from simulator.oracle import Truth, world_truth
+from simulator.runtime import RUNTIMES, LocalRuntime
 from simulator.sink import EventSink, ensure_schema
+from simulator.story import Simulation, Timing
 from simulator.users import ReplayUser, WorldUser, raw_to_world
-
-DAY = 86400.0
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Setup:
     split: LeaveOneOut
     mode: str  # "world" | "replay"
     sim_start: float
-    histories: list[list[int]]  # per user, grows with consumption
+    histories: list[list[int]]  # per user at the simulation start (each Simulation grows its own copy)
     user_model: object
     users: np.ndarray  # users who will send requests
     replay_times: list[np.ndarray] | None = None
@@ -178,123 +178,54 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
           if cfg.runtime == "ray" else {})
     runtime = runtime_cls(list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
                           chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
-    sink = EventSink(con, run_id)
+    names = tuple(a.name for a in cfg.arms)
+    log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
+    design = ABDesign(names, [a.weight for a in cfg.arms], cfg.salt)
     status = "failed"
     try:
-        n = _simulate(cfg, setup, runtime, sink, progress, on_batch)
+        simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
         status = "complete"
     except KeyboardInterrupt:
         status = "incomplete"
-        n = None
     finally:
-        sink.flush()
+        log.flush()
         runtime.close()
         end = con.execute("SELECT max(ts), count(*) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0]
         con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp, sim_end = ?, n_requests = ? "
                     "WHERE run_id = ?", [status, end[0], end[1], run_id])
     if status == "incomplete":
         raise KeyboardInterrupt(run_id)
-    del n
+    if setup.mode == "world" and cfg.oracle_reps > 0 and end[0] is not None:
+        store_truth(con, run_id, run_truth(cfg, setup, policies, (setup.sim_start, float(end[0])), progress))
     return run_id
 
 
-def _simulate(cfg: ExperimentConfig, setup: Setup, runtime, sink: EventSink, progress: bool, on_batch) -> int:
-    arm_names = [a.name for a in cfg.arms]
-    arm_of = assign(np.arange(setup.dataset.n_users), [a.weight for a in cfg.arms], cfg.salt)
-    clock = Clock(setup.sim_start, cfg.n_requests, cfg.duration_s)
-    rng = np.random.default_rng(cfg.seed)
-    first_seen: dict[int, float] = {}
-    if setup.mode == "world":
-        for u in setup.users:
-            tracked(clock, world_sessions(clock, int(u), np.random.default_rng([cfg.seed, int(u)]), cfg.session_gap_s,
-                                          cfg.abandon_prob, float(rng.uniform(0, cfg.start_horizon_s)),
-                                          DAY / cfg.sessions_per_day))
-    else:
-        for u in setup.users:
-            tracked(clock, replay_requests(clock, int(u), setup.replay_times[u]))
-    state = {"next_id": 0, "batch": 0}
-    bar = tqdm(total=cfg.n_requests, desc="simulate", unit="req", disable=not progress)
-
-    def serve_batch(batch) -> np.ndarray:
-        clicks = np.full(len(batch), -1, np.int64)
-        for s in range(0, len(batch), cfg.max_batch):
-            part = batch[s:s + cfg.max_batch]
-            clicks[s:s + len(part)] = _serve(part)
-        bar.update(len(batch))
-        return clicks
-
-    def _serve(part) -> np.ndarray:
-        users = np.array([r.user_id for r in part], np.int64)
-        now = np.array([r.ts for r in part], np.float64)
-        sess = np.array([r.session_id for r in part], np.int64)
-        rid = state["next_id"] + np.arange(len(part), dtype=np.int64)
-        state["next_id"] += len(part)
-        arms = arm_of[users]
-        work, rows = {}, {}
-        for a in np.unique(arms):
-            idx = np.flatnonzero(arms == a)
-            rows[arm_names[a]] = idx
-            work[arm_names[a]] = UserBatch(users[idx], [np.asarray(setup.histories[u], np.int64) for u in users[idx]],
-                                           None, now[idx])
-        results = runtime.serve(work)
-        K = max(a.slate_size for a in cfg.arms)
-        slate = np.full((len(part), K), -1, np.int64)
-        scores = np.full((len(part), K), -np.inf, np.float32)
-        channel = np.full((len(part), K), "", dtype=object)
-        lat = np.zeros(len(part))
-        for arm, idx in rows.items():
-            sl, l_ms = results[arm]
-            k = sl.item_ids.shape[1]
-            slate[idx, :k], scores[idx, :k], lat[idx] = sl.item_ids, sl.scores, l_ms
-            names = np.array(list(sl.channel_names) + [""], dtype=object)
-            channel[idx, :k] = names[np.where(sl.channel >= 0, sl.channel, len(names) - 1)]
-        brng = np.random.default_rng([cfg.seed, 7, state["batch"]])
-        pos = setup.user_model.respond(users, slate, now, brng)
-        state["batch"] += 1
-        arm_str = np.array(arm_names, dtype=object)[arms]
-        new = [u for u in np.unique(users) if int(u) not in first_seen]
-        for u in new:
-            first_seen[int(u)] = float(now[users == u].min())
-        if new:
-            nu = np.array(new, np.int64)
-            sink.add("assignments", user_id=nu, arm=np.array(arm_names, dtype=object)[arm_of[nu]].tolist(),
-                     first_ts=np.array([first_seen[int(u)] for u in nu]))
-        sink.add("requests", request_id=rid, user_id=users, arm=arm_str.tolist(), ts=now, session_id=sess, latency_ms=lat)
-        valid = slate >= 0
-        r_i, p_i = np.nonzero(valid)
-        sink.add("exposures", request_id=rid[r_i], user_id=users[r_i], arm=arm_str[r_i].tolist(), position=p_i.astype(np.int32),
-                 item_id=slate[r_i, p_i], channel=channel[r_i, p_i].tolist(), score=scores[r_i, p_i].astype(np.float64),
-                 latency_ms=lat[r_i], ts=now[r_i])
-        hit = np.flatnonzero(pos >= 0)
-        if len(hit):
-            items = slate[hit, pos[hit]]
-            sink.add("feedback", request_id=rid[hit], user_id=users[hit], arm=arm_str[hit].tolist(), item_id=items,
-                     position=pos[hit].astype(np.int32), event="click", value=1.0, ts=now[hit] + cfg.feedback_delay_s)
-            vals = getattr(setup.user_model, "last_values", None)
-            sink.add("feedback", request_id=rid[hit], user_id=users[hit], arm=arm_str[hit].tolist(), item_id=items,
-                     position=pos[hit].astype(np.int32), event="consume",
-                     value=(np.ones(len(hit)) if vals is None else vals[hit]).astype(np.float64),
-                     ts=now[hit] + cfg.feedback_delay_s + cfg.consume_delay_s)
-            clock.env.process(_deliver(clock.env, cfg.feedback_delay_s, setup.histories, users[hit], items))
-        if on_batch is not None:
-            on_batch(state["batch"], runtime)
-        return pos
-
-    clock.env.process(batcher(clock, cfg.batch_window_s, serve_batch))
-    clock.env.run(until=clock.done)
-    bar.close()
-    return state["next_id"]
+def simulation(cfg: ExperimentConfig, setup: Setup, design, runtime, log, seed: int,
+               stop_at: float | None = None) -> Simulation:
+    """The run's story with the given design, event log and seed (``stop_at``: end of the window)."""
+    timing = Timing.from_config(cfg, setup.sim_start)
+    if stop_at is not None:
+        timing = dataclasses.replace(timing, n_requests=float("inf"), stop_at=stop_at)
+    return Simulation(timing, design, runtime, setup.user_model, log, users=setup.users, histories=setup.histories,
+                      seed=seed, mode=setup.mode, replay_times=setup.replay_times)
 
 
-def _deliver(env, delay: float, histories: list, users: np.ndarray, items: np.ndarray):
-    """Delayed feedback: the consumed items reach the users' histories (what the arms see
-    on the next request) only ``delay`` simulated seconds after the click."""
-    if delay > 0:
-        yield env.timeout(delay)
-    for u, it in zip(users.tolist(), items.tolist(), strict=True):
-        histories[u].append(it)
-    if False:  # pragma: no cover - keeps this a generator when delay == 0
-        yield
+def run_truth(cfg: ExperimentConfig, setup: Setup, policies: dict, window: tuple[float, float],
+              progress: bool = False) -> Truth:
+    """The world oracle for this run's window (in-process: results do not depend on the runtime)."""
+    runtime = LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset), chunk_size=cfg.chunk_size,
+                           threads=cfg.threads)
+    stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
+    if progress:
+        tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...")
+    return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop),
+                       tuple(a.name for a in cfg.arms), setup.dataset.n_users, setup.user_model, cfg.seed,
+                       cfg.oracle_reps, window)
+
+
+def store_truth(con, run_id: str, truth: Truth) -> None:
+    rows = [(run_id, *r, truth.window[0], truth.window[1]) for r in truth.rows()]
+    con.executemany("INSERT OR REPLACE INTO truth VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True) -> str:

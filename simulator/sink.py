@@ -19,17 +19,20 @@ CREATE TABLE IF NOT EXISTS assignments(run_id VARCHAR, user_id BIGINT, arm VARCH
   PRIMARY KEY (run_id, user_id));
 CREATE TABLE IF NOT EXISTS requests(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   ts DOUBLE, session_id BIGINT, latency_ms DOUBLE, PRIMARY KEY (run_id, request_id));
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS batch_no BIGINT;
 CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   position INTEGER, item_id BIGINT, channel VARCHAR, score DOUBLE, latency_ms DOUBLE, ts DOUBLE,
   PRIMARY KEY (run_id, request_id, position));
 CREATE TABLE IF NOT EXISTS feedback(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   item_id BIGINT, position INTEGER, event VARCHAR, value DOUBLE, ts DOUBLE,
   PRIMARY KEY (run_id, request_id, item_id, event));
+CREATE TABLE IF NOT EXISTS truth(run_id VARCHAR, arm VARCHAR, metric VARCHAR, value DOUBLE, se DOUBLE,
+  reps INTEGER, window_start DOUBLE, window_end DOUBLE, PRIMARY KEY (run_id, arm, metric));
 """
 
 TABLE_COLUMNS = {
     "assignments": ["run_id", "user_id", "arm", "first_ts"],
-    "requests": ["run_id", "request_id", "user_id", "arm", "ts", "session_id", "latency_ms"],
+    "requests": ["run_id", "request_id", "user_id", "arm", "ts", "session_id", "latency_ms", "batch_no"],
     "exposures": ["run_id", "request_id", "user_id", "arm", "position", "item_id", "channel", "score",
                   "latency_ms", "ts"],
     "feedback": ["run_id", "request_id", "user_id", "arm", "item_id", "position", "event", "value", "ts"],

@@ -93,17 +93,17 @@ def test_replay_user_uses_only_that_users_future_logs():
     assert ru.future_items(0, 20.0).tolist() == [3, 4]  # strictly after the request, within the window
     assert ru.future_items(0, 5.0).tolist() == [1, 2]
     slate = np.array([[1, 2, 5, 6, 4], [1, 2, 3, 4, -1]])
-    pos = ru.respond(np.array([0, 1]), slate, np.array([25.0, 0.0]), np.random.default_rng(0))
+    pos = ru.respond(np.array([0, 1]), slate, np.array([25.0, 0.0]), np.random.default_rng(0)).position
     # user 0 at t=25: past items 1,2 and user 1's items 5,6 never count; 3 is not shown; 4 is
     assert pos.tolist() == [4, -1]
-    pos = ru.respond(np.array([0]), np.array([[3, 4]]), np.array([40.0]), np.random.default_rng(0))
+    pos = ru.respond(np.array([0]), np.array([[3, 4]]), np.array([40.0]), np.random.default_rng(0)).position
     assert pos.tolist() == [-1]  # nothing after the last log
 
 
 def test_replay_user_window_limits_lookahead():
     log = Sequences.from_lists([[1, 2, 3, 4]], [[10, 20, 30, 40]])
     ru = ReplayUser(log, window=1)
-    pos = ru.respond(np.array([0]), np.array([[4, 3, 2]]), np.array([15.0]), np.random.default_rng(0))
+    pos = ru.respond(np.array([0]), np.array([[4, 3, 2]]), np.array([15.0]), np.random.default_rng(0)).position
     assert pos.tolist() == [2]  # only the next logged item (2) is within the window
 
 
@@ -145,4 +145,4 @@ def test_replay_user_reports_logged_value_of_consumed_item():
     log = Sequences.from_lists([[1, 2, 3]], [[10, 20, 30]])
     ru = ReplayUser(log, window=2, values=np.array([5.0, 4.0, 2.0]))
     pos = ru.respond(np.array([0]), np.array([[9, 3, 2]]), np.array([15.0]), np.random.default_rng(0))
-    assert pos.tolist() == [1] and ru.last_values.tolist() == [2.0]  # item 3 at t=30, rating 2
+    assert pos.position.tolist() == [1] and pos.value.tolist() == [2.0]  # item 3 at t=30, rating 2
