@@ -1,6 +1,6 @@
 """`sim report`, `sim query`, `sim power` (mounted by cli.py).
 
-    sim report RUN_ID [--out reports] [--analysis-config a.json]
+    sim report RUN_ID [--out reports] [--analysis-config a.json] [--format table|json]
     sim query "SELECT * FROM v_arm_summary" [--format table|csv|json|parquet] [--output FILE]
     sim power --baseline 0.05 --mde 0.02 [--kind proportion|mean --sd 1.2] [--n 5000]
 """
@@ -37,10 +37,14 @@ def report(
     out: Path = typer.Option(Path("reports"), "--out", help="Reports folder (a sub-folder per run)."),
     analysis_config: Optional[Path] = typer.Option(None, "--analysis-config",
                                                    help="JSON: primary, guardrails, alpha, user-defined metrics."),
+    fmt: str = typer.Option("table", "--format", help="table (the answer + effect table) | json (report.json)"),
     catalog: Optional[str] = _CATALOG,
 ) -> None:
-    """Write the Markdown + self-contained HTML report of a run and print its effect table."""
+    """Write the Markdown + self-contained HTML report (and report.json) of a run; print its answer."""
     from .report import format_summary, summarize, write_report
+
+    if fmt not in ("table", "json"):
+        raise ConfigError(f"--format must be table or json, got {fmt!r}")
 
     cfg = None
     if analysis_config is not None:
@@ -51,18 +55,23 @@ def report(
         except json.JSONDecodeError as e:
             raise ConfigError(f"{analysis_config}:{e.lineno}: invalid JSON: {e.msg}") from None
     from .srm import srm_for_run
+    from .views import run_info
 
     con = _connect(catalog)
     try:
-        table = summarize(con, run_id, cfg)
+        run_info(con, run_id)  # unknown run id: one line, before anything else
         srm = srm_for_run(con, run_id)
         if srm.failed:
             typer.secho(f"WARNING: {srm.message()}", fg=typer.colors.RED, err=True)
-        typer.echo(format_summary(table))
         paths = write_report(con, run_id, out, cfg)
+        if fmt == "table":
+            typer.echo(format_summary(summarize(con, run_id, cfg)))
     finally:
         con.close()
-    typer.echo(f"report: {paths['html']}  ({paths['md']})")
+    if fmt == "json":
+        typer.echo(Path(paths["json"]).read_text())
+        return
+    typer.echo(f"report: {paths['html']}  ({paths['md']}, {paths['json']})")
 
 
 def query(

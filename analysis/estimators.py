@@ -8,12 +8,20 @@ to choose among several). Estimators:
   WelchT        Welch t-test on per-user values (statsmodels), mean/proportion metrics
   TwoProportion pooled two-proportion z-test (statsmodels) on a per-user 0/1 metric
   DeltaRatio    ratio metric sum(num)/sum(den) per arm, delta-method variance, z-test
-  Cuped         CUPED with the pre-experiment covariate column ``pre``; falls back to the plain
-                estimator with a stated reason when the covariate is missing or constant
+  Cuped         regression adjustment on pre-experiment covariates (CUPED; several covariates =
+                CUPED++), ratio metrics linearised per arm; falls back to the plain estimator
+                with a stated reason (no covariate, or an adjustment that would flip the sign of
+                the raw difference)
   Bootstrap     percentile bootstrap CI (scipy.stats.bootstrap), p from the null-shifted replicate
-  MSPRT         mixture sequential probability ratio test: always-valid p and confidence sequence
+  BatchRatio    a system metric measured per serving batch (latency): batches are the units,
+                both arms of a batch paired
+  MSPRT         mixture sequential probability ratio test, stateful over looks: always-valid p
+                (never increases) and a confidence sequence (never widens)
 
-Relative lift CIs always use the delta method: Var(T/C) ~ Vt/C^2 + T^2 Vc/C^4.
+Levels (``control``/``treatment``) are always the raw arm means; the relative lift is the
+(possibly adjusted) absolute lift over the raw control mean, with a delta-method CI, and is
+left undefined (NaN, with a note) when the control mean is not positive. So a relative lift
+never has another sign than treatment - control.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class Effect:
     se: float = float("nan")
     note: str = ""
     extra: dict = field(default_factory=dict)
+    rel_se: float = float("nan")
 
     def as_row(self) -> dict:
         d = asdict(self)
@@ -92,13 +101,28 @@ def arm_values(table: pd.DataFrame, metric: Metric, arm: str) -> tuple[np.ndarra
     return y, x
 
 
-def rel_delta(t: float, c: float, vt: float, vc: float, z: float) -> tuple[float, tuple[float, float]]:
-    """Relative lift T/C - 1 and its delta-method CI (vt, vc: variances of the arm estimates)."""
-    if c == 0:
-        return float("nan"), (float("nan"), float("nan"))
-    rel = t / c - 1.0
-    se = np.sqrt(vt / c**2 + t**2 * vc / c**4)
-    return rel, (rel - z * se, rel + z * se)
+NAN2 = (float("nan"), float("nan"))
+
+
+def relative(d: float, c: float, var_d: float, var_c: float, cov_dc: float, z: float) -> tuple[float, tuple, float]:
+    """Relative lift d / c (d = absolute lift, c = raw control mean), delta-method CI and SE.
+
+    Var(d/c) ~ Var(d)/c^2 + d^2 Var(c)/c^4 - 2 d Cov(d, c)/c^3. NaN when c <= 0: a relative
+    change of a non-positive level means nothing (the caller adds the note).
+    """
+    if not c > 0:
+        return float("nan"), NAN2, float("nan")
+    rel = d / c
+    se = float(np.sqrt(max(var_d / c**2 + d**2 * var_c / c**4 - 2 * d * cov_dc / c**3, 0.0)))
+    return rel, (rel - z * se, rel + z * se), se
+
+
+def rel_delta(t: float, c: float, vt: float, vc: float, z: float) -> tuple[float, tuple[float, float], float]:
+    """Relative lift T/C - 1 of two independent arm estimates (variances vt, vc), CI and SE."""
+    return relative(t - c, c, vt + vc, vc, -vc, z)
+
+
+NOT_POSITIVE = "relative lift undefined: the control mean is not positive"
 
 
 def ratio_stats(y: np.ndarray, x: np.ndarray) -> tuple[float, float]:
@@ -154,9 +178,10 @@ def welch_effect(yt, yc, name, c, t, alpha, method, note="") -> Effect:
     lo, hi = cm.tconfint_diff(alpha=alpha, usevar="unequal")
     mt, mc = yt.mean(), yc.mean()
     z = stats.norm.ppf(1 - alpha / 2)
-    rel, rel_ci = rel_delta(mt, mc, vt, vc, z)
-    return Effect(name, method, c, t, mc, mt, mt - mc, rel, (lo, hi), rel_ci, float(p),
-                  {c: int(yc.size), t: int(yt.size)}, se=float(np.sqrt(vt + vc)), note=note)
+    rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
+    return Effect(name, method, c, t, float(mc), float(mt), float(mt - mc), rel, (lo, hi), rel_ci, float(p),
+                  {c: int(yc.size), t: int(yt.size)}, se=float(np.sqrt(vt + vc)), rel_se=rel_se,
+                  note=note or ("" if mc > 0 else NOT_POSITIVE))
 
 
 class TwoProportion(Estimator):
@@ -177,9 +202,10 @@ class TwoProportion(Estimator):
         vt, vc = pt * (1 - pt) / nt, pc * (1 - pc) / nc
         z = stats.norm.ppf(1 - self.alpha / 2)
         se = np.sqrt(vt + vc)
-        rel, rel_ci = rel_delta(pt, pc, vt, vc, z)
-        return Effect(metric.name, self.name, c, t, pc, pt, pt - pc, rel, (pt - pc - z * se, pt - pc + z * se),
-                      rel_ci, float(p), {c: int(nc), t: int(nt)}, se=float(se))
+        rel, rel_ci, rel_se = rel_delta(pt, pc, vt, vc, z)
+        return Effect(metric.name, self.name, c, t, float(pc), float(pt), float(pt - pc), rel,
+                      (pt - pc - z * se, pt - pc + z * se), rel_ci, float(p), {c: int(nc), t: int(nt)}, se=float(se),
+                      rel_se=rel_se, note="" if pc > 0 else NOT_POSITIVE)
 
 
 class DeltaRatio(Estimator):
@@ -204,71 +230,101 @@ def z_effect(mt, mc, vt, vc, name, c, t, alpha, method, n, note="") -> Effect:
     z = stats.norm.ppf(1 - alpha / 2)
     d = mt - mc
     p = 2 * stats.norm.sf(abs(d) / se)
-    rel, rel_ci = rel_delta(mt, mc, vt, vc, z)
+    rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
     return Effect(name, method, c, t, float(mc), float(mt), float(d), rel, (d - z * se, d + z * se), rel_ci,
-                  float(p), {k: int(v) for k, v in n.items()}, se=se, note=note)
+                  float(p), {k: int(v) for k, v in n.items()}, se=se, rel_se=rel_se,
+                  note=note or ("" if mc > 0 else NOT_POSITIVE))
 
 
-def linearize(y: np.ndarray, x: np.ndarray | None, r: float, mx: float) -> np.ndarray:
-    """Per-user linearisation of a ratio metric around (r, mx): mean equals the ratio to first order."""
+def influence(y: np.ndarray, x: np.ndarray | None) -> tuple[float, np.ndarray]:
+    """An arm's estimate (mean of y, or sum(y)/sum(x)) and each user's influence on it.
+
+    The influence values have mean 0 and Var(estimate) ~ var(influence) / n (the delta method
+    for a ratio: (y - R x) / mean(x), linearised around this arm's own R and mean(x)).
+    """
     if x is None:
-        return y
-    return r + (y - r * x) / mx
+        return float(y.mean()), y - y.mean()
+    mx = x.mean()
+    if mx == 0:
+        raise EstimationError("ratio metric has a zero denominator in one arm")
+    r = y.sum() / x.sum()
+    return float(r), (y - r * x) / mx
 
 
 class Cuped(Estimator):
-    """CUPED: Y - theta (X - mean X), theta = cov(Y, X)/var(X) pooled; X = column ``pre``.
+    """Regression adjustment on pre-experiment covariates (CUPED; several columns = CUPED++).
 
-    Ratio metrics are linearised first. Falls back (note says why) to DeltaRatio/WelchT when
-    the covariate is missing, all-NaN or constant.
+    Per arm, each user's influence on the arm estimate (ratio metrics: linearised around the
+    arm's own ratio) is regressed, within arms, on the covariates; the adjusted lift is
+    (R_t - R_c) - theta'(mean Z_t - mean Z_c), its variance from the residuals. Levels stay the
+    raw arm values and the relative lift is the adjusted lift over the raw control value.
+    Falls back (the note says why) to DeltaRatio/WelchT when no covariate varies, or when the
+    adjustment would flip the sign of the raw difference (then the data cannot tell the sign
+    anyway, and a lift that contradicts the arm table would only confuse).
     """
 
     name = "cuped"
 
-    def __init__(self, alpha: float = 0.05, control=None, treatment=None, covariate: str = "pre") -> None:
+    def __init__(self, alpha: float = 0.05, control=None, treatment=None,
+                 covariates: tuple[str, ...] | str = "pre") -> None:
         super().__init__(alpha, control, treatment)
-        self.covariate = covariate
+        self.covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
+
+    def usable(self, table: pd.DataFrame) -> tuple[list[str], str | None]:
+        """Covariate columns that exist and vary, or a fallback reason."""
+        cols = [c for c in self.covariates if c in table]
+        if not cols:
+            return [], f"CUPED fallback: no pre-experiment covariate column {self.covariates[0]!r}"
+        if all(table[c].isna().all() for c in cols):
+            return [], "CUPED fallback: " + table.attrs.get("notes", {}).get("pre", "no pre-experiment data")
+        cols = [c for c in cols if table[c].fillna(0).var() > 0]
+        return (cols, None) if cols else ([], "CUPED fallback: pre-experiment covariates are constant")
 
     def fallback_reason(self, table: pd.DataFrame) -> str | None:
-        if self.covariate not in table:
-            return f"CUPED fallback: no pre-experiment covariate column {self.covariate!r}"
-        x = table[self.covariate]
-        if x.isna().all():
-            note = table.attrs.get("notes", {}).get("pre", "no pre-experiment data")
-            return f"CUPED fallback: {note}"
-        if x.fillna(0).var() == 0:
-            return "CUPED fallback: pre-experiment covariate is constant"
-        return None
+        return self.usable(table)[1]
+
+    def _plain(self, table, metric, c, t, reason: str) -> Effect:
+        base = DeltaRatio if metric.kind == "ratio" else WelchT
+        eff = base(self.alpha, c, t).estimate(table, metric)
+        eff.method, eff.note = f"{eff.method} (cuped fallback)", "; ".join(x for x in (reason, eff.note) if x)
+        return eff
 
     def _estimate(self, table, metric, c, t) -> Effect:
-        reason = self.fallback_reason(table)
+        cols, reason = self.usable(table)
         if reason:
-            base = DeltaRatio if metric.kind == "ratio" else WelchT
-            eff = base(self.alpha, c, t).estimate(table, metric)
-            eff.method, eff.note = f"{eff.method} (cuped fallback)", reason
-            return eff
-        yc, xc = arm_values(table, metric, c)
-        yt, xt = arm_values(table, metric, t)
-        cov_c = table.loc[table["arm"] == c, self.covariate].fillna(0).to_numpy(float)
-        cov_t = table.loc[table["arm"] == t, self.covariate].fillna(0).to_numpy(float)
-        if metric.kind == "ratio":
-            yall, xall = np.concatenate([yc, yt]), np.concatenate([xc, xt])
-            mx = xall.mean()
-            if mx == 0:
-                raise EstimationError(f"metric {metric.name!r}: zero denominator")
-            r = yall.sum() / xall.sum()
-            lc, lt = linearize(yc, xc, r, mx), linearize(yt, xt, r, mx)
-        else:
-            lc, lt = yc, yt
-        X = np.concatenate([cov_c, cov_t])
-        Y = np.concatenate([lc, lt])
-        theta = np.cov(Y, X, ddof=1)[0, 1] / X.var(ddof=1)
-        mxx = X.mean()
-        ac, at = lc - theta * (cov_c - mxx), lt - theta * (cov_t - mxx)
-        eff = welch_effect(at, ac, metric.name, c, t, self.alpha, self.name)
-        rho = np.corrcoef(Y, X)[0, 1]
-        eff.extra = {"theta": float(theta), "rho": float(rho), "var_reduction": float(rho**2)}
-        return eff
+            return self._plain(table, metric, c, t, reason)
+        arms = {}
+        for a in (c, t):
+            y, x = arm_values(table, metric, a)
+            if y.size < 2:
+                raise EstimationError(f"metric {metric.name!r}: CUPED needs at least 2 users per arm")
+            r, phi = influence(y, x if metric.kind == "ratio" else None)
+            zc = table.loc[table["arm"] == a, cols].fillna(0).to_numpy(float)
+            arms[a] = (r, phi, zc - zc.mean(0), zc.mean(0))
+        phi_all = np.concatenate([arms[c][1], arms[t][1]])
+        z_all = np.concatenate([arms[c][2], arms[t][2]])
+        theta = np.linalg.lstsq(z_all, phi_all, rcond=None)[0]  # within-arm regression (k,)
+        (rc, phic, zcc, mzc), (rt, phit, zct, mzt) = arms[c], arms[t]
+        psic, psit = phic - zcc @ theta, phit - zct @ theta  # residual influence per user
+        nc, nt = phic.size, phit.size
+        d = (rt - rc) - float((mzt - mzc) @ theta)
+        raw = rt - rc
+        if np.sign(d) != np.sign(raw):
+            return self._plain(table, metric, c, t, f"CUPED not applied: its adjustment ({d - raw:+.3g}) would flip "
+                               f"the sign of the raw difference ({raw:+.3g})")
+        vd = psic.var(ddof=1) / nc + psit.var(ddof=1) / nt
+        se = float(np.sqrt(vd))
+        if not se > 0:
+            raise EstimationError(f"metric {metric.name!r} has zero variance in both arms: no test possible")
+        z = stats.norm.ppf(1 - self.alpha / 2)
+        cov_dc = -float(np.cov(psic, phic, ddof=1)[0, 1]) / nc  # d contains -R_c(adjusted)
+        rel, rel_ci, rel_se = relative(d, rc, vd, phic.var(ddof=1) / nc, cov_dc, z)
+        plain_var = phic.var(ddof=1) / nc + phit.var(ddof=1) / nt
+        return Effect(metric.name, self.name, c, t, rc, rt, d, rel, (d - z * se, d + z * se), rel_ci,
+                      float(2 * stats.norm.sf(abs(d) / se)), {c: nc, t: nt}, se=se, rel_se=rel_se,
+                      note="" if rc > 0 else NOT_POSITIVE,
+                      extra={"theta": dict(zip(cols, map(float, theta), strict=True)), "covariates": cols,
+                             "var_reduction": float(1 - vd / plain_var) if plain_var > 0 else 0.0})
 
 
 class Bootstrap(Estimator):
@@ -314,10 +370,11 @@ class Bootstrap(Estimator):
         z = stats.norm.ppf(1 - self.alpha / 2)
         vc = (yc.var(ddof=1) / yc.size) if metric.kind != "ratio" else ratio_stats(yc, xc)[1]
         vt = (yt.var(ddof=1) / yt.size) if metric.kind != "ratio" else ratio_stats(yt, xt)[1]
-        rel, rel_ci = rel_delta(mt, mc, vt, vc, z)
+        rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
         lo, hi = res.confidence_interval
         return Effect(metric.name, self.name, c, t, float(mc), float(mt), float(d), rel, (float(lo), float(hi)),
-                      rel_ci, p, {c: int(yc.size), t: int(yt.size)}, se=se)
+                      rel_ci, p, {c: int(yc.size), t: int(yt.size)}, se=se, rel_se=rel_se,
+                      note="" if mc > 0 else NOT_POSITIVE)
 
 
 # ---------------------------------------------------------------- sequential
@@ -343,11 +400,51 @@ def confidence_sequence_halfwidth(v: np.ndarray, tau2: float, alpha: float) -> n
     return np.sqrt(v * (v + tau2) / tau2 * (np.log((v + tau2) / v) - 2 * np.log(alpha)))
 
 
-class MSPRT(Estimator):
-    """Mixture SPRT (Johari et al.): always-valid p and a confidence sequence at this look.
+class BatchRatio(Estimator):
+    """A system metric measured per serving batch (latency): sum(y)/sum(x) per arm, batches as units.
 
-    ``tau`` is the mixing scale as a fraction of the control mean (fixed before the run).
-    The estimate and its variance come from DeltaRatio (ratio) or Welch (mean) statistics.
+    Latency is measured once per pipeline call, so requests served together share it, and the
+    machine's load drifts over time: users are not independent units for it. Here the table has
+    one row per (batch, arm) (``batch_table``); both arms of a batch are paired, and the batch's
+    influence on the difference, (y_t - R_t x_t)/mean x_t - (y_c - R_c x_c)/mean x_c, gives the
+    variance (t test with batches - 1 degrees of freedom). The arm order within a batch is
+    randomised by the simulator, so neither arm is systematically served first.
+    """
+
+    name = "batch"
+
+    def _estimate(self, table, metric, c, t) -> Effect:
+        num, den = metric.num, metric.den
+        wide = table.pivot_table(index="batch_no", columns="arm", values=[num, den], aggfunc="sum", fill_value=0.0)
+        for a in (c, t):
+            if (den, a) not in wide or wide[(den, a)].sum() == 0:
+                raise EstimationError(f"metric {metric.name!r}: arm {a!r} has no measured batches")
+        B = len(wide)
+        if B < 3:
+            raise EstimationError(f"metric {metric.name!r}: {B} serving batches are too few to test")
+        (rc, phic), (rt, phit) = (influence(wide[(num, a)].to_numpy(float), wide[(den, a)].to_numpy(float))
+                                  for a in (c, t))
+        phi = phit - phic
+        vd, vc = phi.var(ddof=1) / B, phic.var(ddof=1) / B
+        se = float(np.sqrt(vd))
+        if not se > 0:
+            raise EstimationError(f"metric {metric.name!r} has zero variance: no test possible")
+        q = stats.t.ppf(1 - self.alpha / 2, B - 1)
+        d = rt - rc
+        rel, rel_ci, rel_se = relative(d, rc, vd, vc, float(np.cov(phi, phic, ddof=1)[0, 1]) / B, q)
+        n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
+        return Effect(metric.name, self.name, c, t, rc, rt, d, rel, (d - q * se, d + q * se), rel_ci,
+                      float(2 * stats.t.sf(abs(d) / se, B - 1)), n, se=se, rel_se=rel_se,
+                      note=f"tested over {B} serving batches (n = batches), not users")
+
+
+class MSPRT(Estimator):
+    """Mixture SPRT (Johari et al.) as a monitor: each ``estimate`` call is one more look.
+
+    The always-valid p is the running minimum over looks (never increases) and the confidence
+    sequence the running intersection (never widens), so stopping at any look is valid. ``tau``
+    is the mixing scale as a fraction of the control mean at the first look (then fixed). The
+    estimate and its variance come from DeltaRatio (ratio) or Welch (mean) statistics.
     """
 
     name = "msprt"
@@ -355,30 +452,35 @@ class MSPRT(Estimator):
     def __init__(self, alpha: float = 0.05, control=None, treatment=None, tau: float = 0.05) -> None:
         super().__init__(alpha, control, treatment)
         self.tau = tau
+        self.reset()
+
+    def reset(self) -> None:
+        self.looks, self.tau2, self.p, self.cs = 0, None, 1.0, (-np.inf, np.inf)
 
     def _estimate(self, table, metric, c, t) -> Effect:
         base = DeltaRatio if metric.kind == "ratio" else WelchT
         e = base(self.alpha, c, t).estimate(table, metric)
         v = e.se**2
-        tau2 = (self.tau * abs(e.control)) ** 2 if e.control else self.tau**2
-        p = float(msprt_pvalues(np.array([e.abs_lift]), np.array([v]), tau2)[-1])
-        hw = float(confidence_sequence_halfwidth(np.array([v]), tau2, self.alpha)[0])
-        rel = e.rel_lift
-        rel_hw = hw / abs(e.control) if e.control else float("nan")
-        return Effect(metric.name, self.name, c, t, e.control, e.treatment, e.abs_lift, rel,
-                      (e.abs_lift - hw, e.abs_lift + hw), (rel - rel_hw, rel + rel_hw), p, e.n_by_arm,
-                      se=e.se, note="always-valid p / confidence sequence", extra={"tau2": tau2})
+        if self.tau2 is None:
+            self.tau2 = (self.tau * abs(e.control)) ** 2 if e.control else self.tau**2
+        self.looks += 1
+        self.p = min(self.p, float(np.exp(-max(msprt_log_lambda(np.array(e.abs_lift), np.array(v), self.tau2), 0.0))))
+        hw = float(confidence_sequence_halfwidth(np.array([v]), self.tau2, self.alpha)[0])
+        self.cs = (max(self.cs[0], e.abs_lift - hw), min(self.cs[1], e.abs_lift + hw))
+        rel_cs = (self.cs[0] / e.control, self.cs[1] / e.control) if e.control > 0 else NAN2
+        return Effect(metric.name, self.name, c, t, e.control, e.treatment, e.abs_lift, e.rel_lift, self.cs, rel_cs,
+                      self.p, e.n_by_arm, se=e.se, rel_se=e.rel_se,
+                      note=f"always-valid p / confidence sequence after {self.looks} look(s)",
+                      extra={"tau2": self.tau2, "looks": self.looks})
 
 
-ESTIMATORS: dict[str, type[Estimator]] = {
-    cls.name: cls for cls in (WelchT, TwoProportion, DeltaRatio, Cuped, Bootstrap, MSPRT)
-}
-
-
-def default_estimator(metric: Metric, alpha: float = 0.05, cuped: bool = True) -> Estimator:
-    """The estimator the report uses for a metric kind."""
+def default_estimator(metric: Metric, alpha: float = 0.05, cuped: bool = True,
+                      covariates: tuple[str, ...] = ("pre",)) -> Estimator:
+    """The estimator the report uses for a metric."""
+    if metric.unit == "batch":
+        return BatchRatio(alpha)
     if cuped:
-        return Cuped(alpha)
+        return Cuped(alpha, covariates=covariates)
     if metric.kind == "proportion":
         return TwoProportion(alpha)
     return DeltaRatio(alpha) if metric.kind == "ratio" else WelchT(alpha)

@@ -82,7 +82,8 @@ def make_fake_run(con, run_id: str = "fake-run", *, n_users: int = 2000, n_items
     arm_names = np.array(arms, dtype=object)
     req = pd.DataFrame({"run_id": run_id, "request_id": np.arange(R, dtype=np.int64),
                         "user_id": r_user.astype(np.int64), "arm": arm_names[r_arm], "ts": r_ts,
-                        "session_id": r_session.astype(np.int64), "latency_ms": r_lat})
+                        "session_id": r_session.astype(np.int64), "latency_ms": r_lat,
+                        "batch_no": ((r_ts - sim_start) // 600.0).astype(np.int64)})
     # exposures: R x slate
     E = R * slate
     e_req = np.repeat(np.arange(R), slate)
@@ -128,7 +129,7 @@ def make_fake_run(con, run_id: str = "fake-run", *, n_users: int = 2000, n_items
     for name, df in (("runs", runs_df), ("arms", arms_df), ("assignments", asg), ("requests", req),
                      ("exposures", exp), ("feedback", feedback)):
         con.register("_tmp_df", df)
-        con.execute(f"INSERT OR REPLACE INTO {name} SELECT * FROM _tmp_df")
+        con.execute(f"INSERT OR REPLACE INTO {name} BY NAME SELECT * FROM _tmp_df")
         con.unregister("_tmp_df")
     if write_dataset:
         write_fake_dataset(con, dataset, n_users, n_items, a_u, sim_start, rng)

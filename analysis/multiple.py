@@ -1,9 +1,8 @@
-"""Multiple-testing correction across metrics and arms (statsmodels ``multipletests``)."""
+"""Multiple-testing correction (statsmodels ``multipletests``); the report's families are in decision.py."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
 METHODS = {"holm": "holm", "bh": "fdr_bh"}
@@ -18,12 +17,4 @@ def adjust(pvalues, method: str = "holm") -> np.ndarray:
     ok = np.isfinite(p)
     if ok.any():
         out[ok] = multipletests(p[ok], method=METHODS[method])[1]
-    return out
-
-
-def add_adjusted(table: pd.DataFrame, p_col: str = "p") -> pd.DataFrame:
-    """Add ``p_holm`` and ``p_bh`` columns: one family = every (metric, arm) row of the table."""
-    out = table.copy()
-    out["p_holm"] = adjust(out[p_col].to_numpy(), "holm")
-    out["p_bh"] = adjust(out[p_col].to_numpy(), "bh")
     return out

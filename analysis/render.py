@@ -30,15 +30,18 @@ def effect_rows(summary: pd.DataFrame) -> list[dict]:
     multi = summary["arm"].nunique() > 1
     out = []
     for r in summary.to_dict("records"):
+        result = r.get("guardrail_status") if r["role"] == "guardrail" else ("significant" if r.get("significant") else "")
         out.append({
             "metric": r["metric"] + (f" [{r['arm']}]" if multi else ""),
             "role": r["role"], "control": fmt(r.get("control")), "treatment": fmt(r.get("treatment")),
             "abs": fmt(r.get("abs_lift")), "rel": fmt(r.get("rel_lift"), "pct"),
             "ci": f"[{fmt(r.get('rel_ci_low'), 'pct')}, {fmt(r.get('rel_ci_high'), 'pct')}]",
-            "p": fmt(r.get("p"), "p"), "p_holm": fmt(r.get("p_holm"), "p"), "p_bh": fmt(r.get("p_bh"), "p"),
+            "p": fmt(r.get("p"), "p"), "p_adj": fmt(r.get("p_adj"), "p"), "result": result or "",
+            "true": fmt(r.get("true_rel_lift"), "pct"),
             "sig": bool(r.get("significant")), "n": f"{r.get('n_control', 0)} / {r.get('n_treatment', 0)}",
             "method": r.get("method", ""), "note": r.get("note") or "",
-            "sign": ((r.get("rel_lift") or 0) > 0) == bool(r.get("higher_is_better", True)), "violated": bool(r.get("guardrail_violated")),
+            "sign": ((r.get("rel_lift") or 0) > 0) == bool(r.get("higher_is_better", True)),
+            "violated": bool(r.get("guardrail_violated")),
         })
     return out
 
@@ -50,10 +53,34 @@ def _srm_text(srm) -> tuple[str, bool]:
 
 
 def _guardrails(summary: pd.DataFrame) -> list[str]:
-    if "guardrail_violated" not in summary:
-        return []
-    bad = summary[summary["guardrail_violated"].fillna(False).astype(bool)]
-    return [f"{r.metric} ({r.arm}): {r.rel_lift * 100:+.2f}%" for r in bad.itertuples()]
+    bad = summary[summary["guardrail_status"] == "violated"]
+    return [f"{r.metric} ({r.arm}): {r.rel_lift * 100:+.2f}%, worse than its {r.margin:.0%} margin"
+            for r in bad.itertuples()]
+
+
+def _sequential_text(ctx: dict) -> str:
+    seq = ctx["sequential"]
+    if seq["note"] or not seq["arms"]:
+        return seq["note"] or "no treatment arm"
+    parts = []
+    for arm, v in seq["arms"].items():
+        st, path = v["stop"], v["path"]
+        last = path.iloc[-1] if len(path) else None
+        p_av = f"always-valid p {last.p_always_valid:.3g} after {int(last.look)} looks" if last is not None else "no look"
+        stop = (f"a monitor stopping at the first look with always-valid p < alpha would have stopped at look "
+                f"{st['look']} ({st['hours']:.1f} simulated hours)" if st["stopped"] else "a monitor would not have stopped")
+        parts.append(f"{arm} vs {ctx['summary'].attrs.get('control')}: {p_av}; {stop}")
+    return f"{seq['metric']}: " + "; ".join(parts) + "."
+
+
+def _truth_display(ctx: dict) -> pd.DataFrame | None:
+    t = ctx["truth"]
+    if t.empty:
+        return None
+    wide = t.pivot_table(index="metric", columns="arm", values="value")
+    se = t.pivot_table(index="metric", columns="arm", values="se")
+    out = wide.map(lambda v: f"{v:.4g}") + se.map(lambda v: f" ± {v:.2g}" if v == v else "")
+    return out.reset_index()
 
 
 def render_markdown(ctx: dict, images: dict[str, str]) -> str:
@@ -62,19 +89,27 @@ def render_markdown(ctx: dict, images: dict[str, str]) -> str:
     lines = [f"# Experiment report: {info['run_id']}", ""]
     if failed:
         lines += [f"> **WARNING: {text}.** Results below are not trustworthy until the assignment is fixed.", ""]
+    lines += [f"> **{h}**" if i == 0 else f"> {h}" for i, h in enumerate(ctx["headline"])] + [""]
     g = _guardrails(summary)
     if g:
         lines += [f"> **Guardrail violated:** {'; '.join(g)}", ""]
     lines += [f"- dataset: `{info.get('dataset')}`, status: {info.get('status')}, seed: {info.get('seed')}",
               f"- config hash: `{info.get('config_hash')}`, git: `{info.get('git_rev')}`",
-              f"- SRM: {text}", "", "## Effects", "",
-              "| metric | role | control | treatment | abs lift | rel lift | 95% CI (rel) | p | p Holm | p BH | n (c/t) | method | note |",
-              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
+              f"- SRM: {text}", "", "## Effects", "", DECISION_RULE, "",
+              "| metric | role | control | treatment | abs lift | rel lift | 95% CI (rel) | p | p adj | result "
+              "| true lift | n (c/t) | method | note |",
+              "|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|"]
     for r in effect_rows(summary):
-        p_holm = f"**{r['p_holm']}**" if r["sig"] else r["p_holm"]
+        res = f"**{r['result']}**" if r["result"] in ("significant", "violated") else r["result"]
         lines.append(f"| {r['metric']} | {r['role']} | {r['control']} | {r['treatment']} | {r['abs']} | {r['rel']} | "
-                     f"{r['ci']} | {r['p']} | {p_holm} | {r['p_bh']} | {r['n']} | {r['method']} | {r['note']} |")
-    lines += ["", f"![relative lifts]({images['forest']})", "", "## Arms", "", _md_table(_arms_display(ctx["arms"])),
+                     f"{r['ci']} | {r['p']} | {r['p_adj']} | {res} | {r['true']} | {r['n']} | {r['method']} | {r['note']} |")
+    lines += ["", f"![relative lifts]({images['forest']})", ""]
+    if "sequential" in images:
+        lines += ["## Sequential monitor", "", _sequential_text(ctx), "", f"![sequential]({images['sequential']})", ""]
+    truth = _truth_display(ctx)
+    if truth is not None:
+        lines += ["## World oracle (true values)", "", ORACLE_TEXT, "", _md_table(truth), ""]
+    lines += ["## Arms", "", _md_table(_arms_display(ctx["arms"])),
               "", f"![cumulative]({images['cumulative']})", "", f"![latency]({images['latency']})", "",
               "## Per-channel contribution", "", f"![channels]({images['channels']})", "",
               _md_table(ctx["channels"].drop(columns=["run_id"], errors="ignore")), "",
@@ -82,9 +117,19 @@ def render_markdown(ctx: dict, images: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+DECISION_RULE = ("Decision rule: the primary metric (*) is tested at alpha; secondary metrics are corrected among "
+                 "themselves (p adj); guardrails are one-sided non-inferiority tests with a relative margin "
+                 "(ok = not worse than the margin, violated = worse than the margin). Levels are the raw arm "
+                 "values; lifts are CUPED-adjusted where a pre-period covariate exists, relative to the raw "
+                 "control value. Latency is tested over serving batches, not users.")
+ORACLE_TEXT = ("Each arm's value if every user were served by it, from the synthetic world's choice "
+               "probabilities (counterfactual passes over the run's window; ± Monte-Carlo standard error). "
+               "The 'true lift' column of the effects compares these.")
+
+
 def _arms_display(arms: pd.DataFrame) -> pd.DataFrame:
     names = {"arm": "arm", "users": "users", "requests": "requests",
-             "exposures": "exposures", "clicks": "clicks", "ctr": "CTR", "hit_rate": "hit rate", "ndcg": "NDCG",
+             "exposures": "exposures", "clicks": "clicks", "ctr": "CTR", "ndcg": "NDCG",
              "consumption_per_user": "consumption/user", "session_length": "session len",
              "latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms", "coverage": "coverage"}
     cols = [c for c in names if c in arms]
@@ -119,17 +164,19 @@ def _pretty_config(info: dict) -> str:
 
 def _effects_html(summary: pd.DataFrame) -> str:
     head = ("<tr><th class='l'>metric</th><th>control</th><th>treatment</th><th>abs lift</th><th>rel lift</th>"
-            "<th>95% CI (rel)</th><th>p</th><th>p Holm</th><th>p BH</th><th>n (c / t)</th>"
-            "<th class='l'>method</th><th class='l'>note</th></tr>")
+            "<th>95% CI (rel)</th><th>p</th><th>p adj</th><th class='l'>result</th><th>true lift</th>"
+            "<th>n (c / t)</th><th class='l'>method</th><th class='l'>note</th></tr>")
     rows = []
     for r in effect_rows(summary):
         cls = "pos" if r["sign"] else "neg"
-        sig = " sig" if r["sig"] else ""
+        res = r["result"]
+        rcls = {"significant": "sig", "violated": "bad", "inconclusive": "warn", "ok": "okk"}.get(res, "")
         rows.append(
             f"<tr class='{r['role']}'><td class='l'>{html.escape(r['metric'])}</td><td>{r['control']}</td>"
             f"<td>{r['treatment']}</td><td>{r['abs']}</td><td class='{cls}'>{r['rel']}</td><td>{r['ci']}</td>"
-            f"<td>{r['p']}</td><td class='{sig.strip()}'>{r['p_holm']}</td><td>{r['p_bh']}</td><td>{r['n']}</td>"
-            f"<td class='l'>{html.escape(r['method'])}</td><td class='note'>{html.escape(r['note'])}</td></tr>")
+            f"<td>{r['p']}</td><td>{r['p_adj']}</td><td class='l {rcls}'>{html.escape(res)}</td><td>{r['true']}</td>"
+            f"<td>{r['n']}</td><td class='l'>{html.escape(r['method'])}</td>"
+            f"<td class='note'>{html.escape(r['note'])}</td></tr>")
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -140,14 +187,22 @@ def render_html(ctx: dict, images: dict[str, str]) -> str:
                   "until the assignment is fixed.</div>" if failed else f'<div class="banner ok">{html.escape(text)}</div>')
     g = _guardrails(summary)
     guard = f'<div class="banner warn">Guardrail violated: {html.escape("; ".join(g))}</div>' if g else ""
+    answer = "".join(f"<p class='{'lead' if i == 0 else ''}'>{html.escape(h)}</p>" for i, h in enumerate(ctx["headline"]))
+    seq = ""
+    if "sequential" in images:
+        seq = (f"<h2>Sequential monitor</h2><p class='meta'>{html.escape(_sequential_text(ctx))}</p>"
+               f"<img alt='sequential monitor' src='{images['sequential']}'>")
+    truth = _truth_display(ctx)
+    truth_html = ("" if truth is None else
+                  f"<h2>World oracle (true values)</h2><p class='meta'>{html.escape(ORACLE_TEXT)}</p>{_html_table(truth)}")
     return TEMPLATE.substitute(
         run_id=html.escape(str(info["run_id"])), dataset=html.escape(str(info.get("dataset"))),
         status=html.escape(str(info.get("status"))), config_hash=html.escape(str(info.get("config_hash"))),
         seed=html.escape(str(info.get("seed"))), git_rev=html.escape(str(info.get("git_rev"))),
         n_requests=fmt(info.get("n_requests")) if info.get("n_requests") is not None else "?",
-        srm_banner=srm_banner, guardrail_banner=guard, alpha=ctx["config"].alpha,
+        answer=answer, srm_banner=srm_banner, guardrail_banner=guard, decision_rule=html.escape(DECISION_RULE),
         effects_table=_effects_html(summary), arms_table=_html_table(_arms_display(ctx["arms"])),
         channels_table=_html_table(ctx["channels"].drop(columns=["run_id"], errors="ignore")),
-        config_json=html.escape(_pretty_config(info)),
+        config_json=html.escape(_pretty_config(info)), sequential_section=seq, truth_section=truth_html,
         img_forest=images["forest"], img_cumulative=images["cumulative"], img_latency=images["latency"],
         img_channels=images["channels"])

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,15 +16,18 @@ import pandas as pd
 
 from simulator.errors import ConfigError
 
-from .estimators import EstimationError, default_estimator
-from .multiple import add_adjusted
+from .decision import decide, headline, power_numbers
+from .estimators import DeltaRatio, EstimationError, default_estimator
+from .plots import make_plots
 from .render import render_html, render_markdown
+from .sequential import first_stop, monitorable, sequential_path
 from .srm import SRMResult, srm_for_run
-from .views import DEFAULT_METRICS, AnalysisConfig, Metric, install_views, run_info, user_table
+from .views import DEFAULT_METRICS, AnalysisConfig, Metric, batch_table, install_views, run_info, user_table
 
 SUMMARY_COLUMNS = ["metric", "role", "arm", "control_arm", "method", "control", "treatment", "abs_lift",
-                   "rel_lift", "ci_low", "ci_high", "rel_ci_low", "rel_ci_high", "p", "p_holm", "p_bh",
-                   "significant", "n_control", "n_treatment", "note"]
+                   "rel_lift", "ci_low", "ci_high", "rel_ci_low", "rel_ci_high", "rel_se", "p", "p_adj",
+                   "significant", "guardrail_status", "margin", "n_control", "n_treatment", "true_control",
+                   "true_treatment", "true_rel_lift", "true_rel_se", "note"]
 
 
 # ---------------------------------------------------------------- config + table
@@ -92,68 +94,109 @@ def _with_connection(catalog_or_con):
     return cm()
 
 
+def truth_table(con, run_id: str) -> pd.DataFrame:
+    """The world oracle's values of the run (arm, metric, value, se); empty when there is none."""
+    have = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'truth'").fetchone()[0]
+    if not have:
+        return pd.DataFrame(columns=["arm", "metric", "value", "se", "reps"])
+    return con.execute("SELECT arm, metric, value, se, reps FROM truth WHERE run_id = ? ORDER BY arm, metric",
+                       [run_id]).df()
+
+
+def _effect(table, batches, m: Metric, control: str, arm: str, cfg: AnalysisConfig) -> dict:
+    """One effect row (metric x treatment arm); estimation problems become a note, not an error."""
+    est = default_estimator(m, cfg.alpha, cfg.cuped, tuple(cfg.covariates))
+    data, note = (batches, "") if m.unit == "batch" else (table, "")
+    if m.unit == "batch" and batches.empty:  # runs recorded before serving batches were
+        est = DeltaRatio(cfg.alpha)
+        data, note = table, "old run without serving batches: latency tested per user (may be anti-conservative)"
+    est.control, est.treatment = control, arm
+    try:
+        row = est.estimate(data, m).as_row()
+        row["note"] = "; ".join(x for x in (note, row.get("note", "")) if x)
+    except EstimationError as err:
+        n = table.groupby("arm").size()
+        row = {"metric": m.name, "control_arm": control, "method": est.name, "note": str(err),
+               "n_control": int(n.get(control, 0)), "n_treatment": int(n.get(arm, 0)), "p": np.nan}
+    row.update(arm=arm, role=m.role, higher_is_better=m.higher_is_better)
+    return row
+
+
+def _add_truth(df: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """World-oracle columns: true arm values and the true relative lift (with its Monte-Carlo SE)."""
+    val = {(r.arm, r.metric): (r.value, r.se) for r in truth.itertuples()}
+    cols = {"true_control": [], "true_treatment": [], "true_rel_lift": [], "true_rel_se": []}
+    for r in df.itertuples():
+        (c, sc), (t, st) = val.get((r.control_arm, r.metric), (np.nan, np.nan)), val.get((r.arm, r.metric), (np.nan, np.nan))
+        rel = t / c - 1 if c and np.isfinite(c) and c > 0 else np.nan
+        se = np.sqrt(st**2 / c**2 + t**2 * sc**2 / c**4) if np.isfinite(rel) else np.nan
+        for k, v in zip(cols, (c, t, rel, se), strict=True):
+            cols[k].append(v)
+    return df.assign(**cols)
+
+
 def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> pd.DataFrame:
-    """Per (treatment arm, metric) effect table with Holm/BH-adjusted p-values."""
+    """Per (treatment arm, metric) effect table with the decision rule applied (see decision.py)
+    and, for world runs, the oracle's true values."""
     con = getattr(con, "con", con)
     info = run_info(con, run_id)
     cfg = analysis_config(info, config)
     metrics = metric_list(cfg)
     custom = [m for m in metrics if m.name in {c.name for c in cfg.metrics}]
     table, notes = user_table(con, run_id, custom)
+    batches = batch_table(con, run_id)
     control, treatments = arm_roles(con, run_id)
     rows = []
     for arm in treatments:
         for m in metrics:
-            est = default_estimator(m, cfg.alpha, cfg.cuped)
-            est.control, est.treatment = control, arm
-            try:
-                e = est.estimate(table, m)
-                row = e.as_row()
-                row["arm"] = arm
-            except EstimationError as err:
-                n = table.groupby("arm").size()
-                row = {"metric": m.name, "arm": arm, "control_arm": control, "method": est.name, "note": str(err),
-                       "n_control": int(n.get(control, 0)), "n_treatment": int(n.get(arm, 0)), "p": np.nan}
-            if m.name == "novelty" and "novelty" in notes:
-                row["note"] = notes["novelty"]
-            if m.name == "diversity" and "diversity" in notes:
-                row["note"] = notes["diversity"]
-            row["role"] = m.role
-            row["higher_is_better"] = m.higher_is_better
+            row = _effect(table, batches, m, control, arm, cfg)
+            if m.name in ("novelty", "diversity") and m.name in notes:
+                row["note"] = notes[m.name]
             rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS + ["higher_is_better", "guardrail_violated"])
     df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    df = add_adjusted(df)
-    df["significant"] = df["p_holm"] < cfg.alpha
-    worse = np.where(df["higher_is_better"], df["abs_lift"] < 0, df["abs_lift"] > 0)
-    df["guardrail_violated"] = (df["role"] == "guardrail") & df["significant"] & worse
     for c in SUMMARY_COLUMNS:
         if c not in df:
             df[c] = np.nan
+    df = _add_truth(decide(df, cfg), truth_table(con, run_id))
     df["note"] = df["note"].fillna("")
-    df.attrs.update(control=control, alpha=cfg.alpha, notes=notes)
+    df.attrs.update(control=control, alpha=cfg.alpha, power=cfg.power, notes=notes)
     return df[SUMMARY_COLUMNS + ["higher_is_better", "guardrail_violated"]].reset_index(drop=True)
 
 
+def _result(r) -> str:
+    if r.role == "guardrail":
+        return r.guardrail_status
+    return "significant" if r.significant else ""
+
+
 def format_summary(summary: pd.DataFrame) -> str:
-    """Compact text table of an effect table (what `sim report` / `sim run` print)."""
+    """The answer first (one line per treatment arm), then the effect table (what `sim run`/`sim report` print)."""
     if summary.empty:
         return "(no metrics)"
+    lines = headline(summary, summary.attrs.get("alpha", 0.05), summary.attrs.get("power", 0.8))
+    pct = lambda v: "n/a" if not np.isfinite(v) else f"{v * 100:+.2f}%"  # noqa: E731
     d = pd.DataFrame({
         "metric": summary["metric"] + summary["role"].map({"primary": " *", "guardrail": " (g)"}).fillna(""),
         "arm": summary["arm"],
+        "users c/t": [f"{int(c or 0)}/{int(t or 0)}" for c, t in zip(summary["n_control"].fillna(0),
+                                                                     summary["n_treatment"].fillna(0), strict=True)],
         "control": summary["control"].map(lambda v: f"{v:.4g}"),
         "treatment": summary["treatment"].map(lambda v: f"{v:.4g}"),
-        "rel_lift": summary["rel_lift"].map(lambda v: f"{v * 100:+.2f}%"),
-        "95% CI": [f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]" for lo, hi in
+        "rel_lift": summary["rel_lift"].map(pct),
+        "95% CI": [f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]" if np.isfinite(lo) else "" for lo, hi in
                    zip(summary["rel_ci_low"], summary["rel_ci_high"], strict=True)],
-        "p": summary["p"].map(lambda v: f"{v:.3g}"),
-        "p_holm": summary["p_holm"].map(lambda v: f"{v:.3g}"),
-        "sig": summary["significant"].map(lambda v: "yes" if v else ""),
+        "p_adj": summary["p_adj"].map(lambda v: f"{v:.3g}" if np.isfinite(v) else ""),
+        "result": [_result(r) for r in summary.itertuples()],
+        "true lift": summary["true_rel_lift"].map(lambda v: pct(v) if np.isfinite(v) else ""),
         "note": summary["note"].fillna(""),
     })
-    return d.to_string(index=False) + "\n(* primary, (g) guardrail; p_holm adjusted across metrics and arms)"
+    if not summary["true_rel_lift"].notna().any():
+        d = d.drop(columns=["true lift"])
+    legend = ("(* primary, tested at alpha; secondary p_adj corrected among the secondaries; (g) guardrail: "
+              "non-inferiority test with its margin; users c/t = units per arm, serving batches for latency)")
+    return "\n".join(lines) + "\n\n" + d.to_string(index=False) + "\n" + legend
 
 
 def arm_summary(con, run_id: str) -> pd.DataFrame:
@@ -173,110 +216,97 @@ def arm_summary(con, run_id: str) -> pd.DataFrame:
     return df
 
 
-# ---------------------------------------------------------------- plots
+def _sequential(con, run_id: str, summary: pd.DataFrame, cfg: AnalysisConfig) -> dict:
+    """The primary metric's sequential monitor per treatment arm (or why there is none)."""
+    prim = next(m for m in metric_list(cfg) if m.role == "primary")
+    if not monitorable(prim):
+        return {"metric": prim.name, "arms": {}, "note": f"no sequential monitor for {prim.name!r} (not per look)"}
+    control, treatments = arm_roles(con, run_id)
+    arms = {}
+    for arm in treatments:
+        path = sequential_path(con, run_id, prim, control, arm, looks=cfg.looks, alpha=cfg.alpha, tau=cfg.msprt_tau)
+        arms[arm] = {"path": path, "stop": first_stop(path, cfg.alpha)}
+    return {"metric": prim.name, "arms": arms, "note": ""}
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
 
-    plt.close(fig)
-    return buf.getvalue()
+def report_context(con, run_id: str, config: AnalysisConfig | dict | None = None) -> dict:
+    """Everything a report shows (the Markdown, the HTML and report.json render this one dict)."""
+    install_views(con)
+    info = run_info(con, run_id)
+    cfg = analysis_config(info, config)
+    summary = summarize(con, run_id, cfg)
+    try:
+        srm = srm_for_run(con, run_id)
+    except Exception as e:  # noqa: BLE001 - bad weights: report it rather than crash
+        srm = SRMResult({}, {}, float("nan"), float("nan"))
+        srm.error = str(e)
+    channels = con.execute("SELECT * FROM v_channel_contribution WHERE run_id = ? ORDER BY arm, channel",
+                           [run_id]).df()
+    power = {r["arm"]: power_numbers(r, cfg.alpha, cfg.power) for r in summary.to_dict("records")
+             if r["role"] == "primary"}
+    return dict(info=info, config=cfg, summary=summary, arms=arm_summary(con, run_id), srm=srm, channels=channels,
+                truth=truth_table(con, run_id), sequential=_sequential(con, run_id, summary, cfg), power=power,
+                headline=headline(summary, cfg.alpha, cfg.power))
 
 
-def make_plots(con, run_id: str, summary: pd.DataFrame) -> dict[str, bytes]:
-    """PNG bytes: forest (relative lifts), cumulative CTR, channel contribution, latency."""
-    import matplotlib
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, pd.DataFrame):
+        return _jsonable(v.to_dict("records"))
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, (pd.Timestamp,)):
+        return v.isoformat()
+    return v
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    plots: dict[str, bytes] = {}
-    s = summary.dropna(subset=["rel_lift"]).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(len(s), 3) + 1.2))
-    if len(s):
-        y = np.arange(len(s))
-        colors = ["#1f77b4" if r == "primary" else "#d62728" if r == "guardrail" else "#555555" for r in s["role"]]
-        ax.hlines(y, s["rel_ci_low"] * 100, s["rel_ci_high"] * 100, colors=colors, lw=2)
-        ax.scatter(s["rel_lift"] * 100, y, c=colors, zorder=3)
-        ax.set_yticks(y, [f"{m} ({a})" if summary["arm"].nunique() > 1 else m for m, a in zip(s["metric"], s["arm"], strict=True)])
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("relative lift vs control (%), 95% CI")
-    ax.set_title("Relative lift by metric (blue = primary, red = guardrail)")
-    ax.grid(axis="x", alpha=0.3)
-    plots["forest"] = _png(fig)
-
-    cum = con.execute("SELECT arm, hour, cum_ctr FROM v_cumulative WHERE run_id = ? ORDER BY arm, hour",
-                      [run_id]).df()
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
-    for arm, g in cum.groupby("arm"):
-        ax.plot(g["hour"], g["cum_ctr"], marker=".", label=arm)
-    ax.set_xlabel("simulated hours since run start")
-    ax.set_ylabel("cumulative CTR")
-    ax.set_title("Cumulative CTR over simulated time")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    plots["cumulative"] = _png(fig)
-
-    ch = con.execute("SELECT arm, channel, sum(exposures) AS exposures, sum(clicks) AS clicks, "
-                     "sum(consumes) AS consumes FROM v_channel_contribution WHERE run_id = ? GROUP BY ALL "
-                     "ORDER BY arm, channel", [run_id]).df()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, col in zip(axes, ("exposures", "consumes"), strict=True):
-        piv = ch.pivot_table(index="arm", columns="channel", values=col, aggfunc="sum", fill_value=0)
-        share = piv.div(piv.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
-        share.plot.barh(stacked=True, ax=ax, legend=(col == "consumes"), width=0.6)
-        ax.set_title(f"share of {col} by channel")
-        ax.set_xlim(0, 1)
-        ax.set_ylabel("")
-    if axes[1].get_legend():
-        axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    plots["channels"] = _png(fig)
-
-    lat = con.execute("SELECT arm, latency_ms FROM requests WHERE run_id = ? AND latency_ms IS NOT NULL "
-                      "USING SAMPLE reservoir(200000 ROWS) REPEATABLE (0)", [run_id]).df()
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
-    for arm, g in lat.groupby("arm"):
-        v = np.sort(g["latency_ms"].to_numpy())
-        ax.plot(v, np.arange(1, v.size + 1) / v.size, label=f"{arm}: p50 {np.percentile(v, 50):.3g} ms, "
-                f"p99 {np.percentile(v, 99):.3g} ms")
-    ax.set_xscale("log")
-    from matplotlib.ticker import LogLocator, ScalarFormatter
-
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("request latency (ms, log scale)")
-    ax.set_ylabel("share of requests <= x")
-    ax.set_title("Latency distribution per arm")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    plots["latency"] = _png(fig)
-    return plots
+def report_json(ctx: dict) -> dict:
+    """Every number of the report, machine-readable (NaN -> null)."""
+    info, srm = ctx["info"], ctx["srm"]
+    try:
+        config = json.loads(info.get("config_json") or "{}")
+    except json.JSONDecodeError:
+        config = info.get("config_json")
+    seq = ctx["sequential"]
+    return _jsonable({
+        "run": {k: info.get(k) for k in ("run_id", "dataset", "status", "seed", "config_hash", "git_rev", "started_at",
+                                         "finished_at", "sim_start", "sim_end", "n_requests")},
+        "headline": ctx["headline"],
+        "effects": ctx["summary"],
+        "power": ctx["power"],
+        "srm": {"counts": srm.counts, "expected": srm.expected, "chi2": srm.chi2, "p": srm.p, "failed": srm.failed,
+                "error": getattr(srm, "error", None)},
+        "truth": ctx["truth"],
+        "sequential": {"metric": seq["metric"], "note": seq["note"],
+                       "arms": {a: {"stop": v["stop"], "path": v["path"]} for a, v in seq["arms"].items()}},
+        "arms": ctx["arms"], "channels": ctx["channels"].drop(columns=["run_id"], errors="ignore"),
+        "analysis_config": ctx["config"].model_dump(mode="json"), "config": config,
+    })
 
 
 def write_report(catalog_path_or_con, run_id: str, out_dir, config: AnalysisConfig | dict | None = None) -> dict:
-    """Write ``<out_dir>/<run_id>/report.md`` (+ PNGs) and self-contained ``report.html``."""
+    """Write ``<out_dir>/<run_id>/``: report.md (+ PNGs), a self-contained report.html and report.json."""
     with _with_connection(catalog_path_or_con) as con:
-        install_views(con)
-        info = run_info(con, run_id)
-        summary = summarize(con, run_id, config)
-        arms = arm_summary(con, run_id)
-        try:
-            srm = srm_for_run(con, run_id)
-        except Exception as e:  # noqa: BLE001 - bad weights: report it rather than crash
-            srm = SRMResult({}, {}, float("nan"), float("nan"))
-            srm.error = str(e)
-        plots = make_plots(con, run_id, summary)
-        channels = con.execute("SELECT * FROM v_channel_contribution WHERE run_id = ? ORDER BY arm, channel",
-                               [run_id]).df()
+        ctx = report_context(con, run_id, config)
+        seq = ctx["sequential"]
+        first = next(iter(seq["arms"].values()), None)
+        plots = make_plots(con, run_id, ctx["summary"], first["path"] if first else None, seq["metric"],
+                           ctx["config"].alpha)
     out = Path(out_dir) / str(run_id)
     out.mkdir(parents=True, exist_ok=True)
     for name, png in plots.items():
         (out / f"{name}.png").write_bytes(png)
-    ctx = dict(info=info, summary=summary, arms=arms, srm=srm, channels=channels, config=analysis_config(info, config))
     md = out / "report.md"
     md.write_text(render_markdown(ctx, {k: f"{k}.png" for k in plots}))
     html = out / "report.html"
     html.write_text(render_html(ctx, {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in plots.items()}))
-    return {"md": str(md), "html": str(html)}
+    js = out / "report.json"
+    js.write_text(json.dumps(report_json(ctx), indent=1))
+    return {"md": str(md), "html": str(html), "json": str(js)}

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.data.catalog import dataset_schema
 from simulator.errors import ConfigError, NotFoundError
 
 VIEWS_SQL = (Path(__file__).with_name("views.sql")).read_text()
 EVENT_TABLES = ("runs", "arms", "assignments", "requests", "exposures", "feedback")
+BATCH_COLUMNS = ("latency_sum", "requests")  # what batch_table() has per (batch, arm)
+COVARIATES = ("pre", "pre_items", "pre_days", "pre_pop")  # pre-period features of each user (user_table)
+DEFAULT_MARGIN = 0.05  # non-inferiority margin of a guardrail not listed in AnalysisConfig.margins
 
 
 class Metric(BaseModel):
@@ -35,9 +38,19 @@ class Metric(BaseModel):
     kind: Literal["mean", "proportion", "ratio"] = "mean"
     num: str
     den: str | None = None
+    unit: Literal["user", "batch"] = Field("user", description="analysis unit: users (randomised), or serving "
+                                           "batches for system metrics measured per pipeline call (latency)")
     role: Literal["primary", "secondary", "guardrail"] = "secondary"
     higher_is_better: bool = True
     description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Metric:
+        if self.kind == "ratio" and not self.den:
+            raise ValueError(f"metric {self.name!r}: a ratio metric needs den")
+        if self.unit == "batch" and (self.kind != "ratio" or {self.num, self.den} - set(BATCH_COLUMNS)):
+            raise ValueError(f"metric {self.name!r}: a batch metric is a ratio of {' / '.join(BATCH_COLUMNS)}")
+        return self
 
 
 class AnalysisConfig(BaseModel):
@@ -46,16 +59,38 @@ class AnalysisConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     primary: str = "ctr"
     guardrails: list[str] = Field(default_factory=lambda: ["latency_ms", "session_length"])
+    margins: dict[str, float] = Field(default_factory=lambda: {"latency_ms": 0.10, "session_length": 0.05},
+                                      description="non-inferiority margin per guardrail, relative (0.10 = 10% worse "
+                                      f"is tolerated); guardrails not listed get {DEFAULT_MARGIN}")
     alpha: float = Field(0.05, gt=0, lt=1)
+    power: float = Field(0.8, gt=0, lt=1, description="power for the MDE and the sample size in the headline")
+    secondary_correction: Literal["bh", "holm"] = Field("bh", description="multiplicity correction among the "
+                                                        "secondary metrics (the primary is tested at alpha)")
     metrics: list[Metric] = Field(default_factory=list, description="user-defined metrics (SQL expressions)")
     cuped: bool = True
+    covariates: list[str] = Field(default_factory=lambda: list(COVARIATES),
+                                  description=f"pre-period covariates of the CUPED regression, among {COVARIATES}")
+    looks: int = Field(20, ge=2, le=200, description="looks of the sequential monitor over simulated time")
+    msprt_tau: float = Field(0.05, gt=0, description="mSPRT mixing scale, relative to the control mean")
     bootstrap_resamples: int = Field(2000, ge=100)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> AnalysisConfig:
+        bad = [c for c in self.covariates if c not in COVARIATES]
+        if bad:
+            raise ValueError(f"unknown covariates {bad}; choose among {list(COVARIATES)}")
+        bad = {k: v for k, v in self.margins.items() if not 0 < v < 10}
+        if bad:
+            raise ValueError(f"margins must be relative and positive (0.05 = 5%), got {bad}")
+        return self
+
+    def margin(self, metric: str) -> float:
+        return self.margins.get(metric, DEFAULT_MARGIN)
 
 
 DEFAULT_METRICS: tuple[Metric, ...] = (
     Metric(name="ctr", kind="ratio", num="clicks", den="exposures", description="clicks / exposures"),
-    Metric(name="hit_rate", kind="ratio", num="hits", den="requests", description="requests with >=1 click / requests"),
     Metric(name="ndcg", kind="ratio", num="ndcg_sum", den="requests", description="mean slate NDCG (clicks as gains)"),
     Metric(name="consumption", kind="mean", num="consumption", description="consumed value per user"),
     Metric(name="click_any", kind="proportion", num="any_click", description="users with >=1 click"),
@@ -64,8 +99,8 @@ DEFAULT_METRICS: tuple[Metric, ...] = (
            description="mean -log2 popularity of exposed items"),
     Metric(name="diversity", kind="ratio", num="ild_sum", den="requests",
            description="intra-list diversity (1 - share of same-attribute pairs)"),
-    Metric(name="latency_ms", kind="ratio", num="latency_sum", den="requests", higher_is_better=False,
-           description="mean request latency"),
+    Metric(name="latency_ms", kind="ratio", num="latency_sum", den="requests", unit="batch", higher_is_better=False,
+           description="serving time per request (pipeline calls, amortised), tested over serving batches"),
 )
 
 
@@ -129,14 +164,17 @@ def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dic
         nov AS (SELECT e.user_id, sum(-log2((coalesce(pop.n, 0) + 1.0) / (tot.n + 1.0))) AS novelty_sum
                 FROM exposures e LEFT JOIN pop USING (item_id) CROSS JOIN tot
                 WHERE e.run_id = $run_id GROUP BY ALL),
-        pre AS (SELECT i.user_id, count(*) AS pre FROM "{schema}".interactions i, runs r
+        pre AS (SELECT i.user_id, count(*) AS pre, count(DISTINCT i.item_id) AS pre_items,
+                       count(DISTINCT floor(i.ts / 86400)) AS pre_days, avg(ln(pop.n)) AS pre_pop
+                FROM "{schema}".interactions i JOIN pop USING (item_id), runs r
                 WHERE r.run_id = $run_id AND i.ts < r.sim_start GROUP BY ALL)""")
     else:
         notes["novelty"] = f"dataset {dataset!r} has no interactions table in the catalog"
         notes["pre"] = f"no pre-experiment log for dataset {dataset!r}"
         parts.append("""
         nov AS (SELECT NULL::BIGINT AS user_id, NULL::DOUBLE AS novelty_sum WHERE false),
-        pre AS (SELECT NULL::BIGINT AS user_id, NULL::BIGINT AS pre WHERE false)""")
+        pre AS (SELECT NULL::BIGINT AS user_id, NULL::BIGINT AS pre, NULL::BIGINT AS pre_items,
+                       NULL::BIGINT AS pre_days, NULL::DOUBLE AS pre_pop WHERE false)""")
     attr = _diversity_attr(con, schema) if has else None
     if attr:
         parts.append(f"""
@@ -166,7 +204,7 @@ def user_table(con, run_id: str, metrics: list[Metric] | None = None) -> tuple[p
     sql = f"""
     WITH {ctes}
     SELECT u.*, coalesce(nov.novelty_sum, 0) AS novelty_sum, coalesce(ild.ild_sum, 0) AS ild_sum,
-           pre.pre AS pre {custom}
+           pre.pre AS pre, pre.pre_items AS pre_items, pre.pre_days AS pre_days, pre.pre_pop AS pre_pop {custom}
     FROM v_user_metrics u
     LEFT JOIN nov USING (user_id) LEFT JOIN ild USING (user_id) LEFT JOIN pre USING (user_id)
     WHERE u.run_id = $run_id ORDER BY u.user_id"""
@@ -179,6 +217,16 @@ def user_table(con, run_id: str, metrics: list[Metric] | None = None) -> tuple[p
     if "pre" in df and df["pre"].isna().all():
         notes.setdefault("pre", "no pre-experiment interactions before runs.sim_start")
     else:
-        df["pre"] = df["pre"].fillna(0)
+        df[list(COVARIATES)] = df[list(COVARIATES)].astype(float).fillna(0.0)
     df.attrs["notes"] = notes
     return df, notes
+
+
+def batch_table(con, run_id: str) -> pd.DataFrame:
+    """One row per (serving batch, arm) of ``run_id``: summed latency and requests (BatchRatio's units).
+    Empty for runs recorded before batches were (no ``batch_no``)."""
+    if "batch_no" not in _table_columns(con, "main", "requests"):
+        return pd.DataFrame(columns=["batch_no", "arm", *BATCH_COLUMNS])
+    return con.execute("""SELECT batch_no, arm, sum(latency_ms) AS latency_sum, count(*) AS requests
+                          FROM requests WHERE run_id = ? AND batch_no IS NOT NULL AND latency_ms IS NOT NULL
+                          GROUP BY ALL ORDER BY batch_no, arm""", [run_id]).df()

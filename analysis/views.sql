@@ -86,14 +86,20 @@ LEFT JOIN lat USING (run_id, arm)
 LEFT JOIN cov USING (run_id, arm);
 
 -- Per (run, arm, channel): which retrieval channel produced the exposed/clicked/consumed items.
+-- Feedback is first reduced to one row per shown position, so an exposure counts once however
+-- many events (click, consume) it received.
 CREATE OR REPLACE VIEW v_channel_contribution AS
+WITH f AS (
+  SELECT run_id, request_id, position,
+         count(*) FILTER (WHERE event = 'click')   AS clicks,
+         count(*) FILTER (WHERE event = 'consume') AS consumes
+  FROM feedback GROUP BY ALL)
 SELECT e.run_id, e.arm, coalesce(e.channel, '?') AS channel,
        count(*) AS exposures,
-       count(*) FILTER (WHERE f.event = 'click')   AS clicks,
-       count(*) FILTER (WHERE f.event = 'consume') AS consumes
+       coalesce(sum(f.clicks), 0)   AS clicks,
+       coalesce(sum(f.consumes), 0) AS consumes
 FROM exposures e
-LEFT JOIN feedback f
-  ON f.run_id = e.run_id AND f.request_id = e.request_id AND f.position = e.position
+LEFT JOIN f ON f.run_id = e.run_id AND f.request_id = e.request_id AND f.position = e.position
 GROUP BY ALL;
 
 -- Per (run, arm, time bucket): cumulative metrics over simulated time. The run is cut into

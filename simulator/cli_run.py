@@ -90,9 +90,9 @@ def summarize_run(cat, run_id: str, report_dir: Path) -> None:
     if summarize is not None:
         try:
             table = summarize(cat.con, run_id)
-            typer.echo(format_summary(table))
             paths = write_report(cat.con, run_id, report_dir)
-            typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')})")
+            typer.echo(format_summary(table))
+            typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')}, {paths.get('json')})")
             return
         except Exception as e:  # the run's events are safe; fall back to the plain summary
             typer.secho(f"warning: analysis report failed ({type(e).__name__}: {e}); plain summary follows",

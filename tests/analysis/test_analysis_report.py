@@ -21,7 +21,7 @@ from simulator.errors import ConfigError, NotFoundError
 def _insert(con, table, rows):
     df = pd.DataFrame(rows)
     con.register("_t", df)
-    con.execute(f"INSERT INTO {table} SELECT * FROM _t")
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _t")
     con.unregister("_t")
 
 
@@ -99,12 +99,18 @@ def test_summary_recovers_injected_lift(fake_db):
     assert ctr.rel_ci_low < 0.3 < ctr.rel_ci_high
     lat = s[s.metric == "latency_ms"].iloc[0]
     assert lat.role == "guardrail" and bool(lat.guardrail_violated)  # treatment is slower by construction
-    assert set(s.metric) >= {"ctr", "hit_rate", "ndcg", "consumption", "session_length", "novelty", "diversity"}
-    assert (s.p_holm >= s.p - 1e-15).all() and s.p_bh.notna().all()
+    assert lat.guardrail_status == "violated" and lat.method == "batch" and "serving batches" in lat.note
+    assert set(s.metric) == {"ctr", "ndcg", "consumption", "click_any", "session_length", "novelty", "diversity",
+                             "latency_ms"}
+    sec = s[s.role == "secondary"]
+    assert (sec.p_adj >= sec.p - 1e-15).all() and sec.p_adj.notna().all()
+    assert ctr.p_adj == ctr.p  # the primary is tested at alpha, unadjusted (one treatment arm)
     from analysis.report import format_summary
 
-    text = format_summary(s)
-    assert text.splitlines()[1].split()[:2] == ["ctr", "*"] and "latency_ms (g)" in text
+    lines = format_summary(s).splitlines()
+    assert lines[0].startswith("treatment beats control on ctr: +")  # the answer comes first
+    table = lines[lines.index("") + 1:]
+    assert table[1].split()[:2] == ["ctr", "*"] and any(x.strip().startswith("latency_ms (g)") for x in table)
 
 
 def test_user_defined_metric_and_bad_config(fake_db):
@@ -139,10 +145,19 @@ def test_html_report_parses_and_embeds_plots(fake_db, tmp_path):
     paths = write_report(str(fake_db), "lift", tmp_path)
     p = _Imgs()
     p.feed(open(paths["html"]).read())
-    assert len(p.imgs) == 4 and all(i["src"].startswith("data:image/png;base64,") for i in p.imgs)
+    assert len(p.imgs) == 5 and all(i["src"].startswith("data:image/png;base64,") for i in p.imgs)
     assert all(len(i["src"]) > 5000 for i in p.imgs)
+    assert [i["alt"] for i in p.imgs][:2] == ["forest plot of relative lifts", "sequential monitor"]
     text = "".join(p.text)
     assert "Experiment report: lift" in text and "no sample ratio mismatch" in text and "banner bad" not in p.classes
+    assert text.index("treatment beats control on ctr") < text.index("Effects (treatment vs control)")
+    js = json.loads(open(paths["json"]).read())
+    assert js["headline"][0].startswith("treatment beats control on ctr")
+    ctr = next(e for e in js["effects"] if e["metric"] == "ctr")
+    assert ctr["significant"] is True and ctr["p"] < 1e-6 and js["run"]["run_id"] == "lift"
+    seq = js["sequential"]["arms"]["treatment"]
+    p_av = [look["p_always_valid"] for look in seq["path"]]
+    assert len(p_av) >= 15 and all(b <= a for a, b in zip(p_av, p_av[1:], strict=False)) and seq["stop"]["stopped"]
     md = open(paths["md"]).read()
     assert "| ctr | primary |" in md and "![relative lifts](forest.png)" in md
     assert (tmp_path / "lift" / "forest.png").exists()
@@ -198,7 +213,9 @@ def test_three_arms_one_without_users():
                   weights={"control": 0.5, "b": 0.5, "c": 0.0})
     s = summarize(con, "m3")
     c = s[s.arm == "c"]
-    assert len(c) == 9 and c.p.isna().all() and (c.n_treatment == 0).all()
-    assert (c.note == [f"metric '{m}': arm 'c' has zero users" for m in c.metric]).all()
-    assert s[s.arm == "b"].p_holm.notna().all()
+    assert len(c) == 8 and c.p.isna().all() and (c.n_treatment == 0).all()
+    assert (c.note == [f"metric '{m}': arm 'c' has " + ("no measured batches" if m == "latency_ms" else "zero users")
+                       for m in c.metric]).all()
+    b = s[s.arm == "b"]
+    assert b[b.role != "guardrail"].p_adj.notna().all() and (b[b.role == "guardrail"].guardrail_status != "").all()
     assert not srm_for_run(con, "m3").failed
