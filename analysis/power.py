@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
@@ -80,3 +81,32 @@ def mde(baseline: float, n_per_arm: float, *, kind: str = "proportion", sd: floa
 def power_at(effect_abs: float, sd: float, n_per_arm: float, alpha: float = 0.05, ratio: float = 1.0) -> float:
     """Power of a two-sided two-sample t-test for an absolute effect (statsmodels)."""
     return float(TTestIndPower().power(effect_size=effect_abs / sd, nobs1=n_per_arm, alpha=alpha, ratio=ratio))
+
+
+def power_from_se(effect: float, se: float, alpha: float = 0.05) -> float:
+    """Power of a two-sided z test for a true ``effect`` whose estimate has standard error ``se``."""
+    if not (np.isfinite(effect) and np.isfinite(se) and se > 0):
+        return float("nan")
+    z = stats.norm.ppf(1 - alpha / 2)
+    k = abs(effect) / se
+    return float(stats.norm.sf(z - k) + stats.norm.cdf(-z - k))
+
+
+def plan_from_run(rel_se: float, n_per_arm: float, control: float, *, mde_rel: float | None = None,
+                  n: float | None = None, alpha: float = 0.05, power: float = 0.8) -> PowerResult:
+    """Sample size (for ``mde_rel``) or MDE (for ``n`` users per arm) at a finished run's observed
+    variance: the relative lift's SE scales as 1/sqrt(users per arm)."""
+    if (mde_rel is None) == (n is None):
+        raise ConfigError("give exactly one of --mde (-> sample size) or --n (-> MDE)")
+    if not (np.isfinite(rel_se) and rel_se > 0 and n_per_arm >= 2):
+        raise ConfigError("the run's primary metric has no usable standard error")
+    k = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    unit_sd = rel_se * np.sqrt(n_per_arm)  # SE of the relative lift with one user per arm
+    if mde_rel is not None:
+        if mde_rel == 0:
+            raise ConfigError("mde must be non-zero")
+        n = float(np.ceil((k * unit_sd / abs(mde_rel)) ** 2))
+    else:
+        mde_rel = float(k * unit_sd / np.sqrt(n))
+    return PowerResult("run", control, float(unit_sd * control), alpha, power, float(n), float(mde_rel * control),
+                       float(mde_rel))

@@ -74,9 +74,11 @@ def _sequential_text(ctx: dict) -> str:
 
 
 def _truth_display(ctx: dict) -> pd.DataFrame | None:
-    t = ctx["truth"]
-    if t.empty:
+    from .report import truth_summary
+
+    if ctx["truth"].empty:
         return None
+    t = truth_summary(ctx["truth"])
     wide = t.pivot_table(index="metric", columns="arm", values="value")
     se = t.pivot_table(index="metric", columns="arm", values="se")
     out = wide.map(lambda v: f"{v:.4g}") + se.map(lambda v: f" ± {v:.2g}" if v == v else "")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.errors import ConfigError
+from simulator.oracle import paired_lift
 
 from .decision import decide, headline, power_numbers
 from .estimators import DeltaRatio, EstimationError, default_estimator
@@ -27,7 +28,7 @@ from .views import DEFAULT_METRICS, AnalysisConfig, Metric, batch_table, install
 SUMMARY_COLUMNS = ["metric", "role", "arm", "control_arm", "method", "control", "treatment", "abs_lift",
                    "rel_lift", "ci_low", "ci_high", "rel_ci_low", "rel_ci_high", "rel_se", "p", "p_adj",
                    "significant", "guardrail_status", "margin", "n_control", "n_treatment", "true_control",
-                   "true_treatment", "true_rel_lift", "true_rel_se", "note"]
+                   "true_treatment", "true_rel_lift", "true_rel_se", "var_reduction", "note"]
 
 
 # ---------------------------------------------------------------- config + table
@@ -95,12 +96,20 @@ def _with_connection(catalog_or_con):
 
 
 def truth_table(con, run_id: str) -> pd.DataFrame:
-    """The world oracle's values of the run (arm, metric, value, se); empty when there is none."""
+    """The world oracle's passes of the run (arm, metric, rep, value); empty when there is none."""
     have = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'truth'").fetchone()[0]
     if not have:
-        return pd.DataFrame(columns=["arm", "metric", "value", "se", "reps"])
-    return con.execute("SELECT arm, metric, value, se, reps FROM truth WHERE run_id = ? ORDER BY arm, metric",
+        return pd.DataFrame(columns=["arm", "metric", "rep", "value"])
+    return con.execute("SELECT arm, metric, rep, value FROM truth WHERE run_id = ? ORDER BY arm, metric, rep",
                        [run_id]).df()
+
+
+def truth_summary(truth: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and metric: mean over passes, Monte-Carlo SE, passes."""
+    g = truth.groupby(["arm", "metric"])["value"]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["se"] = out["std"] / np.sqrt(out["count"])
+    return out.rename(columns={"mean": "value", "count": "reps"})[["arm", "metric", "value", "se", "reps"]]
 
 
 def _effect(table, batches, m: Metric, control: str, arm: str, cfg: AnalysisConfig) -> dict:
@@ -112,8 +121,10 @@ def _effect(table, batches, m: Metric, control: str, arm: str, cfg: AnalysisConf
         data, note = table, "old run without serving batches: latency tested per user (may be anti-conservative)"
     est.control, est.treatment = control, arm
     try:
-        row = est.estimate(data, m).as_row()
+        e = est.estimate(data, m)
+        row = e.as_row()
         row["note"] = "; ".join(x for x in (note, row.get("note", "")) if x)
+        row["var_reduction"] = e.extra.get("var_reduction", np.nan)  # CUPED: 1 - Var(adjusted)/Var(plain)
     except EstimationError as err:
         n = table.groupby("arm").size()
         row = {"metric": m.name, "control_arm": control, "method": est.name, "note": str(err),
@@ -123,14 +134,15 @@ def _effect(table, batches, m: Metric, control: str, arm: str, cfg: AnalysisConf
 
 
 def _add_truth(df: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """World-oracle columns: true arm values and the true relative lift (with its Monte-Carlo SE)."""
-    val = {(r.arm, r.metric): (r.value, r.se) for r in truth.itertuples()}
+    """World-oracle columns: true arm values and the true relative lift (Monte-Carlo SE from paired passes)."""
+    per = {k: g.sort_values("rep")["value"].to_numpy() for k, g in truth.groupby(["arm", "metric"])}
     cols = {"true_control": [], "true_treatment": [], "true_rel_lift": [], "true_rel_se": []}
     for r in df.itertuples():
-        (c, sc), (t, st) = val.get((r.control_arm, r.metric), (np.nan, np.nan)), val.get((r.arm, r.metric), (np.nan, np.nan))
-        rel = t / c - 1 if c and np.isfinite(c) and c > 0 else np.nan
-        se = np.sqrt(st**2 / c**2 + t**2 * sc**2 / c**4) if np.isfinite(rel) else np.nan
-        for k, v in zip(cols, (c, t, rel, se), strict=True):
+        c, t = per.get((r.control_arm, r.metric)), per.get((r.arm, r.metric))
+        vals = (np.nan,) * 4
+        if c is not None and t is not None and len(c) == len(t):
+            vals = (c.mean(), t.mean(), *paired_lift(c, t))
+        for k, v in zip(cols, vals, strict=True):
             cols[k].append(v)
     return df.assign(**cols)
 
@@ -283,7 +295,8 @@ def report_json(ctx: dict) -> dict:
         "power": ctx["power"],
         "srm": {"counts": srm.counts, "expected": srm.expected, "chi2": srm.chi2, "p": srm.p, "failed": srm.failed,
                 "error": getattr(srm, "error", None)},
-        "truth": ctx["truth"],
+        "truth": truth_summary(ctx["truth"]) if not ctx["truth"].empty else [],
+        "truth_passes": ctx["truth"],
         "sequential": {"metric": seq["metric"], "note": seq["note"],
                        "arms": {a: {"stop": v["stop"], "path": v["path"]} for a, v in seq["arms"].items()}},
         "arms": ctx["arms"], "channels": ctx["channels"].drop(columns=["run_id"], errors="ignore"),

@@ -69,16 +69,22 @@ class TruthLog:
 
 @dataclass(frozen=True)
 class Truth:
-    """Per arm and metric: the mean over passes and its Monte-Carlo standard error."""
+    """Per arm, metric and pass: the value of one counterfactual pass. Pass r of every arm uses the
+    same seed (common random numbers: the same arrivals), so lifts are compared pass by pass."""
 
-    values: dict[str, dict[str, float]]  # arm -> metric -> value
-    se: dict[str, dict[str, float]]
-    reps: int
+    passes: dict[str, list[dict[str, float]]]  # arm -> one dict of metric values per pass
     window: tuple[float, float]
 
-    def rows(self) -> list[tuple[str, str, float, float, int]]:
-        return [(arm, m, self.values[arm][m], self.se[arm][m], self.reps)
-                for arm in self.values for m in self.values[arm]]
+    @property
+    def reps(self) -> int:
+        return len(next(iter(self.passes.values())))
+
+    @property
+    def values(self) -> dict[str, dict[str, float]]:
+        return {a: {m: float(np.mean([p[m] for p in ps])) for m in TRUTH_METRICS} for a, ps in self.passes.items()}
+
+    def rows(self) -> list[tuple[str, str, int, float]]:
+        return [(arm, m, r, p[m]) for arm, ps in self.passes.items() for r, p in enumerate(ps) for m in TRUTH_METRICS]
 
 
 def oracle_seed(seed: int, rep: int) -> int:
@@ -92,13 +98,23 @@ def world_truth(make_simulation, arm_names: tuple[str, ...], n_users: int, user_
     run's Simulation with another design/log/seed (everything else unchanged)."""
     if reps < 1:
         raise ValueError("world_truth needs reps >= 1")
-    per: dict[str, list[dict[str, float]]] = {a: [] for a in arm_names}
+    passes: dict[str, list[dict[str, float]]] = {a: [] for a in arm_names}
     for i, arm in enumerate(arm_names):
         for r in range(reps):
             log = TruthLog(user_model, n_users)
             make_simulation(SingleArm(arm_names, i), log, oracle_seed(seed, r)).run()
-            per[arm].append(log.metrics())
-    values = {a: {m: float(np.mean([x[m] for x in per[a]])) for m in TRUTH_METRICS} for a in arm_names}
-    se = {a: {m: (float(np.std([x[m] for x in per[a]], ddof=1) / np.sqrt(reps)) if reps > 1 else float("nan"))
-              for m in TRUTH_METRICS} for a in arm_names}
-    return Truth(values, se, reps, window)
+            passes[arm].append(log.metrics())
+    return Truth(passes, window)
+
+
+def paired_lift(control: np.ndarray, treatment: np.ndarray) -> tuple[float, float]:
+    """Relative lift mean(T)/mean(C) - 1 over paired passes, and its Monte-Carlo SE (delta method)."""
+    c, t = np.asarray(control, float), np.asarray(treatment, float)
+    mc, mt = c.mean(), t.mean()
+    if not mc > 0:
+        return float("nan"), float("nan")
+    if len(c) < 2:
+        return float(mt / mc - 1), float("nan")
+    cov = np.cov(t, c, ddof=1) / len(c)
+    var = cov[0, 0] / mc**2 + mt**2 * cov[1, 1] / mc**4 - 2 * mt * cov[0, 1] / mc**3
+    return float(mt / mc - 1), float(np.sqrt(max(var, 0.0)))

@@ -225,7 +225,7 @@ def run_truth(cfg: ExperimentConfig, setup: Setup, policies: dict, window: tuple
 
 def store_truth(con, run_id: str, truth: Truth) -> None:
     rows = [(run_id, *r, truth.window[0], truth.window[1]) for r in truth.rows()]
-    con.executemany("INSERT OR REPLACE INTO truth VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.executemany("INSERT OR REPLACE INTO truth VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True) -> str:

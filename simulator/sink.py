@@ -26,8 +26,8 @@ CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id 
 CREATE TABLE IF NOT EXISTS feedback(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   item_id BIGINT, position INTEGER, event VARCHAR, value DOUBLE, ts DOUBLE,
   PRIMARY KEY (run_id, request_id, item_id, event));
-CREATE TABLE IF NOT EXISTS truth(run_id VARCHAR, arm VARCHAR, metric VARCHAR, value DOUBLE, se DOUBLE,
-  reps INTEGER, window_start DOUBLE, window_end DOUBLE, PRIMARY KEY (run_id, arm, metric));
+CREATE TABLE IF NOT EXISTS truth(run_id VARCHAR, arm VARCHAR, metric VARCHAR, rep INTEGER, value DOUBLE,
+  window_start DOUBLE, window_end DOUBLE, PRIMARY KEY (run_id, arm, metric, rep));
 """
 
 TABLE_COLUMNS = {

@@ -1,0 +1,238 @@
+"""Calibration of the product path itself: `sim run` -> event tables -> views -> summarize. Prints JSON.
+
+    python bench/sim_calibration.py --quick                 # under 10 minutes on 2 cores
+    python bench/sim_calibration.py --out results.json      # 200 A/A + 100 known-effect runs
+
+Every replicate calls ``run_experiment`` (what `sim run` calls) on the default synthetic world
+with arms trained once (only the seed and the salt change between replicates), then
+``summarize`` and the sequential monitor (what `sim report` calls).
+
+(a) A/A: two identical popularity arms (quota 50, slate 10): false-positive rate of every
+    default metric at alpha, KS test of p-uniformity, the primary decision, guardrail
+    violations, and the sequential monitor's "ever stopped" rate.
+(b) Known effect: SASRec vs popularity (retrieval-only arms, quota 50, slate 10) over a fixed
+    window of simulated time; the truth is the world oracle over that window with many
+    passes. Coverage of the truth by the reported 95% CIs, mean bias of the relative lift, and
+    the run-to-run SD of the estimate vs the mean reported SE, per metric the oracle knows.
+(c) Power: the share of (b)'s runs whose primary test is significant vs the power predicted
+    (analysis.power.power_from_se) from a pilot run's standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.power import power_from_se  # noqa: E402
+from analysis.report import arm_roles, metric_list, summarize  # noqa: E402
+from analysis.sequential import first_stop, sequential_path  # noqa: E402
+from analysis.views import AnalysisConfig, install_views  # noqa: E402
+from simulator.config import parse_config  # noqa: E402
+from simulator.data import Catalog, ensure_dataset  # noqa: E402
+from simulator.oracle import paired_lift  # noqa: E402
+from simulator.run import prepare, run_truth, train_arms  # noqa: E402
+from simulator.sink import ensure_schema  # noqa: E402
+
+TRUTH_TABLES = ("assignments", "requests", "exposures", "feedback", "truth", "arms", "runs")
+TRAINING = {"sasrec": {"epochs": 10, "patience": 2}}  # the default `sim run` budget
+
+
+def arm(name: str, policy: str, role: str) -> dict:
+    return {"name": name, "role": role, "channels": [{"policy": policy, "quota": 50}], "slate_size": 10}
+
+
+DATASET = {"name": "synthetic"}  # --world-users N: a world with N users (same items), see main()
+
+
+def config(arms: list[dict], seed: int, salt: str, artifacts: str, **kw):
+    return parse_config({"name": "calib", "dataset": DATASET["name"], "seed": seed, "salt": salt, "arms": arms,
+                         "artifacts": artifacts, "policies": TRAINING, "oracle_reps": 0, **kw}, "bench")
+
+
+def drop_run(con, run_id: str) -> None:
+    for t in TRUTH_TABLES:
+        con.execute(f"DELETE FROM {t} WHERE run_id = ?", [run_id])
+
+
+def replicate(cat, cfg, policies: dict, sequential: bool) -> tuple[dict, dict]:
+    """One run through the product path; returns per-metric results and the sequential stop."""
+    from simulator.run import run_experiment
+
+    rid = run_experiment(cfg, cat, progress=False, policies=policies)
+    s = summarize(cat.con, rid)
+    out = {r["metric"]: {k: r[k] for k in ("p", "p_adj", "significant", "guardrail_status", "rel_lift", "rel_ci_low",
+                                           "rel_ci_high", "rel_se", "abs_lift", "control", "treatment", "n_control",
+                                           "n_treatment", "var_reduction", "method")}
+           for r in s.to_dict("records")}
+    stop = {}
+    if sequential:
+        prim = next(m for m in metric_list(AnalysisConfig()) if m.role == "primary")
+        control, (treat,) = arm_roles(cat.con, rid)
+        stop = first_stop(sequential_path(cat.con, rid, prim, control, treat), 0.05)
+    n = cat.con.execute("SELECT count(*), max(ts) - min(ts) FROM requests WHERE run_id = ?", [rid]).fetchone()
+    drop_run(cat.con, rid)
+    return out, {"stop": stop, "requests": int(n[0]), "span_s": float(n[1] or 0)}
+
+
+def wilson(k: int, n: int) -> list[float]:
+    from statsmodels.stats.proportion import proportion_confint
+
+    return [float(x) for x in proportion_confint(k, n, method="wilson")]
+
+
+def run_aa(cat, policies, n_runs: int, n_requests: int, art: str, alpha: float) -> dict:
+    arms = [arm("a", "popularity", "control"), arm("b", "popularity", "treatment")]
+    res, seq = [], []
+    for i in tqdm(range(n_runs), desc="A/A", file=sys.stderr):
+        r, meta = replicate(cat, config(arms, seed=1000 + i, salt=f"aa-{i}", artifacts=art, n_requests=n_requests),
+                            policies, sequential=True)
+        res.append(r)
+        seq.append(meta["stop"]["stopped"])
+    metrics = list(res[0])
+    per = {}
+    for m in metrics:
+        p = np.array([r[m]["p"] for r in res], float)
+        ok = np.isfinite(p)
+        k = int((p[ok] < alpha).sum())
+        per[m] = {"fpr": k / max(ok.sum(), 1), "fpr_ci95": wilson(k, int(ok.sum())), "runs": int(ok.sum()),
+                  "ks_p_uniform": float(stats.kstest(p[ok], "uniform").pvalue),
+                  "within_5pct_pm2": bool(0.03 <= k / max(ok.sum(), 1) <= 0.07)}
+        if res[0][m]["guardrail_status"]:
+            per[m]["violated"] = float(np.mean([r[m]["guardrail_status"] == "violated" for r in res]))
+    prim = next(m.name for m in metric_list(AnalysisConfig()) if m.role == "primary")
+    vr = [r[prim]["var_reduction"] for r in res if np.isfinite(r[prim]["var_reduction"] or np.nan)]
+    return {"runs": n_runs, "requests_per_run": n_requests, "alpha": alpha, "metrics": per,
+            "primary_significant_rate": float(np.mean([r[prim]["significant"] for r in res])),
+            "any_guardrail_violated_rate": float(np.mean([any(r[m]["guardrail_status"] == "violated" for m in r)
+                                                          for r in res])),
+            "any_secondary_significant_rate": float(np.mean([any(r[m]["significant"] for m in r if m != prim)
+                                                             for r in res])),
+            "sequential_ever_stopped_rate": float(np.mean(seq)),
+            "cuped_primary_se_ratio_median": float(np.median(np.sqrt(1 - np.array(vr)))) if vr else None}
+
+
+def truth_for_window(cat, cfg, policies, reps: int) -> dict:
+    """The world oracle over [sim_start, sim_start + duration] with ``reps`` passes per arm."""
+    setup = prepare(cfg, cat)
+    window = (setup.sim_start, setup.sim_start + cfg.duration_s)
+    t = run_truth(cfg.model_copy(update={"oracle_reps": reps}), setup, policies, window)
+    return {"values": t.values, "passes": t.passes, "reps": reps, "window_s": cfg.duration_s}
+
+
+def run_effect(cat, policies, n_runs: int, duration: float, art: str, alpha: float, truth_reps: int,
+               vary: str = "both") -> dict:
+    arms = [arm("popularity", "popularity", "control"), arm("sasrec", "sasrec", "treatment")]
+    base = config(arms, seed=0, salt="effect", artifacts=art, n_requests=10**9, duration_s=duration)
+    t0 = time.perf_counter()
+    truth = truth_for_window(cat, base, policies, truth_reps)
+    t_truth = time.perf_counter() - t0
+    res, reqs = [], []
+    for i in tqdm(range(n_runs), desc=f"effect ({vary})", file=sys.stderr):
+        seed = 2000 + i if vary in ("both", "seed") else 2000
+        salt = f"effect-{i}" if vary in ("both", "salt") else "effect"
+        r, meta = replicate(cat, config(arms, seed=seed, salt=salt, artifacts=art, n_requests=10**9,
+                                        duration_s=duration), policies, sequential=False)
+        res.append(r)
+        reqs.append(meta["requests"])
+    per = {}
+    for m in truth["values"]["popularity"]:
+        if m not in res[0]:
+            continue
+        true_rel, true_se = paired_lift(*([p[m] for p in truth["passes"][a]] for a in ("popularity", "sasrec")))
+        rel = np.array([r[m]["rel_lift"] for r in res], float)
+        lo = np.array([r[m]["rel_ci_low"] for r in res], float)
+        hi = np.array([r[m]["rel_ci_high"] for r in res], float)
+        se = np.array([r[m]["rel_se"] for r in res], float)
+        cov = (lo <= true_rel) & (true_rel <= hi)
+        raw = np.array([r[m]["treatment"] / r[m]["control"] - 1 for r in res], float)
+        per[m] = {"true_rel_lift": float(true_rel), "true_rel_lift_mc_se": true_se, "coverage": float(cov.mean()),
+                  "coverage_ci95": wilson(int(cov.sum()), len(cov)),
+                  "mean_rel_lift": float(rel.mean()), "mc_se_of_mean": float(rel.std(ddof=1) / np.sqrt(len(rel))),
+                  "relative_bias": float(rel.mean() / true_rel - 1) if true_rel else None,
+                  "mean_raw_rel_lift": float(raw.mean()),
+                  "run_to_run_sd": float(rel.std(ddof=1)), "mean_reported_se": float(np.nanmean(se)),
+                  "se_over_sd": float(np.nanmean(se) / rel.std(ddof=1)),
+                  "significant_rate": float(np.mean([r[m]["significant"] for r in res]))}
+    return {"runs": n_runs, "vary": vary, "window_s": duration, "mean_requests": float(np.mean(reqs)),
+            "truth": truth, "truth_seconds": round(t_truth, 1), "metrics": per, "_rows": res}
+
+
+def power_check(effect: dict, alpha: float) -> dict:
+    """Observed power of the primary vs the power predicted from the first run (a pilot)."""
+    prim = next(m.name for m in metric_list(AnalysisConfig()) if m.role == "primary")
+    rows = effect.pop("_rows")
+    pilot = rows[0][prim]
+    true_rel = effect["metrics"][prim]["true_rel_lift"]
+    predicted = power_from_se(true_rel, pilot["rel_se"], alpha)
+    observed = float(np.mean([r[prim]["significant"] for r in rows[1:]]))
+    return {"metric": prim, "true_rel_lift": true_rel, "pilot_rel_se": pilot["rel_se"], "predicted_power": predicted,
+            "observed_power": observed, "observed_ci95": wilson(int(round(observed * (len(rows) - 1))), len(rows) - 1),
+            "runs": len(rows) - 1}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="60 A/A + 40 effect runs of ~2,000 requests")
+    ap.add_argument("--aa", type=int, default=200)
+    ap.add_argument("--effect", type=int, default=100)
+    ap.add_argument("--requests", type=int, default=2000, help="A/A requests per run")
+    ap.add_argument("--effect-requests", type=int, default=20000, help="effect runs: window sized for ~N requests")
+    ap.add_argument("--truth-reps", type=int, default=20)
+    ap.add_argument("--decompose", type=int, default=0, help="also N runs varying only the seed / only the salt")
+    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--world-users", type=int, default=None, help="a world with this many users (default world: "
+                    "2,000): with many users per run-window, the finite-population effect vanishes")
+    ap.add_argument("--skip-aa", action="store_true")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.aa, args.effect, args.effect_requests, args.truth_reps = 60, 40, 2000, 8
+    import torch
+
+    torch.set_num_threads(1)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="simcal-"))
+    cat = Catalog(str(work / "cal.duckdb"))
+    if args.world_users:
+        DATASET["name"] = f"synthetic-users{args.world_users}"
+        ensure_dataset(DATASET["name"], cat, n_users=args.world_users)
+    else:
+        ensure_dataset("synthetic", cat)
+    art = str(work / "artifacts")
+    arms = [arm("popularity", "popularity", "control"), arm("sasrec", "sasrec", "treatment")]
+    pilot_cfg = config(arms, seed=1, salt="pilot", artifacts=art, n_requests=args.effect_requests)
+    policies = train_arms(pilot_cfg, prepare(pilot_cfg, cat), progress=False)
+    ensure_schema(cat.con)
+    install_views(cat.con)
+    t0 = time.perf_counter()
+    _, meta = replicate(cat, pilot_cfg, policies, sequential=False)  # how long a window holds ~N requests
+    out: dict = {"command": "python bench/sim_calibration.py " + " ".join(sys.argv[1:]), "machine": {"cpus": os.cpu_count()}}
+    out["dataset"] = DATASET["name"]
+    if not args.skip_aa:
+        out["aa"] = run_aa(cat, policies, args.aa, args.requests, art, args.alpha)
+    out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.alpha, args.truth_reps)
+    out["power"] = power_check(out["effect"], args.alpha)
+    for vary in ("seed", "salt") if args.decompose else ():
+        e = run_effect(cat, policies, args.decompose, meta["span_s"], art, args.alpha, args.truth_reps, vary)
+        e.pop("_rows")
+        out[f"effect_vary_{vary}_only"] = e
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(out, indent=1, default=float)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
