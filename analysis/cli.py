@@ -3,6 +3,7 @@
     sim report RUN_ID [--out reports] [--analysis-config a.json] [--format table|json]
     sim query "SELECT * FROM v_arm_summary" [--format table|csv|json|parquet] [--output FILE]
     sim power --baseline 0.05 --mde 0.02 [--kind proportion|mean --sd 1.2] [--n 5000]
+    sim power --from-run RUN_ID --mde 0.02 | --n 5000     (the run's observed variance of its primary metric)
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def query(
 
 
 def power(
-    baseline: float = typer.Option(..., "--baseline", help="Control mean (a proportion for --kind proportion)."),
+    baseline: Optional[float] = typer.Option(None, "--baseline", help="Control mean (a proportion for --kind proportion)."),
     mde: Optional[float] = typer.Option(None, "--mde", help="Relative lift to detect, e.g. 0.02 = +2%."),
     n: Optional[float] = typer.Option(None, "--n", help="Users per arm: report the MDE instead."),
     kind: str = typer.Option("proportion", "--kind", help="proportion | mean"),
@@ -130,7 +131,10 @@ def power(
     alpha: float = typer.Option(0.05, "--alpha"),
     power_: float = typer.Option(0.8, "--power"),
     ratio: float = typer.Option(1.0, "--ratio", help="treatment users / control users"),
+    from_run: Optional[str] = typer.Option(None, "--from-run", help="Plan from a finished (pilot) run: its primary "
+                                           "metric's observed variance replaces --baseline/--kind/--sd."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    catalog: Optional[str] = _CATALOG,
 ) -> None:
     """Sample size per arm for a relative MDE, or the MDE for a given n (statsmodels power)."""
     from .power import mde as mde_fn
@@ -138,12 +142,35 @@ def power(
 
     if (mde is None) == (n is None):
         raise ConfigError("give exactly one of --mde (-> sample size) or --n (-> MDE)")
-    if mde is not None:
+    if from_run is not None:
+        r, kind = _plan_from_run(from_run, catalog, mde, n, alpha, power_), "run"
+    elif baseline is None:
+        raise ConfigError("give --baseline (or --from-run RUN_ID)")
+    elif mde is not None:
         r = sample_size(baseline, mde, kind=kind, sd=sd, alpha=alpha, power=power_, ratio=ratio)
     else:
         r = mde_fn(baseline, n, kind=kind, sd=sd, alpha=alpha, power=power_, ratio=ratio)
     if as_json:
         typer.echo(json.dumps(r.as_dict()))
         return
-    typer.echo(f"{kind} metric, baseline {baseline:g}, sd {r.sd:.4g}, alpha {alpha:g}, power {power_:g}")
+    typer.echo(f"{kind} metric, baseline {r.baseline:g}, sd {r.sd:.4g}, alpha {alpha:g}, power {power_:g}")
     typer.echo(f"users per arm: {r.n_per_arm:,.0f}   MDE: {r.mde_rel * 100:+.2f}% relative ({r.mde_abs:+.4g} absolute)")
+
+
+def _plan_from_run(run_id: str, catalog: Optional[str], mde: Optional[float], n: Optional[float], alpha: float,
+                   power_: float):
+    """Power plan at a finished run's observed variance of its primary metric (first treatment arm)."""
+    from .power import plan_from_run
+    from .report import summarize
+
+    con = _connect(catalog, read_only=True)
+    try:
+        s = summarize(con, run_id)
+    finally:
+        con.close()
+    prim = s[s["role"] == "primary"]
+    if prim.empty or not prim["rel_se"].notna().any():
+        raise SimError(f"run {run_id!r}: its primary metric has no standard error to plan from")
+    r = prim.iloc[0]
+    return plan_from_run(float(r.rel_se), float(min(r.n_control, r.n_treatment)), float(r.control), mde_rel=mde, n=n,
+                         alpha=alpha, power=power_)

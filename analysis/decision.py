@@ -90,7 +90,7 @@ def headline(summary: pd.DataFrame, alpha: float, power: float) -> list[str]:
         pw = power_numbers(r, alpha, power)
         if np.isfinite(pw["mde_rel"]):
             need = pw["users_needed_per_arm"]
-            parts.append(f"this run detects +-{pw['mde_rel'] * 100:.1f}% at {power:.0%} power"
+            parts.append(f"this run detects ±{pw['mde_rel'] * 100:.1f}% at {power:.0%} power"
                          + (f"; {need:,.0f} users per arm would detect {_pct(r['rel_lift'])}" if np.isfinite(need) else ""))
         out.append("; ".join(parts) + ".")
     bad = summary[summary["guardrail_status"] != ""]

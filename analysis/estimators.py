@@ -435,7 +435,7 @@ class BatchRatio(Estimator):
         n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
         return Effect(metric.name, self.name, c, t, rc, rt, d, rel, (d - q * se, d + q * se), rel_ci,
                       float(2 * stats.t.sf(abs(d) / se, B - 1)), n, se=se, rel_se=rel_se,
-                      note=f"tested over {B} serving batches (n = batches), not users")
+                      note=f"n = serving batches ({B}), not users")
 
 
 class MSPRT(Estimator):

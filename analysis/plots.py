@@ -71,6 +71,10 @@ def sequential(path: pd.DataFrame, metric: str, alpha: float) -> bytes:
         a1.plot(h, path["rel_lift"] * 100, ".-", color="#1f77b4", label="estimate")
         a2.plot(h, path["p_fixed"], ".-", color="#999999", label="fixed-horizon p")
         a2.plot(h, path["p_always_valid"], ".-", color="#1f77b4", label="always-valid p (mSPRT)")
+        late = path.iloc[len(path) // 3:]  # early looks' sequences are huge: scale to the rest
+        span = np.nanmax(np.abs(np.r_[late["cs_low"] / late["control"], late["cs_high"] / late["control"]])) * 100
+        if np.isfinite(span) and span > 0:
+            a1.set_ylim(-1.5 * span, 1.5 * span)
     a1.axhline(0, color="black", lw=0.8)
     a1.set_ylabel(f"{metric}: relative lift (%)")
     a1.legend(fontsize=7)

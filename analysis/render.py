@@ -79,10 +79,8 @@ def _truth_display(ctx: dict) -> pd.DataFrame | None:
     if ctx["truth"].empty:
         return None
     t = truth_summary(ctx["truth"])
-    wide = t.pivot_table(index="metric", columns="arm", values="value")
-    se = t.pivot_table(index="metric", columns="arm", values="se")
-    out = wide.map(lambda v: f"{v:.4g}") + se.map(lambda v: f" ± {v:.2g}" if v == v else "")
-    return out.reset_index()
+    t["text"] = [f"{v:.4g}" + (f" ± {e:.2g}" if e == e else "") for v, e in zip(t["value"], t["se"], strict=True)]
+    return t.pivot(index="metric", columns="arm", values="text").reset_index()
 
 
 def render_markdown(ctx: dict, images: dict[str, str]) -> str:

@@ -16,6 +16,9 @@ with arms trained once (only the seed and the salt change between replicates), t
     the run-to-run SD of the estimate vs the mean reported SE, per metric the oracle knows.
 (c) Power: the share of (b)'s runs whose primary test is significant vs the power predicted
     (analysis.power.power_from_se) from a pilot run's standard error.
+(d) CUPED: on A/A runs of the world and of ml-100k replay, the standard error of every metric
+    with the one-covariate adjustment (pre-period interaction count) and with all pre-period
+    covariates, relative to no adjustment (median over runs).
 """
 
 from __future__ import annotations
@@ -122,6 +125,27 @@ def run_aa(cat, policies, n_runs: int, n_requests: int, art: str, alpha: float) 
             "cuped_primary_se_ratio_median": float(np.median(np.sqrt(1 - np.array(vr)))) if vr else None}
 
 
+def run_cuped(cat, policies, n_runs: int, n_requests: int, art: str, dataset: str) -> dict:
+    """SE ratios (adjusted / plain) per metric for one and for all pre-period covariates, on A/A runs."""
+    arms = [arm("a", "popularity", "control"), arm("b", "popularity", "treatment")]
+    sets = {"none": {"cuped": False}, "pre": {"covariates": ["pre"]}, "all": {}}
+    ratios: dict[str, dict[str, list[float]]] = {k: {} for k in ("pre", "all")}
+    for i in tqdm(range(n_runs), desc=f"cuped ({dataset})", file=sys.stderr):
+        cfg = config(arms, seed=3000 + i, salt=f"cuped-{i}", artifacts=art, n_requests=n_requests)
+        cfg = cfg.model_copy(update={"dataset": dataset})
+        from simulator.run import run_experiment
+
+        rid = run_experiment(cfg, cat, progress=False, policies=policies)
+        se = {k: summarize(cat.con, rid, v).set_index("metric")["rel_se"] for k, v in sets.items()}
+        for k in ratios:
+            for m, v in (se[k] / se["none"]).items():
+                if np.isfinite(v):
+                    ratios[k].setdefault(m, []).append(float(v))
+        drop_run(cat.con, rid)
+    return {"dataset": dataset, "runs": n_runs, "requests_per_run": n_requests,
+            "median_se_ratio": {k: {m: float(np.median(v)) for m, v in r.items()} for k, r in ratios.items()}}
+
+
 def truth_for_window(cat, cfg, policies, reps: int) -> dict:
     """The world oracle over [sim_start, sim_start + duration] with ``reps`` passes per arm."""
     setup = prepare(cfg, cat)
@@ -194,6 +218,8 @@ def main() -> None:
     ap.add_argument("--world-users", type=int, default=None, help="a world with this many users (default world: "
                     "2,000): with many users per run-window, the finite-population effect vanishes")
     ap.add_argument("--skip-aa", action="store_true")
+    ap.add_argument("--cuped-runs", type=int, default=30, help="(d): A/A runs per dataset (0 = skip)")
+    ap.add_argument("--cuped-data", default="ml-100k", help="(d): a replay dataset besides the world ('' = none)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -223,6 +249,16 @@ def main() -> None:
         out["aa"] = run_aa(cat, policies, args.aa, args.requests, art, args.alpha)
     out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.alpha, args.truth_reps)
     out["power"] = power_check(out["effect"], args.alpha)
+    if args.cuped_runs:
+        out["cuped"] = [run_cuped(cat, policies, args.cuped_runs, args.requests, art, DATASET["name"])]
+        if args.cuped_data:
+            ensure_dataset(args.cuped_data, cat)
+            pop = {"popularity": train_arms(config([arm("a", "popularity", "control")], 0, "x", art)
+                                            .model_copy(update={"dataset": args.cuped_data}),
+                                            prepare(config([arm("a", "popularity", "control")], 0, "x", art)
+                                                    .model_copy(update={"dataset": args.cuped_data}), cat),
+                                            progress=False)["popularity"]}
+            out["cuped"].append(run_cuped(cat, pop, args.cuped_runs, 4 * args.requests, art, args.cuped_data))
     for vary in ("seed", "salt") if args.decompose else ():
         e = run_effect(cat, policies, args.decompose, meta["span_s"], art, args.alpha, args.truth_reps, vary)
         e.pop("_rows")

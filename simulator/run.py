@@ -12,6 +12,7 @@ import datetime as dt
 import subprocess
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -149,10 +150,11 @@ def _rerank_view(ds: Dataset):
 
 
 def _git_rev() -> str:
+    """The commit of the code that ran (the package's checkout, not the working directory's)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=5).stdout.strip()
-    except Exception:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    except Exception:  # noqa: BLE001 - not a checkout (installed wheel): no commit to record
         return ""
 
 

@@ -225,3 +225,120 @@ def test_power_roundtrip_and_errors():
                     (dict(baseline=0.05, mde_rel=0.0), "mde must be non-zero")]:
         with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
             sample_size(**kw)
+
+
+# ---------------------------------------------------------------- trust: CUPED levels, signs, batches, looks
+
+def _ratio_table(rng, n=2000, lift=0.3, exp_t=2.0):
+    """Treatment users see ``exp_t`` x more exposures and click ``1 + lift`` x more often per exposure."""
+    a = rng.lognormal(0, 0.5, n)
+    arm = np.where(rng.random(n) < 0.5, "treatment", "control")
+    x = 1 + rng.poisson(10 * a * np.where(arm == "treatment", exp_t, 1.0))
+    y = rng.binomial(x, np.minimum(0.05 * a * np.where(arm == "treatment", 1 + lift, 1.0), 1)).astype(float)
+    d = pd.DataFrame({"arm": arm, "y": y, "x": x.astype(float), "pre": rng.poisson(5 * a).astype(float)})
+    d.attrs["control"] = "control"
+    return d
+
+
+def test_cuped_ratio_is_linearised_per_arm_and_unbiased_under_a_real_effect():
+    """Linearising around the pooled ratio scaled the lift by mean(x_t)/mean(x) (+222% vs +272%)."""
+    rng = np.random.default_rng(7)
+    cup, plain = [], []
+    for _ in range(150):
+        d = _ratio_table(rng)
+        c, p = Cuped().estimate(d, RATIO), DeltaRatio().estimate(d, RATIO)
+        assert c.control == pytest.approx(p.control) and c.treatment == pytest.approx(p.treatment)  # raw levels
+        cup.append(c.rel_lift)
+        plain.append(p.rel_lift)
+    assert np.mean(cup) == pytest.approx(np.mean(plain), abs=0.01)
+    assert np.std(cup) <= np.std(plain) * 1.02
+
+
+def test_relative_lift_never_contradicts_the_raw_difference():
+    rng = np.random.default_rng(3)
+    flips = 0
+    for _ in range(300):  # A/A with a strong covariate: adjustments often exceed tiny raw differences
+        d = _ratio_table(rng, n=300, lift=0.0, exp_t=1.0)
+        e = Cuped().estimate(d, RATIO)
+        assert np.sign(e.rel_lift) == np.sign(e.treatment - e.control)
+        if e.method != "cuped":
+            flips += 1
+            assert e.note.startswith("CUPED not applied: its adjustment") and e.method == "delta (cuped fallback)"
+    assert 0 < flips < 60  # the fallback exists and stays rare
+
+
+def test_relative_lift_undefined_when_the_control_is_not_positive():
+    d = table(seed=9).assign(y=lambda t: np.where(t.arm == "control", 0.0, t.y))
+    for est in (WelchT(), DeltaRatio(), Cuped()):
+        e = est.estimate(d, MEAN if est.name == "welch" else RATIO)
+        assert np.isnan(e.rel_lift) and "control mean is not positive" in e.note and e.abs_lift > 0
+
+
+def test_batch_ratio_is_calibrated_where_per_user_latency_is_not():
+    """Latency is one wall time per call: a shared per-batch load makes per-user tests anti-conservative."""
+    from analysis.estimators import BatchRatio
+
+    rng = np.random.default_rng(11)
+    lat = Metric(name="latency_ms", kind="ratio", num="latency_sum", den="requests", unit="batch")
+    per_user = Metric(name="lat_user", kind="ratio", num="latency_sum", den="requests")
+    rej_b = rej_u = 0
+    E = 300
+    for _ in range(E):
+        B = 30
+        load = rng.lognormal(0, 0.5, B)  # the machine's load per batch (shared by both arms)
+        rows, users = [], []
+        for b in range(B):
+            for arm in ("control", "treatment"):
+                n = rng.integers(20, 40)
+                ms = load[b] * rng.lognormal(0, 0.1) * n  # one call: time proportional to its requests
+                rows.append({"batch_no": b, "arm": arm, "latency_sum": ms, "requests": float(n)})
+                users.append(pd.DataFrame({"arm": arm, "latency_sum": np.full(n, ms / n), "requests": 1.0}))
+        bt, ut = pd.DataFrame(rows), pd.concat(users)
+        bt.attrs["control"] = ut.attrs["control"] = "control"
+        rej_b += BatchRatio().estimate(bt, lat).p < 0.05
+        rej_u += DeltaRatio().estimate(ut, per_user).p < 0.05
+    assert rej_b / E < 0.09 and rej_u / E > 0.2
+
+
+def test_msprt_monitor_is_stateful_over_looks():
+    full = table(n=4000, seed=4, lift=0.0)
+    mon = MSPRT()
+    ps, widths = [], []
+    for k in range(1, 11):
+        e = mon.estimate(full.iloc[: 400 * k], RATIO)
+        ps.append(e.p)
+        widths.append(e.ci[1] - e.ci[0])
+    assert all(b <= a for a, b in zip(ps, ps[1:], strict=False)) and mon.looks == 10
+    assert all(b <= a + 1e-12 for a, b in zip(widths, widths[1:], strict=False))
+
+
+GUARDRAILS = [  # (rel lift, rel se, margin, higher is better) -> status
+    (0.00, 0.01, 0.05, True, "ok"),
+    (-0.03, 0.02, 0.05, True, "inconclusive"),
+    (-0.09, 0.01, 0.05, True, "violated"),
+    (0.30, 0.02, 0.10, False, "violated"),  # latency +30% with a 10% margin
+    (0.05, 0.04, 0.10, False, "inconclusive"),
+    (-0.20, 0.05, 0.10, False, "ok"),
+    (float("nan"), 0.01, 0.05, True, "inconclusive"),
+]
+
+
+@pytest.mark.parametrize("rel,se,margin,hib,status", GUARDRAILS)
+def test_guardrail_non_inferiority(rel, se, margin, hib, status):
+    from analysis.decision import guardrail_status
+
+    assert guardrail_status({"rel_lift": rel, "rel_se": se, "margin": margin, "higher_is_better": hib}, 0.05) == status
+
+
+def test_decision_rule_families():
+    from analysis.decision import decide
+    from analysis.views import AnalysisConfig
+
+    df = pd.DataFrame({"metric": ["ctr", "a", "b", "c", "lat"], "role": ["primary", "secondary", "secondary",
+                                                                         "secondary", "guardrail"],
+                       "p": [0.04, 0.01, 0.02, 0.5, 0.001], "rel_lift": [0.1, 0.1, 0.1, 0.0, 0.5],
+                       "rel_se": [0.04] * 5, "higher_is_better": [True, True, True, True, False]})
+    out = decide(df, AnalysisConfig())
+    assert out.p_adj.tolist()[:4] == pytest.approx([0.04, 0.03, 0.03, 0.5])  # primary at alpha; BH on the rest
+    assert out.significant.tolist() == [True, True, True, False, False]
+    assert out.guardrail_status.tolist() == ["", "", "", "", "violated"] and np.isnan(out.p_adj[4])

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from _simdata import tiny_catalog, tiny_config
 
 pytestmark = pytest.mark.slow
 
 
 def test_report_on_real_simulator_run(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "simulator"))
-    try:
-        from _simdata import tiny_catalog, tiny_config
-    except ImportError:
-        pytest.skip("simulator test helpers not available")
     from analysis.report import summarize, write_report
     from simulator.run import run_experiment
 
@@ -34,5 +29,5 @@ def test_report_on_real_simulator_run(tmp_path):
                 imgs.append(dict(attrs)["src"])
 
     P().feed(Path(paths["html"]).read_text())
-    assert len(imgs) == 4 and all(i.startswith("data:image/png;base64,") for i in imgs)
+    assert len(imgs) == 5 and all(i.startswith("data:image/png;base64,") for i in imgs)
     cat.close()

@@ -1,6 +1,7 @@
-"""Calibration of the analysis estimators; prints JSON.
+"""Unit check of the analysis estimators on i.i.d. numpy tables (not the product path: that is
+bench/sim_calibration.py, which runs `sim run` itself); prints JSON.
 
-  python bench/stats_calibration.py [--experiments 1000] [--users 2000] [--perf] [--seed 0]
+  python bench/estimator_calibration.py [--experiments 1000] [--users 2000] [--perf] [--seed 0]
 
 1. A/A: false-positive rate of every estimator x metric at alpha 0.05 (bar: 5% +/- 1.5).
 2. Injected lift: measured power vs statsmodels' power calculation (bar: within 3 points).
@@ -69,7 +70,7 @@ def run_aa(E: int, n: int, seed: int, alpha: float) -> dict:
     rng = np.random.default_rng(seed)
     rej = {k: 0 for k, _, _ in CASES}
     est_var = {"welch": [], "cuped": []}
-    rhos = []
+    reductions = []
     for _ in tqdm(range(E), desc="A/A", file=sys.stderr):
         t = user_table(rng, n)
         t.attrs["control"] = "control"
@@ -80,11 +81,12 @@ def run_aa(E: int, n: int, seed: int, alpha: float) -> dict:
                 est_var["welch"].append(e.abs_lift)
             if label == "cuped/consumption":
                 est_var["cuped"].append(e.abs_lift)
-                rhos.append(e.extra["rho"])
+                if "var_reduction" in e.extra:  # else the adjustment would have flipped the raw sign
+                    reductions.append(e.extra["var_reduction"])
     fpr = {k: v / E for k, v in rej.items()}
     fixed = {k: v for k, v in fpr.items() if not k.startswith("msprt")}
     ratio = float(np.var(est_var["cuped"]) / np.var(est_var["welch"]))
-    rho2 = float(np.mean(rhos) ** 2)
+    rho2 = float(np.mean(reductions))
     # sampling error of a variance ratio over E experiments ~ sqrt(2/E) * ratio (upper bound, correlated)
     return {"experiments": E, "users": n, "alpha": alpha, "fpr": fpr,
             "fpr_pass": all(abs(v - alpha) <= 0.015 for v in fixed.values()),

@@ -1,0 +1,170 @@
+"""The simulation core's parts, each without a catalog: design, user model, event log, story, oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from policies.base import Slate, UserBatch
+from simulator.data.synthetic import World, WorldConfig
+from simulator.design import ABDesign, SingleArm, place
+from simulator.eventlog import EventLog
+from simulator.oracle import TruthLog, paired_lift
+from simulator.story import Simulation, Timing
+from simulator.users import Response, WorldUser
+
+WORLD = WorldConfig(n_users=60, n_items=40, n_topics=3, dim=4, days=5, seed=5)
+
+
+def _slate(ids, arm_channel="x"):
+    ids = np.asarray(ids, np.int64)
+    return Slate(ids, np.where(ids >= 0, 1.0, -np.inf).astype(np.float32), np.where(ids >= 0, 0, -1).astype(np.int16),
+                 (arm_channel,))
+
+
+def test_ab_design_splits_by_salted_hash_and_places_each_arms_slate():
+    d = ABDesign(("c", "t"), [1.0, 1.0], "salt")
+    users = np.arange(200)
+    rows = d.split(users)
+    assert sorted(np.concatenate(list(rows.values())).tolist()) == list(range(200))  # every row served once
+    assert (d.assign(users)[rows[1]] == 1).all() and 60 < len(rows[1]) < 140
+    assert (ABDesign(("c", "t"), [1.0, 1.0], "other").assign(users) != d.assign(users)).any()
+    sb = place(3, {0: (np.array([0, 2]), _slate([[5, 6], [7, -1]], "pop"), np.array([1.0, 1.0])),
+                   1: (np.array([1]), _slate([[8, 9, 4]], "sasrec"), np.array([2.0]))})
+    assert sb.item_ids.tolist() == [[5, 6, -1], [8, 9, 4], [7, -1, -1]]
+    assert sb.arm.tolist() == [[0, 0, -1], [1, 1, 1], [0, -1, -1]]
+    assert sb.channel[1].tolist() == ["sasrec"] * 3 and sb.channel[2].tolist() == ["pop", "", ""]
+    assert sb.latency_ms.tolist() == [1.0, 2.0, 1.0]
+    assert (SingleArm(("c", "t"), 1).assign(users) == 1).all()
+
+
+def test_world_user_answers_without_side_effects_and_update_tires():
+    w = World(WORLD)
+    um = WorldUser(w)
+    users, now = np.array([0, 1]), np.array([1e5, 1e5])
+    slate = np.tile(np.arange(8), (2, 1))
+    p0 = um.click_probs(users, slate, now)
+    a = um.respond(users, slate, now, np.random.default_rng(0))
+    assert isinstance(a, Response) and np.allclose(um.click_probs(users, slate, now), p0)  # answering changes nothing
+    b = um.respond(users, slate, now, np.random.default_rng(0))
+    assert (a.position == b.position).all()
+    um.update(users, np.array([3, -1]), now)  # user 0 consumed item 3; user 1 nothing
+    p1 = um.click_probs(users, slate, now)
+    assert p1[0, 3] < p0[0, 3] and np.allclose(p1[1], p0[1])
+    um.reset()
+    assert np.allclose(um.click_probs(users, slate, now), p0)
+
+
+class _Sink:
+    def __init__(self):
+        self.rows = {}
+
+    def add(self, table, **cols):
+        self.rows.setdefault(table, []).append(cols)
+
+    def flush(self):
+        pass
+
+    def frame(self, table):
+        parts = []
+        for c in self.rows.get(table, []):
+            n = max(len(v) for v in c.values() if hasattr(v, "__len__") and not isinstance(v, str))
+            parts.append(pd.DataFrame({k: (v if hasattr(v, "__len__") and not isinstance(v, str) else [v] * n)
+                                       for k, v in c.items()}))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def test_event_log_numbers_requests_and_writes_each_event_once():
+    sink = _Sink()
+    log = EventLog(sink, ("c", "t"), feedback_delay_s=5.0, consume_delay_s=10.0)
+    rid = log.new_requests(2)
+    sb = place(2, {0: (np.array([0]), _slate([[4, 5]]), np.array([1.0])),
+                   1: (np.array([1]), _slate([[6, 7]]), np.array([3.0]))})
+    log.record(0, rid, np.array([10, 11]), np.array([100.0, 101.0]), np.array([0, 0]), np.array([0, 1]), sb,
+               Response(np.array([-1, 1]), np.array([1.0, 0.5])))
+    log.record(1, log.new_requests(1), np.array([10]), np.array([200.0]), np.array([1]), np.array([0]),
+               place(1, {0: (np.array([0]), _slate([[4, 5]]), np.array([1.0]))}), Response(np.array([0]), np.ones(1)))
+    req, asg, fb = sink.frame("requests"), sink.frame("assignments"), sink.frame("feedback")
+    assert req.request_id.tolist() == [0, 1, 2] and req.batch_no.tolist() == [0, 0, 1]
+    assert asg.user_id.tolist() == [10, 11] and asg.first_ts.tolist() == [100.0, 101.0]  # first seen only
+    clicks, consumes = fb[fb.event == "click"], fb[fb.event == "consume"]
+    assert clicks.item_id.tolist() == [7, 4] and consumes.value.tolist() == [0.5, 1.0]
+    assert clicks.ts.tolist() == [106.0, 205.0] and consumes.ts.tolist() == [116.0, 215.0]
+    assert len(sink.frame("exposures")) == 6
+
+
+class _Runtime:
+    """Records the order arms were served in; every arm shows the items 0..K-1."""
+
+    def __init__(self, k=5):
+        self.k, self.orders = k, []
+
+    def serve(self, work):
+        self.orders.append(tuple(work))
+        return {a: (_slate(np.tile(np.arange(self.k), (len(u), 1))), np.ones(len(u))) for a, u in work.items()}
+
+
+def _simulation(design, log, runtime, um, seed=0, n=400):
+    timing = Timing(sim_start=5 * 86400.0, n_requests=n, stop_at=None, batch_window_s=60.0, max_batch=512,
+                    session_gap_s=30.0, abandon_prob=0.3, start_horizon_s=600.0, sessions_per_day=2.0,
+                    feedback_delay_s=5.0)
+    return Simulation(timing, design, runtime, um, log, users=np.arange(WORLD.n_users),
+                      histories=[[] for _ in range(WORLD.n_users)], seed=seed, mode="world")
+
+
+def test_arm_order_is_random_per_batch_and_seeded():
+    rt = _Runtime()
+    _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), rt,
+                WorldUser(World(WORLD))).run()
+    both = [o for o in rt.orders if len(o) == 2]
+    first_c = np.mean([o[0] == "c" for o in both])
+    assert len(both) >= 10 and 0.2 < first_c < 0.8  # neither arm is always served first
+    rt2 = _Runtime()
+    _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), rt2,
+                WorldUser(World(WORLD))).run()
+    assert rt2.orders == rt.orders
+
+
+def test_story_histories_grow_only_by_clicks_after_the_delay_and_runs_are_independent():
+    um = WorldUser(World(WORLD))
+    sink = _Sink()
+    sim = _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(sink, ("c", "t"), 5.0, 10.0), _Runtime(), um)
+    start = [list(h) for h in sim.histories]
+    sim.run()
+    clicks = sink.frame("feedback").query("event == 'click'")
+    grown = {u: len(h) for u, h in enumerate(sim.histories) if h}
+    assert sum(grown.values()) <= len(clicks) and len(clicks) > 0
+    sim2 = _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), _Runtime(), um)
+    assert sim2.histories == start  # each simulation starts from the same histories and a reset world
+
+
+def test_truth_log_sums_click_probabilities_not_samples():
+    um = WorldUser(World(WORLD))
+    log = TruthLog(um, WORLD.n_users)
+    sim = _simulation(SingleArm(("c",), 0), log, _Runtime(k=5), um, n=300)
+    sim.run()
+    m = log.metrics()
+    assert log.requests.sum() == 300 and log.exposures.sum() == 1500
+    assert 0 < m["ctr"] < 1 and m["ctr"] == pytest.approx(log.clicks.sum() / 1500)
+    assert m["session_length"] >= 1 and m["consumption"] == pytest.approx(log.clicks.sum() / (log.requests > 0).sum())
+
+
+def test_paired_lift_uses_the_pairing():
+    c = np.array([1.0, 2.0, 3.0, 4.0])
+    rel, se = paired_lift(c, c * 1.1)
+    assert rel == pytest.approx(0.1) and se < 1e-6  # perfectly paired: (almost) no MC error
+    rel, se = paired_lift(c, c[::-1] * 1.1)
+    assert rel == pytest.approx(0.1) and se > 0.1
+    assert np.isnan(paired_lift(np.zeros(3), np.ones(3))[0])
+
+
+def test_user_batch_is_what_the_runtime_receives():
+    class Spy(_Runtime):
+        def serve(self, work):
+            for u in work.values():
+                assert isinstance(u, UserBatch) and u.now is not None and len(u.histories) == len(u)
+            return super().serve(work)
+
+    _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), Spy(),
+                WorldUser(World(WORLD)), n=50).run()
