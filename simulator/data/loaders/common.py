@@ -112,14 +112,55 @@ def validate_numeric(con: duckdb.DuckDBPyConnection, table: str, column: str, *,
                         line=int(bad[0]), field=column)
     if n:
         con.execute(f"""DELETE FROM {table} WHERE TRY_CAST(trim(CAST("{column}" AS VARCHAR)) AS {kind}) IS NULL""")
+    return n + _validate_range(con, table, column, path=path, skip_bad_lines=skip_bad_lines)
+
+
+def _validate_range(con: duckdb.DuckDBPyConnection, table: str, column: str, *, path: str,
+                    skip_bad_lines: bool) -> int:
+    """Timestamps and ratings must be finite and >= 0: NaN, +/-inf and negatives would reach the
+    metrics as NaN; raise naming the first bad line, or drop those rows."""
+    v = f'CAST(trim(CAST("{column}" AS VARCHAR)) AS DOUBLE)'
+    cond = f"(NOT isfinite({v}) OR {v} < 0)"
+    bad = con.execute(f"SELECT min(_line), count(*) FROM {table} WHERE {cond}").fetchall()[0]
+    n = int(bad[1])
+    if n and not skip_bad_lines:
+        val = con.execute(f'SELECT trim(CAST("{column}" AS VARCHAR)), {v} FROM {table} WHERE _line = ?',
+                          [bad[0]]).fetchall()[0]
+        why = "is not a finite number" if val[1] != val[1] or abs(val[1]) == float("inf") else "is negative"
+        raise DataError(f"value {val[0]!r} {why}: timestamps and ratings must be finite and >= 0 "
+                        "(use --skip-bad-lines to skip)", file=path, line=int(bad[0]), field=column)
+    if n:
+        con.execute(f"DELETE FROM {table} WHERE {cond}")
     return n
 
 
-def require_columns(present: list[str], required: list[str], *, path: str) -> None:
+def no_timestamp_note(path: str) -> str:
+    """What a load without a timestamp column says (it is never silent)."""
+    return (f"{path}: no timestamp column: using line order as time (line N = N seconds); "
+            "replay runs and temporal splits then follow the file order")
+
+
+_SEPARATORS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+
+
+def separator_hint(header: list[str], expected: str, fix: str | None) -> str:
+    """' (... looks comma-separated ...)' when a one-column header holds another separator."""
+    if len(header) != 1:
+        return ""
+    found = [(ch, name) for ch, name in _SEPARATORS.items() if ch != expected and ch in header[0]]
+    if not found:
+        return ""
+    ch, name = found[0]
+    return f" (the header is one column: the file looks {name}-separated; {fix or f'try --sep {ch!r}'})"
+
+
+def require_columns(present: list[str], required: list[str], *, path: str, raw: list[str] | None = None,
+                    sep: str = ",", fix: str | None = None) -> None:
+    """Fail naming the missing columns; ``raw`` (the header as read) gives a separator hint."""
     missing = [c for c in required if c not in present]
     if missing:
-        hint = " (wrong separator? try --sep)" if len(present) == 1 and any(x in present[0] for x in "\t;|,") else ""
-        found = ", ".join(p.replace("\t", "\\t") for p in present)
+        hint = separator_hint(raw if raw is not None else present, sep, fix)
+        found = ", ".join(p.replace("\t", "\\t") for p in (raw if hint and raw else present))
         raise DataError(f"missing column(s) {', '.join(missing)}; found {found}{hint}", file=path,
                         field=missing[0])
 
