@@ -19,9 +19,18 @@ from simulator.errors import ConfigError
 
 from .estimators import EstimationError, default_estimator
 from .multiple import add_adjusted
+from .provenance import run_warnings
 from .render import render_html, render_markdown
 from .srm import SRMResult, srm_for_run
-from .views import DEFAULT_METRICS, AnalysisConfig, Metric, install_views, run_info, user_table
+from .views import (
+    DEFAULT_METRICS,
+    AnalysisConfig,
+    Metric,
+    dataset_n_items,
+    install_views,
+    run_info,
+    user_table,
+)
 
 SUMMARY_COLUMNS = ["metric", "role", "arm", "control_arm", "method", "control", "treatment", "abs_lift",
                    "rel_lift", "ci_low", "ci_high", "rel_ci_low", "rel_ci_high", "p", "p_holm", "p_bh",
@@ -42,6 +51,8 @@ def analysis_config(info: dict, override: AnalysisConfig | dict | None = None) -
             data = None
     try:
         return AnalysisConfig(**(data or {}))
+    except ConfigError:  # already one line (e.g. refused metric SQL)
+        raise
     except Exception as e:  # pydantic ValidationError -> one line
         raise ConfigError(f"analysis config: {str(e).splitlines()[0]} ({e})".replace("\n", " ")) from None
 
@@ -124,6 +135,7 @@ def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> 
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    df = df.reindex(columns=list(dict.fromkeys([*df.columns, *SUMMARY_COLUMNS])))  # rows that could not be estimated
     df = add_adjusted(df)
     df["significant"] = df["p_holm"] < cfg.alpha
     worse = np.where(df["higher_is_better"], df["abs_lift"] < 0, df["abs_lift"] > 0)
@@ -136,6 +148,11 @@ def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> 
     return df[SUMMARY_COLUMNS + ["higher_is_better", "guardrail_violated"]].reset_index(drop=True)
 
 
+def _na(fmt):
+    """A cell formatter that shows '-' for a value that could not be estimated (see the note)."""
+    return lambda v: fmt(v) if pd.notna(v) else "-"
+
+
 def format_summary(summary: pd.DataFrame) -> str:
     """Compact text table of an effect table (what `sim report` / `sim run` print)."""
     if summary.empty:
@@ -143,13 +160,13 @@ def format_summary(summary: pd.DataFrame) -> str:
     d = pd.DataFrame({
         "metric": summary["metric"] + summary["role"].map({"primary": " *", "guardrail": " (g)"}).fillna(""),
         "arm": summary["arm"],
-        "control": summary["control"].map(lambda v: f"{v:.4g}"),
-        "treatment": summary["treatment"].map(lambda v: f"{v:.4g}"),
-        "rel_lift": summary["rel_lift"].map(lambda v: f"{v * 100:+.2f}%"),
-        "95% CI": [f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]" for lo, hi in
+        "control": summary["control"].map(_na(lambda v: f"{v:.4g}")),
+        "treatment": summary["treatment"].map(_na(lambda v: f"{v:.4g}")),
+        "rel_lift": summary["rel_lift"].map(_na(lambda v: f"{v * 100:+.2f}%")),
+        "95% CI": [f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]" if pd.notna(lo) and pd.notna(hi) else "-" for lo, hi in
                    zip(summary["rel_ci_low"], summary["rel_ci_high"], strict=True)],
-        "p": summary["p"].map(lambda v: f"{v:.3g}"),
-        "p_holm": summary["p_holm"].map(lambda v: f"{v:.3g}"),
+        "p": summary["p"].map(_na(lambda v: f"{v:.3g}")),
+        "p_holm": summary["p_holm"].map(_na(lambda v: f"{v:.3g}")),
         "sig": summary["significant"].map(lambda v: "yes" if v else ""),
         "note": summary["note"].fillna(""),
     })
@@ -161,14 +178,7 @@ def arm_summary(con, run_id: str) -> pd.DataFrame:
     con = getattr(con, "con", con)
     info = run_info(con, run_id)
     df = con.execute("SELECT * FROM v_arm_summary WHERE run_id = ? ORDER BY arm", [run_id]).df()
-    n_items = None
-    try:
-        from simulator.data.catalog import dataset_schema
-
-        s = dataset_schema(info.get("dataset") or "")
-        n_items = con.execute(f'SELECT count(*) FROM "{s}".items').fetchone()[0]
-    except Exception:  # noqa: BLE001 - dataset not in the catalog: coverage unknown
-        n_items = None
+    n_items = dataset_n_items(con, run_id, info.get("dataset"))  # the run's snapshot when it has one
     df["coverage"] = df["distinct_items"] / n_items if n_items else np.nan
     return df
 
@@ -270,11 +280,13 @@ def write_report(catalog_path_or_con, run_id: str, out_dir, config: AnalysisConf
         plots = make_plots(con, run_id, summary)
         channels = con.execute("SELECT * FROM v_channel_contribution WHERE run_id = ? ORDER BY arm, channel",
                                [run_id]).df()
+        warnings = run_warnings(con, info)  # unfinished run, changed data (analysis/provenance.py)
     out = Path(out_dir) / str(run_id)
     out.mkdir(parents=True, exist_ok=True)
     for name, png in plots.items():
         (out / f"{name}.png").write_bytes(png)
-    ctx = dict(info=info, summary=summary, arms=arms, srm=srm, channels=channels, config=analysis_config(info, config))
+    ctx = dict(info=info, summary=summary, arms=arms, srm=srm, channels=channels, config=analysis_config(info, config),
+               warnings=warnings)
     md = out / "report.md"
     md.write_text(render_markdown(ctx, {k: f"{k}.png" for k in plots}))
     html = out / "report.html"

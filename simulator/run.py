@@ -18,12 +18,15 @@ from tqdm.auto import tqdm
 from policies import registry
 from policies.base import UserBatch
 from policies.store import fit_or_load
+from simulator import signals
 from simulator.assignment import assign
+from simulator.busy import holding
 from simulator.config import ExperimentConfig
 from simulator.data import Catalog, ensure_dataset
 from simulator.data.sequences import Dataset, LeaveOneOut, Sequences
 from simulator.env import Clock, batcher, replay_requests, tracked, world_sessions
-from simulator.errors import ConfigError, NotFoundError
+from simulator.errors import ConfigError, NotFoundError, RunInterrupted
+from simulator.records import finish_run, start_run, warn_short_replay
 from simulator.runtime import RUNTIMES
 from simulator.sink import EventSink, ensure_schema
 from simulator.users import ReplayUser, WorldUser, raw_to_world
@@ -67,7 +70,7 @@ def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
                 raise ConfigError(f"arm {arm.name!r}: policy {st.policy!r} cannot be a ranker")
     if catalog is None:
         return
-    n_items = _n_items(cfg.dataset, catalog)
+    n_items = dataset_size(cfg.dataset, catalog)
     if n_items is not None:
         for arm in cfg.arms:
             for c in arm.channels:
@@ -76,7 +79,7 @@ def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
                                       f"{n_items} items of dataset {cfg.dataset!r}")
 
 
-def _n_items(name: str, catalog: Catalog) -> int | None:
+def dataset_size(name: str, catalog: Catalog) -> int | None:
     """Catalog size without loading the dataset; NotFoundError for an unknown dataset."""
     if catalog.has_dataset(name):
         return int(catalog.info(name).n_items)
@@ -158,44 +161,51 @@ def _git_rev() -> str:
 
 def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = True, run_id: str | None = None,
                    policies: dict | None = None, on_batch=None) -> str:
-    """Run ``cfg``; returns the run id. ``on_batch(batch_no, runtime)`` is a test hook."""
+    """Run ``cfg``; returns the run id. ``on_batch(batch_no, runtime)`` is a test hook.
+
+    Ctrl-C / SIGTERM raise :class:`RunInterrupted` after marking the run ``incomplete``; any
+    other error marks it ``failed``; a runtime that cannot start leaves no run row at all."""
     validate(cfg, catalog)
     con = catalog.con
     ensure_schema(con)
     resumed = run_id is not None
     setup = prepare(cfg, catalog)
+    if setup.replay_times is not None:
+        warn_short_replay(cfg, int(sum(len(t) for t in setup.replay_times)))
     policies = policies or train_arms(cfg, setup, progress)
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    if not resumed:
-        con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, current_timestamp, NULL, 'running', ?, NULL, 0)",
-                    [run_id, cfg.dataset, cfg.resolved_json(), cfg.config_hash(), cfg.seed, _git_rev(), setup.sim_start])
-        for a in cfg.arms:
-            con.execute("INSERT INTO arms VALUES (?, ?, ?, ?, ?)", [run_id, a.name, a.role, a.weight, a.model_dump_json()])
-    else:
-        con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [run_id])
-    runtime_cls = RUNTIMES[cfg.runtime]
+    runtime = _start_runtime(cfg, policies, setup)
+    status, stop = "failed", None
+    with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
+        try:
+            start_run(con, run_id, cfg, setup.sim_start, _git_rev(), resumed)
+            with holding(catalog.path, run_id):
+                sink = EventSink(con, run_id)
+                try:
+                    _simulate(cfg, setup, runtime, sink, progress, on_batch)
+                    status = "complete"
+                except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
+                    if not signals.is_stop(e):
+                        raise
+                    status, stop = "incomplete", e
+                finally:
+                    try:
+                        sink.flush()
+                    finally:
+                        finish_run(con, run_id, status)
+        finally:
+            runtime.close()
+    if stop is not None:
+        raise RunInterrupted(run_id, signals.exit_code(stop))
+    signals.check()  # a signal during the final writes: the run is complete, the command stops
+    return run_id
+
+
+def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Setup):
     kw = ({"address": cfg.ray_address, "max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
           if cfg.runtime == "ray" else {})
-    runtime = runtime_cls(list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
-                          chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
-    sink = EventSink(con, run_id)
-    status = "failed"
-    try:
-        n = _simulate(cfg, setup, runtime, sink, progress, on_batch)
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "incomplete"
-        n = None
-    finally:
-        sink.flush()
-        runtime.close()
-        end = con.execute("SELECT max(ts), count(*) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0]
-        con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp, sim_end = ?, n_requests = ? "
-                    "WHERE run_id = ?", [status, end[0], end[1], run_id])
-    if status == "incomplete":
-        raise KeyboardInterrupt(run_id)
-    del n
-    return run_id
+    return RUNTIMES[cfg.runtime](list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
+                                 chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
 
 
 def _simulate(cfg: ExperimentConfig, setup: Setup, runtime, sink: EventSink, progress: bool, on_batch) -> int:
@@ -216,6 +226,7 @@ def _simulate(cfg: ExperimentConfig, setup: Setup, runtime, sink: EventSink, pro
     bar = tqdm(total=cfg.n_requests, desc="simulate", unit="req", disable=not progress)
 
     def serve_batch(batch) -> np.ndarray:
+        signals.check()  # Ctrl-C / SIGTERM stop the run here, between batches
         clicks = np.full(len(batch), -1, np.int64)
         for s in range(0, len(batch), cfg.max_batch):
             part = batch[s:s + cfg.max_batch]
@@ -306,5 +317,11 @@ def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True) -
         raise NotFoundError(f"unknown run id {run_id!r}")
     if row[0][1] == "complete":
         return run_id
-    cfg = ExperimentConfig.model_validate_json(row[0][0])
+    try:
+        cfg = ExperimentConfig.model_validate_json(row[0][0])
+    except ValueError as e:  # pydantic ValidationError: a config this version no longer accepts
+        from simulator.config import first_error
+
+        raise ConfigError(f"cannot resume run {run_id}: its stored config is not valid now ({first_error(e)}); "
+                          "start a new run") from None
     return run_experiment(cfg, catalog, progress=progress, run_id=run_id)

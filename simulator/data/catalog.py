@@ -54,6 +54,20 @@ def dataset_schema(name: str) -> str:
     return "ds_" + re.sub(r"[^A-Za-z0-9_]", "_", name).lower()
 
 
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+RESERVED_TABLES = ("datasets", "splits", "runs", "arms", "assignments", "requests", "exposures", "feedback",
+                   "run_datasets", "run_items", "run_users")
+
+
+def check_table_name(name: str) -> str:
+    """A user-chosen catalog table name: a plain identifier that is not one of the catalog's own."""
+    if not _TABLE_RE.match(name or ""):
+        raise SimError(f"invalid table name {name!r}: use letters, digits and '_' (not starting with a digit)")
+    if name.lower() in RESERVED_TABLES or name.lower().startswith(("v_", "eval_")):
+        raise SimError(f"table name {name!r} is taken by the catalog itself; choose another name")
+    return name
+
+
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name or ""):
         raise SimError(f"invalid dataset name {name!r}: use letters, digits, '_', '-', '.'")

@@ -24,6 +24,16 @@ class ReadResult:
     notes: list[str] = field(default_factory=list)
 
 
+def check_column_names(names: list[str], *, file: str | None = None, line: int | None = 1) -> list[str]:
+    """Column names are pasted into SQL as quoted identifiers: one holding a double quote (or a
+    control character) is refused in one line rather than breaking, or changing, the SQL."""
+    for n in names:
+        if '"' in n or any(ord(ch) < 32 and ch != "\t" for ch in n):
+            raise DataError(f"column name {n!r} contains a double quote or a control character; rename it",
+                            file=file, line=line, field=n)
+    return names
+
+
 def check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
@@ -64,7 +74,7 @@ def read_text_table(con: duckdb.DuckDBPyConnection, path: str | Path, *, sep: st
     if header:
         with open(p, encoding=encoding, errors="replace") as f:
             first = f.readline().rstrip("\r\n")
-        names = first.split(sep)
+        names = check_column_names(first.split(sep), file=str(p))
         seen: set[str] = set()
         for n in names:
             if n in seen:
@@ -172,7 +182,8 @@ def _read_header(p: Path, sep: str, encoding: str) -> list[str]:
         first = f.readline()
     if not first.strip():
         raise DataError("empty header line", file=str(p), line=1)
-    names = [n.strip() for n in next(csv.reader([first.rstrip("\r\n")], delimiter=sep))]
+    names = check_column_names([n.strip() for n in next(csv.reader([first.rstrip("\r\n")], delimiter=sep))],
+                               file=str(p))
     seen: set[str] = set()
     for n in names:
         if n in seen:
@@ -248,7 +259,7 @@ def read_parquet_table(con: duckdb.DuckDBPyConnection, path: str | Path) -> tupl
             SELECT CAST(row_number() OVER () AS BIGINT) AS _line, * FROM read_parquet(?)""", [str(p)])
     except duckdb.Error as e:
         raise DataError(f"cannot read Parquet: {str(e).splitlines()[0]}", file=str(p)) from None
-    names = [c for c in _cols(con, tname) if c != "_line"]
+    names = check_column_names([c for c in _cols(con, tname) if c != "_line"], file=str(p), line=None)
     return tname, names
 
 
@@ -306,4 +317,5 @@ def parse_mapping(spec: str | dict | None) -> dict[str, str]:
             raise DataError(f"bad column mapping {part!r}: expected canonical=column, e.g. user=uid")
         k, v = part.split("=", 1)
         out[k.strip()] = v.strip()
+    check_column_names(list(out.values()), file="--map", line=None)
     return out
