@@ -83,7 +83,7 @@ def main() -> None:
     """
     signals.install()
     try:
-        rc = app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name="sim")
     except SimError as e:
         if _DEBUG["on"] or "--debug" in sys.argv:
             raise
@@ -95,9 +95,12 @@ def main() -> None:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code or 0)
     except Exception as e:  # click usage errors and the like
-        # click (or typer's bundled click) usage errors: show them the usual way
-        if hasattr(e, "show") and hasattr(e, "exit_code"):
-            e.show()
+        # click usage errors (unknown option, missing argument, bad value): one line too
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            if e.format_message():  # (empty for a bare `sim`: the help is already shown)
+                typer.secho(f"error: {e.format_message()}{hint}", err=True, fg=typer.colors.RED)
             sys.exit(e.exit_code)
         if type(e).__name__ == "Abort":  # click turns Ctrl-C into Abort
             cause = e.__cause__ or e.__context__

@@ -16,7 +16,7 @@ compares it with the dataset's hash now and says when the data changed.
 from __future__ import annotations
 
 from simulator.data.catalog import dataset_schema
-from simulator.data.fingerprint import dataset_hash
+from simulator.data.fingerprint import stored_hash_or_store
 
 SNAPSHOT_SQL = """
 CREATE TABLE IF NOT EXISTS run_datasets(run_id VARCHAR PRIMARY KEY, dataset VARCHAR, content_hash VARCHAR,
@@ -51,7 +51,7 @@ def snapshot_dataset(con, run_id: str, dataset: str, sim_start: float) -> str:
     schema = dataset_schema(dataset)
     attr = diversity_attr(con, schema)
     attr_sql = f'CAST(it."{attr}" AS VARCHAR)' if attr else "NULL"
-    h = dataset_hash(con, dataset)
+    h = stored_hash_or_store(con, dataset)
     con.execute(f"""INSERT OR REPLACE INTO run_items
         SELECT $run_id, it.item_id, coalesce(p.n, 0), {attr_sql}
         FROM {schema}.items it

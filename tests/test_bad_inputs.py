@@ -132,6 +132,10 @@ CASES = [
      r"serving \d+ of the 100,000 asked for$"),
     ("report of a one-request run", ["run", "--arms", "popularity,itemknn", "--data", "w", "-n", "1", "COMMON"], 0,
      None),
+    ("unknown option", ["run", "--sed", "1", "COMMON"], 2,
+     r"^error: No such option: --sed (\(Possible options: .*\) )?\(see `sim run --help`\)$"),
+    ("not a number", ["run", "-n", "many", "COMMON"], 2,
+     r"^error: Invalid value for '--requests' / '-n': .* \(see `sim run --help`\)$"),
     ("unknown run in a report", ["report", "nope", "--catalog", "CAT", "--out", "DIR/rep"], 2,
      r"^error: unknown run id 'nope' \(recent runs: .*\)$"),
     # 1. user SQL in an analysis config
@@ -331,3 +335,34 @@ def test_no_run_is_left_running(world, sim, monkeypatch, tmp_path):
         with pytest.raises(RuntimeError, match="a bug in a policy"):
             run_mod.run_experiment(cfg, c, progress=False, on_batch=crash)
         assert c.con.execute("SELECT status FROM runs ORDER BY started_at DESC LIMIT 1").fetchall() == [("failed",)]
+
+
+def test_catalog_from_the_previous_version_still_works(world, sim, tmp_path):
+    """A catalog written before content hashes and run snapshots: reports (with a note), queries,
+    new runs (the migration adds what is missing)."""
+    cat = str(tmp_path / "c.duckdb")
+    (tmp_path / "c.duckdb").write_bytes(Path(world["cat"]).read_bytes())
+    with duckdb.connect(cat) as con:
+        con.execute("ALTER TABLE datasets DROP COLUMN content_hash")
+        con.execute("DROP TABLE run_datasets; DROP TABLE run_items; DROP TABLE run_users")
+    r = sim("report", world["run"], "--catalog", cat, "--out", str(tmp_path / "rep"))
+    assert r.code == 0 and r.err.startswith(f"warning: run {world['run']} predates per-run dataset snapshots"), r.err
+    assert sim("query", "SELECT count(*) FROM v_user_metrics", "--catalog", cat).code == 0
+    r = sim("run", "--arms", "popularity,itemknn", "--data", "w", "-n", "20", "--catalog", cat, "-q",
+            "--artifacts", str(world["dir"] / "art"), "--report-dir", str(tmp_path / "rep"))
+    assert r.code == 0, r.err
+    with duckdb.connect(cat, read_only=True) as con:
+        h = con.execute("SELECT content_hash FROM datasets WHERE name = 'w'").fetchall()[0][0]
+        assert h and con.execute("SELECT count(*) FROM run_datasets WHERE content_hash = ?", [h]).fetchall()[0][0] == 1
+
+
+def test_run_failed_by_a_negative_seed_before_this_fix(world, sim, tmp_path):
+    """Older versions stored `--seed -1` runs as 'failed'; resuming one says why it cannot be."""
+    cat = str(tmp_path / "c.duckdb")
+    (tmp_path / "c.duckdb").write_bytes(Path(world["cat"]).read_bytes())
+    with duckdb.connect(cat) as con:
+        con.execute("""UPDATE runs SET status = 'failed', config_json = replace(config_json, '"seed": 0', '"seed": -1')
+                       WHERE run_id = ?""", [world["run"]])
+    r = sim("run", "--resume", world["run"], "--catalog", cat)
+    assert r.code == 2 and r.err == (f"error: cannot resume run {world['run']}: its stored config is not valid now "
+                                     "(seed: Input should be greater than or equal to 0); start a new run\n"), r.err

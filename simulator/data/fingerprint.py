@@ -46,9 +46,12 @@ def dataset_hash(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
     return content_hash(con, row[0][0])
 
 
-def store_hash(con: duckdb.DuckDBPyConnection, name: str) -> str:
-    """Compute and store the content hash of ``name`` (writable catalogs); returns it."""
-    schema = con.execute("SELECT schema_name FROM datasets WHERE name = ?", [name]).fetchall()[0][0]
-    h = content_hash(con, schema)
+def stored_hash_or_store(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """The content hash of ``name``, computed and stored first for a dataset written by an older
+    version (writable catalogs only)."""
+    stored = con.execute("SELECT content_hash, schema_name FROM datasets WHERE name = ?", [name]).fetchall()[0]
+    if stored[0]:
+        return stored[0]
+    h = content_hash(con, stored[1])
     con.execute("UPDATE datasets SET content_hash = ? WHERE name = ?", [h, name])
     return h
