@@ -24,7 +24,7 @@ INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A catalog with a 30-item synthetic world 'w', a replay dataset 'r' and one finished run."""
+    """A catalog with a 30-item synthetic world 'w', replay datasets 'r' and 'my-data', one finished run."""
     from simulator.cli_run import build_config
     from simulator.data import Catalog
     from simulator.data.loaders import load_into_catalog
@@ -39,6 +39,7 @@ def world(tmp_path_factory):
     with Catalog(cat) as c:  # what `sim data synth`, `sim data load` and `sim run` do (they are tested below)
         write_world(c, "w", WorldConfig(n_users=60, n_items=30, seed=1))
         load_into_catalog(c, "csv", d / "r.csv", "r")
+        load_into_catalog(c, "csv", d / "r.csv", "my-data")
         cfg = build_config(None, None, "popularity,itemknn", None,
                            {"dataset": "w", "n_requests": 200, "artifacts": str(d / "art")}, n_items=30)
         run_id = run_experiment(cfg, c, progress=False)
@@ -96,6 +97,9 @@ CASES = [
      r"RecBole atomic files are tab-separated\)$"),
     ("names sharing a schema", ["data", "synth", "--name", "W", "--users", "60", "--items", "30", "--catalog", "CAT"],
      2, r"^error: dataset name 'W' clashes with existing dataset 'w' \(both are stored as ds_w\); choose another name$"),
+    ("'my_data' next to 'my-data'", ["data", "load", "csv", "DIR/ok.csv", "--name", "my_data", "--catalog", "CAT"], 2,
+     r"^error: dataset name 'my_data' clashes with existing dataset 'my-data' \(both are stored as ds_my_data\); "
+     r"choose another name$"),
     ("quote in a column name", ["data", "load", "csv", "DIR/quote.csv", "--name", "x", "--catalog", "CAT"], 2,
      r"""^error: .*quote\.csv:1, field 'it"em': column name 'it"em' contains a double quote or a control """
      r"character; rename it$"),
