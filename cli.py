@@ -17,6 +17,7 @@ import sys
 
 import typer
 
+from simulator import signals
 from simulator.errors import SimError
 
 app = typer.Typer(
@@ -68,32 +69,51 @@ def _mount() -> None:
 _mount()
 
 
+def _interrupted(e: BaseException) -> None:
+    code = signals.exit_code(e)
+    typer.secho("terminated" if code == 143 else "interrupted", err=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Console-script entry point: run the app, turning user errors into one line."""
+    """Console-script entry point: run the app, turning user errors into one line.
+
+    Exit codes: 0 ok, 2 bad input (``error: ...``), 1 an unexpected error, 130 Ctrl-C,
+    143 SIGTERM (both stop a run cleanly: it stays resumable).
+    """
+    signals.install()
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name="sim")
     except SimError as e:
         if _DEBUG["on"] or "--debug" in sys.argv:
             raise
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _interrupted(e)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code or 0)
     except Exception as e:  # click usage errors and the like
-        # click (or typer's bundled click) usage errors: show them the usual way
-        if hasattr(e, "show") and hasattr(e, "exit_code"):
-            e.show()
+        # click usage errors (unknown option, missing argument, bad value): one line too
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            if e.format_message():  # (empty for a bare `sim`: the help is already shown)
+                typer.secho(f"error: {e.format_message()}{hint}", err=True, fg=typer.colors.RED)
             sys.exit(e.exit_code)
-        if type(e).__name__ == "Abort":
+        if type(e).__name__ == "Abort":  # click turns Ctrl-C into Abort
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, KeyboardInterrupt):
+                _interrupted(cause)
             sys.exit(1)
+        if signals.received() is not None:  # e.g. DuckDB's "Query interrupted"
+            _interrupted(e)
         if _DEBUG["on"] or "--debug" in sys.argv:
             raise
         typer.secho(f"error: {type(e).__name__}: {e}", err=True, fg=typer.colors.RED)
         sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

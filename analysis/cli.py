@@ -21,16 +21,16 @@ _CATALOG = typer.Option(None, "--catalog", help="Catalog file (default $SIM_CATA
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def _connect(path: Optional[str], read_only: bool = False):
-    import duckdb
+def _connect(path: Optional[str]):
+    """The catalog, read-only, with file access off (analysis never writes to it)."""
+    from simulator.data.catalog import connect
+
+    from .sqlguard import READ_ONLY_CONFIG
 
     path = path or os.environ.get("SIM_CATALOG") or "sim.duckdb"
     if not Path(path).exists():
         raise NotFoundError(f"catalog {path} does not exist")
-    try:
-        return duckdb.connect(path, read_only=read_only)
-    except duckdb.Error as e:
-        raise SimError(f"cannot open catalog {path}: {str(e).splitlines()[0]}") from None
+    return connect(path, read_only=True, config=READ_ONLY_CONFIG)
 
 
 def report(
@@ -55,18 +55,24 @@ def report(
             cfg = json.loads(analysis_config.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{analysis_config}:{e.lineno}: invalid JSON: {e.msg}") from None
+    from .provenance import run_warnings
+    from .sqlguard import lock_down
     from .srm import srm_for_run
-    from .views import run_info
+    from .views import install_views, run_info
 
     con = _connect(catalog)
     try:
-        run_info(con, run_id)  # unknown run id: one line, before anything else
+        install_views(con)
+        lock_down(con)  # user metric SQL runs here too: no file access, no settings changes
+        for w in run_warnings(con, run_info(con, run_id)):  # unknown run id: one line, before anything else
+            typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+        table = summarize(con, run_id, cfg)
         srm = srm_for_run(con, run_id)
         if srm.failed:
             typer.secho(f"WARNING: {srm.message()}", fg=typer.colors.RED, err=True)
         paths = write_report(con, run_id, out, cfg)
         if fmt == "table":
-            typer.echo(format_summary(summarize(con, run_id, cfg)))
+            typer.echo(format_summary(table))
     finally:
         con.close()
     if fmt == "json":
@@ -82,33 +88,40 @@ def query(
     limit: int = typer.Option(200, "--limit", help="Rows shown in table format (files get all rows)."),
     catalog: Optional[str] = _CATALOG,
 ) -> None:
-    """Run SQL on the catalog and print or save the result."""
+    """Run one read-only SQL statement on the catalog and print or save the result."""
+    from .sqlguard import check_query, explain_refusal, lock_down
     from .views import install_views
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "parquet" and output is None:
         raise ConfigError("--format parquet needs --output FILE")
+    sql = check_query(sql)  # one SELECT, or a one-line refusal before the catalog is touched
     con = _connect(catalog)
     try:
         try:
-            install_views(con)
+            install_views(con)  # TEMP views: the connection is read-only
         except NotFoundError:
             pass  # no runs yet: plain tables still queryable
+        lock_down(con)
         try:
-            rel = con.sql(sql)
+            table = con.sql(sql).to_arrow_table()
         except Exception as e:  # noqa: BLE001 - any SQL error is user input
-            raise SimError(f"query failed: {str(e).splitlines()[0]}") from None
-        if rel is None:
-            typer.echo("ok")
-            return
-        if fmt == "parquet":
-            rel.write_parquet(str(output))
-            typer.echo(f"wrote {output}")
-            return
-        df = rel.df()
+            raise SimError(explain_refusal(e) or f"query failed: {str(e).strip().splitlines()[0]}") from None
     finally:
         con.close()
+    _emit(table, fmt, output, limit)
+
+
+def _emit(table, fmt: str, output: Optional[Path], limit: int) -> None:
+    """Print or write a query result; files are written here, never by DuckDB."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, str(output))
+        typer.echo(f"wrote {output} ({table.num_rows} rows)")
+        return
+    df = table.to_pandas()
     if fmt == "table":
         text = df.head(limit).to_string(index=False) + (f"\n... {len(df) - limit} more rows" if len(df) > limit else "")
     elif fmt == "csv":

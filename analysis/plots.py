@@ -60,6 +60,8 @@ def forest(summary: pd.DataFrame) -> bytes:
 
 def sequential(path: pd.DataFrame, metric: str, alpha: float) -> bytes:
     """The primary lift over simulated time: fixed-horizon CI vs confidence sequence, and the p-values."""
+    from matplotlib.ticker import FuncFormatter
+
     plt = _plt()
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7.5, 5.2), sharex=True)
     if not path.empty:
@@ -75,12 +77,14 @@ def sequential(path: pd.DataFrame, metric: str, alpha: float) -> bytes:
         span = np.nanmax(np.abs(np.r_[late["cs_low"] / late["control"], late["cs_high"] / late["control"]])) * 100
         if np.isfinite(span) and span > 0:
             a1.set_ylim(-1.5 * span, 1.5 * span)
+        a1.legend(fontsize=7)
     a1.axhline(0, color="black", lw=0.8)
     a1.set_ylabel(f"{metric}: relative lift (%)")
-    a1.legend(fontsize=7)
     a1.set_title(f"Sequential monitor of {metric} over simulated time")
     a2.axhline(alpha, color="#d62728", ls="--", lw=0.8, label=f"alpha {alpha:g}")
     a2.set_yscale("log")
+    a2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # plain text: no mathtext parser
+    a2.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     a2.set_ylim(max(min(path["p_always_valid"].min() if not path.empty else 1, 1e-6) / 2, 1e-8), 1.2)
     a2.set_xlabel("simulated hours since run start")
     a2.set_ylabel("p-value")

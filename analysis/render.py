@@ -87,6 +87,7 @@ def render_markdown(ctx: dict, images: dict[str, str]) -> str:
     info, summary, srm = ctx["info"], ctx["summary"], ctx["srm"]
     text, failed = _srm_text(srm)
     lines = [f"# Experiment report: {info['run_id']}", ""]
+    lines += [x for w in ctx.get("warnings", []) for x in (f"> **WARNING: {w}**", "")]
     if failed:
         lines += [f"> **WARNING: {text}.** Results below are not trustworthy until the assignment is fixed.", ""]
     lines += [f"> **{h}**" if i == 0 else f"> {h}" for i, h in enumerate(ctx["headline"])] + [""]
@@ -187,6 +188,7 @@ def render_html(ctx: dict, images: dict[str, str]) -> str:
                   "until the assignment is fixed.</div>" if failed else f'<div class="banner ok">{html.escape(text)}</div>')
     g = _guardrails(summary)
     guard = f'<div class="banner warn">Guardrail violated: {html.escape("; ".join(g))}</div>' if g else ""
+    guard = "".join(f'<div class="banner warn">WARNING: {html.escape(w)}</div>' for w in ctx.get("warnings", [])) + guard
     answer = "".join(f"<p class='{'lead' if i == 0 else ''}'>{html.escape(h)}</p>" for i, h in enumerate(ctx["headline"]))
     seq = ""
     if "sequential" in images:

@@ -20,10 +20,20 @@ from simulator.oracle import paired_lift
 from .decision import decide, headline, power_numbers
 from .estimators import DeltaRatio, EstimationError, default_estimator
 from .plots import make_plots
+from .provenance import run_warnings
 from .render import render_html, render_markdown
 from .sequential import first_stop, monitorable, sequential_path
 from .srm import SRMResult, srm_for_run
-from .views import DEFAULT_METRICS, AnalysisConfig, Metric, batch_table, install_views, run_info, user_table
+from .views import (
+    DEFAULT_METRICS,
+    AnalysisConfig,
+    Metric,
+    batch_table,
+    dataset_n_items,
+    install_views,
+    run_info,
+    user_table,
+)
 
 SUMMARY_COLUMNS = ["metric", "role", "arm", "control_arm", "method", "control", "treatment", "abs_lift",
                    "rel_lift", "ci_low", "ci_high", "rel_ci_low", "rel_ci_high", "rel_se", "p", "p_adj",
@@ -45,6 +55,8 @@ def analysis_config(info: dict, override: AnalysisConfig | dict | None = None) -
             data = None
     try:
         return AnalysisConfig(**(data or {}))
+    except ConfigError:  # already one line (e.g. refused metric SQL)
+        raise
     except Exception as e:  # pydantic ValidationError -> one line
         raise ConfigError(f"analysis config: {str(e).splitlines()[0]} ({e})".replace("\n", " ")) from None
 
@@ -184,6 +196,11 @@ def _result(r) -> str:
     return "significant" if r.significant else ""
 
 
+def _na(fmt):
+    """A cell formatter that shows '-' for a value that could not be estimated (see the note)."""
+    return lambda v: fmt(v) if pd.notna(v) else "-"
+
+
 def format_summary(summary: pd.DataFrame) -> str:
     """The answer first (one line per treatment arm), then the effect table (what `sim run`/`sim report` print)."""
     if summary.empty:
@@ -195,8 +212,8 @@ def format_summary(summary: pd.DataFrame) -> str:
         "arm": summary["arm"],
         "users c/t": [f"{int(c or 0)}/{int(t or 0)}" for c, t in zip(summary["n_control"].fillna(0),
                                                                      summary["n_treatment"].fillna(0), strict=True)],
-        "control": summary["control"].map(lambda v: f"{v:.4g}"),
-        "treatment": summary["treatment"].map(lambda v: f"{v:.4g}"),
+        "control": summary["control"].map(_na(lambda v: f"{v:.4g}")),
+        "treatment": summary["treatment"].map(_na(lambda v: f"{v:.4g}")),
         "rel_lift": summary["rel_lift"].map(pct),
         "95% CI": [f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]" if np.isfinite(lo) else "" for lo, hi in
                    zip(summary["rel_ci_low"], summary["rel_ci_high"], strict=True)],
@@ -217,14 +234,7 @@ def arm_summary(con, run_id: str) -> pd.DataFrame:
     con = getattr(con, "con", con)
     info = run_info(con, run_id)
     df = con.execute("SELECT * FROM v_arm_summary WHERE run_id = ? ORDER BY arm", [run_id]).df()
-    n_items = None
-    try:
-        from simulator.data.catalog import dataset_schema
-
-        s = dataset_schema(info.get("dataset") or "")
-        n_items = con.execute(f'SELECT count(*) FROM "{s}".items').fetchone()[0]
-    except Exception:  # noqa: BLE001 - dataset not in the catalog: coverage unknown
-        n_items = None
+    n_items = dataset_n_items(con, run_id, info.get("dataset"))  # the run's snapshot when it has one
     df["coverage"] = df["distinct_items"] / n_items if n_items else np.nan
     return df
 
@@ -259,7 +269,8 @@ def report_context(con, run_id: str, config: AnalysisConfig | dict | None = None
              if r["role"] == "primary"}
     return dict(info=info, config=cfg, summary=summary, arms=arm_summary(con, run_id), srm=srm, channels=channels,
                 truth=truth_table(con, run_id), sequential=_sequential(con, run_id, summary, cfg), power=power,
-                headline=headline(summary, cfg.alpha, cfg.power))
+                headline=headline(summary, cfg.alpha, cfg.power),
+                warnings=run_warnings(con, info))  # unfinished run, changed data (analysis/provenance.py)
 
 
 def _jsonable(v):
@@ -292,6 +303,7 @@ def report_json(ctx: dict) -> dict:
         "run": {k: info.get(k) for k in ("run_id", "dataset", "status", "seed", "config_hash", "git_rev", "started_at",
                                          "finished_at", "sim_start", "sim_end", "n_requests")},
         "headline": ctx["headline"],
+        "warnings": ctx["warnings"],
         "effects": ctx["summary"],
         "power": ctx["power"],
         "srm": {"counts": srm.counts, "expected": srm.expected, "chi2": srm.chi2, "p": srm.p, "failed": srm.failed,

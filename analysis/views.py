@@ -9,6 +9,7 @@ in the dataset log before ``runs.sim_start``) when the dataset schema is availab
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -17,11 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.data.catalog import dataset_schema
 from simulator.errors import ConfigError, NotFoundError
+from simulator.snapshot import PRE_COLUMNS, diversity_attr, pre_covariates_sql, run_dataset
 
+from .sqlguard import check_expression, wrap_expression
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VIEWS_SQL = (Path(__file__).with_name("views.sql")).read_text()
 EVENT_TABLES = ("runs", "arms", "assignments", "requests", "exposures", "feedback")
 BATCH_COLUMNS = ("latency_sum", "requests")  # what batch_table() has per (batch, arm)
-COVARIATES = ("pre", "pre_items", "pre_days", "pre_pop")  # pre-period features of each user (user_table)
+COVARIATES = PRE_COLUMNS  # pre-period features of each user (user_table): the CUPED covariates
 DEFAULT_MARGIN = 0.05  # non-inferiority margin of a guardrail not listed in AnalysisConfig.margins
 
 
@@ -46,6 +51,13 @@ class Metric(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Metric:
+        """User SQL goes through the one guard (analysis/sqlguard.py): a name that is a plain
+        identifier, ``num``/``den`` single expressions (no statements, FROM or subqueries)."""
+        if not _IDENT.match(self.name):
+            raise ConfigError(f"metric name {self.name!r}: use letters, digits and '_' (not starting with a digit)")
+        check_expression(self.num, f"metric {self.name!r} num")
+        if self.den is not None:
+            check_expression(self.den, f"metric {self.name!r} den")
         if self.kind == "ratio" and not self.den:
             raise ValueError(f"metric {self.name!r}: a ratio metric needs den")
         if self.unit == "batch" and (self.kind != "ratio" or {self.num, self.den} - set(BATCH_COLUMNS)):
@@ -135,18 +147,44 @@ def _table_columns(con, schema: str, table: str) -> list[str]:
         "ORDER BY ordinal_position", [schema, table]).fetchall()]
 
 
-def _diversity_attr(con, schema: str) -> str | None:
-    """The item attribute used for intra-list diversity ('topic', 'genre', ... first found)."""
-    cols = _table_columns(con, schema, "items")
-    for c in ("topic", "genre", "genres", "category", "class"):
-        if c in cols:
-            return c
-    extra = [c for c in cols if c not in ("item_id", "raw_id", "text")]
-    return extra[0] if extra else None
+def _snapshot_columns_sql(snap: dict) -> tuple[str, dict]:
+    """Novelty / diversity / pre CTEs from the run's own snapshot (simulator/snapshot.py)."""
+    notes: dict[str, str] = {}
+    sql = """
+        pop AS (SELECT item_id, n_interactions AS n FROM run_items WHERE run_id = $run_id),
+        tot AS (SELECT n_interactions AS n FROM run_datasets WHERE run_id = $run_id),
+        nov AS (SELECT e.user_id, sum(-log2((coalesce(pop.n, 0) + 1.0) / (tot.n + 1.0))) AS novelty_sum
+                FROM exposures e LEFT JOIN pop USING (item_id) CROSS JOIN tot
+                WHERE e.run_id = $run_id GROUP BY ALL),
+        pre AS (SELECT user_id, pre, pre_items, pre_days, pre_pop FROM run_users WHERE run_id = $run_id)"""
+    if snap.get("diversity_attr"):
+        sql += """,
+        ec AS (SELECT e.request_id, e.user_id, it.attr AS a, count(*) AS c
+               FROM exposures e LEFT JOIN run_items it ON it.run_id = $run_id AND it.item_id = e.item_id
+               WHERE e.run_id = $run_id GROUP BY ALL),""" + _ILD
+        notes["diversity_attr"] = snap["diversity_attr"]
+    else:
+        notes["diversity"] = f"no item attribute for diversity in dataset {snap.get('dataset')!r}"
+        sql += """,
+        ild AS (SELECT NULL::BIGINT AS user_id, NULL::DOUBLE AS ild_sum WHERE false)"""
+    return sql, notes
+
+
+_ILD = """
+        ild AS (SELECT user_id, sum(CASE WHEN k > 1 THEN 1.0 - same / (k * (k - 1.0)) ELSE 0.0 END) AS ild_sum
+                FROM (SELECT request_id, user_id, sum(c) AS k, sum(c * (c - 1.0)) AS same FROM ec GROUP BY ALL)
+                GROUP BY ALL)"""
 
 
 def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dict]:
-    """SQL of per-user novelty/diversity/pre columns for this run, and notes about fallbacks."""
+    """SQL of per-user novelty/diversity/pre columns for this run, and notes about fallbacks.
+
+    Runs keep their own snapshot of the dataset (simulator/snapshot.py), so a dataset reloaded
+    since does not change their report; runs made before snapshots existed read the dataset as
+    it is now."""
+    snap = run_dataset(con, run_id)
+    if snap is not None:
+        return _snapshot_columns_sql(snap)
     notes: dict[str, str] = {}
     schema = None
     if dataset:
@@ -164,10 +202,8 @@ def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dic
         nov AS (SELECT e.user_id, sum(-log2((coalesce(pop.n, 0) + 1.0) / (tot.n + 1.0))) AS novelty_sum
                 FROM exposures e LEFT JOIN pop USING (item_id) CROSS JOIN tot
                 WHERE e.run_id = $run_id GROUP BY ALL),
-        pre AS (SELECT i.user_id, count(*) AS pre, count(DISTINCT i.item_id) AS pre_items,
-                       count(DISTINCT floor(i.ts / 86400)) AS pre_days, avg(ln(pop.n)) AS pre_pop
-                FROM "{schema}".interactions i JOIN pop USING (item_id), runs r
-                WHERE r.run_id = $run_id AND i.ts < r.sim_start GROUP BY ALL)""")
+        pre AS ({pre_covariates_sql(f'"{schema}".interactions',
+                                     "(SELECT sim_start FROM runs WHERE run_id = $run_id)")})""")
     else:
         notes["novelty"] = f"dataset {dataset!r} has no interactions table in the catalog"
         notes["pre"] = f"no pre-experiment log for dataset {dataset!r}"
@@ -175,15 +211,12 @@ def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dic
         nov AS (SELECT NULL::BIGINT AS user_id, NULL::DOUBLE AS novelty_sum WHERE false),
         pre AS (SELECT NULL::BIGINT AS user_id, NULL::BIGINT AS pre, NULL::BIGINT AS pre_items,
                        NULL::BIGINT AS pre_days, NULL::DOUBLE AS pre_pop WHERE false)""")
-    attr = _diversity_attr(con, schema) if has else None
+    attr = diversity_attr(con, schema) if has else None
     if attr:
         parts.append(f"""
         ec AS (SELECT e.request_id, e.user_id, CAST(it."{attr}" AS VARCHAR) AS a, count(*) AS c
                FROM exposures e LEFT JOIN "{schema}".items it USING (item_id)
-               WHERE e.run_id = $run_id GROUP BY ALL),
-        ild AS (SELECT user_id, sum(CASE WHEN k > 1 THEN 1.0 - same / (k * (k - 1.0)) ELSE 0.0 END) AS ild_sum
-                FROM (SELECT request_id, user_id, sum(c) AS k, sum(c * (c - 1.0)) AS same FROM ec GROUP BY ALL)
-                GROUP BY ALL)""")
+               WHERE e.run_id = $run_id GROUP BY ALL),""" + _ILD)
         notes["diversity_attr"] = attr
     else:
         notes["diversity"] = f"no item attribute for diversity in dataset {dataset!r}"
@@ -192,15 +225,26 @@ def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dic
     return ",".join(parts), notes
 
 
+def dataset_n_items(con, run_id: str, dataset: str | None) -> int | None:
+    """Catalog size the run saw (its snapshot), else the dataset's now; None if unknown."""
+    snap = run_dataset(con, run_id)
+    if snap is not None:
+        return int(snap["n_items"])
+    try:
+        return int(con.execute(f'SELECT count(*) FROM "{dataset_schema(dataset or "")}".items').fetchall()[0][0])
+    except Exception:  # noqa: BLE001 - dataset not in the catalog: coverage unknown
+        return None
+
+
 def user_table(con, run_id: str, metrics: list[Metric] | None = None) -> tuple[pd.DataFrame, dict]:
     """One row per assigned user of ``run_id`` with every metric column; returns (df, notes)."""
     info = run_info(con, run_id)
     ctes, notes = dataset_columns_sql(con, run_id, info.get("dataset"))
     custom = ""
     for m in metrics or []:
-        custom += f", ({m.num}) AS \"{m.name}__num\""
+        custom += f", {wrap_expression(m.num)} AS \"{m.name}__num\""
         if m.den:
-            custom += f", ({m.den}) AS \"{m.name}__den\""
+            custom += f", {wrap_expression(m.den)} AS \"{m.name}__den\""
     sql = f"""
     WITH {ctes}
     SELECT u.*, coalesce(nov.novelty_sum, 0) AS novelty_sum, coalesce(ild.ild_sum, 0) AS ild_sum,

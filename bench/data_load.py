@@ -38,10 +38,11 @@ def main() -> None:
         cat = Catalog(str(Path(d) / "bench.duckdb"))
         ml = find_ml100k()
         if ml is not None:
-            res["ml100k_load_s"], info = _best(lambda: load_into_catalog(cat, "recbole", ml, "ml-100k"), args.repeat)
+            res["ml100k_load_s"], info = _best(lambda: load_into_catalog(cat, "recbole", ml, "ml-100k", replace=True),
+                                                 args.repeat)
             res["ml100k_interactions"] = info.n_interactions
             res["ml100k_read_s"], _ = _best(lambda: cat.load_dataset("ml-100k"), args.repeat)
-        res["synthetic_default_s"], info = _best(lambda: write_world(cat, "syn", WorldConfig()), args.repeat)
+        res["synthetic_default_s"], info = _best(lambda: write_world(cat, "syn", WorldConfig(), replace=True), args.repeat)
         res["synthetic_default_interactions"] = info.n_interactions
         t = time.perf_counter()
         info = write_world(cat, "syn-big", WorldConfig(scale=args.scale))

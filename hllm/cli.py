@@ -84,7 +84,10 @@ def embed_items(
 ) -> None:
     """Write the item-embedding table, or append new items to it without retraining."""
     from hllm import serving
+    from simulator.data.catalog import check_table_name
 
+    if duckdb_table:
+        check_table_name(duckdb_table)  # pasted into SQL: a plain, unreserved identifier only
     pol = _policy(model)
     t0 = time.perf_counter()
     if new_items is not None:

@@ -41,6 +41,7 @@ def load(
     item_map: Optional[str] = typer.Option(None, "--item-map", help="csv/parquet: item file mapping, e.g. item=iid,title=name."),
     meta: Optional[Path] = typer.Option(None, "--meta", help="amazon: the meta JSONL file."),
     sep: str = typer.Option(",", "--sep", help="csv: field separator."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of this name."),
 ) -> None:
     """Read a dataset file, preprocess it and write it to the catalog (all or nothing)."""
     from simulator.data.loaders import load_into_catalog
@@ -56,8 +57,11 @@ def load(
     pre = Preprocess(k_core=k_core, min_value=min_value, max_seq_len=max_seq_len, dedupe=not no_dedupe)
     t0 = time.perf_counter()
     with _catalog(catalog) as cat:
-        info = load_into_catalog(cat, fmt, path, name, preprocess=pre, skip_bad_lines=skip_bad_lines, **opts)
+        info = load_into_catalog(cat, fmt, path, name, preprocess=pre, skip_bad_lines=skip_bad_lines,
+                                 replace=replace, **opts)
     dt = time.perf_counter() - t0
+    for note in info.meta.get("notes", []):
+        typer.secho(f"warning: {note}", err=True, fg=typer.colors.YELLOW)
     typer.echo(f"loaded {info.name}: {info.n_users} users, {info.n_items} items, {info.n_interactions} interactions "
                f"({info.format}) in {dt:.2f}s")
     if skip_bad_lines:
@@ -74,6 +78,7 @@ def synth(
     topics: int = typer.Option(20, "--topics", help="Number of latent topics."),
     days: float = typer.Option(60.0, "--days", help="Length of the logged period in days."),
     catalog: Optional[str] = _CATALOG,
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of this name."),
 ) -> None:
     """Generate the seeded synthetic world (catalog, logs, ground-truth user model)."""
     from pydantic import ValidationError
@@ -88,7 +93,7 @@ def synth(
         raise ConfigError(f"bad option {err['loc'][0]}: {err['msg']}") from None
     t0 = time.perf_counter()
     with _catalog(catalog) as cat:
-        info = write_world(cat, name, cfg)
+        info = write_world(cat, name, cfg, replace=replace)
     typer.echo(f"synthesized {info.name}: {info.n_users} users, {info.n_items} items, "
                f"{info.n_interactions} interactions in {time.perf_counter() - t0:.2f}s")
 
@@ -126,6 +131,7 @@ def dataset_stats(cat, name: str) -> dict:
         "text_template": info.meta.get("text_template") or (["title", "genres", "description"] if "world" in info.meta else []),
         "synthetic": "world" in info.meta,
         "preprocess_stats": info.meta.get("stats", {}),
+        "notes": info.meta.get("notes", []),
     }
 
 
@@ -143,6 +149,8 @@ def info(name: str = typer.Argument(..., help="Dataset name ('ml-100k' and 'synt
     typer.echo(f"  users {st['n_users']:,}  items {st['n_items']:,}  interactions {st['n_interactions']:,}  "
                f"skipped lines {st['n_skipped']:,}")
     typer.echo(f"  sparsity {st['sparsity']:.4%}  time {st['ts_min']} .. {st['ts_max']}")
+    for note in st["notes"]:
+        typer.echo(f"  note: {note}")
     pp = {k: v for k, v in st["preprocess_stats"].items() if k.startswith("dropped") and v}
     if pp:
         typer.echo("  dropped by preprocessing: " + ", ".join(f"{k[8:]} {v:,}" for k, v in pp.items()))

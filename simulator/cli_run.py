@@ -11,7 +11,9 @@ from simulator.errors import ConfigError
 
 
 def build_config(treatment: Optional[str], control: Optional[str], arms: Optional[str], config: Optional[Path],
-                 overrides: dict):
+                 overrides: dict, n_items: Optional[int] = None):
+    """The experiment config of a `sim run` command line; ``n_items`` (catalog size) caps the
+    default arms' quotas."""
     from simulator.config import default_arm, load_config, parse_config
 
     if config is not None:
@@ -28,7 +30,7 @@ def build_config(treatment: Optional[str], control: Optional[str], arms: Optiona
         raise ConfigError("need at least two arms (--treatment and --control, or --arms a,b[,c])")
     if len(set(names)) != len(names):
         raise ConfigError(f"arm names must differ, got {names}")
-    arm_cfgs = [default_arm(n, "control" if i == 0 else "treatment") for i, n in enumerate(names)]
+    arm_cfgs = [default_arm(n, "control" if i == 0 else "treatment", n_items=n_items) for i, n in enumerate(names)]
     used = {c["policy"] for a in arm_cfgs for c in a["channels"]}
     policies = {k: v for k, v in DEFAULT_POLICY_OVERRIDES.items() if k in used}
     return parse_config({"name": f"{names[1]}-vs-{names[0]}", "arms": arm_cfgs, "policies": policies, **overrides},
@@ -60,25 +62,74 @@ def run(
 ) -> None:
     """Run an A/B test in simulation, e.g. `sim run --treatment hllm --control sasrec`."""
     from simulator.data import Catalog
+    from simulator.errors import RunInterrupted
     from simulator.run import resume_experiment, run_experiment, validate
 
+    ov = {k: v for k, v in {"dataset": data, "n_requests": requests, "seed": seed, "artifacts": artifacts,
+                            "duration_s": duration, "actors_per_arm": actors, "ray_address": ray_address,
+                            "runtime": "ray" if ray_address and not runtime else runtime}.items() if v is not None}
+    check_options(ov, resume=resume, given={"--treatment": treatment, "--control": control, "--arms": arms,
+                                             "--config": config})
     cat = Catalog(catalog)
-    if resume:
-        run_id = resume_experiment(resume, cat, progress=not quiet)
-    else:
-        ov = {k: v for k, v in {"dataset": data, "n_requests": requests, "seed": seed, "artifacts": artifacts,
-                                "duration_s": duration, "actors_per_arm": actors,
-                                "ray_address": ray_address,
-                                "runtime": "ray" if ray_address and not runtime else runtime}.items() if v is not None}
-        cfg = build_config(treatment, control, arms, config, ov)
-        validate(cfg, cat)  # unknown policy / dataset, impossible quotas: one line, before any work
+    try:
         try:
-            run_id = run_experiment(cfg, cat, progress=not quiet)
-        except KeyboardInterrupt as e:
-            rid = e.args[0] if e.args else "?"
-            typer.echo(f"\ninterrupted: run {rid} kept as incomplete; continue with `sim run --resume {rid}`")
-            raise typer.Exit(130) from None
-    summarize_run(cat, run_id, report_dir)
+            if resume:
+                run_id = resume_experiment(resume, cat, progress=not quiet)
+            else:
+                cfg = build_config(treatment, control, arms, config, ov, _default_arm_items(config, data, cat))
+                validate(cfg, cat)  # unknown policy / dataset, impossible quotas: one line, before any work
+                run_id = run_experiment(cfg, cat, progress=not quiet)
+        except RunInterrupted as e:
+            verb = "terminated" if e.exit_code == 143 else "interrupted"
+            typer.secho(f"\n{verb}: run {e.run_id} kept as incomplete; continue with `sim run --resume {e.run_id}`",
+                        err=True)
+            raise typer.Exit(e.exit_code) from None
+        summarize_run(cat, run_id, report_dir)
+    finally:
+        cat.close()  # now, not whenever the garbage collector gets to it: other commands may open the file
+
+
+_OPTION_NAMES = {"dataset": "--data", "n_requests": "--requests", "seed": "--seed", "artifacts": "--artifacts",
+                 "duration_s": "--duration", "actors_per_arm": "--actors", "ray_address": "--ray-address",
+                 "runtime": "--runtime"}
+
+
+def check_options(ov: dict, *, resume: Optional[str], given: dict) -> None:
+    """Command-line values checked before anything is opened or written (one line each)."""
+    if resume:
+        extra = [_OPTION_NAMES[k] for k in ov] + [k for k, v in given.items() if v is not None]
+        if extra:
+            raise ConfigError(f"--resume continues run {resume} with its own settings; {', '.join(extra)} cannot "
+                              "change it (start a new run to use other settings)")
+        return
+    if ov.get("seed", 0) < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {ov['seed']}")
+    if ov.get("n_requests", 1) < 1:
+        raise ConfigError(f"--requests must be at least 1, got {ov['n_requests']}")
+    if ov.get("duration_s", 1.0) <= 0:
+        raise ConfigError(f"--duration must be positive, got {ov['duration_s']:g}")
+    if ov.get("actors_per_arm", 1) < 1:
+        raise ConfigError(f"--actors must be at least 1, got {ov['actors_per_arm']}")
+    if ov.get("runtime") not in (None, "local", "ray"):
+        raise ConfigError(f"--runtime must be local or ray, got {ov['runtime']!r}")
+    if ov.get("ray_address") not in (None, "auto", "local"):
+        from simulator.raycluster import check_reachable
+
+        check_reachable(ov["ray_address"])  # before training: a wrong address fails in seconds
+
+
+def _default_arm_items(config: Optional[Path], data: Optional[str], cat) -> Optional[int]:
+    """Catalog size for the default arms (None with --config: the config sets its own quotas)."""
+    if config is not None:
+        return None
+    from simulator.config import DEFAULT_QUOTA
+    from simulator.run import dataset_size
+
+    n = dataset_size(data or "synthetic", cat)
+    if n is not None and n < DEFAULT_QUOTA:
+        typer.secho(f"note: dataset {data or 'synthetic'!r} has {n} items: the default arms' channel quotas "
+                    f"are capped at {n} (set quotas with --config for full control)", err=True)
+    return n
 
 
 def summarize_run(cat, run_id: str, report_dir: Path) -> None:

@@ -77,7 +77,7 @@ class ExperimentConfig(BaseModel):
     model_config = _STRICT
     name: str = "experiment"
     dataset: str = "synthetic"
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="random seed (numpy needs a non-negative integer)")
     salt: str = "hllm-sim"
     user_model: Literal["auto", "world", "replay"] = "auto"
     n_requests: int = Field(4000, ge=1, description="stop after this many requests")
@@ -125,15 +125,41 @@ class ExperimentConfig(BaseModel):
         return list(dict.fromkeys(p for a in self.arms for p in a.policies()))
 
 
-def _errors(e: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'config'}: {x['msg']}" for x in e.errors())
+_MODELS = (ChannelConfig, StageConfig, RerankConfig, ArmConfig)
+_ROOT_CAUSE = {"extra_forbidden": 0, "missing": 1}  # a typo first: the other errors are its echoes
+
+
+def _known_fields(loc: tuple) -> list[str]:
+    """Field names valid where ``loc`` points (by the parent key: arms -> ArmConfig, ...)."""
+    keys = [k for k in loc if isinstance(k, str)]
+    parent = keys[-2] if len(keys) >= 2 else None
+    model = {"arms": ArmConfig, "channels": ChannelConfig, "coarse": StageConfig, "fine": StageConfig,
+             "rerank": RerankConfig}.get(parent, ExperimentConfig)
+    return list(model.model_fields)
+
+
+def first_error(e: ValidationError) -> str:
+    """The one error to show, as ``path: message``: an unknown or missing field before the
+    cascade it causes (pydantic also reports the container of a broken item as invalid)."""
+    err = min(e.errors(), key=lambda x: (_ROOT_CAUSE.get(x["type"], 2), -len(x["loc"])))
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        import difflib
+
+        where = ".".join(map(str, loc[:-1])) or "config"
+        close = difflib.get_close_matches(str(loc[-1]), _known_fields(loc), n=1)
+        return f"{where}: unknown field {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    where = ".".join(map(str, loc)) or "config"
+    if err["type"] == "missing":
+        return f"{where}: required field missing"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
 def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig(**data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: {_errors(e)}") from None
+        raise ConfigError(f"{source}: {first_error(e)}") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -153,20 +179,26 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return parse_config(data, str(p))
 
 
-def default_arm(name: str, role: str, *, slate_size: int = 10) -> dict:
+DEFAULT_QUOTA, BACKUP_QUOTA, DEFAULT_SLATE = 100, 50, 10
+
+
+def default_arm(name: str, role: str, *, slate_size: int = DEFAULT_SLATE, n_items: int | None = None) -> dict:
     """The default pipeline for a model name used by ``sim run --treatment X --control Y``.
 
     The model is a retrieval channel and the fine ranker; SASRec-free arms keep a popularity
-    backup channel; the cheap ID model (or popularity) is the coarse ranker.
+    backup channel; the cheap ID model (or popularity) is the coarse ranker. With ``n_items``
+    (the catalog size), quotas and the slate are capped at it, so a small catalog just works.
     """
-    channels = [{"policy": name, "quota": 100}]
+    cap = n_items if n_items is not None else DEFAULT_QUOTA
+    channels = [{"policy": name, "quota": min(DEFAULT_QUOTA, cap)}]
     if name == "hllm":
-        channels.append({"policy": "sasrec", "quota": 100})
+        channels.append({"policy": "sasrec", "quota": min(DEFAULT_QUOTA, cap)})
     if name != "popularity":
-        channels.append({"policy": "popularity", "quota": 50})
+        channels.append({"policy": "popularity", "quota": min(BACKUP_QUOTA, cap)})
     total = sum(c["quota"] for c in channels)
     coarse_policy = "sasrec" if name in ("hllm", "sasrec") else name
+    fine_keep = min(30, total)
     return {"name": name, "role": role, "channels": channels,
             "coarse": {"policy": coarse_policy, "keep": min(100, total)},
-            "fine": {"policy": name, "keep": min(30, total)},
-            "rerank": {"filter_seen": True}, "slate_size": slate_size}
+            "fine": {"policy": name, "keep": fine_keep},
+            "rerank": {"filter_seen": True}, "slate_size": min(slate_size, fine_keep, cap)}

@@ -33,3 +33,19 @@ class ConfigError(SimError):
 
 class NotFoundError(SimError):
     """Unknown dataset, run id, model or artifact."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (exit 130) or SIGTERM (exit 143); its events so far are kept and
+    the run is marked ``incomplete`` so ``sim run --resume RUN_ID`` continues it."""
+
+    def __init__(self, run_id: str, exit_code: int = 130) -> None:
+        super().__init__(run_id)
+        self.run_id, self.exit_code = run_id, exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by the CLI's signal handler so a run stops like on Ctrl-C (exit 143)."""
+
+    exit_code = 143
+

@@ -19,13 +19,16 @@ from tqdm.auto import tqdm
 
 from policies import registry
 from policies.store import fit_or_load
+from simulator import signals
+from simulator.busy import holding
 from simulator.config import ExperimentConfig
 from simulator.data import Catalog, ensure_dataset
 from simulator.data.sequences import Dataset, LeaveOneOut, Sequences
 from simulator.design import ABDesign
-from simulator.errors import ConfigError, NotFoundError
+from simulator.errors import ConfigError, NotFoundError, RunInterrupted
 from simulator.eventlog import EventLog
 from simulator.oracle import Truth, world_truth
+from simulator.records import finish_run, start_run, warn_short_replay
 from simulator.runtime import RUNTIMES, LocalRuntime
 from simulator.sink import EventSink, ensure_schema
 from simulator.story import Simulation, Timing
@@ -68,7 +71,7 @@ def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
                 raise ConfigError(f"arm {arm.name!r}: policy {st.policy!r} cannot be a ranker")
     if catalog is None:
         return
-    n_items = _n_items(cfg.dataset, catalog)
+    n_items = dataset_size(cfg.dataset, catalog)
     if n_items is not None:
         for arm in cfg.arms:
             for c in arm.channels:
@@ -77,7 +80,7 @@ def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
                                       f"{n_items} items of dataset {cfg.dataset!r}")
 
 
-def _n_items(name: str, catalog: Catalog) -> int | None:
+def dataset_size(name: str, catalog: Catalog) -> int | None:
     """Catalog size without loading the dataset; NotFoundError for an unknown dataset."""
     if catalog.has_dataset(name):
         return int(catalog.info(name).n_items)
@@ -160,46 +163,70 @@ def _git_rev() -> str:
 
 def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = True, run_id: str | None = None,
                    policies: dict | None = None, on_batch=None) -> str:
-    """Run ``cfg``; returns the run id. ``on_batch(batch_no, runtime)`` is a test hook."""
+    """Run ``cfg``; returns the run id. ``on_batch(batch_no, runtime)`` is a test hook.
+
+    Ctrl-C / SIGTERM raise :class:`RunInterrupted` after marking the run ``incomplete``; any
+    other error marks it ``failed``; a runtime that cannot start leaves no run row at all."""
     validate(cfg, catalog)
     con = catalog.con
     ensure_schema(con)
     resumed = run_id is not None
     setup = prepare(cfg, catalog)
+    if setup.replay_times is not None:
+        warn_short_replay(cfg, int(sum(len(t) for t in setup.replay_times)))
     policies = policies or train_arms(cfg, setup, progress)
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    if not resumed:
-        con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, current_timestamp, NULL, 'running', ?, NULL, 0)",
-                    [run_id, cfg.dataset, cfg.resolved_json(), cfg.config_hash(), cfg.seed, _git_rev(), setup.sim_start])
-        for a in cfg.arms:
-            con.execute("INSERT INTO arms VALUES (?, ?, ?, ?, ?)", [run_id, a.name, a.role, a.weight, a.model_dump_json()])
-    else:
-        con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [run_id])
-    runtime_cls = RUNTIMES[cfg.runtime]
+    runtime = _start_runtime(cfg, policies, setup)
+    names = tuple(a.name for a in cfg.arms)
+    design = ABDesign(names, [a.weight for a in cfg.arms], cfg.salt)
+    status, stop = "failed", None
+    with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
+        try:
+            start_run(con, run_id, cfg, setup.sim_start, _git_rev(), resumed)
+            with holding(catalog.path, run_id):
+                log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
+                try:
+                    simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
+                    status = "complete"
+                except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
+                    if not signals.is_stop(e):
+                        raise
+                    status, stop = "incomplete", e
+                finally:
+                    try:
+                        log.flush()
+                    finally:
+                        finish_run(con, run_id, status)
+                if status == "complete":
+                    stop = _oracle(cfg, setup, policies, con, run_id, progress)
+        finally:
+            runtime.close()
+    if stop is not None:
+        raise RunInterrupted(run_id, signals.exit_code(stop))
+    signals.check()  # a signal during the final writes: the run is complete, the command stops
+    return run_id
+
+
+def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Setup):
     kw = ({"address": cfg.ray_address, "max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
           if cfg.runtime == "ray" else {})
-    runtime = runtime_cls(list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
-                          chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
-    names = tuple(a.name for a in cfg.arms)
-    log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
-    design = ABDesign(names, [a.weight for a in cfg.arms], cfg.salt)
-    status = "failed"
+    return RUNTIMES[cfg.runtime](list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
+                                 chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
+
+
+def _oracle(cfg: ExperimentConfig, setup: Setup, policies: dict, con, run_id: str, progress: bool):
+    """World runs: store each arm's true values; returns a stop signal that interrupted it (the run
+    itself is complete then; only the truth is missing)."""
+    end = con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    if setup.mode != "world" or cfg.oracle_reps < 1 or end is None:
+        return None
     try:
-        simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "incomplete"
-    finally:
-        log.flush()
-        runtime.close()
-        end = con.execute("SELECT max(ts), count(*) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0]
-        con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp, sim_end = ?, n_requests = ? "
-                    "WHERE run_id = ?", [status, end[0], end[1], run_id])
-    if status == "incomplete":
-        raise KeyboardInterrupt(run_id)
-    if setup.mode == "world" and cfg.oracle_reps > 0 and end[0] is not None:
-        store_truth(con, run_id, run_truth(cfg, setup, policies, (setup.sim_start, float(end[0])), progress))
-    return run_id
+        store_truth(con, run_id, run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress))
+    except BaseException as e:
+        if not signals.is_stop(e):
+            raise
+        return e
+    return None
 
 
 def simulation(cfg: ExperimentConfig, setup: Setup, design, runtime, log, seed: int,
@@ -239,5 +266,11 @@ def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True) -
         raise NotFoundError(f"unknown run id {run_id!r}")
     if row[0][1] == "complete":
         return run_id
-    cfg = ExperimentConfig.model_validate_json(row[0][0])
+    try:
+        cfg = ExperimentConfig.model_validate_json(row[0][0])
+    except ValueError as e:  # pydantic ValidationError: a config this version no longer accepts
+        from simulator.config import first_error
+
+        raise ConfigError(f"cannot resume run {run_id}: its stored config is not valid now ({first_error(e)}); "
+                          "start a new run") from None
     return run_experiment(cfg, catalog, progress=progress, run_id=run_id)

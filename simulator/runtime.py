@@ -109,10 +109,9 @@ class RayRuntime:
                  max_task_retries: int = 5) -> None:
         import ray
 
-        if not ray.is_initialized():
-            # no address: always a fresh local instance (never join a cluster that happens to run here)
-            ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                     configure_logging=False)
+        from simulator.raycluster import init_ray
+
+        init_ray(address)  # no address: a fresh local instance; an address: bounded, one-line failures
         self.ray = ray
         actor_cls = ray.remote(num_cpus=0, max_restarts=max_restarts,
                                max_task_retries=max_task_retries)(_PipelineActor)

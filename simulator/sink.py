@@ -40,7 +40,12 @@ TABLE_COLUMNS = {
 
 
 def ensure_schema(con) -> None:
+    """Create the event tables and the per-run dataset snapshot tables (idempotent: catalogs made by
+    older versions gain the tables they lack; existing tables are never changed)."""
+    from simulator.snapshot import SNAPSHOT_SQL
+
     con.execute(SCHEMA_SQL)
+    con.execute(SNAPSHOT_SQL)
 
 
 class EventSink:

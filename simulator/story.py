@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policies.base import UserBatch
+from simulator import signals
 from simulator.design import Design
 from simulator.env import Clock, batcher, replay_requests, tracked, world_sessions
 from simulator.users import UserModel
@@ -70,6 +71,7 @@ class Simulation:
         served = [0]
 
         def serve_batch(batch) -> np.ndarray:
+            signals.check()  # Ctrl-C / SIGTERM stop the run here, between batches
             clicks = np.full(len(batch), -1, np.int64)
             for s in range(0, len(batch), t.max_batch):
                 part = batch[s:s + t.max_batch]

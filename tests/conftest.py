@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -25,3 +28,34 @@ def ml100k_dir():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@dataclass
+class SimResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def sim(capsys):
+    """``sim(*args)``: the `sim` command in this process through ``cli.main`` (the real exit code,
+    stdout and stderr; signal handlers restored afterwards)."""
+    import cli
+
+    def call(*args: str) -> SimResult:
+        argv, handlers = sys.argv, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        sys.argv = ["sim", *args]
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            sys.argv = argv
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        cap = capsys.readouterr()
+        return SimResult(code, cap.out, cap.err)
+
+    return call

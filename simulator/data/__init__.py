@@ -60,7 +60,7 @@ def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:
         if p is None:
             raise NotFoundError("ml-100k not found: put it at ../shared/data/ml-100k, set HLLM_SIM_ML100K, "
                                 "or `pip install --no-deps recbole==1.2.1`")
-        load_into_catalog(catalog, "recbole", p, "ml-100k")
+        load_into_catalog(catalog, "recbole", p, "ml-100k", replace=True)  # older loader: rebuilt
         return
     if name == "synthetic" or name.startswith("synthetic-"):
         from pydantic import ValidationError
@@ -97,7 +97,7 @@ def _check_same_world(catalog: Catalog, name: str, opts: dict) -> None:
     want = WorldConfig(**opts)
     if WorldConfig(**stored) != want:
         raise ConfigError(f"dataset {name!r} exists with a different world config; use another name "
-                          f"(e.g. 'synthetic-big') or `sim data synth --name {name}` to replace it")
+                          f"(e.g. 'synthetic-big') or `sim data synth --name {name} --replace` to replace it")
 
 
 def get_dataset(name: str, catalog: Catalog | str | None = None, **opts) -> Dataset:

@@ -33,6 +33,17 @@ def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
 
 
+def connect(path: str, read_only: bool = False, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """Open a catalog file; one-line SimError when it cannot be opened (busy: names the holder)."""
+    try:
+        return duckdb.connect(path, read_only=read_only, config=config or {})
+    except duckdb.Error as e:
+        from simulator.busy import busy_message
+
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SimError(busy_message(path, msg) or f"cannot open catalog {path}: {msg}") from None
+
+
 def default_catalog_path() -> str:
     return os.environ.get("SIM_CATALOG", DEFAULT_CATALOG)
 
@@ -41,6 +52,20 @@ def dataset_schema(name: str) -> str:
     """DuckDB schema holding dataset ``name`` (``ml-100k`` -> ``ds_ml_100k``)."""
     check_name(name)
     return "ds_" + re.sub(r"[^A-Za-z0-9_]", "_", name).lower()
+
+
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+RESERVED_TABLES = ("datasets", "splits", "runs", "arms", "assignments", "requests", "exposures", "feedback",
+                   "run_datasets", "run_items", "run_users")
+
+
+def check_table_name(name: str) -> str:
+    """A user-chosen catalog table name: a plain identifier that is not one of the catalog's own."""
+    if not _TABLE_RE.match(name or ""):
+        raise SimError(f"invalid table name {name!r}: use letters, digits and '_' (not starting with a digit)")
+    if name.lower() in RESERVED_TABLES or name.lower().startswith(("v_", "eval_")):
+        raise SimError(f"table name {name!r} is taken by the catalog itself; choose another name")
+    return name
 
 
 def check_name(name: str) -> str:
@@ -70,10 +95,7 @@ class Catalog:
         self.path = str(path if path is not None else default_catalog_path())
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.Error as e:
-            raise SimError(f"cannot open catalog {self.path}: {e}") from None
+        self.con = connect(self.path, read_only=read_only)
         if not read_only:
             self.con.execute(
                 """CREATE TABLE IF NOT EXISTS datasets(
@@ -81,6 +103,8 @@ class Catalog:
                     n_users BIGINT, n_items BIGINT, n_interactions BIGINT, n_skipped BIGINT,
                     created_at TIMESTAMP DEFAULT current_timestamp, meta_json VARCHAR)"""
             )
+            # catalogs written before content hashes were recorded (fingerprint.py) gain the column
+            self.con.execute("ALTER TABLE datasets ADD COLUMN IF NOT EXISTS content_hash VARCHAR")
 
     def close(self) -> None:
         self.con.close()
@@ -106,6 +130,21 @@ class Catalog:
     def has_dataset(self, name: str) -> bool:
         return bool(self.con.execute("SELECT count(*) FROM datasets WHERE name = ?", [name]).fetchall()[0][0])
 
+    def check_new_name(self, name: str, replace: bool = False) -> None:
+        """Fail (one line) unless ``name`` can be written: new, or existing with ``replace``, and
+        not stored under the same schema as another dataset (``ml_100k`` vs ``ml-100k``)."""
+        check_name(name)
+        if self.has_dataset(name):
+            if not replace:
+                raise SimError(f"dataset {name!r} already exists in catalog {self.path}; add --replace to "
+                               "overwrite it")
+            return
+        schema = dataset_schema(name)
+        clash = self.con.execute("SELECT name FROM datasets WHERE schema_name = ?", [schema]).fetchall()
+        if clash:
+            raise SimError(f"dataset name {name!r} clashes with existing dataset {clash[0][0]!r} (both are stored "
+                           f"as {schema}); choose another name")
+
     def list_datasets(self) -> list[DatasetInfo]:
         rows = self.con.execute(
             "SELECT name, schema_name, source, format, n_users, n_items, n_interactions, n_skipped, "
@@ -121,7 +160,7 @@ class Catalog:
 
     def write_dataset(self, name: str, *, interactions: Any, items: Any, users: Any | None = None,
                       source: str = "", format: str = "", n_skipped: int = 0,
-                      meta: dict | None = None, replace: bool = True,
+                      meta: dict | None = None, replace: bool = False,
                       keep_all_users: bool = False) -> DatasetInfo:
         """Write a canonical dataset from relations/DataFrames/Arrow tables with RAW ids.
 
@@ -130,8 +169,9 @@ class Catalog:
         ``users``: column user (raw id), attrs. Ids are remapped to contiguous 0-based ints
         (users in order of raw id, items in order of raw id) inside one transaction.
         Users come from the interactions (plus every row of ``users`` when ``keep_all_users``).
+        An existing ``name`` is replaced only with ``replace=True`` (runs keep their own snapshot).
         """
-        check_name(name)
+        self.check_new_name(name, replace)
         schema = dataset_schema(name)
         con = self.con
         con.register("_in_inter", interactions)
@@ -141,8 +181,6 @@ class Catalog:
         try:
             with self.transaction():
                 if self.has_dataset(name):
-                    if not replace:
-                        raise SimError(f"dataset {name!r} already exists (use --replace)")
                     con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
                     con.execute("DELETE FROM datasets WHERE name = ?", [name])
                 con.execute(f"CREATE SCHEMA {schema}")
@@ -199,8 +237,13 @@ class Catalog:
                     (SELECT count(*) FROM {schema}.item_map), (SELECT count(*) FROM {schema}.interactions)""").fetchall()[0]
                 if nn == 0:
                     raise SimError(f"dataset {name!r}: no interactions to load")
-                con.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp, ?)",
-                            [name, schema, source, format, nu, ni, nn, n_skipped, json.dumps(meta or {})])
+                from simulator.data.fingerprint import content_hash
+
+                con.execute("INSERT INTO datasets (name, schema_name, source, format, n_users, n_items, "
+                            "n_interactions, n_skipped, created_at, meta_json, content_hash) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp, ?, ?)",
+                            [name, schema, source, format, nu, ni, nn, n_skipped, json.dumps(meta or {}),
+                             content_hash(con, schema)])
         finally:
             for t in ("_in_inter", "_in_items", "_in_users"):
                 with contextlib.suppress(Exception):

@@ -189,8 +189,10 @@ class World:
         return df
 
 
-def write_world(catalog, name: str, cfg: WorldConfig) -> object:
-    """Generate the world's catalog and logs and write them as dataset ``name``."""
+def write_world(catalog, name: str, cfg: WorldConfig, replace: bool = False) -> object:
+    """Generate the world's catalog and logs and write them as dataset ``name`` (an existing
+    ``name`` only with ``replace``)."""
+    catalog.check_new_name(name, replace)
     w = World(cfg)
     items = w.item_table()
     from simulator.data.preprocess import item_text_sql
@@ -202,7 +204,7 @@ def write_world(catalog, name: str, cfg: WorldConfig) -> object:
     users = pd.DataFrame({"user": [str(u) for u in range(cfg.users)]})
     info = catalog.write_dataset(name, interactions=logs, items=items_txt.df(), users=users, source="synthetic",
                                  format="synthetic", meta={"world": json.loads(cfg.model_dump_json())},
-                                 keep_all_users=True)
+                                 keep_all_users=True, replace=replace)
     con.unregister("_world_items")
     return info
 

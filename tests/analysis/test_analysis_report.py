@@ -111,6 +111,7 @@ def test_summary_recovers_injected_lift(fake_db):
     assert lines[0].startswith("treatment beats control on ctr: +")  # the answer comes first
     table = lines[lines.index("") + 1:]
     assert table[1].split()[:2] == ["ctr", "*"] and any(x.strip().startswith("latency_ms (g)") for x in table)
+    con.close()
 
 
 def test_user_defined_metric_and_bad_config(fake_db):
@@ -123,6 +124,7 @@ def test_user_defined_metric_and_bad_config(fake_db):
         summarize(con, "lift", {"primary": "nope"})
     with pytest.raises(ConfigError, match="user-defined metric SQL failed"):
         summarize(con, "lift", {"metrics": [{"name": "x", "num": "no_such_column"}]})
+    con.close()
 
 
 class _Imgs(HTMLParser):
@@ -170,6 +172,7 @@ def test_srm_warning_on_top(fake_db, tmp_path):
     html = open(paths["html"]).read()
     assert html.index("SAMPLE RATIO MISMATCH") < html.index("Effects (treatment vs control)")
     assert "WARNING" in open(paths["md"]).read().split("## Effects")[0]
+    con.close()
 
 
 def test_cli_query_report_power(fake_db, tmp_path):

@@ -120,7 +120,7 @@ def test_jsonl_malformed_line(tmp_path, cat):
     info = load_into_catalog(cat, "amazon", r, "x", skip_bad_lines=True)
     assert (info.n_skipped, info.n_interactions) == (1, 2)
     r.write_text(json.dumps({"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": "soon"}) + "\n")
-    e = _err(cat, "amazon", r, "x")
+    e = _err(cat, "amazon", r, "x2")
     assert (e.line, e.field) == (1, "ts")
 
 
@@ -143,5 +143,5 @@ def test_bad_load_does_not_replace_existing(tmp_path, cat):
     d = _rb(tmp_path, "1\t2\t3\t100\n")
     load_into_catalog(cat, "recbole", d, "x")
     (d / "rb.inter").write_text(INTER_HEADER + "1\t2\t3\tnope\n")
-    _err(cat, "recbole", d, "x")
+    _err(cat, "recbole", d, "x", replace=True)
     assert cat.info("x").n_interactions == 1 and len(cat.load_dataset("x").sequences) == 1

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from simulator.data.catalog import Catalog, DatasetInfo, check_name
+from simulator.data.catalog import Catalog, DatasetInfo
 from simulator.data.loaders.amazon import load_amazon
 from simulator.data.loaders.movielens import load_movielens
 from simulator.data.loaders.pixelrec import load_pixelrec
@@ -49,9 +49,10 @@ def _drop_temp_tables(con) -> None:
 
 def load_into_catalog(catalog: Catalog, fmt: str, path: str | Path, name: str, *,
                       preprocess: Preprocess | None = None, skip_bad_lines: bool = False,
-                      **loader_opts) -> DatasetInfo:
-    """Read ``path`` with loader ``fmt``, preprocess, and write dataset ``name``."""
-    check_name(name)
+                      replace: bool = False, **loader_opts) -> DatasetInfo:
+    """Read ``path`` with loader ``fmt``, preprocess, and write dataset ``name`` (an existing
+    ``name`` only with ``replace``: checked first, before reading anything)."""
+    catalog.check_new_name(name, replace)
     if fmt not in LOADERS:
         raise SimError(f"unknown format {fmt!r}; known: {', '.join(sorted(LOADERS))}")
     t0 = time.perf_counter()
@@ -61,10 +62,11 @@ def load_into_catalog(catalog: Catalog, fmt: str, path: str | Path, name: str, *
         inter, items, stats = apply(con, canon, preprocess or Preprocess())
         meta = {"loader_version": LOADER_VERSION,
                 "preprocess": (preprocess or Preprocess()).model_dump(), "text_template": canon.text_template,
-                "stats": stats, "load_seconds": None}
+                "stats": stats, "load_seconds": None, "notes": list(canon.notes)}
         catalog.write_dataset(name, interactions=con.table(inter), items=con.table(items),
                                      users=con.table(canon.users) if canon.users else None,
-                                     source=canon.source, format=canon.format, n_skipped=canon.n_skipped, meta=meta)
+                                     source=canon.source, format=canon.format, n_skipped=canon.n_skipped, meta=meta,
+                                     replace=replace)
     finally:
         _drop_temp_tables(con)
     meta["load_seconds"] = round(time.perf_counter() - t0, 3)

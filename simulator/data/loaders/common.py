@@ -24,6 +24,16 @@ class ReadResult:
     notes: list[str] = field(default_factory=list)
 
 
+def check_column_names(names: list[str], *, file: str | None = None, line: int | None = 1) -> list[str]:
+    """Column names are pasted into SQL as quoted identifiers: one holding a double quote (or a
+    control character) is refused in one line rather than breaking, or changing, the SQL."""
+    for n in names:
+        if '"' in n or any(ord(ch) < 32 and ch != "\t" for ch in n):
+            raise DataError(f"column name {n!r} contains a double quote or a control character; rename it",
+                            file=file, line=line, field=n)
+    return names
+
+
 def check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
@@ -64,7 +74,7 @@ def read_text_table(con: duckdb.DuckDBPyConnection, path: str | Path, *, sep: st
     if header:
         with open(p, encoding=encoding, errors="replace") as f:
             first = f.readline().rstrip("\r\n")
-        names = first.split(sep)
+        names = check_column_names(first.split(sep), file=str(p))
         seen: set[str] = set()
         for n in names:
             if n in seen:
@@ -112,14 +122,55 @@ def validate_numeric(con: duckdb.DuckDBPyConnection, table: str, column: str, *,
                         line=int(bad[0]), field=column)
     if n:
         con.execute(f"""DELETE FROM {table} WHERE TRY_CAST(trim(CAST("{column}" AS VARCHAR)) AS {kind}) IS NULL""")
+    return n + _validate_range(con, table, column, path=path, skip_bad_lines=skip_bad_lines)
+
+
+def _validate_range(con: duckdb.DuckDBPyConnection, table: str, column: str, *, path: str,
+                    skip_bad_lines: bool) -> int:
+    """Timestamps and ratings must be finite and >= 0: NaN, +/-inf and negatives would reach the
+    metrics as NaN; raise naming the first bad line, or drop those rows."""
+    v = f'CAST(trim(CAST("{column}" AS VARCHAR)) AS DOUBLE)'
+    cond = f"(NOT isfinite({v}) OR {v} < 0)"
+    bad = con.execute(f"SELECT min(_line), count(*) FROM {table} WHERE {cond}").fetchall()[0]
+    n = int(bad[1])
+    if n and not skip_bad_lines:
+        val = con.execute(f'SELECT trim(CAST("{column}" AS VARCHAR)), {v} FROM {table} WHERE _line = ?',
+                          [bad[0]]).fetchall()[0]
+        why = "is not a finite number" if val[1] != val[1] or abs(val[1]) == float("inf") else "is negative"
+        raise DataError(f"value {val[0]!r} {why}: timestamps and ratings must be finite and >= 0 "
+                        "(use --skip-bad-lines to skip)", file=path, line=int(bad[0]), field=column)
+    if n:
+        con.execute(f"DELETE FROM {table} WHERE {cond}")
     return n
 
 
-def require_columns(present: list[str], required: list[str], *, path: str) -> None:
+def no_timestamp_note(path: str) -> str:
+    """What a load without a timestamp column says (it is never silent)."""
+    return (f"{path}: no timestamp column: using line order as time (line N = N seconds); "
+            "replay runs and temporal splits then follow the file order")
+
+
+_SEPARATORS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+
+
+def separator_hint(header: list[str], expected: str, fix: str | None) -> str:
+    """' (... looks comma-separated ...)' when a one-column header holds another separator."""
+    if len(header) != 1:
+        return ""
+    found = [(ch, name) for ch, name in _SEPARATORS.items() if ch != expected and ch in header[0]]
+    if not found:
+        return ""
+    ch, name = found[0]
+    return f" (the header is one column: the file looks {name}-separated; {fix or f'try --sep {ch!r}'})"
+
+
+def require_columns(present: list[str], required: list[str], *, path: str, raw: list[str] | None = None,
+                    sep: str = ",", fix: str | None = None) -> None:
+    """Fail naming the missing columns; ``raw`` (the header as read) gives a separator hint."""
     missing = [c for c in required if c not in present]
     if missing:
-        hint = " (wrong separator? try --sep)" if len(present) == 1 and any(x in present[0] for x in "\t;|,") else ""
-        found = ", ".join(p.replace("\t", "\\t") for p in present)
+        hint = separator_hint(raw if raw is not None else present, sep, fix)
+        found = ", ".join(p.replace("\t", "\\t") for p in (raw if hint and raw else present))
         raise DataError(f"missing column(s) {', '.join(missing)}; found {found}{hint}", file=path,
                         field=missing[0])
 
@@ -131,7 +182,8 @@ def _read_header(p: Path, sep: str, encoding: str) -> list[str]:
         first = f.readline()
     if not first.strip():
         raise DataError("empty header line", file=str(p), line=1)
-    names = [n.strip() for n in next(csv.reader([first.rstrip("\r\n")], delimiter=sep))]
+    names = check_column_names([n.strip() for n in next(csv.reader([first.rstrip("\r\n")], delimiter=sep))],
+                               file=str(p))
     seen: set[str] = set()
     for n in names:
         if n in seen:
@@ -207,7 +259,7 @@ def read_parquet_table(con: duckdb.DuckDBPyConnection, path: str | Path) -> tupl
             SELECT CAST(row_number() OVER () AS BIGINT) AS _line, * FROM read_parquet(?)""", [str(p)])
     except duckdb.Error as e:
         raise DataError(f"cannot read Parquet: {str(e).splitlines()[0]}", file=str(p)) from None
-    names = [c for c in _cols(con, tname) if c != "_line"]
+    names = check_column_names([c for c in _cols(con, tname) if c != "_line"], file=str(p), line=None)
     return tname, names
 
 
@@ -265,4 +317,5 @@ def parse_mapping(spec: str | dict | None) -> dict[str, str]:
             raise DataError(f"bad column mapping {part!r}: expected canonical=column, e.g. user=uid")
         k, v = part.split("=", 1)
         out[k.strip()] = v.strip()
+    check_column_names(list(out.values()), file="--map", line=None)
     return out

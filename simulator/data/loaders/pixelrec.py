@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.data.loaders.common import canon_interactions, check_file, read_csv_table, require_columns
+from simulator.data.loaders.common import (
+    canon_interactions,
+    check_file,
+    no_timestamp_note,
+    read_csv_table,
+    require_columns,
+)
 from simulator.data.preprocess import Canonical, text_template_for
 from simulator.errors import DataError
 
@@ -59,4 +65,5 @@ def load_pixelrec(con, path: str | Path, *, skip_bad_lines: bool = False, items:
             {(", " + sel) if sel else ""} FROM {it} WHERE item_id IS NOT NULL""")
         items_t = f"{it}_canon"
     return Canonical(interactions=inter, items=items_t, users=None, n_skipped=skipped, source=str(p),
-                     format="pixelrec", text_template=text_template_for(con, items_t))
+                     format="pixelrec", text_template=text_template_for(con, items_t),
+                     notes=[] if ts else [no_timestamp_note(str(ipath))])

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.data.loaders.common import check_file, read_text_table, require_columns, validate_numeric
+from simulator.data.loaders.common import (
+    check_file,
+    no_timestamp_note,
+    read_text_table,
+    require_columns,
+    validate_numeric,
+)
 from simulator.data.preprocess import Canonical, text_template_for
 from simulator.errors import DataError
 
@@ -32,7 +38,8 @@ def load_recbole(con, path: str | Path, *, skip_bad_lines: bool = False) -> Cano
     t, cols, n_bad = read_text_table(con, inter, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
     names = _strip_types(cols)
     present = list(names.values())
-    require_columns(present, ["user_id", "item_id"], path=str(inter))
+    require_columns(present, ["user_id", "item_id"], path=str(inter), raw=cols, sep="\t",
+                    fix="RecBole atomic files are tab-separated")
     ts_col = next((c for c in cols if names[c] == "timestamp"), None)
     val_col = next((c for c in cols if names[c] in ("rating", "value", "label")), None)
     skipped = n_bad
@@ -52,7 +59,8 @@ def load_recbole(con, path: str | Path, *, skip_bad_lines: bool = False) -> Cano
         it, icols, ib = read_text_table(con, item_file, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
         skipped += ib
         inames = _strip_types(icols)
-        require_columns(list(inames.values()), ["item_id"], path=str(item_file))
+        require_columns(list(inames.values()), ["item_id"], path=str(item_file), raw=icols, sep="\t",
+                        fix="RecBole atomic files are tab-separated")
         rename = {"movie_title": "title", "class": "genres", "release_year": "year", "categories": "genres"}
         def expr(c: str) -> str:
             out = rename.get(inames[c], inames[c])
@@ -77,11 +85,13 @@ def load_recbole(con, path: str | Path, *, skip_bad_lines: bool = False) -> Cano
         ut, ucols, ub = read_text_table(con, user_file, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
         skipped += ub
         unames = _strip_types(ucols)
-        require_columns(list(unames.values()), ["user_id"], path=str(user_file))
+        require_columns(list(unames.values()), ["user_id"], path=str(user_file), raw=ucols, sep="\t",
+                        fix="RecBole atomic files are tab-separated")
         uid = next(c for c in ucols if unames[c] == "user_id")
         sel = ", ".join(f'trim("{c}") AS "{unames[c]}"' for c in ucols if unames[c] != "user_id")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {ut}_canon AS
             SELECT trim("{uid}") AS user{", " + sel if sel else ""} FROM {ut}""")
         users_t = f"{ut}_canon"
     return Canonical(interactions=f"{t}_canon", items=items_t, users=users_t, n_skipped=skipped,
-                     source=str(p), format="recbole", text_template=text_template_for(con, items_t))
+                     source=str(p), format="recbole", text_template=text_template_for(con, items_t),
+                     notes=[] if ts_col else [no_timestamp_note(str(inter))])

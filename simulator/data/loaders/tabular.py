@@ -14,6 +14,7 @@ from pathlib import Path
 from simulator.data.loaders.common import (
     canon_interactions,
     check_file,
+    no_timestamp_note,
     parse_mapping,
     read_csv_table,
     read_parquet_table,
@@ -64,4 +65,5 @@ def load_table(con, path: str | Path, *, skip_bad_lines: bool = False, mapping: 
         items_t = f"{it}_canon"
     fmt = "parquet" if p.suffix.lower() in (".parquet", ".pq") else "csv"
     return Canonical(interactions=inter, items=items_t, users=None, n_skipped=skipped, source=str(p),
-                     format=fmt, text_template=text_template_for(con, items_t))
+                     format=fmt, text_template=text_template_for(con, items_t),
+                     notes=[] if ts else [no_timestamp_note(str(p))])
