@@ -48,7 +48,7 @@ from simulator.run import prepare, run_truth, train_arms  # noqa: E402
 from simulator.sink import ensure_schema  # noqa: E402
 
 TRUTH_TABLES = ("assignments", "requests", "exposures", "feedback", "truth", "arms", "runs")
-TRAINING = {"sasrec": {"epochs": 10, "patience": 2}}  # the default `sim run` budget
+TRAINING: dict = {}  # the policies' own defaults (SASRec trains to convergence with early stopping)
 
 
 def arm(name: str, policy: str, role: str) -> dict:
