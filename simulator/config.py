@@ -151,20 +151,45 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return parse_config(data, str(p))
 
 
-def default_arm(name: str, role: str, *, slate_size: int = 10) -> dict:
-    """The default pipeline for a model name used by ``sim run --treatment X --control Y``.
+HYBRID = "hllm_hybrid"
 
-    The model is a retrieval channel and the fine ranker; SASRec-free arms keep a popularity
-    backup channel; the cheap ID model (or popularity) is the coarse ranker.
+
+def default_arm(name: str, role: str, *, slate_size: int = 10) -> dict:
+    """The default pipeline for a name used by ``sim run --treatment X --control Y``.
+
+    A model ``X`` runs its own pipeline: retrieval X (100) + popularity backup (50) -> coarse X
+    (keep 100) -> fine X (keep 30) -> seen filter -> slate. So ``hllm`` is a pure HLLM arm (no
+    ID-model stage: an A/B of hllm vs sasrec measures HLLM vs SASRec). ``hllm_hybrid`` is the
+    earlier treatment: SASRec adds a retrieval channel and is the coarse ranker that cuts HLLM's
+    candidates before HLLM ranks them (it measures SASRec+HLLM, and drops cold items SASRec ranks low).
     """
+    if name == HYBRID:
+        channels = [{"policy": "hllm", "quota": 100}, {"policy": "sasrec", "quota": 100},
+                    {"policy": "popularity", "quota": 50}]
+        return {"name": name, "role": role, "channels": channels, "coarse": {"policy": "sasrec", "keep": 100},
+                "fine": {"policy": "hllm", "keep": 30}, "rerank": {"filter_seen": True}, "slate_size": slate_size}
     channels = [{"policy": name, "quota": 100}]
-    if name == "hllm":
-        channels.append({"policy": "sasrec", "quota": 100})
     if name != "popularity":
         channels.append({"policy": "popularity", "quota": 50})
     total = sum(c["quota"] for c in channels)
-    coarse_policy = "sasrec" if name in ("hllm", "sasrec") else name
     return {"name": name, "role": role, "channels": channels,
-            "coarse": {"policy": coarse_policy, "keep": min(100, total)},
+            "coarse": {"policy": name, "keep": min(100, total)},
             "fine": {"policy": name, "keep": min(30, total)},
             "rerank": {"filter_seen": True}, "slate_size": slate_size}
+
+
+def describe_pipeline(arm: ArmConfig) -> list[str]:
+    """The arm's pipeline stage by stage, for reports: e.g. ['retrieval: hllm (100) + popularity (50)',
+    'coarse: hllm (keep 100)', 'fine: hllm (keep 30)', 'rerank: seen filter', 'slate: 10'].
+    Channels are listed in merge priority (weight, then config order), as the pipeline merges them."""
+    chans = sorted(arm.channels, key=lambda c: -c.weight)
+    out = ["retrieval: " + " + ".join(f"{c.policy} ({c.quota})" for c in chans)]
+    for name, st in (("coarse", arm.coarse), ("fine", arm.fine)):
+        out.append(f"{name}: " + ("none" if st is None else f"{st.policy} (keep {st.keep})"))
+    r = arm.rerank
+    steps = ["seen filter" if r.filter_seen else "top-k"]
+    if r.mmr_lambda is not None:
+        steps.append(f"MMR (lambda {r.mmr_lambda:g}, {r.genre_attr})")
+    if r.max_per_genre is not None:
+        steps.append(f"at most {r.max_per_genre} per {r.genre_attr}")
+    return out + ["rerank: " + ", ".join(steps), f"slate: {arm.slate_size}"]
