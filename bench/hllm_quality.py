@@ -115,9 +115,11 @@ def variant(name: str) -> tuple[str, dict]:
 def fit(name: str, dataset, split, seed: int = 0):
     policy, over = variant(name)
     pol = registry.create(policy, {**over, "seed": seed} if seed else over)
-    pol.progress = False
     t0 = time.perf_counter()
-    pol.fit(dataset, split)
+    try:
+        pol.fit(dataset, split)
+    except SimError as e:  # e.g. a dataset without item text for HLLM: one line, not a traceback
+        raise SystemExit(f"error: {name}: {e}") from None
     return pol, time.perf_counter() - t0
 
 
