@@ -151,6 +151,18 @@ def add_ratios(res: dict) -> None:
                                         and len(m[k][PER_USER]) == len(m[best][PER_USER])}
 
 
+def add_base_ratios(res: dict, base: str) -> None:
+    """NDCG@10 of every other variant relative to ``base`` (an ablation's reference), paired 95% CI."""
+    m = res["models"]
+    if base not in m:
+        raise SystemExit(f"--vs {base}: not in this table ({', '.join(m)})")
+    others = [k for k in m if k != base and k not in REFERENCES]
+    res[f"ratio_vs_{base}"] = {k: round(m[k]["ndcg@10"] / m[base]["ndcg@10"], 3) for k in others}
+    res[f"ratio_vs_{base}_ci95"] = {k: paired_ratio_ci(m[k][PER_USER], m[base][PER_USER]) for k in others
+                                    if PER_USER in m[k] and PER_USER in m[base]
+                                    and len(m[k][PER_USER]) == len(m[base][PER_USER])}
+
+
 def average_seeds(runs: list[dict]) -> dict:
     """One model entry from the same variant run with several seeds: metric means, per-seed NDCG@10,
     and per-user NDCG@10 averaged over seeds (what the paired bootstrap then resamples)."""
@@ -194,7 +206,7 @@ def merge_cold(parts: list[dict]) -> dict:
     return out
 
 
-def merge(files: list[str], out: str | None) -> None:
+def merge(files: list[str], out: str | None, vs: str | None = None) -> None:
     """One table from several result files; the same variant under several seeds is averaged.
 
     The files must describe the same experiment (dataset, training fraction, protocol), and a
@@ -216,8 +228,7 @@ def merge(files: list[str], out: str | None) -> None:
         if d.get("cold_start"):
             colds.append(d["cold_start"])
         for k, v in d.items():
-            if k not in ("models", "cold_start", "ratio_vs_best_id", "ratio_vs_best_id_ci95", "best_id_model", "seed",
-                         "commit"):
+            if k not in ("models", "cold_start", "best_id_model", "seed", "commit") and not k.startswith("ratio_vs_"):
                 res.setdefault(k, v)
     res["commits"] = sorted({json.loads(Path(f).read_text()).get("commit", "") for f in files})
     res["seeds"] = sorted({seed for by_seed in runs.values() for seed in by_seed})
@@ -225,6 +236,8 @@ def merge(files: list[str], out: str | None) -> None:
                      for k, v in runs.items()}
     res["cold_start"] = merge_cold(colds)
     add_ratios(res)
+    if vs:
+        add_base_ratios(res, vs)
     emit(res, out)
 
 
@@ -299,11 +312,12 @@ def main() -> None:
                     "cold-start held-out items")
     ap.add_argument("--out", default=None, help="also write the JSON here, with per-user NDCG@10 (for --merge)")
     ap.add_argument("--merge", nargs="*", default=None, help="merge these result JSONs into one table and exit")
+    ap.add_argument("--vs", default=None, help="also give every variant's NDCG@10 relative to this one (ablations)")
     args = ap.parse_args()
     if not 0 < args.train_users <= 1:
         ap.error(f"--train-users {args.train_users}: expected a fraction in (0, 1]")
     if args.merge:
-        return merge(args.merge, args.out)
+        return merge(args.merge, args.out, args.vs)
     torch.set_num_threads(args.threads)
     catalog = args.catalog or os.environ.get("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
     try:
@@ -330,6 +344,8 @@ def main() -> None:
         res["models"][v] = model_row(v, pol, secs, ds, split, tail_users)
         print(json.dumps({v: without_per_user(res["models"][v])}), file=sys.stderr, flush=True)
     add_ratios(res)
+    if args.vs:
+        add_base_ratios(res, args.vs)
     if cold:
         res["cold_start"] = cold_start(cold, ds, args.seed)
     emit(res, args.out)

@@ -49,8 +49,11 @@ def test_runs_on_any_loaded_dataset_and_merges_seeds(catalog, tmp_path, monkeypa
         assert d["cold_start"]["n_cold_items"] == 6 and "popularity" in d["cold_start"]
         outs.append(str(out))
     merged = tmp_path / "m.json"
-    _bench(monkeypatch, "--merge", *outs, "--out", str(merged))
+    _bench(monkeypatch, "--merge", *outs, "--out", str(merged), "--vs", "popularity")
     m = json.loads(merged.read_text())
+    assert m["ratio_vs_popularity"] == {}  # references are never compared
+    with pytest.raises(SystemExit, match="--vs hllm_fast: not in this table"):
+        _bench(monkeypatch, "--merge", *outs, "--vs", "hllm_fast")
     assert m["seeds"] == [0, 1] and m["models"]["random"]["per_seed_ndcg@10"]
     cold = m["cold_start"]
     n = sum(json.loads(Path(f).read_text())["cold_start"]["n_test_users"] for f in outs)
