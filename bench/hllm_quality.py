@@ -46,6 +46,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hllm.configuration_hllm import PRESET_LABELS  # noqa: E402
 from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
 from simulator.data import get_dataset  # noqa: E402
@@ -86,17 +87,16 @@ ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {}),
                "sasrec_bs64": ("sasrec", {"batch_size": 64}), "hstu_bs64": ("hstu", {"batch_size": 64}),
                "hstu_no_time": ("hstu", {"use_time_bias": False})}
 REFERENCES = {"random": ("random", {}), "popularity": ("popularity", {})}  # not trained; never the bar
-FAST = "frozen MiniLM sentence encoder + MLP adapter + user transformer (not the paper's fine-tuned item LLM)"
 LABELS = {
     "random": "random scores", "popularity": "training-interaction counts",
     "sasrec": "SASRec (ID)", "hstu": "HSTU (ID)", "hstu_no_time": "HSTU without the time bias (ID)",
-    "hllm_fast": f"HLLM fast: {FAST}",
+    "hllm_fast": f"HLLM fast: {PRESET_LABELS['fast']}",
     "hllm_fast_random_item": "fast with a randomly initialised (frozen) MiniLM",
     "hllm_fast_item_token": "fast with an (untrained) item token instead of mean pooling",
     "hllm_fast_time": "fast + time-gap embedding", "hllm_fast_len10": "fast with user sequences of 10 (not 50)",
     "hllm_fast_smollm2": "fast with frozen SmolLM2-135M instead of MiniLM",
     "hllm_fast_ids": "fast + a learned id vector per item (a hybrid, not the paper)",
-    "hllm_paper": "HLLM paper: MiniLM fine-tuned end to end (stage 1, item token) + stage 2",
+    "hllm_paper": f"HLLM paper: {PRESET_LABELS['paper']}",
     "hllm_paper_frozen": "paper recipe with the item LLM frozen (no stage 1)",
     "hllm_paper_random_item": "paper recipe fine-tuned from a randomly initialised MiniLM",
 }
