@@ -76,3 +76,9 @@ def test_pure_hllm_arm_serves_items_it_never_trained_on():
 @pytest.mark.parametrize("name", ["hllm", "hllm_hybrid", "sasrec", "popularity"])
 def test_default_arms_are_valid(name):
     ArmConfig(**default_arm(name, "treatment"))
+
+
+def test_readme_shows_the_arms_as_they_are():
+    readme = (EXAMPLES.parents[1] / "README.md").read_text()
+    for name in ("hllm", "sasrec", "hllm_hybrid"):
+        assert " -> ".join(describe_pipeline(ArmConfig(**default_arm(name, "treatment")))) in readme, name
