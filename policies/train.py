@@ -6,8 +6,9 @@ cross-entropy with one sampled negative per position (the original SASRec). Adam
 stopping on validation NDCG@10 (full ranking), best weights kept, seeded, tqdm progress.
 
 Negatives are the items of the training data only (``trained_items``), as in HLLM: an item the
-training data never shows (a held-out cold-start item) gets no gradient in any model, so its
-score is its untrained initial one, not pushed below random by being every step's negative.
+training data never shows (a held-out cold-start item) gets no gradient in any model; its
+embedding stays as initialised instead of being pushed down as every step's negative. (An ID
+model still cannot rank such items: their near-zero scores fall below most trained items.)
 """
 
 from __future__ import annotations
