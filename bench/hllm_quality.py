@@ -1,27 +1,33 @@
-"""HLLM quality on ML-100K vs SASRec / HSTU, ablations and cold start, in one run. Prints JSON.
+"""HLLM vs SASRec / HSTU on any catalog dataset: quality, ablations and cold start, in one run. Prints JSON.
 
-    python bench/hllm_quality.py                       # everything (tens of minutes on 2 cores)
-    python bench/hllm_quality.py --variants sasrec,hstu,hllm_fast --no-cold
+    python bench/hllm_quality.py                       # ml-100k, default variants + cold start
+    python bench/hllm_quality.py --data my-logs --variants sasrec,hstu,hllm_fast --no-cold
     python bench/hllm_quality.py --variants sasrec,hstu,hllm_fast --no-cold --train-users 0.2 --seed 1 --out s1.json
 
+``--data NAME``: any dataset in the catalog (``--catalog``, default ``$SIM_CATALOG`` or
+/tmp/hllm-bench.duckdb; load yours with ``sim data load``); ``ml-100k`` (the default) and
+``synthetic*`` are created on first use. HLLM reads each item's text, so the dataset needs item text.
+
 Protocol: leave-one-out, full ranking over all items, history items excluded
-(``policies.evaluate.evaluate``). ID models: ``sasrec``, ``hstu`` (defaults: all history
-windows) and ``*_last`` (only the last 50 items per user, the original recipe). HLLM variants
-(policy overrides in ``HLLM_VARIANTS``):
-  hllm_fast            preset fast: frozen pretrained MiniLM, mean pooling, MLP adapter, stage 2
-  hllm_fast_*          one change each: linear projection, last windows, random item LLM, item
-                       token, time embedding, fixed temperature, no in-batch negatives, dot product,
-                       SmolLM2 item LLM, hybrid id vectors
-  hllm_top1_finetuned  item LLM fine-tuned: stage 1 trains MiniLM's top layer end-to-end
-  hllm_paper           stage 1 fine-tunes all of MiniLM (1 epoch, short windows), then stage 2
-Sparse: ``--train-users F`` trains on a random fraction F of the users' histories; every user is
-still tested (the regime of the paper's datasets, where item text should matter most).
+(``policies.evaluate.evaluate``); validation (early stopping of every model) on every user's
+seq[:-2] -> seq[-2], test on seq[:-1] -> seq[-1]. Every model: the same split, the same
+early stopping, negatives only from items of the training data. Variants (``VARIANTS``):
+  random, popularity   reference rows (not trained; never the "best ID model")
+  sasrec, hstu         ID models (all history windows); ``*_last``: only the last 50 items per user
+  hllm_fast            preset fast = frozen MiniLM sentence encoder + MLP adapter + user transformer;
+                       NOT the paper's HLLM (whose item LLM is fine-tuned end to end)
+  hllm_fast_*          one change each (ablations): see ``LABELS``
+  hllm_paper           preset paper = the paper's recipe scaled to CPU: stage 1 fine-tunes all of
+                       MiniLM end to end with the user transformer (item token), then stage 2
+Sparse: ``--train-users F`` trains on a random fraction F of the users' histories (drawn with
+``--split-seed``); every user is still validated and tested with the whole history as input.
 Tail: metrics on the test users whose target item has at most ``--tail`` training interactions.
 Several invocations can be merged into one table: ``--merge a.json b.json``; runs of the same
 variant with different ``--seed`` are averaged (metrics, and per-user NDCG@10 before the bootstrap).
 Every HLLM/ID ratio comes with a paired bootstrap 95% interval over test users.
-Cold start: 10% of items (seeded) are removed from training entirely (inputs, targets and
-negatives); Recall@50 is measured on the test interactions whose target is a held-out item.
+Cold start: 10% of items (``--split-seed``) never appear in training (inputs or targets) and no
+model trains them as negatives; Recall@10/50 over the test users whose target is one of them,
+with random and popularity beside the models.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,9 +46,15 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hllm.configuration_hllm import PRESET_LABELS  # noqa: E402
 from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
-from simulator.data import LeaveOneOut, Sequences, get_dataset  # noqa: E402
+from simulator.data import get_dataset  # noqa: E402
+from simulator.data.splits import cold_items, sparse_users  # noqa: E402
+from simulator.errors import SimError  # noqa: E402
+
+PROTOCOL = ("leave-one-out, full ranking, history excluded; every model early-stopped on every user's "
+            "seq[:-2] -> seq[-2]; negatives from training items only")
 
 # "fast" = frozen MiniLM + residual-MLP adapter + all history windows (the strongest CPU recipe)
 TOP1 = {"preset": "fast", "item_trainable_layers": 1, "stage1_epochs": 3, "stage1_max_len": 50,
@@ -54,6 +67,7 @@ HLLM_VARIANTS = {
     "hllm_fast_random_item": {"preset": "fast", "item_llm_pretrained": False},  # random (frozen) item LLM
     "hllm_fast_item_token": {"preset": "fast", "pooling": "item_token"},  # the paper's item token (frozen LLM)
     "hllm_fast_time": {"preset": "fast", "use_time": True},  # time-gap embedding (paper Table 12)
+    "hllm_fast_len10": {"preset": "fast", "max_len": 10},  # shorter user sequences (paper: longer help)
     "hllm_fast_fixed_temp": {"preset": "fast", "init_temperature": 0.05, "learn_temperature": False},
     "hllm_fast_no_inbatch": {"preset": "fast", "in_batch_negatives": False},
     "hllm_fast_dot": {"preset": "fast", "similarity": "dot"},  # inner product instead of the paper's cosine
@@ -62,56 +76,51 @@ HLLM_VARIANTS = {
     "hllm_top1_finetuned": TOP1,  # item LLM fine-tuned: stage 1 trains its top layer (lower layers cached)
     "hllm_top1_random_item": {**TOP1, "item_llm_pretrained": False},
     "hllm_paper": {"preset": "paper"},  # stage 1 fine-tunes all of MiniLM (1 epoch, short windows)
+    "hllm_paper_frozen": {"preset": "paper", "stage1_epochs": 0},  # the same recipe with the item LLM frozen
+    "hllm_paper_random_item": {"preset": "paper", "item_llm_pretrained": False},  # fine-tuned from random weights
     "hllm_paper_mean_pool": {"preset": "paper", "pooling": "mean"},
 }
 PER_USER = "per_user_ndcg@10"  # test users' NDCG@10 in user-id order (paired bootstrap, seed averaging)
 ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {}),
                "sasrec_last": ("sasrec", {"windows": "last"}), "hstu_last": ("hstu", {"windows": "last"}),
                # the HLLM recipe's smaller batch, given to the ID models too (the best ID variant is the bar)
-               "sasrec_bs64": ("sasrec", {"batch_size": 64}), "hstu_bs64": ("hstu", {"batch_size": 64})}
+               "sasrec_bs64": ("sasrec", {"batch_size": 64}), "hstu_bs64": ("hstu", {"batch_size": 64}),
+               "hstu_no_time": ("hstu", {"use_time_bias": False})}
+REFERENCES = {"random": ("random", {}), "popularity": ("popularity", {})}  # not trained; never the bar
+LABELS = {
+    "random": "random scores", "popularity": "training-interaction counts",
+    "sasrec": "SASRec (ID)", "hstu": "HSTU (ID)", "hstu_no_time": "HSTU without the time bias (ID)",
+    "hllm_fast": f"HLLM fast: {PRESET_LABELS['fast']}",
+    "hllm_fast_random_item": "fast with a randomly initialised (frozen) MiniLM",
+    "hllm_fast_item_token": "fast with an (untrained) item token instead of mean pooling",
+    "hllm_fast_time": "fast + time-gap embedding", "hllm_fast_len10": "fast with user sequences of 10 (not 50)",
+    "hllm_fast_smollm2": "fast with frozen SmolLM2-135M instead of MiniLM",
+    "hllm_fast_ids": "fast + a learned id vector per item (a hybrid, not the paper)",
+    "hllm_paper": f"HLLM paper: {PRESET_LABELS['paper']}",
+    "hllm_paper_frozen": "paper recipe with the item LLM frozen (no stage 1)",
+    "hllm_paper_random_item": "paper recipe fine-tuned from a randomly initialised MiniLM",
+}
 
 
-def fit(variant: str, dataset, split, seed: int = 0):
-    name, over = ID_VARIANTS.get(variant, ("hllm", HLLM_VARIANTS.get(variant)))
-    if over is None:
-        raise SystemExit(f"unknown variant {variant!r}")
-    pol = registry.create(name, {**over, "seed": seed} if seed else over)
+def variant(name: str) -> tuple[str, dict]:
+    """(registered policy, overrides) of a bench variant; one-line exit for an unknown name."""
+    for table in (ID_VARIANTS, REFERENCES):
+        if name in table:
+            return table[name]
+    if name in HLLM_VARIANTS:
+        return "hllm", HLLM_VARIANTS[name]
+    raise SystemExit(f"unknown variant {name!r}; known: {', '.join([*REFERENCES, *ID_VARIANTS, *HLLM_VARIANTS])}")
+
+
+def fit(name: str, dataset, split, seed: int = 0):
+    policy, over = variant(name)
+    pol = registry.create(policy, {**over, "seed": seed} if seed else over)
     t0 = time.perf_counter()
-    pol.fit(dataset, split)
+    try:
+        pol.fit(dataset, split)
+    except SimError as e:  # e.g. a dataset without item text for HLLM: one line, not a traceback
+        raise SystemExit(f"error: {name}: {e}") from None
     return pol, time.perf_counter() - t0
-
-
-def cold_split(dataset, frac: float = 0.1, seed: int = 0) -> tuple[LeaveOneOut, np.ndarray]:
-    """Leave-one-out split whose training part never contains a held-out item."""
-    split = dataset.leave_one_out()
-    rng = np.random.default_rng(seed)
-    cold = np.sort(rng.choice(dataset.n_items, int(round(frac * dataset.n_items)), replace=False))
-    tr = split.train
-    keep = ~np.isin(tr.items, cold)
-    lengths = np.add.reduceat(keep.astype(np.int64), tr.indptr[:-1]) * (np.diff(tr.indptr) > 0)
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    train = Sequences(indptr, tr.items[keep], tr.ts[keep])
-    valid = np.where(np.isin(split.valid_targets, cold), -1, split.valid_targets)
-    return LeaveOneOut(split.full, train, valid, split.test_targets), cold
-
-
-def sparse_split(dataset, frac: float, seed: int = 0) -> LeaveOneOut:
-    """Leave-one-out split trained on the histories of a random ``frac`` of users only.
-
-    Every user is still validated and tested with the full history as input: only the training
-    data is sparser (fewer interactions per item, some items never seen in training), which is
-    where item text should matter most.
-    """
-    split = dataset.leave_one_out()
-    tr = split.train
-    n_users = len(tr.indptr) - 1
-    keep_user = np.zeros(n_users, bool)
-    keep_user[np.random.default_rng(seed).choice(n_users, int(round(frac * n_users)), replace=False)] = True
-    lengths = np.diff(tr.indptr) * keep_user
-    keep = np.repeat(keep_user, np.diff(tr.indptr))
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return LeaveOneOut(split.full, Sequences(indptr, tr.items[keep], tr.ts[keep]), split.valid_targets,
-                       split.test_targets)
 
 
 def paired_ratio_ci(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -142,6 +151,18 @@ def add_ratios(res: dict) -> None:
                                         and len(m[k][PER_USER]) == len(m[best][PER_USER])}
 
 
+def add_base_ratios(res: dict, base: str) -> None:
+    """NDCG@10 of every other variant relative to ``base`` (an ablation's reference), paired 95% CI."""
+    m = res["models"]
+    if base not in m:
+        raise SystemExit(f"--vs {base}: not in this table ({', '.join(m)})")
+    others = [k for k in m if k != base and k not in REFERENCES]
+    res[f"ratio_vs_{base}"] = {k: round(m[k]["ndcg@10"] / m[base]["ndcg@10"], 3) for k in others}
+    res[f"ratio_vs_{base}_ci95"] = {k: paired_ratio_ci(m[k][PER_USER], m[base][PER_USER]) for k in others
+                                    if PER_USER in m[k] and PER_USER in m[base]
+                                    and len(m[k][PER_USER]) == len(m[base][PER_USER])}
+
+
 def average_seeds(runs: list[dict]) -> dict:
     """One model entry from the same variant run with several seeds: metric means, per-seed NDCG@10,
     and per-user NDCG@10 averaged over seeds (what the paired bootstrap then resamples)."""
@@ -154,10 +175,38 @@ def average_seeds(runs: list[dict]) -> dict:
     return out
 
 
-SAME_EXPERIMENT = ("dataset", "train_users", "n_users", "n_items", "protocol")
+SAME_EXPERIMENT = ("dataset", "train_users", "split_seed", "n_users", "n_items", "protocol")
 
 
-def merge(files: list[str], out: str | None) -> None:
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion ``p`` measured on ``n`` users."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(float(c - h), 4), round(float(c + h), 4)
+
+
+def merge_cold(parts: list[dict]) -> dict:
+    """Cold-start results of several seeds (each its own held-out items): recalls pooled over all their
+    test users, with a 95% Wilson interval; per-seed values kept."""
+    parts = [p for p in parts if p.get("n_test_users")]
+    if not parts:
+        return {}
+    n = sum(p["n_test_users"] for p in parts)
+    out: dict = {"n_cold_items": parts[0]["n_cold_items"], "n_test_users": n,
+                 "held_out_seeds": [p.get("held_out_seed") for p in parts]}
+    names = [k for k, v in parts[0].items() if isinstance(v, dict)]
+    for k in names:
+        have = [p for p in parts if k in p]
+        m = sum(p["n_test_users"] for p in have)
+        row = {r: round(sum(p[k][r] * p["n_test_users"] for p in have) / m, 5) for r in ("recall@10", "recall@50")}
+        out[k] = {**row, "recall@50_ci95": wilson(row["recall@50"], m), "n_test_users": m,
+                  "per_seed_recall@50": [p[k]["recall@50"] for p in have], "label": have[0][k].get("label", k)}
+    return out
+
+
+def merge(files: list[str], out: str | None, vs: str | None = None) -> None:
     """One table from several result files; the same variant under several seeds is averaged.
 
     The files must describe the same experiment (dataset, training fraction, protocol), and a
@@ -165,6 +214,7 @@ def merge(files: list[str], out: str | None) -> None:
     """
     res: dict = {"models": {}, "cold_start": {}}
     runs: dict[str, dict[int, dict]] = {}
+    colds: list[dict] = []
     for f in files:
         d = json.loads(Path(f).read_text())
         seed = d.get("seed", 0)
@@ -175,14 +225,19 @@ def merge(files: list[str], out: str | None) -> None:
             if seed in runs.setdefault(name, {}):
                 raise SystemExit(f"--merge: {f} repeats {name!r} with seed {seed}; average different seeds only")
             runs[name][seed] = m
-        res["cold_start"].update(d.get("cold_start", {}))
+        if d.get("cold_start"):
+            colds.append(d["cold_start"])
         for k, v in d.items():
-            if k not in ("models", "cold_start", "ratio_vs_best_id", "ratio_vs_best_id_ci95", "best_id_model", "seed"):
+            if k not in ("models", "cold_start", "best_id_model", "seed", "commit") and not k.startswith("ratio_vs_"):
                 res.setdefault(k, v)
+    res["commits"] = sorted({json.loads(Path(f).read_text()).get("commit", "") for f in files})
     res["seeds"] = sorted({seed for by_seed in runs.values() for seed in by_seed})
     res["models"] = {k: next(iter(v.values())) if len(v) == 1 else average_seeds([v[s] for s in sorted(v)])
                      for k, v in runs.items()}
+    res["cold_start"] = merge_cold(colds)
     add_ratios(res)
+    if vs:
+        add_base_ratios(res, vs)
     emit(res, out)
 
 
@@ -198,62 +253,101 @@ def emit(res: dict, out: str | None) -> None:
         Path(out).write_text(json.dumps(res))
 
 
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except Exception:
+        return ""
+
+
+def model_row(name: str, pol, secs: float, ds, split, tail_users: np.ndarray) -> dict:
+    """Test metrics (all users and tail targets), fit time and per-user NDCG@10 of one fitted variant."""
+    full = evaluate(pol, ds, split, which="test", ks=(10, 50, 200))
+    per_user = full.per_user.sort_values("user_id")
+    tail = per_user[per_user["user_id"].isin(tail_users)].mean() if len(tail_users) else {}
+    row = {**{k: round(x, 5) for k, x in full.summary.items()}, "fit_seconds": round(secs, 1),
+           "overrides": variant(name)[1], "label": LABELS.get(name, name),
+           **{f"tail_{k}": round(float(tail[k]), 5) for k in ("ndcg@10", "hr@10", "hr@50") if k in tail},
+           PER_USER: [round(float(x), 5) for x in per_user["ndcg@10"]]}
+    hist = getattr(pol, "history", None) or []
+    if name.startswith("hllm"):
+        for stage in (1, 2):
+            row[f"stage{stage}_seconds"] = round(sum(h["seconds"] for h in hist if h["stage"] == f"hllm stage {stage}"), 1)
+        row["final_temperature"] = round(hist[-1]["temperature"], 4)
+    valid = [h["valid_ndcg@10"] for h in hist if "valid_ndcg@10" in h]
+    if valid:
+        row["best_valid_ndcg@10"], row["epochs"] = round(max(valid), 5), len([h for h in hist if h.get("stage", "") != "hllm stage 1"])
+    return row
+
+
+def cold_start(names: list[str], ds, seed: int) -> dict:
+    """Recall@10/50 on test users whose target is one of 10% held-out items (drawn with ``seed``)."""
+    csplit, cold = cold_items(ds.leave_one_out(), ds.n_items, 0.1, seed=seed)
+    users = np.flatnonzero(np.isin(csplit.test_targets, cold))
+    out: dict = {"n_cold_items": int(len(cold)), "n_test_users": int(len(users)), "held_out_seed": seed}
+    for v in names:
+        pol, secs = fit(v, ds, csplit, seed)
+        ev = evaluate(pol, ds, csplit, which="test", ks=(10, 50), users=users).summary
+        out[v] = {"recall@50": round(ev["hr@50"], 5), "recall@10": round(ev["hr@10"], 5), "fit_seconds": round(secs, 1),
+                  "label": LABELS.get(v, v)}
+        print(json.dumps({"cold_" + v: out[v]}), file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", default="sasrec,hstu,hllm_fast,hllm_fast_linear_last,hllm_fast_random_item,"
-                    "hllm_fast_item_token,hllm_top1_finetuned")
-    ap.add_argument("--cold", default="sasrec,hllm_fast", help="variants for the cold-start test ('' = skip)")
+    ap.add_argument("--data", default="ml-100k", help="dataset name in the catalog (needs item text for HLLM)")
+    ap.add_argument("--catalog", default=None, help="catalog path (default $SIM_CATALOG or /tmp/hllm-bench.duckdb)")
+    ap.add_argument("--variants", default="random,popularity,sasrec,hstu,hllm_fast")
+    ap.add_argument("--cold", default="random,popularity,sasrec,hstu,hllm_fast",
+                    help="variants for the cold-start test ('' = skip)")
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--tail", type=int, default=20, help="tail = test targets with at most this many training interactions")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-users", type=float, default=1.0,
                     help="train on this fraction of users' histories (sparser data; all users still tested)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of every model (init, batches, negatives)")
+    ap.add_argument("--split-seed", type=int, default=0, help="which users --train-users keeps")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every model (init, batches, negatives) and of the "
+                    "cold-start held-out items")
     ap.add_argument("--out", default=None, help="also write the JSON here, with per-user NDCG@10 (for --merge)")
     ap.add_argument("--merge", nargs="*", default=None, help="merge these result JSONs into one table and exit")
+    ap.add_argument("--vs", default=None, help="also give every variant's NDCG@10 relative to this one (ablations)")
     args = ap.parse_args()
     if not 0 < args.train_users <= 1:
         ap.error(f"--train-users {args.train_users}: expected a fraction in (0, 1]")
     if args.merge:
-        return merge(args.merge, args.out)
+        return merge(args.merge, args.out, args.vs)
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
-    ds = get_dataset("ml-100k", os.environ["SIM_CATALOG"])
-    split = ds.leave_one_out() if args.train_users >= 1 else sparse_split(ds, args.train_users)
-    res: dict = {"dataset": ds.name, "train_users": args.train_users, "n_users": ds.n_users, "n_items": ds.n_items,
-                 "seed": args.seed, "protocol":
-                 "leave-one-out, full ranking, history excluded", "models": {}, "cold_start": {}}
+    catalog = args.catalog or os.environ.get("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
+    try:
+        ds = get_dataset(args.data, catalog)
+    except SimError as e:
+        raise SystemExit(f"error: {e}") from None
+    names = [v for v in args.variants.split(",") if v]
+    cold = [] if args.no_cold else [v for v in args.cold.split(",") if v]
+    for v in names + cold:
+        variant(v)  # an unknown name stops before any training
+    split = ds.leave_one_out()
+    if args.train_users < 1:
+        split = sparse_users(split, args.train_users, seed=args.split_seed)
+    res: dict = {"dataset": ds.name, "train_users": args.train_users, "split_seed": args.split_seed,
+                 "n_users": ds.n_users, "n_items": ds.n_items, "seed": args.seed, "protocol": PROTOCOL,
+                 "commit": git_commit(), "models": {}, "cold_start": {}}
     counts = np.bincount(split.train.items, minlength=ds.n_items)
     tgt = split.test_targets
     tail_users = np.flatnonzero((tgt >= 0) & (counts[np.clip(tgt, 0, None)] <= args.tail))
     res["tail"] = {"max_train_interactions": args.tail, "n_test_users": int(len(tail_users))}
-    for v in [v for v in args.variants.split(",") if v]:
+    res["n_items_never_trained"] = int((counts == 0).sum())
+    for v in names:
         pol, secs = fit(v, ds, split, args.seed)
-        full = evaluate(pol, ds, split, which="test", ks=(10, 50, 200))
-        ev = full.summary
-        per_user = full.per_user.sort_values("user_id")
-        tail = per_user[per_user["user_id"].isin(tail_users)].mean() if len(tail_users) else {}
-        res["models"][v] = {**{k: round(x, 5) for k, x in ev.items()}, "fit_seconds": round(secs, 1),
-                            "overrides": ID_VARIANTS[v][1] if v in ID_VARIANTS else HLLM_VARIANTS[v],
-                            **{f"tail_{k}": round(float(tail[k]), 5) for k in ("ndcg@10", "hr@10", "hr@50") if k in tail},
-                            PER_USER: [round(float(x), 5) for x in per_user["ndcg@10"]]}
-        if v.startswith("hllm"):
-            for stage in (1, 2):
-                secs_st = sum(h["seconds"] for h in pol.history if h["stage"] == f"hllm stage {stage}")
-                res["models"][v][f"stage{stage}_seconds"] = round(secs_st, 1)
-            res["models"][v]["final_temperature"] = round(pol.history[-1]["temperature"], 4)
+        res["models"][v] = model_row(v, pol, secs, ds, split, tail_users)
         print(json.dumps({v: without_per_user(res["models"][v])}), file=sys.stderr, flush=True)
     add_ratios(res)
-    if not args.no_cold and args.cold:
-        csplit, cold = cold_split(ds)
-        users = np.flatnonzero(np.isin(csplit.test_targets, cold))
-        res["cold_start"]["n_cold_items"], res["cold_start"]["n_test_users"] = int(len(cold)), int(len(users))
-        for v in args.cold.split(","):
-            pol, secs = fit(v, ds, csplit, args.seed)
-            ev = evaluate(pol, ds, csplit, which="test", ks=(10, 50), users=users).summary
-            res["cold_start"][v] = {"recall@50": round(ev["hr@50"], 5), "recall@10": round(ev["hr@10"], 5),
-                                    "fit_seconds": round(secs, 1)}
-            print(json.dumps({"cold_" + v: res["cold_start"][v]}), file=sys.stderr, flush=True)
+    if args.vs:
+        add_base_ratios(res, args.vs)
+    if cold:
+        res["cold_start"] = cold_start(cold, ds, args.seed)
     emit(res, args.out)
 
 

@@ -44,10 +44,10 @@ def _policy(model: Path):
 @app.command("presets")
 def presets() -> None:
     """Show the configuration presets (fast = simulation default, paper = paper-faithful recipe)."""
-    from hllm.configuration_hllm import PRESETS
+    from hllm.configuration_hllm import PRESET_LABELS, PRESETS
 
     for name, vals in PRESETS.items():
-        typer.echo(f"{name}: {json.dumps(vals)}")
+        typer.echo(f"{name}: {PRESET_LABELS[name]}\n  {json.dumps(vals)}")
 
 
 @app.command("train")

@@ -114,8 +114,12 @@ class UserLLM(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D) item embeddings, mask (B, T), ts (B, T) seconds (kept float64: float32 rounds
+        epoch times to 64 s steps) -> (B, T, D)."""
         if self.time_emb is not None and ts is not None:
-            gap = torch.diff(ts, dim=1, prepend=ts[:, :1]).clamp(min=1.0)  # (B, T) seconds since previous item
+            ts = ts.double()
+            prev = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], 1)  # (B, T) the previous position is an item
+            gap = torch.diff(ts, dim=1, prepend=ts[:, :1]).where(prev, 0.0).clamp(min=1.0)  # (B, T) seconds since it
             bucket = torch.log2(gap).floor().long().clamp(0, self.time_buckets)
             x = x + self.time_emb(bucket)
         return self.model(inputs_embeds=self.drop(x), attention_mask=mask.long()).last_hidden_state

@@ -241,7 +241,7 @@ class HLLMPolicy(FullScorePolicy):
         ids_t = torch.from_numpy(ids).to(self.table.device)
         mask = ids_t > 0
         seq = self.table[(ids_t - 1).clamp(min=0)] * mask[..., None]  # (B, T, D)
-        h = self.model.user_states(seq, mask, torch.from_numpy(ts).float().to(self.table.device))
+        h = self.model.user_states(seq, mask, torch.from_numpy(ts).to(self.table.device))
         return self.model.unit(h[:, -1])
 
     @torch.no_grad()

@@ -11,7 +11,7 @@ Both read item embeddings from the cached table of a fitted :class:`~hllm.policy
 
 Loss = sum of per-task BCE + lambda * InfoNCE (the generative next-item loss keeps the user
 LLM's embedding space, as in the paper). ``fit_ranker`` trains on next-item positives and
-random negatives from the leave-one-out training split; labels for the extra tasks come from
+random negatives (items of the training data only) from the leave-one-out training split; labels for the extra tasks come from
 ``dataset.values`` (e.g. like = rating >= ``like_threshold``).
 """
 
@@ -25,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
+
+from policies.train import trained_items
 
 
 class RankerConfig(BaseModel):
@@ -132,6 +134,7 @@ def fit_ranker(policy, dataset, split, cfg: RankerConfig | None = None, progress
                                                 if not n.startswith("item_encoder.")]  # item LLM stays frozen
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     K = cfg.negatives_per_positive
+    pool = np.flatnonzero(trained_items(tr, policy.n_items))  # untrained (held-out) items get no gradient
     hist = []
     for epoch in tqdm(range(cfg.epochs), desc="hllm ranker", disable=not progress, leave=False):
         ranker.train()
@@ -140,7 +143,7 @@ def fit_ranker(policy, dataset, split, cfg: RankerConfig | None = None, progress
         for s in range(0, len(perm), cfg.batch_size):
             b = perm[s:s + cfg.batch_size]
             histories = [tr.items[tr.indptr[rows[i]]:ends[i]] for i in b]
-            neg = rng.integers(0, policy.n_items, (len(b), K))
+            neg = pool[rng.integers(0, len(pool), (len(b), K))]
             dev = policy.features.device
             cand = torch.from_numpy(np.concatenate([tgt[b][:, None], neg], 1)).to(dev)  # (B, 1+K)
             y = torch.zeros(len(b), 1 + K, len(cfg.tasks), device=dev)

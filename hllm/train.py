@@ -72,7 +72,7 @@ def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_le
     cfg = model.config
     dev = device()
     ids, ts = training_windows(split.train, max_len, cfg.windows)
-    x_all, ts_all = torch.from_numpy(ids), torch.from_numpy(ts).float()  # shifted ids: 0 = pad
+    x_all, ts_all = torch.from_numpy(ids), torch.from_numpy(ts)  # shifted ids: 0 = pad; ts float64 seconds
     gen = torch.Generator().manual_seed(cfg.seed)
     seen = torch.from_numpy(np.unique(split.train.items))  # negatives come from training items only
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)

@@ -1,7 +1,9 @@
 """Full-ranking offline evaluation (leave-one-out): every item is a candidate, no sampling.
 
 For each user with a target, the policy scores all items from the history that precedes the
-target; history items are excluded by default (the HSTU / HLLM protocol), the target never is.
+target, at the target's time (``UserBatch.now``: the request the recommendation answers, which
+HSTU's time bias reads, as in the official code); history items are excluded by default (the
+HSTU / HLLM protocol), the target never is.
 Metrics per user: HR@k (= Recall@k with one target), NDCG@k, MRR; the per-user table lets
 analysis test differences between models with significance.
 """
@@ -56,12 +58,13 @@ def evaluate(policy, dataset, split, which: str = "test", ks: tuple[int, ...] = 
     """Evaluate ``policy`` (anything with ``score_all``) on the ``which`` targets of ``split``."""
     hist = split.eval_histories(which)
     targets = split.targets(which)
+    times = split.target_times(which)  # (U,) request time of each target
     cand = np.flatnonzero(targets >= 0) if users is None else np.asarray(users, np.int64)
     cand = cand[targets[cand] >= 0]
     ranks = np.empty(len(cand), dtype=np.int64)
     for s in range(0, len(cand), batch_size):
         u = cand[s:s + batch_size]
-        batch = UserBatch.from_sequences(hist, u)
+        batch = UserBatch.from_sequences(hist, u, times[u])
         sc = np.asarray(policy.score_all(batch), dtype=np.float32)
         ex = None
         if exclude_history:

@@ -53,7 +53,9 @@ class SASRec(nn.Module):
     def item_embeddings(self) -> torch.Tensor:
         return self.item_emb.weight  # (N+1, D)
 
-    def forward(self, items: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, ts: torch.Tensor | None = None,
+                next_ts: torch.Tensor | None = None) -> torch.Tensor:
+        """items (B, T) shifted ids -> (B, T, D); SASRec uses no times (``ts``, ``next_ts`` ignored)."""
         B, T = items.shape
         pad = items == 0  # (B, T)
         pos = torch.arange(T, device=items.device) + (self.cfg.max_len - T)

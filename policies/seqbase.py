@@ -1,7 +1,8 @@
 """Shared machinery for sequential models (SASRec, HSTU, and the HLLM user model's ID twin).
 
 A sequence model is an ``nn.Module`` with
-  ``forward(items (B, T) int64 [0 = padding, item i -> i+1], ts (B, T) float) -> (B, T, D)``
+  ``forward(items (B, T) int64 [0 = padding, item i -> i+1], ts (B, T) float64 seconds,
+  next_ts (B, T) float64 | None: the time of the event each position predicts) -> (B, T, D)``
   ``item_embeddings() -> (n_items + 1, D)`` (row 0 is padding)
 and :class:`SequencePolicy` turns it into a registered policy: training (``policies.train``),
 ``score_all`` (last position's state against every item), and save/load.
@@ -57,6 +58,13 @@ def pad_left(histories, max_len: int, timestamps=None) -> tuple[np.ndarray, np.n
     return ids, ts
 
 
+def next_times(ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) time each position predicts for: the next input's time; the last position gets ``now``
+    (B,) where given and finite, else its own time (the official code's fallback)."""
+    last = ts[:, -1:] if now is None else torch.where(torch.isfinite(now), now, ts[:, -1])[:, None]
+    return torch.cat([ts[:, 1:], last.to(ts.dtype)], 1)
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -91,7 +99,11 @@ class SequencePolicy(FullScorePolicy):
         ids, ts = pad_left(users.histories, self.cfg.max_len, users.timestamps)
         self.model.eval()
         dev = next(self.model.parameters()).device
-        h = self.model(torch.from_numpy(ids).to(dev), torch.from_numpy(ts).to(dev))  # (B, T, D)
+        ts_t = torch.from_numpy(ts)  # (B, T) float64 seconds
+        # the last position predicts for the request time (users.now), when the history has times
+        now = None if users.now is None or users.timestamps is None else torch.as_tensor(users.now, dtype=torch.float64)
+        nxt = next_times(ts_t, now)
+        h = self.model(torch.from_numpy(ids).to(dev), ts_t.to(dev), nxt.to(dev))  # (B, T, D)
         return h[:, -1]  # (B, D)
 
     @torch.no_grad()

@@ -13,15 +13,25 @@ import numpy as np
 
 from policies import registry
 
+# bump when training code changes what a config learns from the same data (a cached model of older
+# code must not be reused): 2 = issue 16 (untrained items no negatives, HSTU official time bias,
+# second-resolution timestamps, values reach the ranker)
+TRAINING_VERSION = 2
+
 
 def config_hash(name: str, cfg: Any, extra: dict | None = None) -> str:
-    payload = json.dumps({"policy": name, "config": cfg.model_dump(mode="json"), **(extra or {})}, sort_keys=True)
+    payload = json.dumps({"policy": name, "config": cfg.model_dump(mode="json"), "training": TRAINING_VERSION,
+                          **(extra or {})}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def data_fingerprint(dataset, split) -> str:
     h = hashlib.sha256()
-    for a in (split.train.indptr, split.train.items, split.valid_targets):
+    arrays = [split.train.indptr, split.train.items, split.train.ts, split.valid_targets,
+              split.eval_histories("valid").items]
+    if getattr(dataset, "values", None) is not None:  # labels of the ranker's extra tasks
+        arrays.append(np.asarray(dataset.values, np.float64))
+    for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     h.update(str(dataset.n_items).encode())
     return h.hexdigest()[:12]

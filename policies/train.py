@@ -4,6 +4,11 @@ Losses (``cfg.loss``): ``ce`` full softmax cross-entropy over all items, ``sampl
 softmax over the target + ``cfg.n_negatives`` uniformly sampled items, ``bce`` binary
 cross-entropy with one sampled negative per position (the original SASRec). AdamW, early
 stopping on validation NDCG@10 (full ranking), best weights kept, seeded, tqdm progress.
+
+Negatives are the items of the training data only (``trained_items``), as in HLLM: an item the
+training data never shows (a held-out cold-start item) gets no gradient in any model; its
+embedding stays as initialised instead of being pushed down as every step's negative. (An ID
+model still cannot rank such items: their near-zero scores fall below most trained items.)
 """
 
 from __future__ import annotations
@@ -38,25 +43,40 @@ def training_windows(train, max_len: int, windows: str = "last") -> tuple[np.nda
     return pad_left(seqs, max_len + 1, tss)
 
 
-def sequence_loss(policy, h: torch.Tensor, tgt: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """h (B, T, D) states, tgt (B, T) shifted target ids (0 = no target)."""
+def trained_items(train, n_items: int) -> np.ndarray:
+    """(n_items,) bool: the items that occur in the training sequences (the only negatives)."""
+    return np.bincount(train.items, minlength=n_items)[:n_items] > 0
+
+
+def sample(pool: torch.Tensor, shape, gen: torch.Generator) -> torch.Tensor:
+    """Uniform draws (with replacement) of ``shape`` from the 1-D tensor ``pool``."""
+    return pool[torch.randint(0, len(pool), shape, generator=gen)]
+
+
+def sequence_loss(policy, h: torch.Tensor, tgt: torch.Tensor, gen: torch.Generator,
+                  known: torch.Tensor | None = None) -> torch.Tensor:
+    """h (B, T, D) states, tgt (B, T) shifted target ids (0 = no target); ``known`` (N,) bool: the
+    trained items (negatives come from these only; None = every item)."""
     cfg = policy.cfg
     emb = policy.model.item_embeddings()  # (N+1, D)
+    n_items = emb.shape[0] - 1
+    known = torch.ones(n_items, dtype=torch.bool) if known is None else known.cpu()
     mask = tgt > 0
     hs, ts = h[mask], tgt[mask]  # (M, D), (M,)
     if cfg.loss == "ce":
         logits = hs @ emb[1:].T  # (M, N)
+        logits = logits.masked_fill(~known.to(h.device)[None], float("-inf"))  # untrained items: no gradient
         return F.cross_entropy(logits, ts - 1)
-    n_items = emb.shape[0] - 1
+    pool = known.nonzero().squeeze(1) + 1  # (K,) shifted ids of the trained items
     if cfg.loss == "sampled_ce":
-        neg = torch.randint(1, n_items + 1, (cfg.n_negatives,), generator=gen).to(h.device)
+        neg = sample(pool, (cfg.n_negatives,), gen).to(h.device)
         pos_logit = (hs * emb[ts]).sum(-1, keepdim=True)  # (M, 1)
         neg_logit = hs @ emb[neg].T  # (M, n_neg)
         neg_logit = neg_logit.masked_fill(neg[None, :] == ts[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], 1)
         return F.cross_entropy(logits, torch.zeros(len(ts), dtype=torch.long, device=h.device))
     # bce
-    neg = torch.randint(1, n_items + 1, ts.shape, generator=gen).to(h.device)
+    neg = sample(pool, ts.shape, gen).to(h.device)
     pos = (hs * emb[ts]).sum(-1)
     ng = (hs * emb[neg]).sum(-1)
     return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
@@ -75,7 +95,8 @@ def train_sequence_model(policy, dataset, split, progress: bool = True) -> list[
         return []
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ids_t, ts_t = torch.from_numpy(ids), torch.from_numpy(ts)
+    ids_t, ts_t = torch.from_numpy(ids), torch.from_numpy(ts)  # ts float64: second resolution kept
+    known = torch.from_numpy(trained_items(split.train, policy.n_items))
     best, best_state, bad, hist = -1.0, None, 0, []
     has_valid = bool((split.valid_targets >= 0).any())
     bar = tqdm(range(cfg.epochs), desc=f"train {policy.name}", disable=not progress, leave=False)
@@ -87,8 +108,8 @@ def train_sequence_model(policy, dataset, split, progress: bool = True) -> list[
         for s in range(0, len(perm), cfg.batch_size):
             b = perm[s:s + cfg.batch_size]
             x, t = ids_t[b].to(dev), ts_t[b].to(dev)
-            h = model(x[:, :-1], t[:, :-1])  # (B, T, D)
-            loss = sequence_loss(policy, h, x[:, 1:], gen)
+            h = model(x[:, :-1], t[:, :-1], t[:, 1:])  # (B, T, D); t[:, 1:]: each target's time
+            loss = sequence_loss(policy, h, x[:, 1:], gen, known)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -180,25 +180,47 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 DEFAULT_QUOTA, BACKUP_QUOTA, DEFAULT_SLATE = 100, 50, 10
+HYBRID = "hllm_hybrid"
 
 
 def default_arm(name: str, role: str, *, slate_size: int = DEFAULT_SLATE, n_items: int | None = None) -> dict:
-    """The default pipeline for a model name used by ``sim run --treatment X --control Y``.
+    """The default pipeline for a name used by ``sim run --treatment X --control Y``.
 
-    The model is a retrieval channel and the fine ranker; SASRec-free arms keep a popularity
-    backup channel; the cheap ID model (or popularity) is the coarse ranker. With ``n_items``
-    (the catalog size), quotas and the slate are capped at it, so a small catalog just works.
+    A model ``X`` runs its own pipeline: retrieval X (100) + popularity backup (50) -> coarse X
+    (keep 100) -> fine X (keep 30) -> seen filter -> slate. So ``hllm`` is a pure HLLM arm (no
+    ID-model stage: an A/B of hllm vs sasrec measures HLLM vs SASRec). ``hllm_hybrid`` is the
+    earlier treatment: SASRec adds a retrieval channel and is the coarse ranker that cuts HLLM's
+    candidates before HLLM ranks them (it measures SASRec+HLLM, and drops cold items SASRec ranks low).
+    With ``n_items`` (the catalog size), quotas and the slate are capped at it, so a small catalog
+    just works.
     """
     cap = n_items if n_items is not None else DEFAULT_QUOTA
-    channels = [{"policy": name, "quota": min(DEFAULT_QUOTA, cap)}]
-    if name == "hllm":
+    model, coarse = ("hllm", "sasrec") if name == HYBRID else (name, name)
+    channels = [{"policy": model, "quota": min(DEFAULT_QUOTA, cap)}]
+    if name == HYBRID:
         channels.append({"policy": "sasrec", "quota": min(DEFAULT_QUOTA, cap)})
-    if name != "popularity":
+    if model != "popularity":
         channels.append({"policy": "popularity", "quota": min(BACKUP_QUOTA, cap)})
     total = sum(c["quota"] for c in channels)
-    coarse_policy = "sasrec" if name in ("hllm", "sasrec") else name
     fine_keep = min(30, total)
     return {"name": name, "role": role, "channels": channels,
-            "coarse": {"policy": coarse_policy, "keep": min(100, total)},
-            "fine": {"policy": name, "keep": fine_keep},
+            "coarse": {"policy": coarse, "keep": min(100, total)},
+            "fine": {"policy": model, "keep": fine_keep},
             "rerank": {"filter_seen": True}, "slate_size": min(slate_size, fine_keep, cap)}
+
+
+def describe_pipeline(arm: ArmConfig) -> list[str]:
+    """The arm's pipeline stage by stage, for reports: e.g. ['retrieval: hllm (100) + popularity (50)',
+    'coarse: hllm (keep 100)', 'fine: hllm (keep 30)', 'rerank: seen filter', 'slate: 10'].
+    Channels are listed in merge priority (weight, then config order), as the pipeline merges them."""
+    chans = sorted(arm.channels, key=lambda c: -c.weight)
+    out = ["retrieval: " + " + ".join(f"{c.policy} ({c.quota})" for c in chans)]
+    for name, st in (("coarse", arm.coarse), ("fine", arm.fine)):
+        out.append(f"{name}: " + ("none" if st is None else f"{st.policy} (keep {st.keep})"))
+    r = arm.rerank
+    steps = ["seen filter" if r.filter_seen else "top-k"]
+    if r.mmr_lambda is not None:
+        steps.append(f"MMR (lambda {r.mmr_lambda:g}, {r.genre_attr})")
+    if r.max_per_genre is not None:
+        steps.append(f"at most {r.max_per_genre} per {r.genre_attr}")
+    return out + ["rerank: " + ", ".join(steps), f"slate: {arm.slate_size}"]

@@ -23,7 +23,7 @@ from simulator import signals
 from simulator.busy import holding
 from simulator.config import ExperimentConfig
 from simulator.data import Catalog, ensure_dataset
-from simulator.data.sequences import Dataset, LeaveOneOut, Sequences
+from simulator.data.sequences import Dataset, LeaveOneOut
 from simulator.design import ABDesign
 from simulator.errors import ConfigError, NotFoundError, RunInterrupted
 from simulator.eventlog import EventLog
@@ -98,13 +98,6 @@ def dataset_size(name: str, catalog: Catalog) -> int | None:
     return None
 
 
-def _prefix(seqs: Sequences, t_split: float) -> Sequences:
-    keep = seqs.ts <= t_split
-    users = np.repeat(np.arange(seqs.n_users), seqs.lengths)
-    counts = np.bincount(users[keep], minlength=seqs.n_users)
-    return Sequences(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), seqs.items[keep], seqs.ts[keep])
-
-
 def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
     ensure_dataset(cfg.dataset, catalog)
     ds = catalog.load_dataset(cfg.dataset)
@@ -118,18 +111,17 @@ def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
 
         world = world_for(catalog, cfg.dataset)
         sim_start = float(ds.sequences.ts.max()) if len(ds.sequences) else 0.0
-        pre = ds.sequences
+        train_ds = ds
         user_model = WorldUser(world, raw_to_world(ds.user_raw_ids), raw_to_world(ds.item_raw_ids))
         users = np.arange(ds.n_users)
         times = None
     else:
         sim_start = float(np.quantile(ds.sequences.ts, cfg.replay_start_quantile))
-        pre = _prefix(ds.sequences, sim_start)
+        train_ds = ds.until(sim_start)  # values kept: hllm_rank's like labels
         user_model = ReplayUser(ds.sequences, cfg.replay_window, ds.values)
         times = [ds.sequences.times(u)[ds.sequences.times(u) > sim_start] for u in range(ds.n_users)]
         users = np.array([u for u in range(ds.n_users) if len(times[u])], dtype=np.int64)
-    train_ds = Dataset(ds.name if mode == "world" else f"{ds.name}@{int(sim_start)}", ds.n_users, ds.n_items, pre,
-                       ds.item_text, ds.item_attrs, ds.item_raw_ids, ds.user_raw_ids)
+    pre = train_ds.sequences
     split = LeaveOneOut.from_sequences(pre)
     hist = [list(pre.seq(u)) for u in range(ds.n_users)]
     return Setup(ds, train_ds, split, mode, sim_start, hist, user_model, users, times)

@@ -9,7 +9,7 @@ Conventions (used by every package):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -65,6 +65,13 @@ class Sequences:
                  if indptr[-1] > 0 else np.zeros(0))
         return cls(indptr, items, t.astype(np.float64))
 
+    def keep(self, mask: np.ndarray) -> Sequences:
+        """The interactions where ``mask`` (N,) is True, in order; every user stays (maybe empty)."""
+        users = np.repeat(np.arange(self.n_users), self.lengths)
+        counts = np.bincount(users[mask], minlength=self.n_users)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return Sequences(indptr, self.items[mask], self.ts[mask])
+
     def truncate_tail(self, n: int) -> Sequences:
         """Drop the last ``n`` items of every sequence (users with fewer keep nothing)."""
         lengths = np.maximum(self.lengths - n, 0)
@@ -92,13 +99,18 @@ class LeaveOneOut:
     """Leave-one-out split: train = seq[:-2], valid target = seq[-2], test target = seq[-1].
 
     Users with fewer than 3 interactions have no valid/test target (-1) and train on what
-    they have. ``valid_history(u)`` is seq[:-2]; ``test_history(u)`` is seq[:-1].
+    they have. The validation input is seq[:-2], the test input seq[:-1].
+
+    ``valid_inputs`` (optional): the validation inputs when ``train`` is a subset of seq[:-2]
+    (``simulator.data.splits.sparse_users`` / ``cold_items``): users keep their whole history as
+    the input of the validation target even when it is not training data, as at test time.
     """
 
     full: Sequences
     train: Sequences
     valid_targets: np.ndarray  # (U,) int64, -1 where absent
     test_targets: np.ndarray  # (U,) int64, -1 where absent
+    valid_inputs: Sequences | None = None  # None: the validation inputs are ``train``
 
     @classmethod
     def from_sequences(cls, full: Sequences, min_len: int = 3) -> LeaveOneOut:
@@ -118,7 +130,7 @@ class LeaveOneOut:
     def eval_histories(self, which: str) -> Sequences:
         """Histories used to predict the ``which`` target: 'valid' -> seq[:-2], 'test' -> seq[:-1]."""
         if which == "valid":
-            return self.train
+            return self.train if self.valid_inputs is None else self.valid_inputs
         if which == "test":
             has = self.test_targets >= 0
             lengths = self.full.lengths - has.astype(np.int64)
@@ -129,6 +141,14 @@ class LeaveOneOut:
 
     def targets(self, which: str) -> np.ndarray:
         return {"valid": self.valid_targets, "test": self.test_targets}[which]
+
+    def target_times(self, which: str) -> np.ndarray:
+        """(U,) time of each user's ``which`` target, NaN where absent (the request it answers)."""
+        tg = self.targets(which)
+        if len(self.full) == 0:
+            return np.full(len(tg), np.nan)
+        idx = np.clip(self.full.indptr[1:] - {"valid": 2, "test": 1}[which], 0, len(self.full) - 1)
+        return np.where(tg >= 0, self.full.ts[idx], np.nan)
 
 
 @dataclass
@@ -158,6 +178,13 @@ class Dataset:
         from simulator.data.splits import TemporalSplit
 
         return TemporalSplit.from_sequences(self.sequences, test_frac=test_frac, valid_frac=valid_frac)
+
+    def until(self, t: float) -> Dataset:
+        """The logs up to time ``t`` (inclusive), named ``name@t``: same users and items, ``values``
+        kept aligned with the interactions (a ranker's like labels need them)."""
+        keep = self.sequences.ts <= t
+        return replace(self, name=f"{self.name}@{int(t)}", sequences=self.sequences.keep(keep),
+                       values=None if self.values is None else self.values[keep])
 
     def item_popularity(self, seqs: Sequences | None = None) -> np.ndarray:
         s = self.sequences if seqs is None else seqs

@@ -1,4 +1,5 @@
-"""Splits beyond leave-one-out (which lives in ``sequences.py``): the global temporal split.
+"""Splits beyond leave-one-out (which lives in ``sequences.py``): the global temporal split, and
+leave-one-out variants with sparser training data (``sparse_users``, ``cold_items``).
 
 :class:`TemporalSplit` cuts the whole log at two global times ``t_valid < t_test`` (quantiles
 of all timestamps by default): training data is everything before ``t_valid`` (no item from
@@ -11,11 +12,11 @@ predicted from everything the user did before it. It exposes the same attributes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simulator.data.sequences import Sequences, _ragged_arange
+from simulator.data.sequences import LeaveOneOut, Sequences, _ragged_arange
 
 
 def _prefix(full: Sequences, lengths: np.ndarray) -> Sequences:
@@ -74,6 +75,15 @@ class TemporalSplit:
     def targets(self, which: str) -> np.ndarray:
         return {"valid": self.valid_targets, "test": self.test_targets}[which]
 
+    def target_times(self, which: str) -> np.ndarray:
+        """(U,) time of each user's ``which`` target, NaN where absent (the request it answers)."""
+        tg = self.targets(which)
+        if len(self.full) == 0:
+            return np.full(len(tg), np.nan)
+        n = _count_before(self.full, self.t_valid if which == "valid" else self.t_test)
+        idx = np.clip(self.full.indptr[:-1] + n, 0, len(self.full) - 1)
+        return np.where(tg >= 0, self.full.ts[idx], np.nan)
+
     def future(self, which: str = "test") -> Sequences:
         """All interactions of the held-out period (ts >= t_test for 'test', [t_valid, t_test) for 'valid')."""
         lo, hi = (self.t_test, np.inf) if which == "test" else (self.t_valid, self.t_test)
@@ -88,11 +98,40 @@ def temporal_split(full: Sequences, test_frac: float = 0.1, valid_frac: float = 
     return TemporalSplit.from_sequences(full, test_frac=test_frac, valid_frac=valid_frac)
 
 
+# ---------------------------------------------------------------------- sparser training data
+def _with_train(split: LeaveOneOut, keep: np.ndarray, valid_targets: np.ndarray | None = None) -> LeaveOneOut:
+    """``split`` trained only on the training interactions where ``keep``; validation and test inputs
+    stay every user's whole history (seq[:-2], seq[:-1]): inputs are not training data."""
+    return replace(split, train=split.train.keep(keep), valid_inputs=split.eval_histories("valid"),
+                   valid_targets=split.valid_targets if valid_targets is None else valid_targets)
+
+
+def sparse_users(split: LeaveOneOut, frac: float, seed: int = 0) -> LeaveOneOut:
+    """Train on the histories of a random ``frac`` of the users only; every user is still validated
+    and tested with the whole history as input (fewer interactions per item, some items never seen
+    in training: the regime where item text should matter most)."""
+    if not 0 < frac <= 1:
+        raise ValueError(f"sparse_users: frac={frac}: expected a fraction in (0, 1]")
+    n_users = split.train.n_users
+    chosen = np.zeros(n_users, bool)
+    chosen[np.random.default_rng(seed).choice(n_users, int(round(frac * n_users)), replace=False)] = True
+    return _with_train(split, np.repeat(chosen, split.train.lengths))
+
+
+def cold_items(split: LeaveOneOut, n_items: int, frac: float = 0.1, seed: int = 0) -> tuple[LeaveOneOut, np.ndarray]:
+    """Hold a random ``frac`` of the items out of training entirely (as inputs and as targets);
+    validation targets that are held out become -1. Returns the split and the sorted held-out ids.
+    Models must not train them as negatives either (``policies.train.trained_items``)."""
+    if not 0 < frac < 1:
+        raise ValueError(f"cold_items: frac={frac}: expected a fraction in (0, 1)")
+    cold = np.sort(np.random.default_rng(seed).choice(n_items, int(round(frac * n_items)), replace=False))
+    valid = np.where(np.isin(split.valid_targets, cold), -1, split.valid_targets)
+    return _with_train(split, ~np.isin(split.train.items, cold), valid), cold
+
+
 # ---------------------------------------------------------------------- splits in the catalog
 def make_split(full: Sequences, kind: str = "loo", *, test_frac: float = 0.1, valid_frac: float = 0.1):
     """Build a split of ``kind`` 'loo' (leave-one-out) or 'temporal' (global time cut)."""
-    from simulator.data.sequences import LeaveOneOut
-
     if kind == "loo":
         return LeaveOneOut.from_sequences(full)
     if kind == "temporal":

@@ -96,3 +96,70 @@ def test_split_roundtrip_in_catalog():
         assert np.array_equal(back.test_targets, s.test_targets) and np.array_equal(back.train.items, s.train.items)
     with pytest.raises(NotFoundError):
         load_split(c, "synthetic-sp", "nope")
+
+
+# ---------------------------------------------------------------------- issue 16: sparse / cold splits
+def _splits(ds):
+    from simulator.data.splits import cold_items, sparse_users
+
+    loo = ds.leave_one_out()
+    return {"loo": loo, "sparse20": sparse_users(loo, 0.2, seed=0), "sparse50": sparse_users(loo, 0.5, seed=1),
+            "cold": cold_items(loo, ds.n_items, 0.1, seed=0)[0]}
+
+
+def test_every_validation_and_test_user_has_an_input_history_in_every_split():
+    """Users left out of training are still validated and tested on their own history: inputs are not
+    training data (a sparse split once validated on empty histories, so early stopping saw noise)."""
+    ds = get_dataset("synthetic-split", Catalog(":memory:"), n_users=300, n_items=200)
+    for name, s in _splits(ds).items():
+        for which in ("valid", "test"):
+            users = np.flatnonzero(s.targets(which) >= 0)
+            assert len(users) > 250, name
+            lengths = s.eval_histories(which).lengths[users]
+            assert (lengths > 0).all(), (name, which, int((lengths == 0).sum()))
+        # the inputs are the whole history before the target, whatever was trained on
+        loo = ds.leave_one_out()
+        for which in ("valid", "test"):
+            assert np.array_equal(s.eval_histories(which).items, loo.eval_histories(which).items), (name, which)
+
+
+def test_sparse_and_cold_splits_train_on_less():
+    ds = get_dataset("synthetic-split", Catalog(":memory:"), n_users=300, n_items=200)
+    from simulator.data.splits import cold_items, sparse_users
+
+    loo = ds.leave_one_out()
+    sp = sparse_users(loo, 0.2, seed=0)
+    trained = (sp.train.lengths > 0).sum()
+    assert trained == round(0.2 * 300) and len(sp.train) < 0.3 * len(loo.train)
+    for u in np.flatnonzero(sp.train.lengths):  # a kept user keeps the whole training history
+        assert np.array_equal(sp.train.seq(u), loo.train.seq(u))
+    cs, cold = cold_items(loo, ds.n_items, 0.1, seed=0)
+    assert len(cold) == 20 and not np.isin(cs.train.items, cold).any()
+    assert not np.isin(cs.valid_targets[cs.valid_targets >= 0], cold).any()
+    assert np.array_equal(cs.test_targets, loo.test_targets)  # cold test targets are what the cold test measures
+    with pytest.raises(ValueError, match="frac"):
+        sparse_users(loo, 0.0)
+
+
+def test_target_times_are_the_targets_timestamps():
+    s = LeaveOneOut.from_sequences(_toy())
+    np.testing.assert_array_equal(s.target_times("test"), [9, np.nan, np.nan, 10])
+    np.testing.assert_array_equal(s.target_times("valid"), [8, np.nan, np.nan, 4])
+    t = TemporalSplit.from_sequences(_toy(), t_valid=6, t_test=8)
+    np.testing.assert_array_equal(t.target_times("valid"), [np.nan, 7, np.nan, np.nan])
+    np.testing.assert_array_equal(t.target_times("test"), [8, np.nan, np.nan, 10])
+
+
+def test_dataset_until_keeps_values_aligned():
+    """The simulator trains arms on ``until(sim_start)``: ratings must come along (a ranker's like label)."""
+    from simulator.data.sequences import Dataset
+
+    seqs = _toy()
+    vals = np.arange(len(seqs), dtype=np.float64) + 1  # value of interaction k is k + 1
+    ds = Dataset("toy", 4, 10, seqs, [str(i) for i in range(10)], values=vals)
+    pre = ds.until(7)
+    assert pre.name == "toy@7" and pre.values is not None
+    assert pre.sequences.as_lists()[0].tolist() == [1, 2] and pre.sequences.as_lists()[3].tolist() == [7, 8]
+    keep = seqs.ts <= 7
+    np.testing.assert_array_equal(pre.values, vals[keep])
+    assert len(pre.values) == len(pre.sequences)

@@ -141,3 +141,13 @@ def test_stage1_cached_top_layer_trains_only_top_layer():
     pol, changed = _fit_top_layers(1)
     assert changed and all(k.startswith("encoder.layer.0.") for k in changed)  # the tiny BERT has 1 layer
     assert [h["stage"] for h in pol.history][0] == "hllm stage 1"
+
+
+def test_every_preset_is_labelled_for_what_it_is():
+    """Tables and reports call `fast` what it is: a frozen encoder, not the paper's fine-tuned item LLM."""
+    from hllm.configuration_hllm import PRESET_LABELS, PRESETS
+
+    assert set(PRESET_LABELS) == set(PRESETS)
+    assert "frozen" in PRESET_LABELS["fast"] and "not the paper" in PRESET_LABELS["fast"]
+    assert PRESETS["fast"]["stage1_epochs"] == 0 and PRESETS["paper"]["stage1_epochs"] > 0
+    assert "fine-tuned" in PRESET_LABELS["paper"]

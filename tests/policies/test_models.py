@@ -9,6 +9,7 @@ from policies import registry
 from policies.evaluate import evaluate
 from policies.hstu import HSTU, HSTUConfig, RelativeBias
 from policies.sasrec import SASRec, SASRecConfig
+from policies.seqbase import next_times
 from policies.store import fit_or_load
 
 
@@ -54,7 +55,7 @@ def _model_outputs_change_only_after(model, T=8, pos=5, seed=0):
         items2 = items.clone()
         items2[:, pos] = (items2[:, pos] % 29) + 1  # change only position `pos` (a "future" item)
         ts2 = ts.clone()
-        ts2[:, pos:] += 12345.0  # and the times from pos on
+        ts2[:, pos + 1:] += 12345.0  # and the times after pos (t_pos is the time position pos-1 predicts for)
         b = model(items2, ts2)
     return a, b
 
@@ -86,27 +87,55 @@ def test_left_padding_does_not_change_the_last_state():
 
 
 def test_hstu_relative_bias_values():
+    """The official generative-recommenders bias: w_pos[i - j] + w_time[bucket(t_{i+1} - t_j)],
+    bucket(g) = floor(ln(max(|g|, 1)) / 0.301) clamped to [0, buckets]."""
     rab = RelativeBias(max_len=6, time_buckets=8, use_time=True)
     with torch.no_grad():
         rab.pos.copy_(torch.arange(6, dtype=torch.float) * 10)  # w_pos[d] = 10 d
         rab.time.copy_(torch.arange(9, dtype=torch.float) * 0.1)  # w_time[b] = 0.1 b
-    ts = torch.tensor([[0.0, 1.0, 4.0, 100.0]])
-    bias = rab(ts)  # (1, 4, 4)
+    ts = torch.tensor([[0.0, 1.0, 4.0, 100.0]], dtype=torch.float64)
+    nxt = torch.tensor([[1.0, 4.0, 100.0, 130.0]], dtype=torch.float64)  # 130: the request time
+    bias = rab(ts, nxt)  # (1, 4, 4)
     assert bias.shape == (1, 4, 4)
-    # bucket(gap) = floor(log(max(gap,1)) / (0.301*2)) clamped to [0, 8]
+
     def bucket(g):
-        return min(int(np.floor(np.log(max(g, 1.0)) / 0.602)), 8)
+        return min(int(np.floor(np.log(max(abs(g), 1.0)) / 0.301)), 8)
     for i in range(4):
         for j in range(i + 1):
-            expect = 10 * (i - j) + 0.1 * bucket(abs(ts[0, i] - ts[0, j]).item())
+            expect = 10 * (i - j) + 0.1 * bucket(nxt[0, i].item() - ts[0, j].item())
             assert bias[0, i, j].item() == pytest.approx(expect, abs=1e-5), (i, j)
+    # official defaults: 128 buckets of width 0.301, both tables initialised N(0, 0.02)
+    cfg = HSTUConfig()
+    assert (cfg.time_buckets, cfg.time_bucket_width) == (128, 0.301)
+    default = RelativeBias(max_len=50, time_buckets=128, use_time=True)
+    assert default.time.shape == (129,) and 0.005 < float(default.time.detach().std()) < 0.05
     # position-only bias depends on the distance alone
     rab2 = RelativeBias(max_len=6, time_buckets=8, use_time=False)
     with torch.no_grad():
         rab2.pos.copy_(torch.arange(6, dtype=torch.float))
-    b2 = rab2(torch.zeros(2, 5))[0]
+    z = torch.zeros(2, 5, dtype=torch.float64)
+    b2 = rab2(z, z)[0]
     for d in range(5):
         assert torch.all(torch.diagonal(b2, -d) == d)
+
+
+def test_hstu_position_reads_the_time_it_predicts_for_not_the_item():
+    """State i may use t_{i+1} (when the next event happens: the request time), never item i+1."""
+    torch.manual_seed(0)
+    m = HSTU(HSTUConfig(max_len=8, hidden=16, n_layers=1, dropout=0.0), 30).eval()
+    items = torch.randint(1, 30, (2, 8))
+    ts = torch.cumsum(torch.rand(2, 8, dtype=torch.float64) * 1e5, 1)
+    with torch.no_grad():
+        a = m(items, ts)
+        ts2 = ts.clone()
+        ts2[:, 5:] += 1e6  # the time of item 5 (what position 4 predicts for) and later
+        b = m(items, ts2)
+        now = ts[:, -1] + 1e6  # the request time of the last position
+        c = m(items, ts, next_times(ts, now))
+    torch.testing.assert_close(a[:, :4], b[:, :4], rtol=0, atol=1e-6)
+    assert (a[:, 4] - b[:, 4]).abs().max() > 1e-4
+    torch.testing.assert_close(a[:, :7], c[:, :7], rtol=0, atol=1e-6)
+    assert (a[:, 7] - c[:, 7]).abs().max() > 1e-4
 
 
 def test_hstu_time_bias_changes_output_and_is_learned():

@@ -1,0 +1,81 @@
+"""bench/hllm_quality.py: runs on any catalog dataset (--data), fails in one line on bad names, and
+merges seeds (cold-start recalls pooled with Wilson intervals)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+import hllm_quality  # noqa: E402
+
+
+def _bench(monkeypatch, *args: str) -> None:
+    """Run the bench's main in-process (one torch thread, restored after)."""
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, "argv", ["hllm_quality.py", "--threads", "1", *args])
+    try:
+        hllm_quality.main()
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    from simulator.data import Catalog
+    from simulator.data.synthetic import WorldConfig, write_world
+
+    path = tmp_path_factory.mktemp("bench") / "c.duckdb"
+    cat = Catalog(path)
+    write_world(cat, "my-logs", WorldConfig(n_users=80, n_items=60, n_topics=4, dim=8, days=10, sessions_per_user=3,
+                                            choices_per_session=4, seed=1))
+    cat.close()
+    return path
+
+
+def test_runs_on_any_loaded_dataset_and_merges_seeds(catalog, tmp_path, monkeypatch, capsys):
+    outs = []
+    for seed in (0, 1):
+        out = tmp_path / f"s{seed}.json"
+        _bench(monkeypatch, "--catalog", str(catalog), "--data", "my-logs", "--variants", "random,popularity",
+               "--cold", "random,popularity", "--seed", str(seed), "--out", str(out))
+        d = json.loads(out.read_text())
+        assert d["dataset"] == "my-logs" and d["n_items"] == 60 and set(d["models"]) == {"random", "popularity"}
+        assert d["cold_start"]["n_cold_items"] == 6 and "popularity" in d["cold_start"]
+        outs.append(str(out))
+    merged = tmp_path / "m.json"
+    _bench(monkeypatch, "--merge", *outs, "--out", str(merged), "--vs", "popularity")
+    m = json.loads(merged.read_text())
+    assert m["ratio_vs_popularity"] == {}  # references are never compared
+    with pytest.raises(SystemExit, match="--vs hllm_fast: not in this table"):
+        _bench(monkeypatch, "--merge", *outs, "--vs", "hllm_fast")
+    assert m["seeds"] == [0, 1] and m["models"]["random"]["per_seed_ndcg@10"]
+    cold = m["cold_start"]
+    n = sum(json.loads(Path(f).read_text())["cold_start"]["n_test_users"] for f in outs)
+    assert cold["n_test_users"] == n and cold["held_out_seeds"] == [0, 1]
+    lo, hi = cold["random"]["recall@50_ci95"]
+    assert 0 <= lo <= cold["random"]["recall@50"] <= hi <= 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--data", "no-such-data"), "no-such-data"),
+    (("--data", "my-logs", "--variants", "sasrek"), "unknown variant 'sasrek'"),
+    (("--data", "my-logs", "--train-users", "1.5"), "--train-users 1.5"),
+])
+def test_bad_input_is_one_line(catalog, args, message, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as e:
+        _bench(monkeypatch, "--catalog", str(catalog), *args)
+    text = str(e.value.code) + capsys.readouterr().err
+    assert e.value.code not in (0, None) and message in text and "Traceback" not in text, text
+
+
+def test_wilson_interval():
+    wilson = hllm_quality.wilson
+    assert wilson(0.0, 95)[0] == 0 and 0.03 < wilson(0.0, 95)[1] < 0.05  # zero hits still has an upper bound
+    lo, hi = wilson(0.5, 100)
+    assert lo == pytest.approx(0.404, abs=1e-3) and hi == pytest.approx(0.596, abs=1e-3)
