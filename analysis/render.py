@@ -110,7 +110,7 @@ def render_markdown(ctx: dict, images: dict[str, str]) -> str:
     truth = _truth_display(ctx)
     if truth is not None:
         lines += ["## World oracle (true values)", "", ORACLE_TEXT, "", _md_table(truth), ""]
-    lines += ["## Arms", "", _md_table(_arms_display(ctx["arms"])),
+    lines += ["## Arms", "", _md_table(_arms_display(ctx["arms"])), "", _md_table(_pipelines(ctx)),
               "", f"![cumulative]({images['cumulative']})", "", f"![latency]({images['latency']})", "",
               "## Per-channel contribution", "", f"![channels]({images['channels']})", "",
               _md_table(ctx["channels"].drop(columns=["run_id"], errors="ignore")), "",
@@ -135,6 +135,11 @@ def _arms_display(arms: pd.DataFrame) -> pd.DataFrame:
              "latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms", "coverage": "coverage"}
     cols = [c for c in names if c in arms]
     return arms[cols].rename(columns=names)
+
+
+def _pipelines(ctx: dict) -> pd.DataFrame:
+    """One row per arm: its pipeline stage by stage (what the A/B actually compares)."""
+    return pd.DataFrame([{"arm": a, "pipeline": " -> ".join(st) or "?"} for a, st in ctx["pipelines"].items()])
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -203,7 +208,8 @@ def render_html(ctx: dict, images: dict[str, str]) -> str:
         seed=html.escape(str(info.get("seed"))), git_rev=html.escape(str(info.get("git_rev"))),
         n_requests=fmt(info.get("n_requests")) if info.get("n_requests") is not None else "?",
         answer=answer, srm_banner=srm_banner, guardrail_banner=guard, decision_rule=html.escape(DECISION_RULE),
-        effects_table=_effects_html(summary), arms_table=_html_table(_arms_display(ctx["arms"])),
+        effects_table=_effects_html(summary),
+        arms_table=_html_table(_arms_display(ctx["arms"])) + _html_table(_pipelines(ctx)),
         channels_table=_html_table(ctx["channels"].drop(columns=["run_id"], errors="ignore")),
         config_json=html.escape(_pretty_config(info)), sequential_section=seq, truth_section=truth_html,
         img_forest=images["forest"], img_cumulative=images["cumulative"], img_latency=images["latency"],

@@ -239,6 +239,19 @@ def arm_summary(con, run_id: str) -> pd.DataFrame:
     return df
 
 
+def arm_pipelines(con, run_id: str) -> dict[str, list[str]]:
+    """Each arm's pipeline stage by stage (from the arm config stored with the run)."""
+    from simulator.config import ArmConfig, describe_pipeline
+
+    out = {}
+    for arm, js in con.execute("SELECT arm, pipeline_json FROM arms WHERE run_id = ? ORDER BY arm", [run_id]).fetchall():
+        try:
+            out[arm] = describe_pipeline(ArmConfig.model_validate_json(js))
+        except ValueError:  # not an arm config (hand-made events): nothing to describe
+            out[arm] = []
+    return out
+
+
 def _sequential(con, run_id: str, summary: pd.DataFrame, cfg: AnalysisConfig) -> dict:
     """The primary metric's sequential monitor per treatment arm (or why there is none)."""
     prim = next(m for m in metric_list(cfg) if m.role == "primary")
@@ -269,7 +282,7 @@ def report_context(con, run_id: str, config: AnalysisConfig | dict | None = None
              if r["role"] == "primary"}
     return dict(info=info, config=cfg, summary=summary, arms=arm_summary(con, run_id), srm=srm, channels=channels,
                 truth=truth_table(con, run_id), sequential=_sequential(con, run_id, summary, cfg), power=power,
-                headline=headline(summary, cfg.alpha, cfg.power),
+                headline=headline(summary, cfg.alpha, cfg.power), pipelines=arm_pipelines(con, run_id),
                 warnings=run_warnings(con, info))  # unfinished run, changed data (analysis/provenance.py)
 
 
@@ -312,7 +325,7 @@ def report_json(ctx: dict) -> dict:
         "truth_passes": ctx["truth"],
         "sequential": {"metric": seq["metric"], "note": seq["note"],
                        "arms": {a: {"stop": v["stop"], "path": v["path"]} for a, v in seq["arms"].items()}},
-        "arms": ctx["arms"], "channels": ctx["channels"].drop(columns=["run_id"], errors="ignore"),
+        "arms": ctx["arms"], "pipelines": ctx["pipelines"], "channels": ctx["channels"].drop(columns=["run_id"], errors="ignore"),
         "analysis_config": ctx["config"].model_dump(mode="json"), "config": config,
     })
 

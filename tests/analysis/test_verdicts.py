@@ -109,6 +109,9 @@ def test_report_json_sequential_monitor_and_cli_json(world, tmp_path):
     assert js["run"]["run_id"] == rid and js["run"]["config_hash"] and js["srm"]["p"] > 0
     assert js["headline"][0].startswith(("popularity beats random on ctr", "No detectable difference in ctr"))
     assert {e["metric"] for e in js["effects"]} >= {"ctr", "latency_ms"} and js["truth"]
+    assert js["pipelines"]["popularity"] == ["retrieval: popularity (20)", "coarse: none", "fine: none",
+                                             "rerank: seen filter", "slate: 5"]
+    assert "retrieval: popularity (20) -&gt; coarse: none" in open(paths["html"]).read()
     path = js["sequential"]["arms"]["popularity"]["path"]
     p = [x["p_always_valid"] for x in path]
     lo, hi = [x["cs_low"] for x in path], [x["cs_high"] for x in path]
