@@ -43,8 +43,16 @@ class EstimationError(SimError):
     """The data cannot support the requested test (empty arm, zero variance...)."""
 
 
-@dataclass
+NOT_POSITIVE = "relative lift undefined: the control mean is not positive"
+
+
+@dataclass(kw_only=True)
 class Effect:
+    """One comparison of a treatment arm with the control on one metric (build it with keywords).
+
+    Numbers are stored as plain floats/ints; a relative lift over a control that is not positive is
+    undefined, and the note says so."""
+
     metric: str
     method: str
     control_arm: str
@@ -61,6 +69,15 @@ class Effect:
     note: str = ""
     extra: dict = field(default_factory=dict)
     rel_se: float = float("nan")
+
+    def __post_init__(self) -> None:
+        for k in ("control", "treatment", "abs_lift", "rel_lift", "p", "se", "rel_se"):
+            setattr(self, k, float(getattr(self, k)))
+        self.ci = tuple(map(float, self.ci))
+        self.rel_ci = tuple(map(float, self.rel_ci))
+        self.n_by_arm = {k: int(v) for k, v in self.n_by_arm.items()}
+        if not self.control > 0 and NOT_POSITIVE not in self.note:
+            self.note = "; ".join(x for x in (self.note, NOT_POSITIVE) if x)
 
     def as_row(self) -> dict:
         d = asdict(self)
@@ -122,7 +139,6 @@ def rel_delta(t: float, c: float, vt: float, vc: float, z: float) -> tuple[float
     return relative(t - c, c, vt + vc, vc, -vc, z)
 
 
-NOT_POSITIVE = "relative lift undefined: the control mean is not positive"
 
 
 def ratio_stats(y: np.ndarray, x: np.ndarray) -> tuple[float, float]:
@@ -179,9 +195,9 @@ def welch_effect(yt, yc, name, c, t, alpha, method, note="") -> Effect:
     mt, mc = yt.mean(), yc.mean()
     z = stats.norm.ppf(1 - alpha / 2)
     rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
-    return Effect(name, method, c, t, float(mc), float(mt), float(mt - mc), rel, (lo, hi), rel_ci, float(p),
-                  {c: int(yc.size), t: int(yt.size)}, se=float(np.sqrt(vt + vc)), rel_se=rel_se,
-                  note=note or ("" if mc > 0 else NOT_POSITIVE))
+    return Effect(metric=name, method=method, control_arm=c, treatment_arm=t, control=mc, treatment=mt,
+                  abs_lift=mt - mc, rel_lift=rel, ci=(lo, hi), rel_ci=rel_ci, p=p,
+                  n_by_arm={c: yc.size, t: yt.size}, se=np.sqrt(vt + vc), rel_se=rel_se, note=note)
 
 
 class TwoProportion(Estimator):
@@ -203,9 +219,9 @@ class TwoProportion(Estimator):
         z = stats.norm.ppf(1 - self.alpha / 2)
         se = np.sqrt(vt + vc)
         rel, rel_ci, rel_se = rel_delta(pt, pc, vt, vc, z)
-        return Effect(metric.name, self.name, c, t, float(pc), float(pt), float(pt - pc), rel,
-                      (pt - pc - z * se, pt - pc + z * se), rel_ci, float(p), {c: int(nc), t: int(nt)}, se=float(se),
-                      rel_se=rel_se, note="" if pc > 0 else NOT_POSITIVE)
+        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=pc,
+                      treatment=pt, abs_lift=pt - pc, rel_lift=rel, ci=(pt - pc - z * se, pt - pc + z * se),
+                      rel_ci=rel_ci, p=p, n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se)
 
 
 class DeltaRatio(Estimator):
@@ -231,9 +247,9 @@ def z_effect(mt, mc, vt, vc, name, c, t, alpha, method, n, note="") -> Effect:
     d = mt - mc
     p = 2 * stats.norm.sf(abs(d) / se)
     rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
-    return Effect(name, method, c, t, float(mc), float(mt), float(d), rel, (d - z * se, d + z * se), rel_ci,
-                  float(p), {k: int(v) for k, v in n.items()}, se=se, rel_se=rel_se,
-                  note=note or ("" if mc > 0 else NOT_POSITIVE))
+    return Effect(metric=name, method=method, control_arm=c, treatment_arm=t, control=mc, treatment=mt,
+                  abs_lift=d, rel_lift=rel, ci=(d - z * se, d + z * se), rel_ci=rel_ci, p=p, n_by_arm=n, se=se,
+                  rel_se=rel_se, note=note)
 
 
 def influence(y: np.ndarray, x: np.ndarray | None) -> tuple[float, np.ndarray]:
@@ -320,9 +336,9 @@ class Cuped(Estimator):
         cov_dc = -float(np.cov(psic, phic, ddof=1)[0, 1]) / nc  # d contains -R_c(adjusted)
         rel, rel_ci, rel_se = relative(d, rc, vd, phic.var(ddof=1) / nc, cov_dc, z)
         plain_var = phic.var(ddof=1) / nc + phit.var(ddof=1) / nt
-        return Effect(metric.name, self.name, c, t, rc, rt, d, rel, (d - z * se, d + z * se), rel_ci,
-                      float(2 * stats.norm.sf(abs(d) / se)), {c: nc, t: nt}, se=se, rel_se=rel_se,
-                      note="" if rc > 0 else NOT_POSITIVE,
+        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
+                      treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - z * se, d + z * se), rel_ci=rel_ci,
+                      p=2 * stats.norm.sf(abs(d) / se), n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se,
                       extra={"theta": dict(zip(cols, map(float, theta), strict=True)), "covariates": cols,
                              "var_reduction": float(1 - vd / plain_var) if plain_var > 0 else 0.0})
 
@@ -372,9 +388,9 @@ class Bootstrap(Estimator):
         vt = (yt.var(ddof=1) / yt.size) if metric.kind != "ratio" else ratio_stats(yt, xt)[1]
         rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
         lo, hi = res.confidence_interval
-        return Effect(metric.name, self.name, c, t, float(mc), float(mt), float(d), rel, (float(lo), float(hi)),
-                      rel_ci, p, {c: int(yc.size), t: int(yt.size)}, se=se, rel_se=rel_se,
-                      note="" if mc > 0 else NOT_POSITIVE)
+        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=mc,
+                      treatment=mt, abs_lift=d, rel_lift=rel, ci=(lo, hi), rel_ci=rel_ci, p=p,
+                      n_by_arm={c: yc.size, t: yt.size}, se=se, rel_se=rel_se)
 
 
 # ---------------------------------------------------------------- sequential
@@ -433,8 +449,9 @@ class BatchRatio(Estimator):
         d = rt - rc
         rel, rel_ci, rel_se = relative(d, rc, vd, vc, float(np.cov(phi, phic, ddof=1)[0, 1]) / B, q)
         n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
-        return Effect(metric.name, self.name, c, t, rc, rt, d, rel, (d - q * se, d + q * se), rel_ci,
-                      float(2 * stats.t.sf(abs(d) / se, B - 1)), n, se=se, rel_se=rel_se,
+        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
+                      treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
+                      p=2 * stats.t.sf(abs(d) / se, B - 1), n_by_arm=n, se=se, rel_se=rel_se,
                       note=f"n = serving batches ({B}), not users")
 
 
@@ -468,8 +485,9 @@ class MSPRT(Estimator):
         hw = float(confidence_sequence_halfwidth(np.array([v]), self.tau2, self.alpha)[0])
         self.cs = (max(self.cs[0], e.abs_lift - hw), min(self.cs[1], e.abs_lift + hw))
         rel_cs = (self.cs[0] / e.control, self.cs[1] / e.control) if e.control > 0 else NAN2
-        return Effect(metric.name, self.name, c, t, e.control, e.treatment, e.abs_lift, e.rel_lift, self.cs, rel_cs,
-                      self.p, e.n_by_arm, se=e.se, rel_se=e.rel_se,
+        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=e.control,
+                      treatment=e.treatment, abs_lift=e.abs_lift, rel_lift=e.rel_lift, ci=self.cs, rel_ci=rel_cs,
+                      p=self.p, n_by_arm=e.n_by_arm, se=e.se, rel_se=e.rel_se,
                       note=f"always-valid p / confidence sequence after {self.looks} look(s)",
                       extra={"tau2": self.tau2, "looks": self.looks})
 

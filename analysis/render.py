@@ -10,6 +10,8 @@ from string import Template
 
 import pandas as pd
 
+from .truth import truth_summary
+
 TEMPLATE = Template((Path(__file__).parent / "templates" / "report.html").read_text())
 
 
@@ -74,8 +76,6 @@ def _sequential_text(ctx: dict) -> str:
 
 
 def _truth_display(ctx: dict) -> pd.DataFrame | None:
-    from .report import truth_summary
-
     if ctx["truth"].empty:
         return None
     t = truth_summary(ctx["truth"])

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from simulator.errors import ConfigError
-from simulator.oracle import paired_lift
 
 from .decision import decide, headline, power_numbers
 from .estimators import DeltaRatio, EstimationError, default_estimator
@@ -24,6 +23,7 @@ from .provenance import run_warnings
 from .render import render_html, render_markdown
 from .sequential import first_stop, monitorable, sequential_path
 from .srm import SRMResult, srm_for_run
+from .truth import add_truth, truth_summary, truth_table
 from .views import (
     DEFAULT_METRICS,
     AnalysisConfig,
@@ -107,24 +107,6 @@ def _with_connection(catalog_or_con):
     return cm()
 
 
-def truth_table(con, run_id: str) -> pd.DataFrame:
-    """The world oracle's passes of the run (arm, metric, rep, value); empty when there is none."""
-    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                      "WHERE table_schema = 'main' AND table_name = 'truth'").fetchall()}
-    if not {"rep", "value"} <= cols:
-        return pd.DataFrame(columns=["arm", "metric", "rep", "value"])
-    return con.execute("SELECT arm, metric, rep, value FROM truth WHERE run_id = ? ORDER BY arm, metric, rep",
-                       [run_id]).df()
-
-
-def truth_summary(truth: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and metric: mean over passes, Monte-Carlo SE, passes."""
-    g = truth.groupby(["arm", "metric"])["value"]
-    out = g.agg(["mean", "std", "count"]).reset_index()
-    out["se"] = out["std"] / np.sqrt(out["count"])
-    return out.rename(columns={"mean": "value", "count": "reps"})[["arm", "metric", "value", "se", "reps"]]
-
-
 def _effect(table, batches, m: Metric, control: str, arm: str, cfg: AnalysisConfig) -> dict:
     """One effect row (metric x treatment arm); estimation problems become a note, not an error."""
     est = default_estimator(m, cfg.alpha, cfg.cuped, tuple(cfg.covariates))
@@ -144,20 +126,6 @@ def _effect(table, batches, m: Metric, control: str, arm: str, cfg: AnalysisConf
                "n_control": int(n.get(control, 0)), "n_treatment": int(n.get(arm, 0)), "p": np.nan}
     row.update(arm=arm, role=m.role, higher_is_better=m.higher_is_better)
     return row
-
-
-def _add_truth(df: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """World-oracle columns: true arm values and the true relative lift (Monte-Carlo SE from paired passes)."""
-    per = {k: g.sort_values("rep")["value"].to_numpy() for k, g in truth.groupby(["arm", "metric"])}
-    cols = {"true_control": [], "true_treatment": [], "true_rel_lift": [], "true_rel_se": []}
-    for r in df.itertuples():
-        c, t = per.get((r.control_arm, r.metric)), per.get((r.arm, r.metric))
-        vals = (np.nan,) * 4
-        if c is not None and t is not None and len(c) == len(t):
-            vals = (c.mean(), t.mean(), *paired_lift(c, t))
-        for k, v in zip(cols, vals, strict=True):
-            cols[k].append(v)
-    return df.assign(**cols)
 
 
 def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> pd.DataFrame:
@@ -184,7 +152,7 @@ def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> 
     for c in SUMMARY_COLUMNS:
         if c not in df:
             df[c] = np.nan
-    df = _add_truth(decide(df, cfg), truth_table(con, run_id))
+    df = add_truth(decide(df, cfg), truth_table(con, run_id))
     df["note"] = df["note"].fillna("")
     df.attrs.update(control=control, alpha=cfg.alpha, power=cfg.power, notes=notes)
     return df[SUMMARY_COLUMNS + ["higher_is_better", "guardrail_violated"]].reset_index(drop=True)

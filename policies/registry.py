@@ -4,8 +4,12 @@
     class SASRecPolicy(FullScorePolicy): ...
 
 ``create(name, **overrides)`` validates the config (pydantic, ``extra="forbid"``) so a typo is
-an error naming the field; ``get(name)`` returns the entry; ``names()`` lists them all. Policy
-modules are imported by :func:`load_builtin` (explicit list, no magic discovery).
+an error naming the field; ``get(name)`` returns the entry; ``names()`` lists them all.
+
+Plug-ins are listed in ONE place, the package's entry points (pyproject.toml, group
+``hllm_sim.policies``: name = module that registers it), so this module names no plug-in and a
+third-party package can add policies the same way. ``get(name)`` imports only that name's module
+(hllm pulls in transformers: seconds); ``names()`` imports them all.
 """
 
 from __future__ import annotations
@@ -19,26 +23,14 @@ from pydantic import BaseModel, ValidationError
 
 from simulator.errors import ConfigError
 
-BUILTIN_MODULES = (
-    "policies.baselines",
-    "policies.itemknn",
-    "policies.sasrec",
-    "policies.hstu",
-    "hllm.policy",
-    "hllm.rank_policy",
-)
+ENTRY_POINT_GROUP = "hllm_sim.policies"
 
-# where each built-in name is registered, so ``get(name)`` imports only that module (hllm
-# pulls in transformers: seconds); ``names()`` still imports every module
-BUILTIN_NAMES = {
-    "random": "policies.baselines",
-    "popularity": "policies.baselines",
-    "itemknn": "policies.itemknn",
-    "sasrec": "policies.sasrec",
-    "hstu": "policies.hstu",
-    "hllm": "hllm.policy",
-    "hllm_rank": "hllm.rank_policy",
-}
+
+def plugins() -> dict[str, str]:
+    """Policy name -> module that registers it, from the installed packages' entry points."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 @dataclass(frozen=True)
@@ -72,40 +64,34 @@ def register(name: str, *, config: type[BaseModel], kinds: tuple[str, ...] = ("r
     return deco
 
 
-def load_builtin() -> None:
-    """Import the built-in policy modules (each registers itself). Missing optional modules
-    are skipped only if they do not exist yet; import errors inside them propagate."""
+def _import(module: str) -> None:
+    importlib.import_module(module)  # the module registers its policies
+
+
+def load_all() -> None:
+    """Import every plug-in module (each registers itself)."""
     global _loaded
     if _loaded:
         return
-    for mod in BUILTIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+    found = plugins()
+    if not found:
+        raise ConfigError(f"no policies are registered (entry points {ENTRY_POINT_GROUP!r}): install the package "
+                          "with `python -m pip install -e .`")
+    for mod in dict.fromkeys(found.values()):
+        _import(mod)
     _loaded = True
 
 
 def names() -> list[str]:
-    load_builtin()
+    load_all()
     return sorted(_REGISTRY)
 
 
-def _import_for(name: str) -> None:
-    mod = BUILTIN_NAMES.get(name)
-    if mod is not None and name not in _REGISTRY:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
 def get(name: str) -> Entry:
-    _import_for(name)
+    if name not in _REGISTRY and name in plugins():
+        _import(plugins()[name])
     if name not in _REGISTRY:
-        load_builtin()
+        load_all()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -78,6 +78,7 @@ def run(
             else:
                 cfg = build_config(treatment, control, arms, config, ov, _default_arm_items(config, data, cat))
                 validate(cfg, cat)  # unknown policy / dataset, impossible quotas: one line, before any work
+                check_analysis_block(cfg)
                 run_id = run_experiment(cfg, cat, progress=not quiet)
         except RunInterrupted as e:
             verb = "terminated" if e.exit_code == 143 else "interrupted"
@@ -132,22 +133,28 @@ def _default_arm_items(config: Optional[Path], data: Optional[str], cat) -> Opti
     return n
 
 
+def check_analysis_block(cfg) -> None:
+    """The run config's ``analysis`` block, checked before any work so a typo cannot surface only
+    after the run (the command layer: the simulator itself knows nothing of the analysis)."""
+    if cfg.analysis is not None:
+        from analysis.report import analysis_config, metric_list
+
+        metric_list(analysis_config({}, cfg.analysis))
+
+
 def summarize_run(cat, run_id: str, report_dir: Path) -> None:
-    """Print the effect table and write the report (analysis package), or a plain summary."""
+    """Print the answer and the effect table and write the report, or (if the analysis fails) a plain summary."""
+    from analysis.report import format_summary, summarize, write_report
+
     try:
-        from analysis.report import format_summary, summarize, write_report
-    except ImportError:
-        summarize = write_report = format_summary = None
-    if summarize is not None:
-        try:
-            table = summarize(cat.con, run_id)
-            paths = write_report(cat.con, run_id, report_dir)
-            typer.echo(format_summary(table))
-            typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')}, {paths.get('json')})")
-            return
-        except Exception as e:  # the run's events are safe; fall back to the plain summary
-            typer.secho(f"warning: analysis report failed ({type(e).__name__}: {e}); plain summary follows",
-                        err=True, fg=typer.colors.YELLOW)
+        table = summarize(cat.con, run_id)
+        paths = write_report(cat.con, run_id, report_dir)
+        typer.echo(format_summary(table))
+        typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')}, {paths.get('json')})")
+        return
+    except Exception as e:  # noqa: BLE001 - the run's events are safe; fall back to the plain summary
+        typer.secho(f"warning: analysis report failed ({type(e).__name__}: {e}); plain summary follows",
+                    err=True, fg=typer.colors.YELLOW)
     rows = cat.con.execute("""
         SELECT r.arm, count(DISTINCT r.user_id) AS users, count(*) AS requests,
                count(f.request_id) AS clicks, round(count(f.request_id) / count(*), 4) AS ctr_per_request,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policies.base import PAD, Candidates, Slate, UserBatch, topk_excluding
+from policies.base import PAD, Candidates, FullScorePolicy, Slate, UserBatch, topk_excluding
 from policies.rerank import make_reranker
 from simulator.config import ArmConfig
 
@@ -81,7 +81,7 @@ class Pipeline:
 
         def all_scores(name: str) -> np.ndarray | None:
             pol = self.policies[name]
-            if not hasattr(pol, "score_all"):
+            if not isinstance(pol, FullScorePolicy):  # the declared contract, not a duck-typed method
                 return None
             if name not in full:
                 full[name] = np.asarray(pol.score_all(users), dtype=np.float32)

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from policies import registry
 from policies.store import fit_or_load
 from simulator import signals
-from simulator.busy import holding
 from simulator.config import ExperimentConfig
 from simulator.data import Catalog, ensure_dataset
+from simulator.data.busy import holding
 from simulator.data.sequences import Dataset, LeaveOneOut
 from simulator.design import ABDesign
 from simulator.errors import ConfigError, NotFoundError, RunInterrupted
@@ -56,10 +56,6 @@ def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
     larger than the catalog."""
     for name in cfg.all_policies():
         registry.get(name)
-    if cfg.analysis is not None:  # checked now so a typo cannot surface only after the run
-        from analysis.report import analysis_config, metric_list
-
-        metric_list(analysis_config({}, cfg.analysis))
     for name, ov in cfg.policies.items():
         registry.make_config(name, ov)
     for arm in cfg.arms:

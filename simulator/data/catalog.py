@@ -38,7 +38,7 @@ def connect(path: str, read_only: bool = False, config: dict | None = None) -> d
     try:
         return duckdb.connect(path, read_only=read_only, config=config or {})
     except duckdb.Error as e:
-        from simulator.busy import busy_message
+        from simulator.data.busy import busy_message
 
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SimError(busy_message(path, msg) or f"cannot open catalog {path}: {msg}") from None

@@ -173,12 +173,6 @@ class Dataset:
     def leave_one_out(self) -> LeaveOneOut:
         return LeaveOneOut.from_sequences(self.sequences)
 
-    def temporal_split(self, test_frac: float = 0.1, valid_frac: float = 0.1):
-        """Global temporal split (see :class:`simulator.data.splits.TemporalSplit`)."""
-        from simulator.data.splits import TemporalSplit
-
-        return TemporalSplit.from_sequences(self.sequences, test_frac=test_frac, valid_frac=valid_frac)
-
     def until(self, t: float) -> Dataset:
         """The logs up to time ``t`` (inclusive), named ``name@t``: same users and items, ``values``
         kept aligned with the interactions (a ranker's like labels need them)."""

@@ -2,6 +2,7 @@
 
 import pytest
 
+from simulator.cli_run import check_analysis_block
 from simulator.config import default_arm, parse_config
 from simulator.errors import ConfigError
 from simulator.run import validate
@@ -15,6 +16,7 @@ def _cfg(analysis):
 def test_valid_analysis_block_is_stored_in_resolved_config():
     cfg = _cfg({"primary": "ctr", "guardrails": ["latency_ms"]})
     validate(cfg)
+    check_analysis_block(cfg)
     assert '"analysis": {"guardrails": ["latency_ms"], "primary": "ctr"}' in cfg.resolved_json()
 
 
@@ -24,4 +26,4 @@ def test_valid_analysis_block_is_stored_in_resolved_config():
 ])
 def test_bad_analysis_block_fails_before_work(block, message):
     with pytest.raises(ConfigError, match=message):
-        validate(_cfg(block))
+        check_analysis_block(_cfg(block))

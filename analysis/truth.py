@@ -1,0 +1,45 @@
+"""The world oracle's side of a report: each arm's true values and the true lifts.
+
+The simulator stores one row per (run, arm, metric, pass) in ``truth`` (simulator/oracle.py);
+passes of the same index are paired across arms (common random numbers), so a lift's
+Monte-Carlo standard error comes from the paired passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from simulator.oracle import paired_lift
+
+
+def truth_table(con, run_id: str) -> pd.DataFrame:
+    """The world oracle's passes of the run (arm, metric, rep, value); empty when there is none."""
+    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_schema = 'main' AND table_name = 'truth'").fetchall()}
+    if not {"rep", "value"} <= cols:
+        return pd.DataFrame(columns=["arm", "metric", "rep", "value"])
+    return con.execute("SELECT arm, metric, rep, value FROM truth WHERE run_id = ? ORDER BY arm, metric, rep",
+                       [run_id]).df()
+
+
+def truth_summary(truth: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and metric: mean over passes, Monte-Carlo SE, passes."""
+    g = truth.groupby(["arm", "metric"])["value"]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["se"] = out["std"] / np.sqrt(out["count"])
+    return out.rename(columns={"mean": "value", "count": "reps"})[["arm", "metric", "value", "se", "reps"]]
+
+
+def add_truth(df: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """World-oracle columns: true arm values and the true relative lift (Monte-Carlo SE from paired passes)."""
+    per = {k: g.sort_values("rep")["value"].to_numpy() for k, g in truth.groupby(["arm", "metric"])}
+    cols = {"true_control": [], "true_treatment": [], "true_rel_lift": [], "true_rel_se": []}
+    for r in df.itertuples():
+        c, t = per.get((r.control_arm, r.metric)), per.get((r.arm, r.metric))
+        vals = (np.nan,) * 4
+        if c is not None and t is not None and len(c) == len(t):
+            vals = (c.mean(), t.mean(), *paired_lift(c, t))
+        for k, v in zip(cols, vals, strict=True):
+            cols[k].append(v)
+    return df.assign(**cols)
