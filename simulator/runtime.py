@@ -88,7 +88,6 @@ class LocalRuntime:
     def __init__(self, arms: list[ArmConfig], policies: dict, dataset=None, actors_per_arm: int = 1,
                  chunk_size: int = 128, threads: int = 1) -> None:
         self.pipes = {a.name: Pipeline(a, {p: policies[p] for p in a.policies()}, dataset) for a in arms}
-        self.k = actors_per_arm
         self.chunk = chunk_size
         self.threads = threads
 
@@ -149,9 +148,6 @@ class _PipelineActor:
         arm = ArmConfig.model_validate_json(arm_json)
         pols = {k: (ray.get(v) if isinstance(v, ray.ObjectRef) else v) for k, v in policy_refs.items()}
         self.pipe = Pipeline(arm, pols, dataset)
-
-    def run(self, user_ids, histories, timestamps, now=None) -> SlateParts:
-        return _run_pipeline(self.pipe, UserBatch(np.asarray(user_ids), histories, timestamps, now))
 
     def run_packed(self, packed: tuple) -> SlateParts:
         return _run_pipeline(self.pipe, _unpack(packed))

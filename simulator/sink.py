@@ -54,7 +54,6 @@ class EventSink:
         ensure_schema(con)
         self._buf: dict[str, list[dict]] = {t: [] for t in TABLE_COLUMNS}
         self._rows = 0
-        self.written = {t: 0 for t in TABLE_COLUMNS}
 
     def add(self, table: str, **cols) -> None:
         """Append a chunk of rows: each column an array (or a scalar broadcast to the chunk)."""
@@ -82,6 +81,5 @@ class EventSink:
             self.con.register("_sink_chunk", tbl)
             self.con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _sink_chunk")
             self.con.unregister("_sink_chunk")
-            self.written[table] += tbl.num_rows
             self._buf[table] = []
         self._rows = 0

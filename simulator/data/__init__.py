@@ -12,7 +12,7 @@ from simulator.errors import NotFoundError
 
 __all__ = ["Catalog", "DatasetInfo", "Dataset", "LeaveOneOut", "Sequences", "dataset_schema",
            "get_dataset", "ensure_dataset", "default_catalog_path", "TemporalSplit", "temporal_split",
-           "load_recbole", "load_into_catalog"]
+           "load_into_catalog"]
 
 
 def load_into_catalog(*args, **kwargs):
@@ -20,13 +20,6 @@ def load_into_catalog(*args, **kwargs):
     from simulator.data.loaders import load_into_catalog as _load
 
     return _load(*args, **kwargs)
-
-
-def load_recbole(con, path, **kwargs):
-    """RecBole-atomic loader (see :mod:`simulator.data.loaders.recbole`)."""
-    from simulator.data.loaders.recbole import load_recbole as _load
-
-    return _load(con, path, **kwargs)
 
 
 def ensure_dataset(name: str, catalog: Catalog, **opts) -> None:

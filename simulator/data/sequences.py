@@ -72,16 +72,6 @@ class Sequences:
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return Sequences(indptr, self.items[mask], self.ts[mask])
 
-    def truncate_tail(self, n: int) -> Sequences:
-        """Drop the last ``n`` items of every sequence (users with fewer keep nothing)."""
-        lengths = np.maximum(self.lengths - n, 0)
-        keep = np.zeros(len(self.items), dtype=bool)
-        starts = self.indptr[:-1]
-        # mark the kept prefix of every user without a Python loop
-        idx = np.repeat(starts, lengths) + _ragged_arange(lengths)
-        keep[idx] = True
-        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        return Sequences(indptr, self.items[keep], self.ts[keep])
 
 
 def _ragged_arange(lengths: np.ndarray) -> np.ndarray:

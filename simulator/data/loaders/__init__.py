@@ -35,10 +35,6 @@ LOADERS: dict[str, Callable[..., Canonical]] = {
 }
 
 
-def register_loader(fmt: str, fn: Callable[..., Canonical]) -> None:
-    LOADERS[fmt] = fn
-
-
 def _drop_temp_tables(con) -> None:
     """Drop the loaders' scratch tables (temp tables named ``_raw_*``/``_ml_*``)."""
     names = con.execute("""SELECT table_name FROM duckdb_tables()

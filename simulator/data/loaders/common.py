@@ -8,20 +8,11 @@ lines and reports how many were skipped.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from simulator.errors import DataError
-
-
-@dataclass
-class ReadResult:
-    rel_name: str  # name of a DuckDB temp table holding the validated rows
-    n_rows: int
-    n_skipped: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def check_column_names(names: list[str], *, file: str | None = None, line: int | None = 1) -> list[str]:
@@ -63,7 +54,7 @@ def _read_lines(con: duckdb.DuckDBPyConnection, p: Path, table: str, encoding: s
 
 
 def read_text_table(con: duckdb.DuckDBPyConnection, path: str | Path, *, sep: str, columns: list[str] | None,
-                    header: bool, skip_bad_lines: bool = False, quote: str | None = None,
+                    header: bool, skip_bad_lines: bool = False,
                     encoding: str = "utf-8") -> tuple[str, list[str], int]:
     """Read a delimited file as all-VARCHAR into a temp table with a ``_line`` column.
 
@@ -83,7 +74,8 @@ def read_text_table(con: duckdb.DuckDBPyConnection, path: str | Path, *, sep: st
         if not first.strip():
             raise DataError("empty header line", file=str(p), line=1)
         columns = names
-    assert columns is not None
+    if columns is None:
+        raise DataError("no column names: the file has no header line and the format gives none", file=str(p))
     _counter[0] += 1
     tname = f"_raw_{_counter[0]}"
     # read the whole file line by line (one VARCHAR column), then split: we keep line numbers
@@ -91,7 +83,6 @@ def read_text_table(con: duckdb.DuckDBPyConnection, path: str | Path, *, sep: st
     _read_lines(con, p, f"{tname}_lines", encoding)
     start = 2 if header else 1
     ncol = len(columns)
-    quote_sql = ""
     parts = f"string_split(_text, '{sep}')" if sep != "'" else "string_split(_text, '''')"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {tname}_split AS
         SELECT _line, {parts} AS _f FROM {tname}_lines
@@ -106,7 +97,6 @@ def read_text_table(con: duckdb.DuckDBPyConnection, path: str | Path, *, sep: st
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {tname} AS
         SELECT _line, {sel} FROM {tname}_split WHERE len(_f) = {ncol} ORDER BY _line""")
     con.execute(f"DROP TABLE {tname}_lines; DROP TABLE {tname}_split")
-    del quote_sql
     return tname, columns, n_bad
 
 
