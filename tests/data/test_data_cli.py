@@ -58,8 +58,16 @@ def test_errors_are_one_line(tmp_path):
     assert out.returncode != 0 and "unknown dataset 'nope'" in out.stderr
 
 
-@pytest.mark.parametrize("cmd", [["data", "--help"], ["data", "load", "--help"], ["data", "synth", "--help"],
-                                 ["data", "info", "--help"], ["data", "list", "--help"], ["data", "split", "--help"]])
-def test_help(cmd):
+@pytest.mark.parametrize("cmd,expected", [
+    (["data", "--help"], ["load", "synth", "info", "list", "split"]),
+    (["data", "load", "--help"], ["--name", "--replace", "--skip-bad-lines", "--map", "--catalog"]),
+    (["data", "synth", "--help"], ["--users", "--items", "--seed", "--scale", "--replace"]),
+    (["data", "info", "--help"], ["--json", "--catalog"]),
+    (["data", "list", "--help"], ["--catalog"]),
+    (["data", "split", "--help"], ["--kind", "--test-frac", "--valid-frac", "--split-name"]),
+])
+def test_help_lists_the_commands_options(cmd, expected):
     r = _run(*cmd)
-    assert r.exit_code == 0 and "Usage" in r.output
+    missing = [x for x in expected if x not in r.output]
+    assert r.exit_code == 0 and "Usage:" in r.output
+    assert not missing, f"{' '.join(cmd)}: help does not mention {missing}"
