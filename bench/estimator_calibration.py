@@ -161,7 +161,9 @@ def run_peeking(E: int, n: int, seed: int, alpha: float, looks: int = 20, tau: f
 def run_perf(users: int = 20_000) -> dict:
     import duckdb
 
-    from analysis.fake_events import make_fake_run
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _fake_events import make_fake_run  # the tests' generator of event tables with a known lift
+
     from analysis.report import summarize, write_report
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 import duckdb
 import pandas as pd
 import pytest
+from _fake_events import ensure_event_schema, make_fake_run
 from typer.testing import CliRunner
 
-from analysis.fake_events import ensure_event_schema, make_fake_run
 from analysis.report import summarize, write_report
 from analysis.srm import srm_for_run
 from analysis.views import install_views, user_table

@@ -9,8 +9,8 @@ import json
 import duckdb
 import pandas as pd
 import pytest
+from _fake_events import make_fake_run
 
-from analysis.fake_events import make_fake_run
 from analysis.sqlguard import check_expression, check_query
 from analysis.views import Metric
 from simulator.errors import ConfigError, SimError

@@ -63,11 +63,31 @@ def make_fake_run(con, run_id: str = "fake-run", *, n_users: int = 2000, n_items
     arms = list(lifts)
     weights = weights or {a: 1.0 / len(arms) for a in arms}
     ensure_event_schema(con)
-    sim_start, horizon = 1_000_000.0, 86_400.0
+    sim_start = 1_000_000.0
     a_u = rng.lognormal(0.0, sigma, n_users)
     w = np.array([weights[a] for a in arms], dtype=float)
     arm_idx = rng.choice(len(arms), size=n_users, p=w / w.sum())
-    first_ts = sim_start + rng.uniform(0, horizon / 2, n_users)
+    req, r_user, first_ts = _requests(rng, run_id, arms, arm_idx, n_users, requests_per_user, sim_start)
+    exp, feedback = _exposures_and_feedback(rng, run_id, arms, req, r_user, a_u, lifts, n_items, slate, base_ctr)
+    users_with_req = np.unique(r_user)
+    arm_names = np.array(arms, dtype=object)
+    asg = pd.DataFrame({"run_id": run_id, "user_id": users_with_req.astype(np.int64),
+                        "arm": arm_names[arm_idx[users_with_req]], "first_ts": first_ts[users_with_req]})
+    runs_df, arms_df = _run_rows(run_id, arms, lifts, weights, dataset, seed, config, sim_start, req)
+    for name, df in (("runs", runs_df), ("arms", arms_df), ("assignments", asg), ("requests", req),
+                     ("exposures", exp), ("feedback", feedback)):
+        con.register("_tmp_df", df)
+        con.execute(f"INSERT OR REPLACE INTO {name} BY NAME SELECT * FROM _tmp_df")
+        con.unregister("_tmp_df")
+    if write_dataset:
+        write_fake_dataset(con, dataset, n_users, n_items, a_u, sim_start, rng)
+    return {"run_id": run_id, "lifts": lifts, "n_exposures": len(exp), "n_requests": len(req),
+            "n_users": int(users_with_req.size)}
+
+
+def _requests(rng, run_id, arms, arm_idx, n_users, requests_per_user, sim_start):
+    """Requests over half a day; a slower serving time for each later arm (a known latency effect)."""
+    first_ts = sim_start + rng.uniform(0, 43_200.0, n_users)
     n_req = 1 + rng.poisson(requests_per_user - 1, n_users)
     R = int(n_req.sum())
     r_user = np.repeat(np.arange(n_users), n_req)
@@ -76,47 +96,44 @@ def make_fake_run(con, run_id: str = "fake-run", *, n_users: int = 2000, n_items
     order = np.lexsort((r_user, r_ts))
     r_user, r_ts, r_k = r_user[order], r_ts[order], r_k[order]
     r_arm = arm_idx[r_user]
-    r_session = r_user * 1000 + r_k // 3
-    arm_lat = {a: 5.0 + 3.0 * i for i, a in enumerate(arms)}
-    r_lat = np.array([arm_lat[a] for a in arms])[r_arm] * rng.lognormal(0, 0.3, R)
-    arm_names = np.array(arms, dtype=object)
+    r_lat = (5.0 + 3.0 * r_arm) * rng.lognormal(0, 0.3, R)
     req = pd.DataFrame({"run_id": run_id, "request_id": np.arange(R, dtype=np.int64),
-                        "user_id": r_user.astype(np.int64), "arm": arm_names[r_arm], "ts": r_ts,
-                        "session_id": r_session.astype(np.int64), "latency_ms": r_lat,
-                        "batch_no": ((r_ts - sim_start) // 600.0).astype(np.int64)})
-    # exposures: R x slate
+                        "user_id": r_user.astype(np.int64), "arm": np.array(arms, dtype=object)[r_arm], "ts": r_ts,
+                        "session_id": (r_user * 1000 + r_k // 3).astype(np.int64), "latency_ms": r_lat,
+                        "batch_no": ((r_ts - sim_start) // 600.0).astype(np.int64), "_arm": r_arm})
+    return req, r_user, first_ts
+
+
+def _exposures_and_feedback(rng, run_id, arms, req, r_user, a_u, lifts, n_items, slate, base_ctr):
+    """Slates of ``slate`` items; position p clicked with base_ctr * a_u * lift / sqrt(1 + p); half consumed."""
+    R, r_arm = len(req), req.pop("_arm").to_numpy()
+    arm_names = np.array(arms, dtype=object)
+    e_req, e_pos = np.repeat(np.arange(R), slate), np.tile(np.arange(slate), R)
     E = R * slate
-    e_req = np.repeat(np.arange(R), slate)
-    e_pos = np.tile(np.arange(slate), R)
     e_item = (rng.zipf(1.5, E) - 1) % n_items
-    e_chan = np.array(["ann", "popular", "item2item"], dtype=object)[rng.integers(0, 3, E)]
     exp = pd.DataFrame({"run_id": run_id, "request_id": e_req.astype(np.int64),
                         "user_id": r_user[e_req].astype(np.int64), "arm": arm_names[r_arm[e_req]],
                         "position": e_pos.astype(np.int32), "item_id": e_item.astype(np.int64),
-                        "channel": e_chan, "score": rng.normal(size=E), "latency_ms": r_lat[e_req],
-                        "ts": r_ts[e_req]})
+                        "channel": np.array(["ann", "popular", "item2item"], dtype=object)[rng.integers(0, 3, E)],
+                        "score": rng.normal(size=E), "latency_ms": req["latency_ms"].to_numpy()[e_req],
+                        "ts": req["ts"].to_numpy()[e_req]})
     lift_vec = np.array([lifts[a] for a in arms])[r_arm[e_req]]
     p = np.minimum(base_ctr * a_u[r_user[e_req]] * lift_vec / np.sqrt(1 + e_pos), 0.9)
-    clicked = rng.random(E) < p
-    # one event per (request, item): drop duplicate items within a slate for clicks
-    ci = np.flatnonzero(clicked)
-    key = e_req[ci] * n_items + e_item[ci]
-    _, first = np.unique(key, return_index=True)
+    ci = np.flatnonzero(rng.random(E) < p)
+    _, first = np.unique(e_req[ci] * n_items + e_item[ci], return_index=True)  # one event per (request, item)
     ci = ci[np.sort(first)]
     consumed = ci[rng.random(ci.size) < 0.5]
-    fb = []
-    for ev, idx, val in (("click", ci, np.ones(ci.size)), ("consume", consumed, rng.uniform(0.5, 1.0, consumed.size))):
-        fb.append(pd.DataFrame({"run_id": run_id, "request_id": e_req[idx].astype(np.int64),
-                                "user_id": r_user[e_req[idx]].astype(np.int64),
-                                "arm": arm_names[r_arm[e_req[idx]]], "item_id": e_item[idx].astype(np.int64),
-                                "position": e_pos[idx].astype(np.int32), "event": ev, "value": val,
-                                "ts": r_ts[e_req[idx]] + 5.0}))
-    feedback = pd.concat(fb, ignore_index=True)
-    users_with_req = np.unique(r_user)
-    asg = pd.DataFrame({"run_id": run_id, "user_id": users_with_req.astype(np.int64),
-                        "arm": arm_names[arm_idx[users_with_req]], "first_ts": first_ts[users_with_req]})
-    arms_df = pd.DataFrame({"run_id": run_id, "arm": arms,
-                            "role": ["control"] + ["treatment"] * (len(arms) - 1),
+    fb = [pd.DataFrame({"run_id": run_id, "request_id": e_req[idx].astype(np.int64),
+                        "user_id": r_user[e_req[idx]].astype(np.int64), "arm": arm_names[r_arm[e_req[idx]]],
+                        "item_id": e_item[idx].astype(np.int64), "position": e_pos[idx].astype(np.int32),
+                        "event": ev, "value": val, "ts": req["ts"].to_numpy()[e_req[idx]] + 5.0})
+          for ev, idx, val in (("click", ci, np.ones(ci.size)),
+                               ("consume", consumed, rng.uniform(0.5, 1.0, consumed.size)))]
+    return exp, pd.concat(fb, ignore_index=True)
+
+
+def _run_rows(run_id, arms, lifts, weights, dataset, seed, config, sim_start, req):
+    arms_df = pd.DataFrame({"run_id": run_id, "arm": arms, "role": ["control"] + ["treatment"] * (len(arms) - 1),
                             "weight": [float(weights[a]) for a in arms],
                             "pipeline_json": [json.dumps({"arm": a, "lift": lifts[a]}) for a in arms]})
     cfg = config or {"name": "fake", "dataset": dataset, "seed": seed,
@@ -125,12 +142,5 @@ def make_fake_run(con, run_id: str = "fake-run", *, n_users: int = 2000, n_items
                             "config_hash": ["fake" + str(seed).zfill(12)], "seed": [seed],
                             "git_rev": ["fake"], "started_at": [pd.Timestamp("2026-01-01")],
                             "finished_at": [pd.Timestamp("2026-01-01 00:01")], "status": ["complete"],
-                            "sim_start": [sim_start], "sim_end": [float(r_ts.max())], "n_requests": [R]})
-    for name, df in (("runs", runs_df), ("arms", arms_df), ("assignments", asg), ("requests", req),
-                     ("exposures", exp), ("feedback", feedback)):
-        con.register("_tmp_df", df)
-        con.execute(f"INSERT OR REPLACE INTO {name} BY NAME SELECT * FROM _tmp_df")
-        con.unregister("_tmp_df")
-    if write_dataset:
-        write_fake_dataset(con, dataset, n_users, n_items, a_u, sim_start, rng)
-    return {"run_id": run_id, "lifts": lifts, "n_exposures": E, "n_requests": R, "n_users": int(users_with_req.size)}
+                            "sim_start": [sim_start], "sim_end": [float(req["ts"].max())], "n_requests": [len(req)]})
+    return runs_df, arms_df
