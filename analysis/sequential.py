@@ -14,8 +14,67 @@ import re
 import numpy as np
 import pandas as pd
 
-from .estimators import MSPRT, DeltaRatio, EstimationError, WelchT
+from .estimators import NAN2, DeltaRatio, Effect, EstimationError, Estimator, WelchT
 from .views import COVARIATES, Metric
+
+
+def msprt_lambda(d: np.ndarray, v: np.ndarray, tau2: float) -> np.ndarray:
+    """Normal-mixture likelihood ratio for H0: delta = 0, estimate d with variance v (vectorised)."""
+    return np.sqrt(v / (v + tau2)) * np.exp(tau2 * d**2 / (2 * v * (v + tau2)))
+
+
+def msprt_log_lambda(d: np.ndarray, v: np.ndarray, tau2: float) -> np.ndarray:
+    """log of :func:`msprt_lambda` (no overflow for huge effects)."""
+    return 0.5 * np.log(v / (v + tau2)) + tau2 * d**2 / (2 * v * (v + tau2))
+
+
+def msprt_pvalues(d: np.ndarray, v: np.ndarray, tau2: float) -> np.ndarray:
+    """Always-valid p-values along the last axis (looks): running min of min(1, 1/Lambda)."""
+    p = np.exp(-np.maximum(msprt_log_lambda(d, v, tau2), 0.0))
+    return np.minimum.accumulate(p, axis=-1)
+
+
+def confidence_sequence_halfwidth(v: np.ndarray, tau2: float, alpha: float) -> np.ndarray:
+    """Half-width of the mSPRT confidence sequence (valid simultaneously over all looks)."""
+    return np.sqrt(v * (v + tau2) / tau2 * (np.log((v + tau2) / v) - 2 * np.log(alpha)))
+
+
+class MSPRT(Estimator):
+    """Mixture SPRT (Johari et al.) as a monitor: each ``estimate`` call is one more look.
+
+    The always-valid p is the running minimum over looks (never increases) and the confidence
+    sequence the running intersection (never widens), so stopping at any look is valid. ``tau``
+    is the mixing scale as a fraction of the control mean at the first look (then fixed). The
+    estimate and its variance come from DeltaRatio (ratio) or Welch (mean) statistics.
+    """
+
+    name = "msprt"
+
+    def __init__(self, alpha: float = 0.05, control=None, treatment=None, tau: float = 0.05) -> None:
+        super().__init__(alpha, control, treatment)
+        self.tau = tau
+        self.reset()
+
+    def reset(self) -> None:
+        self.looks, self.tau2, self.p, self.cs = 0, None, 1.0, (-np.inf, np.inf)
+
+    def _estimate(self, table, metric, c, t) -> Effect:
+        base = DeltaRatio if metric.kind == "ratio" else WelchT
+        e = base(self.alpha, c, t).estimate(table, metric)
+        v = e.se**2
+        if self.tau2 is None:
+            self.tau2 = (self.tau * abs(e.control)) ** 2 if e.control else self.tau**2
+        self.looks += 1
+        self.p = min(self.p, float(np.exp(-max(msprt_log_lambda(np.array(e.abs_lift), np.array(v), self.tau2), 0.0))))
+        hw = float(confidence_sequence_halfwidth(np.array([v]), self.tau2, self.alpha)[0])
+        self.cs = (max(self.cs[0], e.abs_lift - hw), min(self.cs[1], e.abs_lift + hw))
+        rel_cs = (self.cs[0] / e.control, self.cs[1] / e.control) if e.control > 0 else NAN2
+        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=e.control,
+                      treatment=e.treatment, abs_lift=e.abs_lift, rel_lift=e.rel_lift, ci=self.cs, rel_ci=rel_cs,
+                      p=self.p, n_by_arm=e.n_by_arm, se=e.se, rel_se=e.rel_se,
+                      note=f"always-valid p / confidence sequence after {self.looks} look(s)",
+                      extra={"tau2": self.tau2, "looks": self.looks})
+
 
 # v_user_metrics' columns, per look (metric SQL uses these names)
 _PER_LOOK = """

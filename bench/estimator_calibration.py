@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.estimators import MSPRT, Bootstrap, Cuped, DeltaRatio, TwoProportion, WelchT, msprt_pvalues  # noqa: E402
+from analysis.estimators import Bootstrap, Cuped, DeltaRatio, TwoProportion, WelchT  # noqa: E402
+from analysis.sequential import MSPRT, msprt_pvalues  # noqa: E402
 from analysis.views import Metric  # noqa: E402
 
 CTR = Metric(name="ctr", kind="ratio", num="clicks", den="exposures")

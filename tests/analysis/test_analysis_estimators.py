@@ -8,17 +8,16 @@ import pytest
 from scipy import stats
 
 from analysis.estimators import (
-    MSPRT,
     Bootstrap,
     Cuped,
     DeltaRatio,
     EstimationError,
     TwoProportion,
     WelchT,
-    msprt_pvalues,
 )
 from analysis.multiple import adjust
 from analysis.power import mde, power_at, sample_size
+from analysis.sequential import MSPRT, msprt_pvalues
 from analysis.srm import srm_test
 from analysis.views import Metric
 from simulator.errors import ConfigError
