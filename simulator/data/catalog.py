@@ -184,53 +184,12 @@ class Catalog:
                     con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
                     con.execute("DELETE FROM datasets WHERE name = ?", [name])
                 con.execute(f"CREATE SCHEMA {schema}")
-                icols = {c.lower() for c in columns(con, '_in_items')}
-                # item map: every item that appears in the interactions or the item file
-                con.execute(f"""
-                    CREATE TABLE {schema}.item_map AS
-                    SELECT CAST(item AS VARCHAR) AS raw_id,
-                           CAST(row_number() OVER (ORDER BY TRY_CAST(item AS BIGINT) NULLS LAST, CAST(item AS VARCHAR)) - 1 AS BIGINT) AS item_id
-                    FROM (SELECT DISTINCT CAST(item AS VARCHAR) AS item FROM _in_inter
-                          UNION SELECT DISTINCT CAST(item AS VARCHAR) FROM _in_items)""")
-                con.execute(f"""
-                    CREATE TABLE {schema}.user_map AS
-                    SELECT CAST(user AS VARCHAR) AS raw_id,
-                           CAST(row_number() OVER (ORDER BY TRY_CAST(user AS BIGINT) NULLS LAST, CAST(user AS VARCHAR)) - 1 AS BIGINT) AS user_id
-                    FROM (SELECT DISTINCT CAST(user AS VARCHAR) AS user FROM _in_inter
-                          {"UNION SELECT DISTINCT CAST(user AS VARCHAR) FROM _in_users" if keep_all_users and users is not None else ""})""")
-                has_event = "event" in {c.lower() for c in columns(con, '_in_inter')}
-                has_value = "value" in {c.lower() for c in columns(con, '_in_inter')}
-                con.execute(f"""
-                    CREATE TABLE {schema}.interactions AS
-                    SELECT um.user_id, im.item_id, CAST(i.ts AS DOUBLE) AS ts,
-                           {"CAST(i.event AS VARCHAR)" if has_event else "'interact'"} AS event,
-                           {"CAST(i.value AS DOUBLE)" if has_value else "1.0"} AS value,
-                           CAST(row_number() OVER (ORDER BY i.seq) - 1 AS BIGINT) AS seq
-                    FROM _in_inter i
-                    JOIN {schema}.user_map um ON um.raw_id = CAST(i.user AS VARCHAR)
-                    JOIN {schema}.item_map im ON im.raw_id = CAST(i.item AS VARCHAR)
-                    ORDER BY um.user_id, ts, seq""")
-                other = [c for c in columns(con, '_in_items')
-                         if c.lower() not in ("item", "text")]
-                sel = ", ".join(f'it."{c}"' for c in other)
-                con.execute(f"""
-                    CREATE TABLE {schema}.items AS
-                    SELECT im.item_id, im.raw_id,
-                           {"COALESCE(CAST(it.text AS VARCHAR), '')" if "text" in icols else "''"} AS text
-                           {("," + sel) if sel else ""}
-                    FROM {schema}.item_map im
-                    LEFT JOIN (SELECT DISTINCT ON (CAST(item AS VARCHAR)) * FROM _in_items) it
-                      ON CAST(it.item AS VARCHAR) = im.raw_id
-                    ORDER BY im.item_id""")
+                _id_map(con, schema, "item", ["_in_inter", "_in_items"])  # items of the log or the item file
+                _id_map(con, schema, "user", ["_in_inter"] + (["_in_users"] if keep_all_users and users is not None else []))
+                _interactions_table(con, schema)
+                _attribute_table(con, schema, "item", "_in_items", text=True)
                 if users is not None:
-                    ucols = [c for c in columns(con, '_in_users') if c.lower() != "user"]
-                    usel = ", ".join(f'u."{c}"' for c in ucols)
-                    con.execute(f"""
-                        CREATE TABLE {schema}.users AS
-                        SELECT um.user_id, um.raw_id {("," + usel) if usel else ""}
-                        FROM {schema}.user_map um
-                        LEFT JOIN (SELECT DISTINCT ON (CAST(user AS VARCHAR)) * FROM _in_users) u
-                          ON CAST(u.user AS VARCHAR) = um.raw_id ORDER BY um.user_id""")
+                    _attribute_table(con, schema, "user", "_in_users")
                 else:
                     con.execute(f"CREATE TABLE {schema}.users AS SELECT user_id, raw_id FROM {schema}.user_map ORDER BY user_id")
                 nu, ni, nn = con.execute(f"""SELECT (SELECT count(*) FROM {schema}.user_map),
@@ -267,3 +226,48 @@ class Catalog:
                        item_text=[str(t) for t in items["text"]], item_attrs=attrs,
                        item_raw_ids=np.asarray(items["raw_id"]), user_raw_ids=np.asarray(uraw),
                        values=inter["value"].astype(np.float64))
+
+
+# ---------------------------------------------------------------------- write_dataset's tables
+def _id_map(con, schema: str, entity: str, sources: list[str]) -> None:
+    """``<entity>_map(raw_id, <entity>_id)``: contiguous 0-based ids, numeric raw ids in numeric order."""
+    union = " UNION ".join(f"SELECT DISTINCT CAST({entity} AS VARCHAR) AS {entity} FROM {t}" for t in sources)
+    con.execute(f"""
+        CREATE TABLE {schema}.{entity}_map AS
+        SELECT CAST({entity} AS VARCHAR) AS raw_id,
+               CAST(row_number() OVER (ORDER BY TRY_CAST({entity} AS BIGINT) NULLS LAST,
+                                       CAST({entity} AS VARCHAR)) - 1 AS BIGINT) AS {entity}_id
+        FROM ({union})""")
+
+
+def _interactions_table(con, schema: str) -> None:
+    """``interactions(user_id, item_id, ts, event, value, seq)`` in (user, time, original order)."""
+    cols = {c.lower() for c in columns(con, "_in_inter")}
+    con.execute(f"""
+        CREATE TABLE {schema}.interactions AS
+        SELECT um.user_id, im.item_id, CAST(i.ts AS DOUBLE) AS ts,
+               {"CAST(i.event AS VARCHAR)" if "event" in cols else "'interact'"} AS event,
+               {"CAST(i.value AS DOUBLE)" if "value" in cols else "1.0"} AS value,
+               CAST(row_number() OVER (ORDER BY i.seq) - 1 AS BIGINT) AS seq
+        FROM _in_inter i
+        JOIN {schema}.user_map um ON um.raw_id = CAST(i.user AS VARCHAR)
+        JOIN {schema}.item_map im ON im.raw_id = CAST(i.item AS VARCHAR)
+        ORDER BY um.user_id, ts, seq""")
+
+
+def _attribute_table(con, schema: str, entity: str, source: str, text: bool = False) -> None:
+    """``items``/``users``: every mapped id with its raw id (and text) and the source's other columns."""
+    cols = columns(con, source)
+    other = [c for c in cols if c.lower() not in (entity, "text")]
+    sel = "".join(f', s."{c}"' for c in other)
+    text_sql = ""
+    if text:
+        text_sql = (", COALESCE(CAST(s.text AS VARCHAR), '') AS text" if "text" in {c.lower() for c in cols}
+                    else ", '' AS text")
+    con.execute(f"""
+        CREATE TABLE {schema}.{entity}s AS
+        SELECT m.{entity}_id, m.raw_id {text_sql} {sel}
+        FROM {schema}.{entity}_map m
+        LEFT JOIN (SELECT DISTINCT ON (CAST({entity} AS VARCHAR)) * FROM {source}) s
+          ON CAST(s.{entity} AS VARCHAR) = m.raw_id
+        ORDER BY m.{entity}_id""")
