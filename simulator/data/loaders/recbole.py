@@ -53,45 +53,58 @@ def load_recbole(con, path: str | Path, *, skip_bad_lines: bool = False) -> Cano
         {f'CAST(trim("{ts_col}") AS DOUBLE)' if ts_col else '_line'} AS ts,
         {f'CAST(trim("{val_col}") AS DOUBLE)' if val_col else '1.0'} AS value,
         'interact' AS event, _line AS seq FROM {t}""")
-    items_t = None
-    item_file = _find(p, ".item")
-    if item_file is not None:
-        it, icols, ib = read_text_table(con, item_file, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
-        skipped += ib
-        inames = _strip_types(icols)
-        require_columns(list(inames.values()), ["item_id"], path=str(item_file), raw=icols, sep="\t",
-                        fix="RecBole atomic files are tab-separated")
-        rename = {"movie_title": "title", "class": "genres", "release_year": "year", "categories": "genres"}
-        def expr(c: str) -> str:
-            out = rename.get(inames[c], inames[c])
-            if out == "year":  # RecBole writes e.g. 'unkonwn' for a missing year
-                return f"""CASE WHEN regexp_matches(trim("{c}"), '^[0-9]{{4}}$') THEN trim("{c}") END AS year"""
-            return f'trim("{c}") AS "{out}"'
-
-        sel = ", ".join(expr(c) for c in icols if inames[c] != "item_id")
-        idc = next(c for c in icols if inames[c] == "item_id")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {it}_canon AS
-            SELECT trim("{idc}") AS item{", " + sel if sel else ""} FROM {it}""")
-        items_t = f"{it}_canon"
-        if {"title", "year"} <= {rename.get(v, v) for v in inames.values()}:
-            # RecBole's converter took the last '(...)' as the year ('... (1995) (V)' -> year 'V'):
-            # recover the year from the title, as the MovieLens loader does
-            con.execute(f"""UPDATE {items_t} SET year = regexp_extract(title, '\\(([0-9]{{4}})\\)\\s*$', 1),
-                title = trim(regexp_replace(title, '\\s*\\(([0-9]{{4}})\\)\\s*$', ''))
-                WHERE year IS NULL AND regexp_matches(title, '\\(([0-9]{{4}})\\)\\s*$')""")
-    users_t = None
-    user_file = _find(p, ".user")
-    if user_file is not None:
-        ut, ucols, ub = read_text_table(con, user_file, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
-        skipped += ub
-        unames = _strip_types(ucols)
-        require_columns(list(unames.values()), ["user_id"], path=str(user_file), raw=ucols, sep="\t",
-                        fix="RecBole atomic files are tab-separated")
-        uid = next(c for c in ucols if unames[c] == "user_id")
-        sel = ", ".join(f'trim("{c}") AS "{unames[c]}"' for c in ucols if unames[c] != "user_id")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {ut}_canon AS
-            SELECT trim("{uid}") AS user{", " + sel if sel else ""} FROM {ut}""")
-        users_t = f"{ut}_canon"
+    items_t, ib = _items(con, _find(p, ".item"), skip_bad_lines)
+    users_t, ub = _users(con, _find(p, ".user"), skip_bad_lines)
+    skipped += ib + ub
     return Canonical(interactions=f"{t}_canon", items=items_t, users=users_t, n_skipped=skipped,
                      source=str(p), format="recbole", text_template=text_template_for(con, items_t),
                      notes=[] if ts_col else [no_timestamp_note(str(inter))])
+
+
+_RENAME = {"movie_title": "title", "class": "genres", "release_year": "year", "categories": "genres"}
+
+
+def _side_table(con, path: Path, key: str, skip_bad_lines: bool) -> tuple[str, list[str], dict, int]:
+    """Read a ``.item``/``.user`` file: (table, raw columns, column -> name without type, skipped lines)."""
+    t, cols, n_bad = read_text_table(con, path, sep="\t", columns=None, header=True, skip_bad_lines=skip_bad_lines)
+    names = _strip_types(cols)
+    require_columns(list(names.values()), [key], path=str(path), raw=cols, sep="\t",
+                    fix="RecBole atomic files are tab-separated")
+    return t, cols, names, n_bad
+
+
+def _items(con, item_file: Path | None, skip_bad_lines: bool) -> tuple[str | None, int]:
+    """The item table (title, genres, year, ...) of a ``.item`` file, or (None, 0) without one."""
+    if item_file is None:
+        return None, 0
+    it, icols, inames, n_bad = _side_table(con, item_file, "item_id", skip_bad_lines)
+
+    def expr(c: str) -> str:
+        out = _RENAME.get(inames[c], inames[c])
+        if out == "year":  # RecBole writes e.g. 'unkonwn' for a missing year
+            return f"""CASE WHEN regexp_matches(trim("{c}"), '^[0-9]{{4}}$') THEN trim("{c}") END AS year"""
+        return f'trim("{c}") AS "{out}"'
+
+    sel = ", ".join(expr(c) for c in icols if inames[c] != "item_id")
+    idc = next(c for c in icols if inames[c] == "item_id")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {it}_canon AS
+        SELECT trim("{idc}") AS item{", " + sel if sel else ""} FROM {it}""")
+    if {"title", "year"} <= {_RENAME.get(v, v) for v in inames.values()}:
+        # RecBole's converter took the last '(...)' as the year ('... (1995) (V)' -> year 'V'):
+        # recover the year from the title, as the MovieLens loader does
+        con.execute(f"""UPDATE {it}_canon SET year = regexp_extract(title, '\\(([0-9]{{4}})\\)\\s*$', 1),
+            title = trim(regexp_replace(title, '\\s*\\(([0-9]{{4}})\\)\\s*$', ''))
+            WHERE year IS NULL AND regexp_matches(title, '\\(([0-9]{{4}})\\)\\s*$')""")
+    return f"{it}_canon", n_bad
+
+
+def _users(con, user_file: Path | None, skip_bad_lines: bool) -> tuple[str | None, int]:
+    """The user table (attributes) of a ``.user`` file, or (None, 0) without one."""
+    if user_file is None:
+        return None, 0
+    ut, ucols, unames, n_bad = _side_table(con, user_file, "user_id", skip_bad_lines)
+    uid = next(c for c in ucols if unames[c] == "user_id")
+    sel = ", ".join(f'trim("{c}") AS "{unames[c]}"' for c in ucols if unames[c] != "user_id")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {ut}_canon AS
+        SELECT trim("{uid}") AS user{", " + sel if sel else ""} FROM {ut}""")
+    return f"{ut}_canon", n_bad
