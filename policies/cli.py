@@ -20,6 +20,15 @@ import typer
 
 from simulator.errors import ConfigError, NotFoundError
 
+# the options `sim train` and `sim eval` share
+_MODEL = typer.Option(..., "--model", "-m", help="registered policy name (see policies.registry)")
+_DATA = typer.Option("ml-100k", "--data", "-d", help="dataset name in the catalog")
+_CATALOG = typer.Option(None, "--catalog", help="DuckDB catalog (default $SIM_CATALOG or ./sim.duckdb)")
+_ARTIFACTS = typer.Option("artifacts", "--artifacts", help="trained-model cache root")
+_SET = typer.Option(None, "--set", help="config override key=value (repeatable)")
+_CONFIG = typer.Option(None, "--config", help="TOML file of config overrides")
+_EPOCHS = typer.Option(None, "--epochs", help="shortcut for --set epochs=N")
+
 
 def parse_overrides(sets: list[str] | None, config: Path | None, epochs: int | None) -> dict[str, Any]:
     """Merge ``--config file.toml`` then ``--set key=value`` (JSON-parsed when possible) then ``--epochs``."""
@@ -68,13 +77,8 @@ def _print_table(title: str, columns: dict[str, dict[str, float]]) -> None:
 
 
 def train(
-    model: str = typer.Option(..., "--model", "-m", help="registered policy name (see policies.registry)"),
-    data: str = typer.Option("ml-100k", "--data", "-d", help="dataset name in the catalog"),
-    catalog: Optional[str] = typer.Option(None, "--catalog", help="DuckDB catalog (default $SIM_CATALOG or ./sim.duckdb)"),
-    artifacts: str = typer.Option("artifacts", "--artifacts", help="trained-model cache root"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value (repeatable)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of config overrides"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="shortcut for --set epochs=N"),
+    model: str = _MODEL, data: str = _DATA, catalog: Optional[str] = _CATALOG, artifacts: str = _ARTIFACTS,
+    set_: Optional[list[str]] = _SET, config: Optional[Path] = _CONFIG, epochs: Optional[int] = _EPOCHS,
 ) -> None:
     """Train a policy (or load it from the cache) and print its validation/test metrics."""
     from policies import registry
@@ -98,13 +102,8 @@ def train(
 
 
 def evaluate(
-    model: str = typer.Option(..., "--model", "-m", help="registered policy name"),
-    data: str = typer.Option("ml-100k", "--data", "-d", help="dataset name in the catalog"),
-    catalog: Optional[str] = typer.Option(None, "--catalog", help="DuckDB catalog (default $SIM_CATALOG or ./sim.duckdb)"),
-    artifacts: str = typer.Option("artifacts", "--artifacts", help="trained-model cache root"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value (repeatable)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of config overrides"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="shortcut for --set epochs=N"),
+    model: str = _MODEL, data: str = _DATA, catalog: Optional[str] = _CATALOG, artifacts: str = _ARTIFACTS,
+    set_: Optional[list[str]] = _SET, config: Optional[Path] = _CONFIG, epochs: Optional[int] = _EPOCHS,
     split_name: str = typer.Option("test", "--split", help="'test' or 'valid' targets"),
     exclude_history: bool = typer.Option(True, "--exclude-history/--no-exclude-history",
                                          help="exclude the user's history items from the ranking"),

@@ -84,8 +84,24 @@ def _ragged_arange(lengths: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - offsets
 
 
+class SplitTargets:
+    """What every split offers besides its own ``eval_histories``/``target_index``: the targets of
+    'valid' or 'test', and the time of each (the request a target answers)."""
+
+    def targets(self, which: str) -> np.ndarray:
+        return {"valid": self.valid_targets, "test": self.test_targets}[which]
+
+    def target_times(self, which: str) -> np.ndarray:
+        """(U,) time of each user's ``which`` target, NaN where absent."""
+        tg = self.targets(which)
+        if len(self.full) == 0:
+            return np.full(len(tg), np.nan)
+        idx = np.clip(self.target_index(which), 0, len(self.full) - 1)
+        return np.where(tg >= 0, self.full.ts[idx], np.nan)
+
+
 @dataclass(frozen=True)
-class LeaveOneOut:
+class LeaveOneOut(SplitTargets):
     """Leave-one-out split: train = seq[:-2], valid target = seq[-2], test target = seq[-1].
 
     Users with fewer than 3 interactions have no valid/test target (-1) and train on what
@@ -129,16 +145,9 @@ class LeaveOneOut:
             return Sequences(indptr, self.full.items[keep], self.full.ts[keep])
         raise ValueError(f"which must be 'valid' or 'test', got {which!r}")
 
-    def targets(self, which: str) -> np.ndarray:
-        return {"valid": self.valid_targets, "test": self.test_targets}[which]
-
-    def target_times(self, which: str) -> np.ndarray:
-        """(U,) time of each user's ``which`` target, NaN where absent (the request it answers)."""
-        tg = self.targets(which)
-        if len(self.full) == 0:
-            return np.full(len(tg), np.nan)
-        idx = np.clip(self.full.indptr[1:] - {"valid": 2, "test": 1}[which], 0, len(self.full) - 1)
-        return np.where(tg >= 0, self.full.ts[idx], np.nan)
+    def target_index(self, which: str) -> np.ndarray:
+        """(U,) index in ``full`` of each user's ``which`` target (meaningful where one exists)."""
+        return self.full.indptr[1:] - {"valid": 2, "test": 1}[which]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simulator.data.sequences import LeaveOneOut, Sequences, _ragged_arange
+from simulator.data.sequences import LeaveOneOut, Sequences, SplitTargets, _ragged_arange
 
 
 def _prefix(full: Sequences, lengths: np.ndarray) -> Sequences:
@@ -33,7 +33,7 @@ def _count_before(full: Sequences, t: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class TemporalSplit:
+class TemporalSplit(SplitTargets):
     full: Sequences
     train: Sequences
     valid_targets: np.ndarray  # (U,) int64, -1 where the user has no interaction in [t_valid, t_test)
@@ -72,17 +72,9 @@ class TemporalSplit:
             return _prefix(self.full, _count_before(self.full, self.t_test))
         raise ValueError(f"which must be 'valid' or 'test', got {which!r}")
 
-    def targets(self, which: str) -> np.ndarray:
-        return {"valid": self.valid_targets, "test": self.test_targets}[which]
-
-    def target_times(self, which: str) -> np.ndarray:
-        """(U,) time of each user's ``which`` target, NaN where absent (the request it answers)."""
-        tg = self.targets(which)
-        if len(self.full) == 0:
-            return np.full(len(tg), np.nan)
-        n = _count_before(self.full, self.t_valid if which == "valid" else self.t_test)
-        idx = np.clip(self.full.indptr[:-1] + n, 0, len(self.full) - 1)
-        return np.where(tg >= 0, self.full.ts[idx], np.nan)
+    def target_index(self, which: str) -> np.ndarray:
+        """(U,) index in ``full`` of each user's first interaction at/after the ``which`` cut."""
+        return self.full.indptr[:-1] + _count_before(self.full, self.t_valid if which == "valid" else self.t_test)
 
     def future(self, which: str = "test") -> Sequences:
         """All interactions of the held-out period (ts >= t_test for 'test', [t_valid, t_test) for 'valid')."""
