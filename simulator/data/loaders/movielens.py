@@ -80,10 +80,7 @@ def load_movielens(con, path: str | Path, *, skip_bad_lines: bool = False) -> Ca
             t, _, b = read_text_table(con, p / "movies.dat", sep="::", columns=["item", "raw_title", "raw_genres"],
                                       header=False, skip_bad_lines=skip_bad_lines, encoding="latin-1")
             skipped += b
-            title, year = _title_year_sql("raw_title")
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_canon AS SELECT trim(item) AS item, {title} AS title,
-                {year} AS year, replace(raw_genres, '|', ' ') AS genres FROM {t}""")
-            items = f"{t}_canon"
+            items = _movies(con, t, "item", "raw_title", "raw_genres")
         fmt = "movielens-dat"
     elif (p / "ratings.csv").exists():
         inter, skipped = _ratings(con, p / "ratings.csv", ",", True, skip_bad_lines)
@@ -92,12 +89,17 @@ def load_movielens(con, path: str | Path, *, skip_bad_lines: bool = False) -> Ca
             t, mcols, b = read_csv_table(con, p / "movies.csv", skip_bad_lines=skip_bad_lines)
             skipped += b
             require_columns(mcols, ["movieId", "title", "genres"], path=str(p / "movies.csv"))
-            title, year = _title_year_sql("title")
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_canon AS SELECT trim("movieId") AS item, {title} AS title,
-                {year} AS year, replace(genres, '|', ' ') AS genres FROM {t}""")
-            items = f"{t}_canon"
+            items = _movies(con, t, '"movieId"', "title", "genres")
         fmt = "movielens-csv"
     else:
         raise DataError("no MovieLens files found (u.data, ratings.dat or ratings.csv)", file=str(p))
     return Canonical(interactions=inter, items=items, users=users, n_skipped=skipped, source=str(p), format=fmt,
                      text_template=text_template_for(con, items))
+
+
+def _movies(con, t: str, item: str, title_col: str, genres: str) -> str:
+    """The item table of movies.dat / movies.csv: title and year split, genres space-separated."""
+    title, year = _title_year_sql(title_col)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_canon AS SELECT trim({item}) AS item, {title} AS title,
+        {year} AS year, replace({genres}, '|', ' ') AS genres FROM {t}""")
+    return f"{t}_canon"
