@@ -24,7 +24,7 @@ from hllm.modeling_hllm import HLLMModel
 from hllm.train import encode_items, run_stage
 from policies.base import FullScorePolicy, UserBatch
 from policies.registry import register
-from policies.seqbase import device, pad_left
+from policies.tensors import device, pad_left
 from simulator.errors import ConfigError, DataError
 
 

@@ -69,7 +69,7 @@ class HLLMRanker(nn.Module):
         self.head.to(policy.features.device)  # same device as the HLLM tables (CPU or CUDA)
 
     def _seq(self, histories: list[np.ndarray], extra: int = 0):
-        from policies.seqbase import pad_left
+        from policies.tensors import pad_left
 
         T = self.policy.hf_config.max_len - extra
         ids, _ = pad_left(histories, T)

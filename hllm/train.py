@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from policies.seqbase import device
+from policies.tensors import device
 from policies.train import training_windows
 
 

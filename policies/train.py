@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from policies.seqbase import device, pad_left
+from policies.tensors import device, pad_left
 
 
 def training_windows(train, max_len: int, windows: str = "last") -> tuple[np.ndarray, np.ndarray]:
