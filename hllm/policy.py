@@ -25,6 +25,7 @@ from hllm.train import encode_items, run_stage
 from policies.base import FullScorePolicy, UserBatch
 from policies.registry import register
 from policies.tensors import device, pad_left
+from policies.train import ndcg_validation
 from simulator.errors import ConfigError, DataError
 
 
@@ -185,9 +186,11 @@ class HLLMPolicy(FullScorePolicy):
             return model.project(self.features[ids], ids)
 
         params = [p for n, p in model.named_parameters() if not n.startswith("item_encoder.") and p.requires_grad]
-        self.history += run_stage(model, split, self.n_items, emb_cached, [{"params": params}],
-                                  epochs=cfg.stage2_epochs, max_len=cfg.max_len, batch_size=cfg.batch_size,
-                                  lr=cfg.lr, n_negatives=cfg.n_negatives, policy=self, dataset=dataset, desc="hllm stage 2", progress=progress)
+        valid = ndcg_validation(self, dataset, split, every=cfg.eval_every, patience=cfg.patience,
+                                before=self.refresh_table, keep=lambda name: not name.startswith("item_encoder."))
+        self.history += run_stage(model, split, emb_cached, [{"params": params}], epochs=cfg.stage2_epochs,
+                                  max_len=cfg.max_len, batch_size=cfg.batch_size, lr=cfg.lr,
+                                  n_negatives=cfg.n_negatives, validation=valid, desc="hllm stage 2", progress=progress)
         self.refresh_table()
         return self
 
@@ -218,7 +221,7 @@ class HLLMPolicy(FullScorePolicy):
                     states[b].to(dev), mask[b].to(dev), top)), ids)
         groups = [{"params": item_params, "lr": cfg.item_lr},
                   {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
-        self.history += run_stage(model, split, self.n_items, emb_e2e, groups, epochs=cfg.stage1_epochs,
+        self.history += run_stage(model, split, emb_e2e, groups, epochs=cfg.stage1_epochs,
                                   max_len=cfg.stage1_max_len, batch_size=cfg.stage1_batch_size, lr=cfg.lr,
                                   n_negatives=cfg.stage1_negatives, desc="hllm stage 1", progress=progress)
 

@@ -11,15 +11,13 @@ negatives masked; the number of unmasked negatives is logged as a collapse guard
 from __future__ import annotations
 
 import contextlib
-import copy
-import time
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from policies.tensors import device
-from policies.train import training_windows
+from policies.train import Validation, epoch_means, fit_loop, minibatches, optimizer_step, training_windows
 
 
 @torch.no_grad()
@@ -63,12 +61,17 @@ def autocast(cfg):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if on else contextlib.nullcontext()
 
 
-def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_len: int, batch_size: int,
-              lr: float, n_negatives: int, policy=None, dataset=None, desc: str = "hllm",
-              progress: bool = True) -> list[dict]:
-    """Generic training loop for both stages; early-stops on valid NDCG@10 when ``policy`` is given."""
-    from policies.evaluate import evaluate
+def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 10% of ``total_steps``, then cosine decay to zero."""
+    warm = max(1, total_steps // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / total_steps))))
 
+
+def run_stage(model, split, emb_of, params, *, epochs: int, max_len: int, batch_size: int, lr: float,
+              n_negatives: int, validation: Validation | None = None, desc: str, progress: bool) -> list[dict]:
+    """One HLLM stage in the shared loop (``policies.train.fit_loop``): InfoNCE over training windows
+    of ``max_len``, AdamW on ``params`` with warm-up + cosine decay, gradients clipped at norm 1."""
     cfg = model.config
     dev = device()
     ids, ts = training_windows(split.train, max_len, cfg.windows)
@@ -77,44 +80,21 @@ def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_le
     seen = torch.from_numpy(np.unique(split.train.items))  # negatives come from training items only
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     flat = [q for g in opt.param_groups for q in g["params"]]
-    total_steps = max(1, epochs * ((len(x_all) + batch_size - 1) // batch_size))
-    warm = max(1, total_steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / total_steps))))
-    hist, best, best_state, bad = [], -1.0, None, 0
-    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
-        model.train()
-        t0, tot, nb, left, guarded = time.perf_counter(), 0.0, 0, 0.0, 0.0
-        perm = torch.randperm(len(x_all), generator=gen)
-        for s in range(0, len(perm), batch_size):
-            b = perm[s:s + batch_size]
-            pool = seen[torch.randint(0, len(seen), (n_negatives,), generator=gen)]
-            with autocast(cfg):
-                out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev))
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(flat, 1.0)
-            opt.step()
-            sched.step()
-            tot, nb, left = tot + float(out.loss.detach()), nb + 1, left + out.unmasked_negatives
-            guarded += out.guarded_rows
-        rec = {"stage": desc, "epoch": epoch, "loss": tot / max(nb, 1), "unmasked_negatives": left / max(nb, 1),
-               "guarded_rows": guarded / max(nb, 1),
-               "temperature": float(1 / model.scale().detach()), "seconds": round(time.perf_counter() - t0, 2)}
-        if rec["unmasked_negatives"] < 1.0:
+    sched = warmup_cosine(opt, max(1, epochs * ((len(x_all) + batch_size - 1) // batch_size)))
+
+    def step(b: torch.Tensor) -> dict[str, float]:
+        pool = seen[torch.randint(0, len(seen), (n_negatives,), generator=gen)]
+        with autocast(cfg):
+            out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev))
+        return {"loss": optimizer_step(opt, out.loss, clip=(flat, 1.0), sched=sched),
+                "unmasked_negatives": out.unmasked_negatives, "guarded_rows": out.guarded_rows}
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        rec = epoch_means(minibatches(torch.randperm(len(x_all), generator=gen), batch_size), step)
+        if rec.get("unmasked_negatives", 0.0) < 1.0:
             raise RuntimeError("HLLM: almost every negative is masked (embedding collapse); "
                                "lower the learning rate or raise false_negative_cos")
-        if policy is not None and (epoch + 1) % cfg.eval_every == 0 and (split.valid_targets >= 0).any():
-            policy.refresh_table()
-            rec["valid_ndcg@10"] = evaluate(policy, dataset, split, which="valid", ks=(10,)).summary["ndcg@10"]
-            if rec["valid_ndcg@10"] > best:
-                best, bad, best_state = rec["valid_ndcg@10"], 0, copy.deepcopy(
-                    {k: v for k, v in model.state_dict().items() if not k.startswith("item_encoder.")})
-            else:
-                bad += 1
-        hist.append(rec)
-        if bad >= cfg.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    return hist
+        return {**rec, "temperature": float(1 / model.scale().detach())}
+
+    hist = fit_loop(model, train_epoch, epochs=epochs, validation=validation, desc=desc, progress=progress)
+    return [{"stage": desc, **rec} for rec in hist]
