@@ -9,9 +9,11 @@ anything else: a local HF checkpoint folder (encoder or decoder).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,6 +26,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@contextlib.contextmanager
+def hf_progress(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off inside the
+    block unless ``enabled`` (quiet runs print no bar; the global setting is restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def minilm_path() -> Path:

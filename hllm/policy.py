@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from hllm.configuration_hllm import PRESETS, HLLMConfig
-from hllm.item_llm import trainable_item_parameters
+from hllm.item_llm import hf_progress, trainable_item_parameters
 from hllm.modeling_hllm import HLLMModel
 from hllm.train import encode_items, run_stage
 from policies.base import FullScorePolicy, UserBatch
@@ -165,6 +165,10 @@ class HLLMPolicy(FullScorePolicy):
 
     # ----------------------------------------------------------------- training
     def fit(self, dataset, split, progress: bool = True) -> HLLMPolicy:
+        with hf_progress(progress):  # progress=False: no bar at all, transformers' included
+            return self._fit(dataset, split, progress)
+
+    def _fit(self, dataset, split, progress: bool) -> HLLMPolicy:
         cfg = self.hf_config
         torch.manual_seed(cfg.seed)
         dev = device()
@@ -287,7 +291,8 @@ class HLLMPolicy(FullScorePolicy):
     def save(self, path) -> None:
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(p / "model", safe_serialization=True)
+        with hf_progress(False):  # a "Writing model shards" bar for one small file is noise
+            self.model.save_pretrained(p / "model", safe_serialization=True)
         np.save(p / "item_features.npy", self.features.cpu().numpy())
         write_policy_json(p, self.cfg, self.history)
 
@@ -296,7 +301,8 @@ class HLLMPolicy(FullScorePolicy):
         p = Path(path)
         pol = read_policy_json(cls, HLLMPolicyConfig, p)
         torch.manual_seed(pol.hf_config.seed)
-        pol.model = load_hllm_model(p / "model").to(device())
+        with hf_progress(False):  # a cached model loads in a second: no "Loading weights" bar
+            pol.model = load_hllm_model(p / "model").to(device())
         pol.hf_config = pol.model.config  # the config it was trained with (user_init="pretrained": resolved widths)
         pol.model.eval()
         pol.features = torch.from_numpy(np.load(p / "item_features.npy")).to(device())

@@ -61,11 +61,11 @@ class SequencePolicy(FullScorePolicy):
     def build_model(self, n_items: int) -> torch.nn.Module:
         raise NotImplementedError
 
-    def fit(self, dataset, split) -> SequencePolicy:
+    def fit(self, dataset, split, progress: bool = True) -> SequencePolicy:
         self.n_items = dataset.n_items
         torch.manual_seed(self.cfg.seed)
         self.model = self.build_model(self.n_items)
-        self.history = train_sequence_model(self, dataset, split, progress=getattr(self, "progress", True))
+        self.history = train_sequence_model(self, dataset, split, progress)
         return self
 
     @torch.no_grad()

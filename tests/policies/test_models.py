@@ -21,9 +21,7 @@ def data():
 
 def _fit(name, data, **over):
     ds, split = data
-    pol = registry.create(name, over)
-    pol.progress = False
-    return pol.fit(ds, split)
+    return registry.create(name, over).fit(ds, split, progress=False)
 
 
 @pytest.mark.parametrize("name,over", [
