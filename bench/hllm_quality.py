@@ -46,7 +46,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hllm.configuration_hllm import PRESET_LABELS  # noqa: E402
+from hllm.recipe import PRESET_LABELS  # noqa: E402
 from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
 from simulator.data import get_dataset  # noqa: E402

@@ -72,11 +72,11 @@ def smollm2_path() -> Path:
     return cache
 
 
-def load_item_backbone(name: str, pretrained: bool = True, seed: int = 0):
-    """Return (backbone nn.Module producing last_hidden_state, tokenizer, hidden size)."""
+def load_item_backbone(name: str, pretrained: bool = True):
+    """Return (backbone nn.Module producing last_hidden_state, tokenizer, hidden size). Random
+    weights (``tiny``, ``pretrained=False``) come from torch's global generator: seed it first."""
     if name == "tiny":
         tok = AutoTokenizer.from_pretrained(minilm_path())
-        torch.manual_seed(seed)
         model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128),
                           add_pooling_layer=False)
@@ -90,7 +90,6 @@ def load_item_backbone(name: str, pretrained: bool = True, seed: int = 0):
     if pretrained:
         model = AutoModel.from_pretrained(path, dtype=torch.float32)
     else:
-        torch.manual_seed(seed)
         model = AutoModel.from_config(AutoConfig.from_pretrained(path))
     if hasattr(model, "pooler"):
         model.pooler = None

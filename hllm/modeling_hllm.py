@@ -28,7 +28,7 @@ class ItemEncoder(nn.Module):
 
     def __init__(self, cfg: HLLMConfig) -> None:
         super().__init__()
-        self.backbone, self.tokenizer, self.hidden = load_item_backbone(cfg.item_llm, cfg.item_llm_pretrained, cfg.seed)
+        self.backbone, self.tokenizer, self.hidden = load_item_backbone(cfg.item_llm, cfg.item_llm_pretrained)
         self.pooling = cfg.pooling
         self.item_token = nn.Parameter(torch.randn(1, self.hidden) * 0.02)
         self.prompt, self.max_text_len = cfg.prompt, cfg.max_text_len

@@ -34,8 +34,9 @@ def encode_items(model, tokens: dict[str, torch.Tensor], batch_size: int = 256, 
     return torch.cat(out) if out else torch.zeros(0, model.item_encoder.hidden)
 
 
-def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch.Tensor):
-    """x (B, T+1) shifted ids; emb_of(ids 0-based (K,)) -> (K, D). Returns InfoNCEOutput."""
+def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch.Tensor, in_batch: bool):
+    """x (B, T+1) shifted ids; emb_of(ids 0-based (K,)) -> (K, D); ``in_batch``: the batch's other
+    items are negatives too (else only ``pool_ids``). Returns InfoNCEOutput."""
     inp, tgt = x[:, :-1], x[:, 1:]
     mask = inp > 0
     uniq, inv = torch.unique(torch.cat([x.flatten(), pool_ids + 1]), return_inverse=True)
@@ -49,15 +50,15 @@ def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch
     pos = table[inv_x[:, 1:][sel]]
     neg_ids = uniq[uniq > 0] - 1
     neg = table[(uniq > 0).nonzero().squeeze(1)]
-    if not model.config.in_batch_negatives:
+    if not in_batch:
         keep = torch.isin(neg_ids, pool_ids)
         neg_ids, neg = neg_ids[keep], neg[keep]
     return model.info_nce(pred, pos, pos_ids, neg, neg_ids)
 
 
-def autocast(cfg):
-    """bf16 autocast on CUDA devices that support it; a no-op context on CPU."""
-    on = bool(cfg.bf16) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def autocast(bf16: bool):
+    """bf16 autocast on CUDA devices that support it (when ``bf16``); a no-op context on CPU."""
+    on = bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if on else contextlib.nullcontext()
 
 
@@ -68,33 +69,34 @@ def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.l
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / total_steps))))
 
 
-def run_stage(model, split, emb_of, params, *, epochs: int, max_len: int, batch_size: int, lr: float,
-              n_negatives: int, validation: Validation | None = None, desc: str, progress: bool) -> list[dict]:
-    """One HLLM stage in the shared loop (``policies.train.fit_loop``): InfoNCE over training windows
-    of ``max_len``, AdamW on ``params`` with warm-up + cosine decay, gradients clipped at norm 1."""
-    cfg = model.config
+def run_stage(model, split, emb_of, params, cfg, stage: int, *, validation: Validation | None = None,
+              progress: bool) -> list[dict]:
+    """HLLM stage ``stage`` (1 or 2) of recipe ``cfg`` (``hllm.recipe.HLLMPolicyConfig``) in the shared
+    loop (``policies.train.fit_loop``): InfoNCE over training windows, AdamW on ``params`` with
+    warm-up + cosine decay, gradients clipped at norm 1."""
+    budget, desc = cfg.stage(stage), f"hllm stage {stage}"
     dev = device()
-    ids, ts = training_windows(split.train, max_len, cfg.windows)
+    ids, ts = training_windows(split.train, budget.max_len, cfg.windows)
     x_all, ts_all = torch.from_numpy(ids), torch.from_numpy(ts)  # shifted ids: 0 = pad; ts float64 seconds
     gen = torch.Generator().manual_seed(cfg.seed)
     seen = torch.from_numpy(np.unique(split.train.items))  # negatives come from training items only
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     flat = [q for g in opt.param_groups for q in g["params"]]
-    sched = warmup_cosine(opt, max(1, epochs * ((len(x_all) + batch_size - 1) // batch_size)))
+    sched = warmup_cosine(opt, max(1, budget.epochs * ((len(x_all) + budget.batch_size - 1) // budget.batch_size)))
 
     def step(b: torch.Tensor) -> dict[str, float]:
-        pool = seen[torch.randint(0, len(seen), (n_negatives,), generator=gen)]
-        with autocast(cfg):
-            out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev))
+        pool = seen[torch.randint(0, len(seen), (budget.n_negatives,), generator=gen)]
+        with autocast(cfg.bf16):
+            out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev), cfg.in_batch_negatives)
         return {"loss": optimizer_step(opt, out.loss, clip=(flat, 1.0), sched=sched),
                 "unmasked_negatives": out.unmasked_negatives, "guarded_rows": out.guarded_rows}
 
     def train_epoch(epoch: int) -> dict[str, float]:
-        rec = epoch_means(minibatches(torch.randperm(len(x_all), generator=gen), batch_size), step)
+        rec = epoch_means(minibatches(torch.randperm(len(x_all), generator=gen), budget.batch_size), step)
         if rec.get("unmasked_negatives", 0.0) < 1.0:
             raise RuntimeError("HLLM: almost every negative is masked (embedding collapse); "
                                "lower the learning rate or raise false_negative_cos")
         return {**rec, "temperature": float(1 / model.scale().detach())}
 
-    hist = fit_loop(model, train_epoch, epochs=epochs, validation=validation, desc=desc, progress=progress)
+    hist = fit_loop(model, train_epoch, epochs=budget.epochs, validation=validation, desc=desc, progress=progress)
     return [{"stage": desc, **rec} for rec in hist]

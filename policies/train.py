@@ -29,7 +29,7 @@ from policies.evaluate import evaluate
 from policies.tensors import device, pad_left
 
 
-def training_windows(train, max_len: int, windows: str = "last") -> tuple[np.ndarray, np.ndarray]:
+def training_windows(train, max_len: int, windows: str) -> tuple[np.ndarray, np.ndarray]:
     """(W, max_len+1) right-aligned training windows (ids shifted, 0 = pad) and their timestamps.
 
     ``windows="last"``: one window per user, the last ``max_len + 1`` items (SASRec's recipe).

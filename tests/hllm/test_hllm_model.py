@@ -11,9 +11,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tinydata import tiny_dataset  # noqa: E402
+from _tinydata import tiny_dataset, tiny_hf_config  # noqa: E402
 
-from hllm.configuration_hllm import PRESETS, HLLMConfig  # noqa: E402
+from hllm.configuration_hllm import HLLMConfig  # noqa: E402
 from hllm.modeling_hllm import HLLMModel  # noqa: E402
 from hllm.policy import HLLMPolicy, HLLMPolicyConfig  # noqa: E402
 from hllm.train import encode_items  # noqa: E402
@@ -38,10 +38,8 @@ def fitted(data):
 
 
 def tiny_model(**kw) -> HLLMModel:
-    vals = dict(PRESETS["tiny"])
-    vals.update(kw)
     torch.manual_seed(0)
-    return HLLMModel(HLLMConfig(**vals)).eval()
+    return HLLMModel(tiny_hf_config(**kw)).eval()
 
 
 def test_registered_with_tiny_config_and_extra_forbid():
@@ -54,10 +52,11 @@ def test_registered_with_tiny_config_and_extra_forbid():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("pooling", "cls", "HLLM config pooling='cls': expected one of item_token, mean"),
-    ("proj", "MLP", "HLLM config proj='MLP': expected one of linear, mlp"),
-    ("windows", "every", "HLLM config windows='every': expected one of last, all"),
-    ("similarity", "cosine", "HLLM config similarity='cosine': expected one of cos, dot"),
+    ("pooling", "cls", "HLLM config pooling='cls': Input should be 'item_token' or 'mean'"),
+    ("proj", "MLP", "HLLM config proj='MLP': Input should be 'linear' or 'mlp'"),
+    ("similarity", "cosine", "HLLM config similarity='cosine': Input should be 'cos' or 'dot'"),
+    ("max_text_len", 2, "HLLM config max_text_len=2: Input should be greater than or equal to 4"),
+    ("user_init", "bogus", "HLLM config user_init='bogus': Input should be 'scratch' or 'pretrained'"),
 ])
 def test_hf_config_rejects_unknown_choices(field, value, message):
     from simulator.errors import ConfigError
