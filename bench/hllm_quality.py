@@ -46,7 +46,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hllm.configuration_hllm import PRESET_LABELS  # noqa: E402
+from hllm.recipe import PRESET_LABELS  # noqa: E402
 from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
 from simulator.data import get_dataset  # noqa: E402
@@ -60,7 +60,7 @@ PROTOCOL = ("leave-one-out, full ranking, history excluded; every model early-st
 TOP1 = {"preset": "fast", "item_trainable_layers": 1, "stage1_epochs": 3, "stage1_max_len": 50,
         "stage1_batch_size": 128, "stage1_negatives": 512, "item_lr": 1e-4}
 HLLM_VARIANTS = {
-    "hllm_fast": {"preset": "fast"},  # the simulation default
+    "hllm_fast": {"preset": "fast"},  # the policy default (sim run trains it on the quick budget)
     "hllm_fast_bs128": {"preset": "fast", "batch_size": 128},  # the previous preset (half the steps)
     "hllm_fast_linear": {"preset": "fast", "proj": "linear"},  # ablation: no MLP adapter
     "hllm_fast_linear_last": {"preset": "fast", "proj": "linear", "windows": "last"},  # + last-50 windows only

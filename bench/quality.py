@@ -44,9 +44,7 @@ def run_one(name: str, overrides: dict, ds, split, artifacts: str | None) -> dic
     if artifacts:
         pol = fit_or_load(name, ds, split, overrides, root=artifacts, progress=False)
     else:
-        pol = registry.create(name, overrides)
-        pol.progress = False
-        pol.fit(ds, split)
+        pol = registry.create(name, overrides).fit(ds, split, progress=False)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     r = evaluate(pol, ds, split, which="test")

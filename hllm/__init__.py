@@ -4,8 +4,11 @@ Public API
 - ``hllm.policy.HLLMPolicy`` / ``HLLMPolicyConfig``: registered as ``"hllm"`` (retriever + scorer);
   ``registry.create("hllm", {"preset": "fast"})``; ``fit(dataset, split)``, ``save``, ``load``,
   ``score_all``, ``add_items(texts)`` (cold start), ``embed_texts``, ``embed_users``, ``item_table``.
-- ``hllm.configuration_hllm.HLLMConfig`` + ``PRESETS`` (fast = simulation default, paper =
-  paper-faithful two-stage recipe, tiny = tests); ``hllm.modeling_hllm.HLLMModel`` (HF PreTrainedModel).
+- ``hllm.recipe``: the training recipe (``HLLMRecipe``), ``PRESETS`` (fast = the policy's default,
+  quick = `sim run`'s budget, paper = paper-faithful two-stage recipe, tiny = tests) and
+  ``HLLMPolicyConfig`` (architecture + recipe, one default each).
+- ``hllm.configuration_hllm.HLLMConfig`` (architecture only) and ``hllm.modeling_hllm.HLLMModel``
+  (HF PreTrainedModel).
 - ``hllm.ranking``: early / late fusion ranking heads (``fit_ranker``).
 - ``hllm.serving``: item table (npy memmap + parquet, DuckDB mirror), ``append_items``, exact
   batched ``topk_inner_product``.

@@ -21,10 +21,10 @@ from simulator.errors import DataError, NotFoundError
 app = typer.Typer(help="HLLM: train, embed items (incrementally), export embeddings.", no_args_is_help=True)
 
 
-def _overrides(preset: str, sets: list[str] | None) -> dict:
+def _overrides(preset: Optional[str], sets: list[str] | None) -> dict:
     from policies.cli import parse_overrides
 
-    return {"preset": preset, **parse_overrides(sets, None, None)}
+    return {**({} if preset is None else {"preset": preset}), **parse_overrides(sets, None, None)}
 
 
 def _dataset(data: str, catalog: Optional[str]):
@@ -43,8 +43,8 @@ def _policy(model: Path):
 
 @app.command("presets")
 def presets() -> None:
-    """Show the configuration presets (fast = simulation default, paper = paper-faithful recipe)."""
-    from hllm.configuration_hllm import PRESET_LABELS, PRESETS
+    """Show the recipe presets (fast = the policy's default, quick = `sim run`'s budget, paper = paper-faithful)."""
+    from hllm.recipe import PRESET_LABELS, PRESETS
 
     for name, vals in PRESETS.items():
         typer.echo(f"{name}: {PRESET_LABELS[name]}\n  {json.dumps(vals)}")
@@ -54,7 +54,7 @@ def presets() -> None:
 def train(
     data: str = typer.Option("ml-100k", "--data", "-d", help="dataset name in the catalog"),
     out: Path = typer.Option(..., "--out", "-o", help="folder to save the trained policy"),
-    preset: str = typer.Option("fast", help="fast | paper | tiny"),
+    preset: Optional[str] = typer.Option(None, help="a preset (sim hllm presets); default: the hllm policy's"),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="config override key=value (JSON value)"),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="DuckDB catalog (default $SIM_CATALOG or ./sim.duckdb)"),
 ) -> None:

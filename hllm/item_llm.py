@@ -9,9 +9,11 @@ anything else: a local HF checkpoint folder (encoder or decoder).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,6 +26,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@contextlib.contextmanager
+def hf_progress(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off inside the
+    block unless ``enabled`` (quiet runs print no bar; the global setting is restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def minilm_path() -> Path:
@@ -54,11 +72,11 @@ def smollm2_path() -> Path:
     return cache
 
 
-def load_item_backbone(name: str, pretrained: bool = True, seed: int = 0):
-    """Return (backbone nn.Module producing last_hidden_state, tokenizer, hidden size)."""
+def load_item_backbone(name: str, pretrained: bool = True):
+    """Return (backbone nn.Module producing last_hidden_state, tokenizer, hidden size). Random
+    weights (``tiny``, ``pretrained=False``) come from torch's global generator: seed it first."""
     if name == "tiny":
         tok = AutoTokenizer.from_pretrained(minilm_path())
-        torch.manual_seed(seed)
         model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128),
                           add_pooling_layer=False)
@@ -72,7 +90,6 @@ def load_item_backbone(name: str, pretrained: bool = True, seed: int = 0):
     if pretrained:
         model = AutoModel.from_pretrained(path, dtype=torch.float32)
     else:
-        torch.manual_seed(seed)
         model = AutoModel.from_config(AutoConfig.from_pretrained(path))
     if hasattr(model, "pooler"):
         model.pooler = None

@@ -28,7 +28,7 @@ class ItemEncoder(nn.Module):
 
     def __init__(self, cfg: HLLMConfig) -> None:
         super().__init__()
-        self.backbone, self.tokenizer, self.hidden = load_item_backbone(cfg.item_llm, cfg.item_llm_pretrained, cfg.seed)
+        self.backbone, self.tokenizer, self.hidden = load_item_backbone(cfg.item_llm, cfg.item_llm_pretrained)
         self.pooling = cfg.pooling
         self.item_token = nn.Parameter(torch.randn(1, self.hidden) * 0.02)
         self.prompt, self.max_text_len = cfg.prompt, cfg.max_text_len
@@ -95,6 +95,16 @@ class ResidualMLP(nn.Module):
         return self.linear(x) + self.mlp(x)
 
 
+def time_gap_buckets(ts: torch.Tensor, mask: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """(B, T) bucket of each position's gap g (seconds since the previous item): floor(log2(max(g, 1))),
+    at most ``n_buckets``; 0 where the previous position is padding (the first item). ts (B, T) is kept
+    float64: float32 rounds epoch times to 64 s steps."""
+    ts = ts.double()
+    prev = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], 1)  # (B, T) the previous position is an item
+    gap = torch.diff(ts, dim=1, prepend=ts[:, :1]).where(prev, 0.0).clamp(min=1.0)  # (B, T) seconds since it
+    return torch.log2(gap).floor().long().clamp(0, n_buckets)
+
+
 class UserLLM(nn.Module):
     """Causal transformer over item embeddings: (B, T, D) -> (B, T, D).
 
@@ -117,11 +127,7 @@ class UserLLM(nn.Module):
         """x (B, T, D) item embeddings, mask (B, T), ts (B, T) seconds (kept float64: float32 rounds
         epoch times to 64 s steps) -> (B, T, D)."""
         if self.time_emb is not None and ts is not None:
-            ts = ts.double()
-            prev = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], 1)  # (B, T) the previous position is an item
-            gap = torch.diff(ts, dim=1, prepend=ts[:, :1]).where(prev, 0.0).clamp(min=1.0)  # (B, T) seconds since it
-            bucket = torch.log2(gap).floor().long().clamp(0, self.time_buckets)
-            x = x + self.time_emb(bucket)
+            x = x + self.time_emb(time_gap_buckets(ts, mask, self.time_buckets))
         return self.model(inputs_embeds=self.drop(x), attention_mask=mask.long()).last_hidden_state
 
 

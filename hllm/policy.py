@@ -11,72 +11,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from hllm.configuration_hllm import PRESETS, HLLMConfig
-from hllm.item_llm import trainable_item_parameters
+from hllm.configuration_hllm import HLLMConfig
+from hllm.item_llm import hf_progress, trainable_item_parameters
 from hllm.modeling_hllm import HLLMModel
+from hllm.recipe import HLLMPolicyConfig
 from hllm.train import encode_items, run_stage
 from policies.base import FullScorePolicy, UserBatch
 from policies.registry import register
-from policies.seqbase import device, pad_left
+from policies.tensors import device, pad_left
+from policies.train import ndcg_validation
 from simulator.errors import ConfigError, DataError
-
-
-class HLLMPolicyConfig(BaseModel):
-    """Policy-level config: a preset plus explicit overrides (None = the preset's value)."""
-
-    model_config = ConfigDict(extra="forbid")
-    preset: Literal["fast", "paper", "tiny"] = "fast"
-    seed: int = 0
-    item_llm: str | None = Field(None, description="minilm | smollm2 | tiny | local HF folder")
-    item_llm_pretrained: bool | None = None
-    pooling: Literal["item_token", "mean"] | None = None
-    similarity: Literal["cos", "dot"] | None = Field(None, description="cos: the paper's cosine / temperature; dot: inner product")
-    max_text_len: int | None = Field(None, ge=4)
-    user_hidden: int | None = Field(None, ge=8)
-    user_layers: int | None = Field(None, ge=1)
-    user_heads: int | None = Field(None, ge=1)
-    user_init: Literal["scratch", "pretrained"] | None = None
-    user_llm: str | None = Field(None, description="decoder for user_init='pretrained': smollm2 | local HF folder")
-    max_len: int | None = Field(None, ge=2)
-    windows: Literal["last", "all"] | None = None
-    proj: Literal["linear", "mlp"] | None = None
-    proj_hidden: int | None = Field(None, ge=1)
-    n_negatives: int | None = Field(None, ge=1)
-    in_batch_negatives: bool | None = None
-    init_temperature: float | None = Field(None, gt=0)
-    learn_temperature: bool | None = None
-    use_time: bool | None = None
-    stage1_epochs: int | None = Field(None, ge=0)
-    stage1_max_len: int | None = Field(None, ge=2)
-    stage1_batch_size: int | None = Field(None, ge=1)
-    stage1_negatives: int | None = Field(None, ge=1)
-    item_lr: float | None = Field(None, gt=0)
-    item_trainable_layers: int | None = Field(None, ge=0, description="stage 1: fine-tune the top k item-LLM layers")
-    stage2_epochs: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, ge=1)
-    patience: int | None = Field(None, ge=1)
-    eval_every: int | None = Field(None, ge=1)
-    dropout: float | None = Field(None, ge=0, lt=1)
-    item_id_embeddings: bool | None = Field(None, description="hybrid, not the paper: text embedding + a learned id vector")
-    grad_checkpointing: bool | None = None
-    bf16: bool | None = None
-
-    @classmethod
-    def tiny(cls) -> HLLMPolicyConfig:
-        return cls(preset="tiny")
-
-    def to_hf(self) -> HLLMConfig:
-        vals = dict(PRESETS[self.preset])
-        vals.update({k: v for k, v in self.model_dump().items() if v is not None and k != "preset"})
-        return HLLMConfig(**vals)
 
 
 def load_hllm_model(path) -> HLLMModel:
@@ -164,12 +114,16 @@ class HLLMPolicy(FullScorePolicy):
 
     # ----------------------------------------------------------------- training
     def fit(self, dataset, split, progress: bool = True) -> HLLMPolicy:
-        cfg = self.hf_config
+        with hf_progress(progress):  # progress=False: no bar at all, transformers' included
+            return self._fit(dataset, split, progress)
+
+    def _fit(self, dataset, split, progress: bool) -> HLLMPolicy:
+        cfg = self.cfg  # architecture + recipe
         torch.manual_seed(cfg.seed)
         dev = device()
         self.n_items = dataset.n_items
-        cfg.n_item_ids = dataset.n_items if cfg.item_id_embeddings else 0
-        self.model = model = HLLMModel(cfg).to(dev)
+        self.hf_config.n_item_ids = dataset.n_items if cfg.item_id_embeddings else 0
+        self.model = model = HLLMModel(self.hf_config).to(dev)
         if len(dataset.item_text) != dataset.n_items:
             raise DataError(f"dataset {dataset.name!r} has {len(dataset.item_text)} item texts for "
                             f"{dataset.n_items} items; HLLM needs one text per item", field="item_text")
@@ -185,9 +139,10 @@ class HLLMPolicy(FullScorePolicy):
             return model.project(self.features[ids], ids)
 
         params = [p for n, p in model.named_parameters() if not n.startswith("item_encoder.") and p.requires_grad]
-        self.history += run_stage(model, split, self.n_items, emb_cached, [{"params": params}],
-                                  epochs=cfg.stage2_epochs, max_len=cfg.max_len, batch_size=cfg.batch_size,
-                                  lr=cfg.lr, n_negatives=cfg.n_negatives, policy=self, dataset=dataset, desc="hllm stage 2", progress=progress)
+        valid = ndcg_validation(self, dataset, split, every=cfg.eval_every, patience=cfg.patience,
+                                before=self.refresh_table, keep=lambda name: not name.startswith("item_encoder."))
+        self.history += run_stage(model, split, emb_cached, [{"params": params}], cfg, 2, validation=valid,
+                                  progress=progress)
         self.refresh_table()
         return self
 
@@ -198,7 +153,7 @@ class HLLMPolicy(FullScorePolicy):
         item and kept in RAM (N x (max_text_len+1) x H floats); each step then runs only k layers.
         The item token's lower-layer states are part of that cache, so it stays as initialised.
         """
-        model, cfg, dev = self.model, self.hf_config, device()
+        model, cfg, dev = self.model, self.cfg, device()
         enc, top = model.item_encoder, cfg.item_trainable_layers
         if cfg.grad_checkpointing and getattr(enc.backbone, "supports_gradient_checkpointing", False):
             (getattr(enc.backbone, "activation_checkpointing_enable", None) or enc.backbone.gradient_checkpointing_enable)()
@@ -218,9 +173,7 @@ class HLLMPolicy(FullScorePolicy):
                     states[b].to(dev), mask[b].to(dev), top)), ids)
         groups = [{"params": item_params, "lr": cfg.item_lr},
                   {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
-        self.history += run_stage(model, split, self.n_items, emb_e2e, groups, epochs=cfg.stage1_epochs,
-                                  max_len=cfg.stage1_max_len, batch_size=cfg.stage1_batch_size, lr=cfg.lr,
-                                  n_negatives=cfg.stage1_negatives, desc="hllm stage 1", progress=progress)
+        self.history += run_stage(model, split, emb_e2e, groups, cfg, 1, progress=progress)
 
     @torch.no_grad()
     def refresh_table(self) -> None:
@@ -284,7 +237,8 @@ class HLLMPolicy(FullScorePolicy):
     def save(self, path) -> None:
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(p / "model", safe_serialization=True)
+        with hf_progress(False):  # a "Writing model shards" bar for one small file is noise
+            self.model.save_pretrained(p / "model", safe_serialization=True)
         np.save(p / "item_features.npy", self.features.cpu().numpy())
         write_policy_json(p, self.cfg, self.history)
 
@@ -292,8 +246,9 @@ class HLLMPolicy(FullScorePolicy):
     def load(cls, path) -> HLLMPolicy:
         p = Path(path)
         pol = read_policy_json(cls, HLLMPolicyConfig, p)
-        torch.manual_seed(pol.hf_config.seed)
-        pol.model = load_hllm_model(p / "model").to(device())
+        torch.manual_seed(pol.cfg.seed)
+        with hf_progress(False):  # a cached model loads in a second: no "Loading weights" bar
+            pol.model = load_hllm_model(p / "model").to(device())
         pol.hf_config = pol.model.config  # the config it was trained with (user_init="pretrained": resolved widths)
         pol.model.eval()
         pol.features = torch.from_numpy(np.load(p / "item_features.npy")).to(device())

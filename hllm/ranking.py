@@ -24,9 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm.auto import tqdm
 
-from policies.train import trained_items
+from policies.train import epoch_means, fit_loop, minibatches, optimizer_step, trained_items
 
 
 class RankerConfig(BaseModel):
@@ -69,7 +68,7 @@ class HLLMRanker(nn.Module):
         self.head.to(policy.features.device)  # same device as the HLLM tables (CPU or CUDA)
 
     def _seq(self, histories: list[np.ndarray], extra: int = 0):
-        from policies.seqbase import pad_left
+        from policies.tensors import pad_left
 
         T = self.policy.hf_config.max_len - extra
         ids, _ = pad_left(histories, T)
@@ -135,31 +134,27 @@ def fit_ranker(policy, dataset, split, cfg: RankerConfig | None = None, progress
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     K = cfg.negatives_per_positive
     pool = np.flatnonzero(trained_items(tr, policy.n_items))  # untrained (held-out) items get no gradient
-    hist = []
-    for epoch in tqdm(range(cfg.epochs), desc="hllm ranker", disable=not progress, leave=False):
-        ranker.train()
-        perm = rng.permutation(len(rows))
-        tot, nb = 0.0, 0
-        for s in range(0, len(perm), cfg.batch_size):
-            b = perm[s:s + cfg.batch_size]
-            histories = [tr.items[tr.indptr[rows[i]]:ends[i]] for i in b]
-            neg = pool[rng.integers(0, len(pool), (len(b), K))]
-            dev = policy.features.device
-            cand = torch.from_numpy(np.concatenate([tgt[b][:, None], neg], 1)).to(dev)  # (B, 1+K)
-            y = torch.zeros(len(b), 1 + K, len(cfg.tasks), device=dev)
-            y[:, 0] = torch.from_numpy(labels[b]).float().to(dev)
-            logits, h = ranker(histories, cand)
-            loss = F.binary_cross_entropy_with_logits(logits, y)
-            if cfg.lam > 0:  # generative loss: last state predicts the positive against the candidates
-                u = h[:, -1]
-                emb = policy.model.project(policy.features[cand], cand)  # (B, 1+K, D)
-                nce = policy.model.info_nce(u, emb[:, 0], cand[:, 0], emb[:, 1:].reshape(-1, emb.shape[-1]),
-                                            cand[:, 1:].reshape(-1))
-                loss = loss + cfg.lam * nce.loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot, nb = tot + float(loss.detach()), nb + 1
-        hist.append({"epoch": epoch, "loss": tot / max(nb, 1)})
+
+    def step(b: np.ndarray) -> dict[str, float]:
+        histories = [tr.items[tr.indptr[rows[i]]:ends[i]] for i in b]
+        neg = pool[rng.integers(0, len(pool), (len(b), K))]
+        dev = policy.features.device
+        cand = torch.from_numpy(np.concatenate([tgt[b][:, None], neg], 1)).to(dev)  # (B, 1+K)
+        y = torch.zeros(len(b), 1 + K, len(cfg.tasks), device=dev)
+        y[:, 0] = torch.from_numpy(labels[b]).float().to(dev)
+        logits, h = ranker(histories, cand)
+        loss = F.binary_cross_entropy_with_logits(logits, y)
+        if cfg.lam > 0:  # generative loss: last state predicts the positive against the candidates
+            u = h[:, -1]
+            emb = policy.model.project(policy.features[cand], cand)  # (B, 1+K, D)
+            nce = policy.model.info_nce(u, emb[:, 0], cand[:, 0], emb[:, 1:].reshape(-1, emb.shape[-1]),
+                                        cand[:, 1:].reshape(-1))
+            loss = loss + cfg.lam * nce.loss
+        return {"loss": optimizer_step(opt, loss)}
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        return epoch_means(minibatches(rng.permutation(len(rows)), cfg.batch_size), step)
+
+    hist = fit_loop(ranker, train_epoch, epochs=cfg.epochs, validation=None, desc="hllm ranker", progress=progress)
     policy.refresh_table()
     return ranker, hist

@@ -11,15 +11,13 @@ negatives masked; the number of unmasked negatives is logged as a collapse guard
 from __future__ import annotations
 
 import contextlib
-import copy
-import time
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from policies.seqbase import device
-from policies.train import training_windows
+from policies.tensors import device
+from policies.train import Validation, epoch_means, fit_loop, minibatches, optimizer_step, training_windows
 
 
 @torch.no_grad()
@@ -36,8 +34,9 @@ def encode_items(model, tokens: dict[str, torch.Tensor], batch_size: int = 256, 
     return torch.cat(out) if out else torch.zeros(0, model.item_encoder.hidden)
 
 
-def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch.Tensor):
-    """x (B, T+1) shifted ids; emb_of(ids 0-based (K,)) -> (K, D). Returns InfoNCEOutput."""
+def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch.Tensor, in_batch: bool):
+    """x (B, T+1) shifted ids; emb_of(ids 0-based (K,)) -> (K, D); ``in_batch``: the batch's other
+    items are negatives too (else only ``pool_ids``). Returns InfoNCEOutput."""
     inp, tgt = x[:, :-1], x[:, 1:]
     mask = inp > 0
     uniq, inv = torch.unique(torch.cat([x.flatten(), pool_ids + 1]), return_inverse=True)
@@ -51,70 +50,53 @@ def _step_loss(model, emb_of, x: torch.Tensor, ts: torch.Tensor, pool_ids: torch
     pos = table[inv_x[:, 1:][sel]]
     neg_ids = uniq[uniq > 0] - 1
     neg = table[(uniq > 0).nonzero().squeeze(1)]
-    if not model.config.in_batch_negatives:
+    if not in_batch:
         keep = torch.isin(neg_ids, pool_ids)
         neg_ids, neg = neg_ids[keep], neg[keep]
     return model.info_nce(pred, pos, pos_ids, neg, neg_ids)
 
 
-def autocast(cfg):
-    """bf16 autocast on CUDA devices that support it; a no-op context on CPU."""
-    on = bool(cfg.bf16) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def autocast(bf16: bool):
+    """bf16 autocast on CUDA devices that support it (when ``bf16``); a no-op context on CPU."""
+    on = bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if on else contextlib.nullcontext()
 
 
-def run_stage(model, split, n_items: int, emb_of, params, *, epochs: int, max_len: int, batch_size: int,
-              lr: float, n_negatives: int, policy=None, dataset=None, desc: str = "hllm",
-              progress: bool = True) -> list[dict]:
-    """Generic training loop for both stages; early-stops on valid NDCG@10 when ``policy`` is given."""
-    from policies.evaluate import evaluate
+def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 10% of ``total_steps``, then cosine decay to zero."""
+    warm = max(1, total_steps // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / total_steps))))
 
-    cfg = model.config
+
+def run_stage(model, split, emb_of, params, cfg, stage: int, *, validation: Validation | None = None,
+              progress: bool) -> list[dict]:
+    """HLLM stage ``stage`` (1 or 2) of recipe ``cfg`` (``hllm.recipe.HLLMPolicyConfig``) in the shared
+    loop (``policies.train.fit_loop``): InfoNCE over training windows, AdamW on ``params`` with
+    warm-up + cosine decay, gradients clipped at norm 1."""
+    budget, desc = cfg.stage(stage), f"hllm stage {stage}"
     dev = device()
-    ids, ts = training_windows(split.train, max_len, cfg.windows)
+    ids, ts = training_windows(split.train, budget.max_len, cfg.windows)
     x_all, ts_all = torch.from_numpy(ids), torch.from_numpy(ts)  # shifted ids: 0 = pad; ts float64 seconds
     gen = torch.Generator().manual_seed(cfg.seed)
     seen = torch.from_numpy(np.unique(split.train.items))  # negatives come from training items only
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     flat = [q for g in opt.param_groups for q in g["params"]]
-    total_steps = max(1, epochs * ((len(x_all) + batch_size - 1) // batch_size))
-    warm = max(1, total_steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / total_steps))))
-    hist, best, best_state, bad = [], -1.0, None, 0
-    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
-        model.train()
-        t0, tot, nb, left, guarded = time.perf_counter(), 0.0, 0, 0.0, 0.0
-        perm = torch.randperm(len(x_all), generator=gen)
-        for s in range(0, len(perm), batch_size):
-            b = perm[s:s + batch_size]
-            pool = seen[torch.randint(0, len(seen), (n_negatives,), generator=gen)]
-            with autocast(cfg):
-                out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev))
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(flat, 1.0)
-            opt.step()
-            sched.step()
-            tot, nb, left = tot + float(out.loss.detach()), nb + 1, left + out.unmasked_negatives
-            guarded += out.guarded_rows
-        rec = {"stage": desc, "epoch": epoch, "loss": tot / max(nb, 1), "unmasked_negatives": left / max(nb, 1),
-               "guarded_rows": guarded / max(nb, 1),
-               "temperature": float(1 / model.scale().detach()), "seconds": round(time.perf_counter() - t0, 2)}
-        if rec["unmasked_negatives"] < 1.0:
+    sched = warmup_cosine(opt, max(1, budget.epochs * ((len(x_all) + budget.batch_size - 1) // budget.batch_size)))
+
+    def step(b: torch.Tensor) -> dict[str, float]:
+        pool = seen[torch.randint(0, len(seen), (budget.n_negatives,), generator=gen)]
+        with autocast(cfg.bf16):
+            out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev), cfg.in_batch_negatives)
+        return {"loss": optimizer_step(opt, out.loss, clip=(flat, 1.0), sched=sched),
+                "unmasked_negatives": out.unmasked_negatives, "guarded_rows": out.guarded_rows}
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        rec = epoch_means(minibatches(torch.randperm(len(x_all), generator=gen), budget.batch_size), step)
+        if rec.get("unmasked_negatives", 0.0) < 1.0:
             raise RuntimeError("HLLM: almost every negative is masked (embedding collapse); "
                                "lower the learning rate or raise false_negative_cos")
-        if policy is not None and (epoch + 1) % cfg.eval_every == 0 and (split.valid_targets >= 0).any():
-            policy.refresh_table()
-            rec["valid_ndcg@10"] = evaluate(policy, dataset, split, which="valid", ks=(10,)).summary["ndcg@10"]
-            if rec["valid_ndcg@10"] > best:
-                best, bad, best_state = rec["valid_ndcg@10"], 0, copy.deepcopy(
-                    {k: v for k, v in model.state_dict().items() if not k.startswith("item_encoder.")})
-            else:
-                bad += 1
-        hist.append(rec)
-        if bad >= cfg.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    return hist
+        return {**rec, "temperature": float(1 / model.scale().detach())}
+
+    hist = fit_loop(model, train_epoch, epochs=budget.epochs, validation=validation, desc=desc, progress=progress)
+    return [{"stage": desc, **rec} for rec in hist]

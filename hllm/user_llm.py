@@ -26,7 +26,6 @@ from transformers import AutoConfig, AutoModel, LlamaConfig, LlamaModel
 from hllm.item_llm import minilm_path, smollm2_path
 from simulator.errors import ConfigError
 
-USER_INITS = ("scratch", "pretrained")
 # decoder config keys that describe the checkpoint file, not the architecture
 _DROP_KEYS = ("architectures", "quantization_config", "_name_or_path", "_model_name_or_path", "name_or_path",
               "transformers_version", "dtype", "torch_dtype", "auto_map", "_commit_hash")
@@ -62,9 +61,8 @@ def _decoder_config(name: str) -> dict:
 
 
 def resolve_user_llm(cfg) -> None:
-    """Validate ``user_init``; for "pretrained", fix the architecture in ``cfg`` (idempotent, see module doc)."""
-    if cfg.user_init not in USER_INITS:
-        raise ConfigError(f"user_init={cfg.user_init!r}: expected one of {', '.join(map(repr, USER_INITS))}")
+    """For ``user_init="pretrained"``, fix the architecture in ``cfg`` (idempotent, see module doc);
+    ``user_init`` itself is validated by ``HLLMConfig``."""
     if cfg.user_init == "scratch":
         return
     if getattr(cfg, "user_llm_config", None) is None:

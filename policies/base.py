@@ -117,11 +117,11 @@ class Reranker(Protocol):
 @runtime_checkable
 class Policy(Protocol):
     """A trainable model. ``fit`` on a leave-one-out split (train part + valid targets for
-    early stopping), ``save``/``load`` to a directory."""
+    early stopping; ``progress=False``: no progress bar), ``save``/``load`` to a directory."""
 
     name: ClassVar[str]
 
-    def fit(self, dataset: Dataset, split: LeaveOneOut) -> Policy: ...
+    def fit(self, dataset: Dataset, split: LeaveOneOut, progress: bool = True) -> Policy: ...
 
     def save(self, path: str | Path) -> None: ...
 

@@ -29,7 +29,7 @@ class RandomPolicy(FullScorePolicy):
         self.cfg = cfg or RandomConfig()
         self.n_items = 0
 
-    def fit(self, dataset, split) -> RandomPolicy:
+    def fit(self, dataset, split, progress: bool = True) -> RandomPolicy:
         self.n_items = dataset.n_items
         return self
 
@@ -74,7 +74,7 @@ class PopularityPolicy(FullScorePolicy):
     def n_items(self) -> int:
         return len(self.counts)
 
-    def fit(self, dataset, split) -> PopularityPolicy:
+    def fit(self, dataset, split, progress: bool = True) -> PopularityPolicy:
         tr = split.train
         items, ts = tr.items, tr.ts
         if self.cfg.window_days is not None and len(ts):

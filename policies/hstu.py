@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from policies.registry import register
-from policies.seqbase import SequenceModelConfig, SequencePolicy, next_times
+from policies.seqbase import SequenceModelConfig, SequencePolicy
+from policies.tensors import next_times
 
 
 class HSTUConfig(SequenceModelConfig):

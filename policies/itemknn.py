@@ -39,7 +39,7 @@ class ItemKNNPolicy(FullScorePolicy):
         self.sim: sp.csr_matrix | None = None
         self.n_items = 0
 
-    def fit(self, dataset, split) -> ItemKNNPolicy:
+    def fit(self, dataset, split, progress: bool = True) -> ItemKNNPolicy:
         tr = split.train
         n = dataset.n_items
         users = np.repeat(np.arange(tr.n_users), tr.lengths)

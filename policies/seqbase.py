@@ -19,6 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import FullScorePolicy, UserBatch
+from policies.tensors import device, next_times, pad_left
+from policies.train import train_sequence_model
 
 
 class SequenceModelConfig(BaseModel):
@@ -44,31 +46,6 @@ class SequenceModelConfig(BaseModel):
                            "only the last max_len items per user (the original SASRec recipe)")
 
 
-def pad_left(histories, max_len: int, timestamps=None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-aligned (B, T) arrays of shifted ids (0 = pad) and timestamps, last max_len items."""
-    B = len(histories)
-    ids = np.zeros((B, max_len), dtype=np.int64)
-    ts = np.zeros((B, max_len), dtype=np.float64)
-    for b, h in enumerate(histories):
-        h = np.asarray(h)[-max_len:]
-        if len(h):
-            ids[b, max_len - len(h):] = h + 1
-            if timestamps is not None:
-                ts[b, max_len - len(h):] = np.asarray(timestamps[b])[-max_len:]
-    return ids, ts
-
-
-def next_times(ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, T) time each position predicts for: the next input's time; the last position gets ``now``
-    (B,) where given and finite, else its own time (the official code's fallback)."""
-    last = ts[:, -1:] if now is None else torch.where(torch.isfinite(now), now, ts[:, -1])[:, None]
-    return torch.cat([ts[:, 1:], last.to(ts.dtype)], 1)
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class SequencePolicy(FullScorePolicy):
     """Base policy for ID-based sequence models. Subclasses set ``build_model(cfg, n_items)``."""
 
@@ -84,13 +61,11 @@ class SequencePolicy(FullScorePolicy):
     def build_model(self, n_items: int) -> torch.nn.Module:
         raise NotImplementedError
 
-    def fit(self, dataset, split) -> SequencePolicy:
-        from policies.train import train_sequence_model
-
+    def fit(self, dataset, split, progress: bool = True) -> SequencePolicy:
         self.n_items = dataset.n_items
         torch.manual_seed(self.cfg.seed)
         self.model = self.build_model(self.n_items)
-        self.history = train_sequence_model(self, dataset, split, progress=getattr(self, "progress", True))
+        self.history = train_sequence_model(self, dataset, split, progress)
         return self
 
     @torch.no_grad()

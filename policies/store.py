@@ -48,8 +48,7 @@ def fit_or_load(name: str, dataset, split, overrides: dict | None = None, root: 
         return entry.cls.load(path)
     t0 = time.perf_counter()
     pol = entry.cls(cfg)
-    pol.progress = progress
-    pol.fit(dataset, split)
+    pol.fit(dataset, split, progress=progress)
     pol.save(path)
     (path / "DONE").write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 2)}))
     return pol

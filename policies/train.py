@@ -1,4 +1,5 @@
-"""Shared training loop for sequence models: next-item prediction on every position.
+"""Training: the one loop every model uses (:func:`fit_loop`: epochs, validation, early stopping,
+best weights) and the ID sequence models' next-item training on every position.
 
 Losses (``cfg.loss``): ``ce`` full softmax cross-entropy over all items, ``sampled_ce``
 softmax over the target + ``cfg.n_negatives`` uniformly sampled items, ``bce`` binary
@@ -15,16 +16,20 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from policies.seqbase import device, pad_left
+from policies.evaluate import evaluate
+from policies.tensors import device, pad_left
 
 
-def training_windows(train, max_len: int, windows: str = "last") -> tuple[np.ndarray, np.ndarray]:
+def training_windows(train, max_len: int, windows: str) -> tuple[np.ndarray, np.ndarray]:
     """(W, max_len+1) right-aligned training windows (ids shifted, 0 = pad) and their timestamps.
 
     ``windows="last"``: one window per user, the last ``max_len + 1`` items (SASRec's recipe).
@@ -84,9 +89,7 @@ def sequence_loss(policy, h: torch.Tensor, tgt: torch.Tensor, gen: torch.Generat
 
 
 def train_sequence_model(policy, dataset, split, progress: bool = True) -> list[dict]:
-    """Train ``policy.model`` in place; returns the per-epoch history."""
-    from policies.evaluate import evaluate
-
+    """Train ``policy.model`` in place (best validation weights kept); returns the per-epoch history."""
     cfg = policy.cfg
     dev = device()
     model = policy.model.to(dev)
@@ -97,37 +100,111 @@ def train_sequence_model(policy, dataset, split, progress: bool = True) -> list[
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ids_t, ts_t = torch.from_numpy(ids), torch.from_numpy(ts)  # ts float64: second resolution kept
     known = torch.from_numpy(trained_items(split.train, policy.n_items))
+
+    def step(b: torch.Tensor) -> dict[str, float]:
+        x, t = ids_t[b].to(dev), ts_t[b].to(dev)
+        h = model(x[:, :-1], t[:, :-1], t[:, 1:])  # (B, T, D); t[:, 1:]: each target's time
+        return {"loss": optimizer_step(opt, sequence_loss(policy, h, x[:, 1:], gen, known))}
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        return epoch_means(minibatches(torch.randperm(len(ids_t), generator=gen), cfg.batch_size), step)
+
+    valid = ndcg_validation(policy, dataset, split, every=cfg.eval_every, patience=cfg.patience)
+    return fit_loop(model, train_epoch, epochs=cfg.epochs, validation=valid, desc=f"train {policy.name}",
+                    progress=progress)
+
+
+# ----------------------------------------------------------------- the training loop every model uses
+VALID_METRIC = "valid_ndcg@10"
+
+
+def keep_all(name: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Early stopping: ``score()`` (higher is better) every ``every`` epochs; training stops after
+    ``patience`` scores without improvement. The best weights (state-dict entries whose name
+    ``keep`` accepts: a frozen item LLM need not be copied) are restored at the end."""
+
+    score: Callable[[], float]
+    every: int
+    patience: int
+    keep: Callable[[str], bool] = keep_all
+
+
+def ndcg_validation(policy, dataset, split, *, every: int, patience: int, before: Callable[[], None] | None = None,
+                    keep: Callable[[str], bool] = keep_all) -> Validation | None:
+    """Validation NDCG@10 of ``policy`` (full ranking; ``before()`` runs first, e.g. to refresh an
+    item table); None when the split has no validation targets."""
+    if not bool((split.valid_targets >= 0).any()):
+        return None
+
+    def score() -> float:
+        if before is not None:
+            before()
+        return evaluate(policy, dataset, split, which="valid", ks=(10,)).summary["ndcg@10"]
+
+    return Validation(score, every, patience, keep)
+
+
+def fit_loop(model: torch.nn.Module, train_epoch: Callable[[int], dict[str, float]], *, epochs: int,
+             validation: Validation | None, desc: str, progress: bool) -> list[dict]:
+    """Up to ``epochs`` calls of ``train_epoch(epoch) -> metrics`` with ``model`` in train mode,
+    validation and early stopping as ``validation`` says (None: every epoch runs), the best weights
+    restored, ``model`` left in eval mode, a tqdm bar unless ``progress`` is False.
+
+    Returns the history: one ``{"epoch", **metrics, "seconds"[, "valid_ndcg@10"]}`` per epoch run.
+    """
     best, best_state, bad, hist = -1.0, None, 0, []
-    has_valid = bool((split.valid_targets >= 0).any())
-    bar = tqdm(range(cfg.epochs), desc=f"train {policy.name}", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(len(ids_t), generator=gen)
-        total, nb = 0.0, 0
-        for s in range(0, len(perm), cfg.batch_size):
-            b = perm[s:s + cfg.batch_size]
-            x, t = ids_t[b].to(dev), ts_t[b].to(dev)
-            h = model(x[:, :-1], t[:, :-1], t[:, 1:])  # (B, T, D); t[:, 1:]: each target's time
-            loss = sequence_loss(policy, h, x[:, 1:], gen, known)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            nb += 1
-        rec = {"epoch": epoch, "loss": total / max(nb, 1), "seconds": round(time.perf_counter() - t0, 2)}
-        if has_valid and (epoch + 1) % cfg.eval_every == 0:
-            rec["valid_ndcg@10"] = evaluate(policy, dataset, split, which="valid", ks=(10,)).summary["ndcg@10"]
-            if rec["valid_ndcg@10"] > best:
-                best, bad = rec["valid_ndcg@10"], 0
-                best_state = copy.deepcopy(model.state_dict())
+        rec = {"epoch": epoch, **train_epoch(epoch)}
+        rec["seconds"] = round(time.perf_counter() - t0, 2)
+        if validation is not None and (epoch + 1) % validation.every == 0:
+            rec[VALID_METRIC] = score = validation.score()
+            if score > best:
+                best, bad = score, 0
+                best_state = copy.deepcopy({k: v for k, v in model.state_dict().items() if validation.keep(k)})
             else:
                 bad += 1
         hist.append(rec)
         bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k != "epoch"})
-        if bad >= cfg.patience:
+        if validation is not None and bad >= validation.patience:
             break
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state, strict=False)
     model.eval()
     return hist
+
+
+def minibatches(perm, batch_size: int) -> Iterator:
+    """Consecutive slices of ``batch_size`` of a permutation (torch or numpy)."""
+    return (perm[s:s + batch_size] for s in range(0, len(perm), batch_size))
+
+
+def epoch_means(batches: Iterable, step: Callable[[Any], dict[str, float]]) -> dict[str, float]:
+    """``step`` on every batch; the mean of each metric it returns (empty without batches)."""
+    tot: dict[str, float] = {}
+    n = 0
+    for b in batches:
+        for k, v in step(b).items():
+            tot[k] = tot.get(k, 0.0) + v
+        n += 1
+    return {k: v / n for k, v in tot.items()}
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, *, clip: tuple[list, float] | None = None,
+                   sched=None) -> float:
+    """One descent step on ``loss`` (``clip``: (parameters, max grad norm)); returns the loss value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(*clip)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return float(loss.detach())

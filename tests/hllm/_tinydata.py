@@ -22,3 +22,11 @@ def tiny_dataset(n_users: int = 60, n_items: int = 48, length: int = 12, seed: i
         tss.append(np.arange(length, dtype=np.float64) * 60.0 + u)
     return Dataset("tiny", n_users, n_items, Sequences.from_lists(seqs, tss), text,
                    {"topic": topic})
+
+
+def tiny_hf_config(**kw):
+    """The model config of the ``tiny`` preset, with architecture overrides ``kw``."""
+    from hllm.configuration_hllm import ARCHITECTURE_FIELDS, HLLMConfig
+    from hllm.recipe import HLLMPolicyConfig
+
+    return HLLMConfig(**{**HLLMPolicyConfig.tiny().model_dump(include=set(ARCHITECTURE_FIELDS)), **kw})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from pathlib import Path
@@ -11,9 +12,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tinydata import tiny_dataset  # noqa: E402
+from _tinydata import tiny_dataset, tiny_hf_config  # noqa: E402
 
-from hllm.configuration_hllm import PRESETS, HLLMConfig  # noqa: E402
+from hllm.configuration_hllm import HLLMConfig  # noqa: E402
 from hllm.modeling_hllm import HLLMModel  # noqa: E402
 from hllm.policy import HLLMPolicy, HLLMPolicyConfig  # noqa: E402
 from hllm.train import encode_items  # noqa: E402
@@ -38,10 +39,8 @@ def fitted(data):
 
 
 def tiny_model(**kw) -> HLLMModel:
-    vals = dict(PRESETS["tiny"])
-    vals.update(kw)
     torch.manual_seed(0)
-    return HLLMModel(HLLMConfig(**vals)).eval()
+    return HLLMModel(tiny_hf_config(**kw)).eval()
 
 
 def test_registered_with_tiny_config_and_extra_forbid():
@@ -54,10 +53,11 @@ def test_registered_with_tiny_config_and_extra_forbid():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("pooling", "cls", "HLLM config pooling='cls': expected one of item_token, mean"),
-    ("proj", "MLP", "HLLM config proj='MLP': expected one of linear, mlp"),
-    ("windows", "every", "HLLM config windows='every': expected one of last, all"),
-    ("similarity", "cosine", "HLLM config similarity='cosine': expected one of cos, dot"),
+    ("pooling", "cls", "HLLM config pooling='cls': Input should be 'item_token' or 'mean'"),
+    ("proj", "MLP", "HLLM config proj='MLP': Input should be 'linear' or 'mlp'"),
+    ("similarity", "cosine", "HLLM config similarity='cosine': Input should be 'cos' or 'dot'"),
+    ("max_text_len", 2, "HLLM config max_text_len=2: Input should be greater than or equal to 4"),
+    ("user_init", "bogus", "HLLM config user_init='bogus': Input should be 'scratch' or 'pretrained'"),
 ])
 def test_hf_config_rejects_unknown_choices(field, value, message):
     from simulator.errors import ConfigError
@@ -142,14 +142,14 @@ def test_item_embedding_ignores_padding_and_batch(pooling):
 
 def test_embedding_cache_equals_recomputed(fitted, data):
     ds, _ = data
-    tok = fitted.model.item_encoder.tokenize(list(ds.item_text))
-    torch.testing.assert_close(encode_items(fitted.model, tok, batch_size=7), fitted.features.cpu())
-    table = fitted.item_table().copy()
-    new_ids = fitted.add_items(ds.item_text[:3])  # incremental: same text -> same embedding
+    pol = copy.deepcopy(fitted)  # add_items grows the tables: the shared fixture stays as fitted
+    tok = pol.model.item_encoder.tokenize(list(ds.item_text))
+    torch.testing.assert_close(encode_items(pol.model, tok, batch_size=7), pol.features.cpu())
+    table = pol.item_table().copy()
+    new_ids = pol.add_items(ds.item_text[:3])  # incremental: same text -> same embedding
     assert list(new_ids) == [ds.n_items, ds.n_items + 1, ds.n_items + 2]
-    np.testing.assert_allclose(fitted.item_table()[new_ids], table[:3], atol=1e-6)
-    fitted.features = fitted.features[:ds.n_items]
-    fitted.refresh_table()
+    np.testing.assert_allclose(pol.item_table()[new_ids], table[:3], atol=1e-6)
+    assert fitted.n_items == len(fitted.item_table()) == ds.n_items
 
 
 def test_save_load_round_trip_identical(fitted, data, tmp_path):
@@ -169,10 +169,35 @@ def test_same_seed_same_model(data):
     np.testing.assert_array_equal(a.score_all(batch), b.score_all(batch))
 
 
-def test_time_embedding_option(data):
+def test_time_gaps_are_bucketed_as_documented():
+    """A gap of g seconds since the previous item is bucket floor(log2(max(g, 1))), at most
+    time_buckets; the first item and padding are bucket 0."""
+    from hllm.modeling_hllm import time_gap_buckets
+
+    gaps = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 1023.0, 1024.0, 2.0**40]
+    ts = torch.tensor([[0.0, 0.0] + list(np.cumsum(gaps))], dtype=torch.float64) + 1.7e9  # epoch seconds
+    mask = torch.tensor([[False] + [True] * (len(gaps) + 1)])  # a pad, then items
+    want = [0, 0] + [0, 0, 0, 0, 1, 1, 2, 9, 10, 32]
+    assert time_gap_buckets(ts, mask, 32).tolist() == [want]
+    assert time_gap_buckets(ts, mask, 8).tolist() == [[min(b, 8) for b in want]]
+
+
+def _same_items_other_gaps(split, users: int = 6) -> tuple[UserBatch, UserBatch]:
+    """The same histories twice: their own times (an item a minute), and an item a day (same last time)."""
+    a = UserBatch.from_sequences(split.train, np.arange(users))
+    assert all((np.diff(t) == 60.0).all() for t in a.timestamps)
+    days = [t[-1] - 86400.0 * np.arange(len(t))[::-1] for t in a.timestamps]
+    return a, UserBatch(a.user_ids, a.histories, days)
+
+
+def test_time_embedding_option_uses_the_gaps(data, fitted):
     ds, split = data
     pol = registry.create("hllm", {"preset": "tiny", "use_time": True, "stage1_epochs": 0}).fit(ds, split, progress=False)
-    assert np.isfinite(pol.score_all(UserBatch.from_sequences(split.train, np.arange(4)))).all()
+    own, days = _same_items_other_gaps(split)
+    assert not np.allclose(pol.embed_users(own), pol.embed_users(days), atol=1e-3)  # gaps change the user
+    shifted = UserBatch(own.user_ids, own.histories, [t + 86400.0 for t in own.timestamps])
+    np.testing.assert_allclose(pol.embed_users(shifted), pol.embed_users(own), atol=1e-6)  # only gaps matter
+    np.testing.assert_array_equal(fitted.embed_users(own), fitted.embed_users(days))  # use_time off: ignored
 
 
 def test_stage1_with_gradient_checkpointing_and_mean_pooling(data):

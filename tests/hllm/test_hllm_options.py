@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tinydata import tiny_dataset  # noqa: E402
+from _tinydata import tiny_dataset, tiny_hf_config  # noqa: E402
 
 from hllm.item_llm import backbone_layers, load_item_backbone, trainable_item_parameters  # noqa: E402
 from policies import registry  # noqa: E402
@@ -52,7 +52,8 @@ def _fit_top_layers(k: int):
     torch.set_num_threads(1)
     pol = registry.create("hllm", {"preset": "tiny", "item_trainable_layers": k, "stage2_epochs": 1})
     pol.fit(ds, ds.leave_one_out(), progress=False)
-    fresh, _, _ = load_item_backbone("tiny", seed=pol.hf_config.seed)
+    torch.manual_seed(pol.cfg.seed)  # as fit seeds before building the model
+    fresh, _, _ = load_item_backbone("tiny")
     got = pol.model.item_encoder.backbone.state_dict()
     return pol, [name for name, v in fresh.state_dict().items() if not torch.equal(got[name], v)]
 
@@ -96,12 +97,11 @@ def test_hybrid_id_vectors_train_and_new_items_fall_back_to_text():
 
 
 def test_length_sorted_chunks_equal_one_batch():
-    from hllm.configuration_hllm import PRESETS, HLLMConfig
     from hllm.modeling_hllm import HLLMModel
     from hllm.policy import features_by_length
 
     torch.manual_seed(0)
-    m = HLLMModel(HLLMConfig(**PRESETS["tiny"])).eval()
+    m = HLLMModel(tiny_hf_config()).eval()
     tok = m.item_encoder.tokenize(["a", "a much longer title with words", "mid size title", "b c"] * 3)
     ids = torch.tensor([5, 1, 0, 11, 2, 7])
     want = m.item_features(tok["input_ids"][ids], tok["attention_mask"][ids])
@@ -113,10 +113,9 @@ def test_length_sorted_chunks_equal_one_batch():
 def test_cached_lower_layers_plus_top_view_equal_full_forward(pooling, decoder, tmp_path):
     from transformers import LlamaConfig, LlamaModel
 
-    from hllm.configuration_hllm import PRESETS, HLLMConfig
     from hllm.modeling_hllm import HLLMModel
 
-    vals = dict(PRESETS["tiny"], pooling=pooling)
+    vals = dict(pooling=pooling)
     if decoder:
         torch.manual_seed(0)
         LlamaModel(LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
@@ -127,7 +126,7 @@ def test_cached_lower_layers_plus_top_view_equal_full_forward(pooling, decoder, 
         AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path / "dec")
         vals["item_llm"] = str(tmp_path / "dec")
     torch.manual_seed(0)
-    m = HLLMModel(HLLMConfig(**vals)).eval()
+    m = HLLMModel(tiny_hf_config(**vals)).eval()
     tok = m.item_encoder.tokenize(["a", "a much longer title with words", "mid size title"])
     full = m.item_features(tok["input_ids"], tok["attention_mask"])
     n = m.item_encoder.backbone.config.num_hidden_layers
@@ -145,9 +144,47 @@ def test_stage1_cached_top_layer_trains_only_top_layer():
 
 def test_every_preset_is_labelled_for_what_it_is():
     """Tables and reports call `fast` what it is: a frozen encoder, not the paper's fine-tuned item LLM."""
-    from hllm.configuration_hllm import PRESET_LABELS, PRESETS
+    from hllm.recipe import PRESET_LABELS, PRESETS
 
     assert set(PRESET_LABELS) == set(PRESETS)
     assert "frozen" in PRESET_LABELS["fast"] and "not the paper" in PRESET_LABELS["fast"]
     assert PRESETS["fast"]["stage1_epochs"] == 0 and PRESETS["paper"]["stage1_epochs"] > 0
     assert "fine-tuned" in PRESET_LABELS["paper"]
+
+
+def test_every_setting_has_one_default_in_one_place():
+    """Architecture defaults live in HLLMArchitecture, training ones in HLLMRecipe; the policy config
+    and the model config add none, presets only override, and `sim run`'s budget is a named preset."""
+    from hllm.configuration_hllm import ARCHITECTURE_FIELDS, HLLMArchitecture, HLLMConfig
+    from hllm.recipe import PRESETS, HLLMPolicyConfig, HLLMRecipe
+    from simulator.cli_run import QUICK_BUDGET
+
+    arch, recipe = HLLMArchitecture(), HLLMRecipe()
+    assert not ARCHITECTURE_FIELDS & set(HLLMRecipe.model_fields)
+    assert set(HLLMPolicyConfig.model_fields) == ARCHITECTURE_FIELDS | set(HLLMRecipe.model_fields) | {"preset"}
+    hf = HLLMConfig()
+    assert {f: getattr(hf, f) for f in ARCHITECTURE_FIELDS} == arch.model_dump()
+    assert not any(hasattr(hf, f) for f in HLLMRecipe.model_fields)  # the model config is architecture only
+    defaults = {**arch.model_dump(), **recipe.model_dump()}
+    for name, over in PRESETS.items():
+        assert set(over) <= set(defaults), name
+        assert not {k for k, v in over.items() if defaults[k] == v}, f"preset {name} restates a default"
+    assert QUICK_BUDGET["hllm"] == {"preset": "quick"}
+    assert PRESETS["quick"] == {**PRESETS["fast"], "stage2_epochs": 6, "patience": 2}
+
+
+def test_explicit_value_beats_preset_beats_default():
+    from hllm.recipe import HLLMPolicyConfig
+
+    cfg = HLLMPolicyConfig(preset="tiny", stage2_epochs=7)
+    assert (cfg.stage2_epochs, cfg.user_hidden, cfg.lr) == (7, 32, HLLMPolicyConfig.model_fields["lr"].default)
+    assert HLLMPolicyConfig().batch_size == 64  # the default preset, fast
+    assert HLLMPolicyConfig(**cfg.model_dump()) == cfg  # a saved config reloads as itself
+    assert cfg.to_hf().user_hidden == 32 and not hasattr(cfg.to_hf(), "stage2_epochs")
+
+
+@pytest.mark.parametrize("over, field", [({"windows": "every"}, "windows"), ({"preset": "fastest"}, "preset"),
+                                         ({"stage2_epochz": 3}, "stage2_epochz"), ({"max_text_len": 2}, "max_text_len")])
+def test_policy_config_rejects_bad_settings(over, field):
+    with pytest.raises(ConfigError, match=f"policy 'hllm' config: {field}: "):
+        registry.create("hllm", over)

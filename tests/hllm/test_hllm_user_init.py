@@ -12,9 +12,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tinydata import tiny_dataset  # noqa: E402
+from _tinydata import tiny_dataset, tiny_hf_config  # noqa: E402
 
-from hllm.configuration_hllm import PRESETS, HLLMConfig  # noqa: E402
+from hllm.configuration_hllm import HLLMConfig  # noqa: E402
 from hllm.modeling_hllm import HLLMModel  # noqa: E402
 from hllm.policy import HLLMPolicy, load_hllm_model  # noqa: E402
 from policies import registry  # noqa: E402
@@ -47,9 +47,7 @@ def bert_folder(tmp_path_factory):
 
 
 def tiny_config(**kw) -> HLLMConfig:
-    vals = dict(PRESETS["tiny"])
-    vals.update(kw)
-    return HLLMConfig(**vals)
+    return tiny_hf_config(**kw)
 
 
 def assert_user_llm_is_decoder(model: HLLMModel, ref: dict, n_layers: int) -> None:
@@ -118,7 +116,7 @@ def test_scratch_is_unchanged():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(user_init="bogus"), "user_init='bogus': expected one of 'scratch', 'pretrained'"),
+    (dict(user_init="bogus"), "HLLM config user_init='bogus': Input should be 'scratch' or 'pretrained'"),
     (dict(user_init="pretrained"),  # the tiny item LLM is a BERT encoder
      "user_init='pretrained' needs a Llama-architecture decoder, but 'tiny' is a random BERT encoder "
      "(model_type 'bert'); use user_init='scratch' or user_llm=<a decoder>"),

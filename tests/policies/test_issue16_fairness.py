@@ -34,10 +34,9 @@ def test_held_out_item_embeddings_unchanged_by_training(name, loss, cold):
     """Full softmax used to push held-out items down as every step's negatives (below random)."""
     ds, split, held_out = cold
     pol = registry.create(name, {**ID_OVER, "loss": loss})
-    pol.progress = False
     torch.manual_seed(pol.cfg.seed)
     init = pol.build_model(ds.n_items).item_embeddings().detach().clone()  # what fit starts from
-    pol.fit(ds, split)
+    pol.fit(ds, split, progress=False)
     after = pol.model.item_embeddings().detach()
     torch.testing.assert_close(after[held_out + 1], init[held_out + 1], rtol=0, atol=0)
     trained = np.setdiff1d(np.arange(ds.n_items), held_out) + 1
@@ -107,9 +106,7 @@ def test_training_and_scores_do_not_depend_on_the_time_origin(name, over):
     out = []
     for ds in (base, _shifted(base, EPOCH)):
         split = ds.leave_one_out()
-        pol = registry.create(name, over)
-        pol.progress = False
-        pol.fit(ds, split) if name == "hstu" else pol.fit(ds, split, progress=False)
+        pol = registry.create(name, over).fit(ds, split, progress=False)
         from policies.base import UserBatch
 
         users = UserBatch.from_sequences(split.eval_histories("test"), now=split.target_times("test"))

@@ -9,8 +9,8 @@ from policies import registry
 from policies.evaluate import evaluate
 from policies.hstu import HSTU, HSTUConfig, RelativeBias
 from policies.sasrec import SASRec, SASRecConfig
-from policies.seqbase import next_times
 from policies.store import fit_or_load
+from policies.tensors import next_times
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,7 @@ def data():
 
 def _fit(name, data, **over):
     ds, split = data
-    pol = registry.create(name, over)
-    pol.progress = False
-    return pol.fit(ds, split)
+    return registry.create(name, over).fit(ds, split, progress=False)
 
 
 @pytest.mark.parametrize("name,over", [

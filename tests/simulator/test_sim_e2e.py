@@ -121,9 +121,28 @@ def test_replay_run_hits_only_future_logs_of_that_user(env):
         assert r.item_id in items[start:start + 5], (u, t, r.item_id)  # that user's future, in the window
 
 
-def test_hllm_rank_as_fine_ranker_of_an_hllm_arm(tmp_path):
+def _spy_scores(monkeypatch, cls) -> dict[tuple[int, int], set[float]]:
+    """(user, item) -> every score ``cls.score_all`` returned for that pair during the test."""
+    seen: dict[tuple[int, int], set[float]] = {}
+    orig = cls.score_all
+
+    def score_all(self, users):
+        out = orig(self, users)
+        for u, row in zip(users.user_ids, out, strict=True):
+            for i, s in enumerate(row):
+                seen.setdefault((int(u), i), set()).add(float(s))
+        return out
+
+    monkeypatch.setattr(cls, "score_all", score_all)
+    return seen
+
+
+def test_hllm_rank_as_fine_ranker_of_an_hllm_arm(tmp_path, monkeypatch):
     from _simdata import tiny_arm
 
+    from hllm.rank_policy import HLLMRankPolicy
+
+    ranked = _spy_scores(monkeypatch, HLLMRankPolicy)
     cat = tiny_catalog(str(tmp_path / "cat.duckdb"))
     arm = dict(tiny_arm("treatment", "hllm"), fine={"policy": "hllm_rank", "keep": 12})
     tiny = {"preset": "tiny", "stage1_epochs": 0}
@@ -133,4 +152,10 @@ def test_hllm_rank_as_fine_ranker_of_an_hllm_arm(tmp_path):
     ev = event_frames(cat, rid)
     treated = ev["exposures"][ev["exposures"].arm == "treatment"]
     assert len(treated) > 0 and set(treated.channel) <= {"hllm", "popularity"}
+    # hllm_rank ranked: every shown score is one hllm_rank gave that user for that item (a click
+    # probability), and each slate is in the order of those scores
+    assert all(r.score in ranked.get((r.user_id, r.item_id), ()) for r in treated.itertuples())
+    assert treated.score.between(0, 1, inclusive="neither").all()
+    for _, slate in treated.groupby("request_id"):
+        assert (np.diff(slate.sort_values("position").score.to_numpy()) <= 0).all()
     cat.close()
