@@ -220,7 +220,7 @@ def arm_pipelines(con, run_id: str) -> dict[str, list[str]]:
     return out
 
 
-def _sequential(con, run_id: str, summary: pd.DataFrame, cfg: AnalysisConfig) -> dict:
+def _sequential(con, run_id: str, cfg: AnalysisConfig) -> dict:
     """The primary metric's sequential monitor per treatment arm (or why there is none)."""
     prim = next(m for m in metric_list(cfg) if m.role == "primary")
     if not monitorable(prim):
@@ -249,7 +249,7 @@ def report_context(con, run_id: str, config: AnalysisConfig | dict | None = None
     power = {r["arm"]: power_numbers(r, cfg.alpha, cfg.power) for r in summary.to_dict("records")
              if r["role"] == "primary"}
     return dict(info=info, config=cfg, summary=summary, arms=arm_summary(con, run_id), srm=srm, channels=channels,
-                truth=truth_table(con, run_id), sequential=_sequential(con, run_id, summary, cfg), power=power,
+                truth=truth_table(con, run_id), sequential=_sequential(con, run_id, cfg), power=power,
                 headline=headline(summary, cfg.alpha, cfg.power), pipelines=arm_pipelines(con, run_id),
                 warnings=run_warnings(con, info))  # unfinished run, changed data (analysis/provenance.py)
 

@@ -154,7 +154,7 @@ def truth_for_window(cat, cfg, policies, reps: int) -> dict:
     return {"values": t.values, "passes": t.passes, "reps": reps, "window_s": cfg.duration_s}
 
 
-def run_effect(cat, policies, n_runs: int, duration: float, art: str, alpha: float, truth_reps: int,
+def run_effect(cat, policies, n_runs: int, duration: float, art: str, truth_reps: int,
                vary: str = "both") -> dict:
     arms = [arm("popularity", "popularity", "control"), arm("sasrec", "sasrec", "treatment")]
     base = config(arms, seed=0, salt="effect", artifacts=art, n_requests=10**9, duration_s=duration)
@@ -247,7 +247,7 @@ def main() -> None:
     out["dataset"] = DATASET["name"]
     if not args.skip_aa:
         out["aa"] = run_aa(cat, policies, args.aa, args.requests, art, args.alpha)
-    out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.alpha, args.truth_reps)
+    out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.truth_reps)
     out["power"] = power_check(out["effect"], args.alpha)
     if args.cuped_runs:
         out["cuped"] = [run_cuped(cat, policies, args.cuped_runs, args.requests, art, DATASET["name"])]
@@ -260,7 +260,7 @@ def main() -> None:
                                             progress=False)["popularity"]}
             out["cuped"].append(run_cuped(cat, pop, args.cuped_runs, 4 * args.requests, art, args.cuped_data))
     for vary in ("seed", "salt") if args.decompose else ():
-        e = run_effect(cat, policies, args.decompose, meta["span_s"], art, args.alpha, args.truth_reps, vary)
+        e = run_effect(cat, policies, args.decompose, meta["span_s"], art, args.truth_reps, vary)
         e.pop("_rows")
         out[f"effect_vary_{vary}_only"] = e
     out["seconds"] = round(time.perf_counter() - t0, 1)

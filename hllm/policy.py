@@ -26,7 +26,7 @@ from policies.base import FullScorePolicy, UserBatch
 from policies.registry import register
 from policies.tensors import device, pad_left
 from policies.train import ndcg_validation
-from simulator.errors import ConfigError, DataError
+from simulator.errors import ConfigError, DataError, NotFittedError
 
 
 def load_hllm_model(path) -> HLLMModel:
@@ -175,9 +175,13 @@ class HLLMPolicy(FullScorePolicy):
                   {"params": [p for n, p in model.named_parameters() if not n.startswith("item_encoder.")]}]
         self.history += run_stage(model, split, emb_e2e, groups, cfg, 1, progress=progress)
 
+    def _check_fitted(self) -> None:
+        if self.model is None or self.features is None:
+            raise NotFittedError("policy 'hllm' is not fitted: call fit() or load() first")
+
     @torch.no_grad()
     def refresh_table(self) -> None:
-        assert self.model is not None and self.features is not None
+        self._check_fitted()
         self.model.eval()
         self.table = self.model.project(self.features, torch.arange(len(self.features), device=self.features.device))  # (N, D)
         self.score_table = self.model.unit(self.table)
@@ -187,7 +191,7 @@ class HLLMPolicy(FullScorePolicy):
     @torch.no_grad()
     def user_embeddings(self, users: UserBatch) -> torch.Tensor:
         """(B, D) user embeddings from histories (last user-LLM state; normalised for cos)."""
-        assert self.model is not None and self.table is not None, "policy is not fitted"
+        self._check_fitted()
         self.model.eval()
         cfg = self.hf_config
         ids, ts = pad_left(users.histories, cfg.max_len, users.timestamps)
@@ -207,7 +211,7 @@ class HLLMPolicy(FullScorePolicy):
     @torch.no_grad()
     def add_items(self, texts: list[str]) -> np.ndarray:
         """Embed new items with the frozen item LLM; returns their new ids (no retraining)."""
-        assert self.model is not None
+        self._check_fitted()
         tok = self.model.item_encoder.tokenize(list(texts))
         feats = encode_items(self.model, tok).to(self.features.device)
         start = len(self.features)
@@ -222,7 +226,7 @@ class HLLMPolicy(FullScorePolicy):
     @torch.no_grad()
     def embed_texts(self, texts: list[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """(M, D) scoring embeddings of item texts with the frozen item LLM (not added)."""
-        assert self.model is not None, "policy is not fitted"
+        self._check_fitted()
         tok = self.model.item_encoder.tokenize(list(texts))
         feats = encode_items(self.model, tok, batch_size=batch_size, progress=progress).to(self.features.device)
         return self.model.unit(self.model.project(feats)).cpu().numpy()

@@ -103,7 +103,7 @@ class HLLMRanker(nn.Module):
         return torch.sigmoid(logits[..., task]).cpu().numpy()
 
 
-def _examples(dataset, split, cfg: RankerConfig, rng: np.random.Generator):
+def _examples(dataset, split, cfg: RankerConfig):
     """(user, position) examples from the training split: history prefix, next item, task labels."""
     tr = split.train
     vals = dataset.values
@@ -127,7 +127,7 @@ def fit_ranker(policy, dataset, split, cfg: RankerConfig | None = None, progress
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     ranker = HLLMRanker(policy, cfg)
-    rows, ends, tgt, labels = _examples(dataset, split, cfg, rng)
+    rows, ends, tgt, labels = _examples(dataset, split, cfg)
     tr = split.train
     params = list(ranker.head.parameters()) + [p for n, p in policy.model.named_parameters()
                                                 if not n.startswith("item_encoder.")]  # item LLM stays frozen

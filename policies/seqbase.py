@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.base import FullScorePolicy, UserBatch
 from policies.tensors import device, next_times, pad_left
 from policies.train import train_sequence_model
+from simulator.errors import NotFittedError
 
 
 class SequenceModelConfig(BaseModel):
@@ -70,7 +71,8 @@ class SequencePolicy(FullScorePolicy):
 
     @torch.no_grad()
     def user_states(self, users: UserBatch) -> torch.Tensor:
-        assert self.model is not None, "policy is not fitted"
+        if self.model is None:
+            raise NotFittedError(f"policy {self.name!r} is not fitted: call fit() or load() first")
         ids, ts = pad_left(users.histories, self.cfg.max_len, users.timestamps)
         self.model.eval()
         dev = next(self.model.parameters()).device

@@ -31,6 +31,10 @@ class ConfigError(SimError):
     """Invalid configuration (unknown key, unknown policy, impossible quotas...)."""
 
 
+class NotFittedError(SimError):
+    """A policy used before it was fitted or loaded."""
+
+
 class NotFoundError(SimError):
     """Unknown dataset, run id, model or artifact."""
 

@@ -59,7 +59,6 @@ def _cycles(adj: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="policies.seqbase <-> policies.train: broken by the one-training-loop change")
 def test_no_import_cycles_between_modules():
     """No file-level circle, lazy imports included (a cycle hides an upward dependency)."""
     grimp = pytest.importorskip("grimp")

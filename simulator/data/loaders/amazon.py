@@ -28,7 +28,7 @@ def _json_files(p: Path) -> list[Path]:
         f.name.endswith(e) for e in (".jsonl", ".json", ".jsonl.gz", ".json.gz")))
 
 
-def _detect_version(con, path: Path) -> str:
+def _detect_version(path: Path) -> str:
     with _open(path) as f:
         for line in f:
             if line.strip():
@@ -62,7 +62,7 @@ def load_amazon(con, path: str | Path, *, skip_bad_lines: bool = False, meta: st
         meta = meta or (metas[0] if metas else None)
     else:
         rpath = p
-    ver = version or _detect_version(con, rpath)
+    ver = version or _detect_version(rpath)
     if ver not in ("2018", "2023"):
         raise DataError(f"unknown Amazon version {ver!r} (2018 or 2023)", file=str(rpath))
     fields = _V2023 if ver == "2023" else _V2018
