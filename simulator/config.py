@@ -91,6 +91,8 @@ class ExperimentConfig(BaseModel):
     feedback_delay_s: float = Field(5.0, ge=0, description="delay before a click is recorded (and the item "
                                     "reaches the user's history)")
     consume_delay_s: float = Field(300.0, ge=0, description="delay from click to the 'consume' event")
+    design: Literal["ab", "interleave"] = Field("ab", description="ab: each user hashed to one arm; interleave: "
+                                                "team-draft interleaving of the two arms' rankings in every slate")
     oracle_reps: int = Field(2, ge=0, le=100, description="world: counterfactual passes per arm that give each arm's "
                              "true metric values (the world oracle); 0 = off")
     replay_window: int = Field(10, ge=1, description="replay: a hit is among the user's next N logged items")
@@ -113,6 +115,8 @@ class ExperimentConfig(BaseModel):
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be unique, got {names}")
+        if self.design == "interleave" and [a.role for a in self.arms] != ["control", "treatment"]:
+            raise ValueError("design 'interleave' compares exactly two arms: a control, then a treatment")
         return self
 
     def resolved_json(self) -> str:

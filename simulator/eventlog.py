@@ -30,14 +30,16 @@ class EventLog:
         return rid
 
     def record(self, batch_no: int, rid: np.ndarray, users: np.ndarray, now: np.ndarray, sess: np.ndarray,
-               assigned: np.ndarray, slates: SlateBatch, resp: Response) -> None:
-        """Write one served batch: ``assigned`` is each request's arm index (its user's arm)."""
-        self._assignments(users, now, assigned)
-        arm = self.arm_names[assigned]
-        self.sink.add("requests", request_id=rid, user_id=users, arm=arm.tolist(), ts=now, session_id=sess,
+               labels: np.ndarray, slates: SlateBatch, resp: Response) -> None:
+        """Write one served batch. ``labels`` is what the design records for each request's user
+        (A/B: the user's arm); exposures and feedback carry the arm that produced each position
+        (the same arm in an A/B test; the team in interleaving)."""
+        self._assignments(users, now, labels)
+        origin = self.arm_names[np.clip(slates.arm, 0, None)]  # (B, K) arm name of each position
+        self.sink.add("requests", request_id=rid, user_id=users, arm=list(labels), ts=now, session_id=sess,
                       latency_ms=slates.latency_ms, batch_no=np.full(len(rid), batch_no, np.int64))
         r_i, p_i = np.nonzero(slates.item_ids >= 0)
-        self.sink.add("exposures", request_id=rid[r_i], user_id=users[r_i], arm=arm[r_i].tolist(),
+        self.sink.add("exposures", request_id=rid[r_i], user_id=users[r_i], arm=origin[r_i, p_i].tolist(),
                       position=p_i.astype(np.int32), item_id=slates.item_ids[r_i, p_i],
                       channel=slates.channel[r_i, p_i].tolist(), score=slates.scores[r_i, p_i].astype(np.float64),
                       latency_ms=slates.latency_ms[r_i], ts=now[r_i])
@@ -45,21 +47,21 @@ class EventLog:
         if not len(hit):
             return
         pos = resp.position[hit]
-        common = dict(request_id=rid[hit], user_id=users[hit], arm=arm[hit].tolist(),
+        common = dict(request_id=rid[hit], user_id=users[hit], arm=origin[hit, pos].tolist(),
                       item_id=slates.item_ids[hit, pos], position=pos.astype(np.int32))
         self.sink.add("feedback", **common, event="click", value=1.0, ts=now[hit] + self.feedback_delay_s)
         self.sink.add("feedback", **common, event="consume", value=resp.value[hit].astype(np.float64),
                       ts=now[hit] + self.feedback_delay_s + self.consume_delay_s)
 
-    def _assignments(self, users: np.ndarray, now: np.ndarray, assigned: np.ndarray) -> None:
+    def _assignments(self, users: np.ndarray, now: np.ndarray, labels: np.ndarray) -> None:
         new = [int(u) for u in np.unique(users) if int(u) not in self.first_seen]
         if not new:
             return
         nu = np.array(new, np.int64)
         first = np.array([now[users == u].min() for u in nu])
         self.first_seen.update(zip(new, first.tolist(), strict=True))
-        arm_of_new = np.array([assigned[np.flatnonzero(users == u)[0]] for u in nu])
-        self.sink.add("assignments", user_id=nu, arm=self.arm_names[arm_of_new].tolist(), first_ts=first)
+        self.sink.add("assignments", user_id=nu, arm=[labels[np.flatnonzero(users == u)[0]] for u in nu],
+                      first_ts=first)
 
     def flush(self) -> None:
         self.sink.flush()

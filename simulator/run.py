@@ -24,7 +24,7 @@ from simulator.config import ExperimentConfig
 from simulator.data import Catalog, ensure_dataset
 from simulator.data.busy import holding
 from simulator.data.sequences import Dataset, LeaveOneOut
-from simulator.design import ABDesign
+from simulator.design import DESIGNS
 from simulator.errors import ConfigError, NotFoundError, RunInterrupted
 from simulator.eventlog import EventLog
 from simulator.oracle import Truth, world_truth
@@ -166,7 +166,7 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     runtime = _start_runtime(cfg, policies, setup)
     names = tuple(a.name for a in cfg.arms)
-    design = ABDesign(names, [a.weight for a in cfg.arms], cfg.salt)
+    design = DESIGNS[cfg.design].from_config(cfg)
     status, stop = "failed", None
     with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
         try:

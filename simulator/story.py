@@ -115,7 +115,7 @@ class Simulation:
         served = {int(a): (rows[a], *results[names[a]]) for a in order}
         slates = self.design.combine(len(part), served, np.random.default_rng([self.seed, 13, batch_no]))
         resp = self.user_model.respond(users, slates.item_ids, now, np.random.default_rng([self.seed, 7, batch_no]))
-        self.log.record(batch_no, rid, users, now, sess, self.design.assign(users), slates, resp)
+        self.log.record(batch_no, rid, users, now, sess, self.design.labels(users), slates, resp)
         self.batch_no += 1
         hit = np.flatnonzero(resp.position >= 0)
         items = np.full(len(part), -1, np.int64)

@@ -81,13 +81,14 @@ def test_event_log_numbers_requests_and_writes_each_event_once():
     rid = log.new_requests(2)
     sb = place(2, {0: (np.array([0]), _slate([[4, 5]]), np.array([1.0])),
                    1: (np.array([1]), _slate([[6, 7]]), np.array([3.0]))})
-    log.record(0, rid, np.array([10, 11]), np.array([100.0, 101.0]), np.array([0, 0]), np.array([0, 1]), sb,
+    log.record(0, rid, np.array([10, 11]), np.array([100.0, 101.0]), np.array([0, 0]), np.array(["c", "t"], object), sb,
                Response(np.array([-1, 1]), np.array([1.0, 0.5])))
-    log.record(1, log.new_requests(1), np.array([10]), np.array([200.0]), np.array([1]), np.array([0]),
+    log.record(1, log.new_requests(1), np.array([10]), np.array([200.0]), np.array([1]), np.array(["c"], object),
                place(1, {0: (np.array([0]), _slate([[4, 5]]), np.array([1.0]))}), Response(np.array([0]), np.ones(1)))
     req, asg, fb = sink.frame("requests"), sink.frame("assignments"), sink.frame("feedback")
     assert req.request_id.tolist() == [0, 1, 2] and req.batch_no.tolist() == [0, 0, 1]
     assert asg.user_id.tolist() == [10, 11] and asg.first_ts.tolist() == [100.0, 101.0]  # first seen only
+    assert asg.arm.tolist() == ["c", "t"] and req.arm.tolist() == ["c", "t", "c"]
     clicks, consumes = fb[fb.event == "click"], fb[fb.event == "consume"]
     assert clicks.item_id.tolist() == [7, 4] and consumes.value.tolist() == [0.5, 1.0]
     assert clicks.ts.tolist() == [106.0, 205.0] and consumes.ts.tolist() == [116.0, 215.0]
