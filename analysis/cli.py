@@ -42,7 +42,7 @@ def report(
     catalog: Optional[str] = _CATALOG,
 ) -> None:
     """Write the Markdown + self-contained HTML report (and report.json) of a run; print its answer."""
-    from .report import format_summary, summarize, write_report
+    from .report import write_report
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"--format must be table or json, got {fmt!r}")
@@ -66,13 +66,12 @@ def report(
         lock_down(con)  # user metric SQL runs here too: no file access, no settings changes
         for w in run_warnings(con, run_info(con, run_id)):  # unknown run id: one line, before anything else
             typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-        table = summarize(con, run_id, cfg)
         srm = srm_for_run(con, run_id)
         if srm.failed:
             typer.secho(f"WARNING: {srm.message()}", fg=typer.colors.RED, err=True)
         paths = write_report(con, run_id, out, cfg)
         if fmt == "table":
-            typer.echo(format_summary(table))
+            typer.echo(paths["text"])
     finally:
         con.close()
     if fmt == "json":

@@ -158,3 +158,17 @@ def make_plots(con, run_id: str, summary: pd.DataFrame, path: pd.DataFrame | Non
         plots["sequential"] = sequential(path, metric, alpha)
     plots.update(cumulative=cumulative(con, run_id), channels=channels(con, run_id), latency=latency(con, run_id))
     return plots
+
+
+def credit(credit: pd.DataFrame) -> bytes:
+    """Interleaving: click-through per slate position for each team."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for team, g in credit.groupby("team"):
+        ax.plot(g["position"], g["clicks"] / g["exposures"].clip(lower=1), marker="o", label=team)
+    ax.set_xlabel("slate position (0 = top)")
+    ax.set_ylabel("clicks / exposures")
+    ax.set_title("Interleaving: click-through of each team's items by position")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)

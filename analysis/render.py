@@ -96,17 +96,8 @@ def render_markdown(ctx: dict, images: dict[str, str]) -> str:
         lines += [f"> **Guardrail violated:** {'; '.join(g)}", ""]
     lines += [f"- dataset: `{info.get('dataset')}`, status: {info.get('status')}, seed: {info.get('seed')}",
               f"- config hash: `{info.get('config_hash')}`, git: `{info.get('git_rev')}`",
-              f"- SRM: {text}", "", "## Effects", "", DECISION_RULE, "",
-              "| metric | role | control | treatment | abs lift | rel lift | 95% CI (rel) | p | p adj | result "
-              "| true lift | n (c/t) | method | note |",
-              "|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|"]
-    for r in effect_rows(summary):
-        res = f"**{r['result']}**" if r["result"] in ("significant", "violated") else r["result"]
-        lines.append(f"| {r['metric']} | {r['role']} | {r['control']} | {r['treatment']} | {r['abs']} | {r['rel']} | "
-                     f"{r['ci']} | {r['p']} | {r['p_adj']} | {res} | {r['true']} | {r['n']} | {r['method']} | {r['note']} |")
-    lines += ["", f"![relative lifts]({images['forest']})", ""]
-    if "sequential" in images:
-        lines += ["## Sequential monitor", "", _sequential_text(ctx), "", f"![sequential]({images['sequential']})", ""]
+              f"- {'team draft balance' if ctx['design'] == 'interleave' else 'SRM'}: {text}", ""]
+    lines += _interleave_md(ctx, images) if ctx["design"] == "interleave" else _effects_md(ctx, images)
     truth = _truth_display(ctx)
     if truth is not None:
         lines += ["## World oracle (true values)", "", ORACLE_TEXT, "", _md_table(truth), ""]
@@ -118,6 +109,42 @@ def render_markdown(ctx: dict, images: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _effects_md(ctx: dict, images: dict[str, str]) -> list[str]:
+    lines = ["## Effects", "", DECISION_RULE, "",
+             "| metric | role | control | treatment | abs lift | rel lift | 95% CI (rel) | p | p adj | result "
+             "| true lift | n (c/t) | method | note |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|"]
+    for r in effect_rows(ctx["summary"]):
+        res = f"**{r['result']}**" if r["result"] in ("significant", "violated") else r["result"]
+        lines.append(f"| {r['metric']} | {r['role']} | {r['control']} | {r['treatment']} | {r['abs']} | {r['rel']} | "
+                     f"{r['ci']} | {r['p']} | {r['p_adj']} | {res} | {r['true']} | {r['n']} | {r['method']} | {r['note']} |")
+    lines += ["", f"![relative lifts]({images['forest']})", ""]
+    if "sequential" in images:
+        lines += ["## Sequential monitor", "", _sequential_text(ctx), "", f"![sequential]({images['sequential']})", ""]
+    return lines
+
+
+def _preference_table(ctx: dict) -> pd.DataFrame:
+    p = ctx["interleave"]["preference"]
+    return pd.DataFrame([{"treatment": p.treatment, "control": p.control, "preference share": f"{p.share:.4f}",
+                          "95% CI": f"[{p.ci[0]:.4f}, {p.ci[1]:.4f}]", "p": fmt(p.p, "p"), "users": p.users,
+                          "wins": p.wins, "losses": p.losses, "ties": p.ties,
+                          "users for / against": f"{p.users_for} / {p.users_against}",
+                          "sign test p": fmt(p.sign_test_p, "p")}])
+
+
+def _interleave_md(ctx: dict, images: dict[str, str]) -> list[str]:
+    it = ctx["interleave"]
+    credit = it["credit"].pivot_table(index="position", columns="team", values="clicks", fill_value=0).reset_index()
+    return ["## Interleaving (team draft)", "", INTERLEAVE_TEXT, "", _md_table(_preference_table(ctx)), "",
+            "Exposure share per team: " + ", ".join(f"{a} {v:.1%}" for a, v in it["exposure_share"].items()), "",
+            "### Clicks per team and position", "", _md_table(credit), "", f"![credit]({images['credit']})", ""]
+
+
+INTERLEAVE_TEXT = ("Every request showed one slate drafted from both rankers (team draft, a fair coin deciding who "
+                   "picks first when the teams are even). A request is won by the team with more clicks; the "
+                   "preference share is the treatment's wins over all decided requests, with a delta-method CI over "
+                   "users and a z-test against 0.5; the sign test compares the users who preferred each team.")
 DECISION_RULE = ("Decision rule: the primary metric (*) is tested at alpha; secondary metrics are corrected among "
                  "themselves (p adj); guardrails are one-sided non-inferiority tests with a relative margin "
                  "(ok = not worse than the margin, violated = worse than the margin). Levels are the raw arm "
@@ -186,6 +213,15 @@ def _effects_html(summary: pd.DataFrame) -> str:
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _interleave_html(ctx: dict) -> str:
+    it = ctx["interleave"]
+    credit = it["credit"].pivot_table(index="position", columns="team", values="clicks", fill_value=0).reset_index()
+    shares = ", ".join(f"{a} {v:.1%}" for a, v in it["exposure_share"].items())
+    return (f"<p class='meta'>{html.escape(INTERLEAVE_TEXT)}</p>{_html_table(_preference_table(ctx))}"
+            f"<p class='meta'>Exposure share per team: {html.escape(shares)}</p>"
+            f"<h3>Clicks per team and position</h3>{_html_table(credit)}")
+
+
 def render_html(ctx: dict, images: dict[str, str]) -> str:
     info, summary, srm = ctx["info"], ctx["summary"], ctx["srm"]
     text, failed = _srm_text(srm)
@@ -208,9 +244,13 @@ def render_html(ctx: dict, images: dict[str, str]) -> str:
         seed=html.escape(str(info.get("seed"))), git_rev=html.escape(str(info.get("git_rev"))),
         n_requests=fmt(info.get("n_requests")) if info.get("n_requests") is not None else "?",
         answer=answer, srm_banner=srm_banner, guardrail_banner=guard, decision_rule=html.escape(DECISION_RULE),
-        effects_table=_effects_html(summary),
+        effects_table=(_interleave_html(ctx) if ctx["design"] == "interleave" else _effects_html(summary)),
         arms_table=_html_table(_arms_display(ctx["arms"])) + _html_table(_pipelines(ctx)),
         channels_table=_html_table(ctx["channels"].drop(columns=["run_id"], errors="ignore")),
         config_json=html.escape(_pretty_config(info)), sequential_section=seq, truth_section=truth_html,
-        img_forest=images["forest"], img_cumulative=images["cumulative"], img_latency=images["latency"],
+        img_forest=images.get("credit", images["forest"]),
+        **({"effects_title": "Interleaving (team draft)", "lifts_title": "Click-through by position and team",
+            "lifts_alt": "interleaving credit by position"} if ctx["design"] == "interleave" else
+           {"effects_title": "Effects (treatment vs control)", "lifts_title": "Relative lifts",
+            "lifts_alt": "forest plot of relative lifts"}), img_cumulative=images["cumulative"], img_latency=images["latency"],
         img_channels=images["channels"])

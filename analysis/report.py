@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ import pandas as pd
 
 from simulator.errors import ConfigError
 
+from . import interleave
+from . import plots as plots_mod
 from .decision import decide, headline, power_numbers
 from .estimators import DeltaRatio, EstimationError, default_estimator
 from .plots import make_plots
@@ -233,25 +236,43 @@ def _sequential(con, run_id: str, cfg: AnalysisConfig) -> dict:
     return {"metric": prim.name, "arms": arms, "note": ""}
 
 
+def run_design(info: dict) -> str:
+    """'ab' or 'interleave': the design the run was made with (its stored config)."""
+    try:
+        return (json.loads(info.get("config_json") or "{}") or {}).get("design", "ab")
+    except (json.JSONDecodeError, AttributeError):
+        return "ab"
+
+
 def report_context(con, run_id: str, config: AnalysisConfig | dict | None = None) -> dict:
     """Everything a report shows (the Markdown, the HTML and report.json render this one dict)."""
     install_views(con)
     info = run_info(con, run_id)
     cfg = analysis_config(info, config)
-    summary = summarize(con, run_id, cfg)
     try:
         srm = srm_for_run(con, run_id)
     except Exception as e:  # noqa: BLE001 - bad weights: report it rather than crash
         srm = SRMResult({}, {}, float("nan"), float("nan"))
         srm.error = str(e)
-    channels = con.execute("SELECT * FROM v_channel_contribution WHERE run_id = ? ORDER BY arm, channel",
-                           [run_id]).df()
+    common = dict(info=info, config=cfg, design=run_design(info), srm=srm, truth=truth_table(con, run_id),
+                  channels=con.execute("SELECT * FROM v_channel_contribution WHERE run_id = ? ORDER BY arm, channel",
+                                       [run_id]).df(),
+                  pipelines=arm_pipelines(con, run_id),
+                  warnings=run_warnings(con, info))  # unfinished run, changed data (analysis/provenance.py)
+    if common["design"] == "interleave":
+        control, (treatment,) = arm_roles(con, run_id)
+        return {**common, "summary": pd.DataFrame(columns=SUMMARY_COLUMNS),
+                **interleave.context(con, run_id, control, treatment, cfg.alpha, common["truth"])}
+    summary = summarize(con, run_id, cfg)
     power = {r["arm"]: power_numbers(r, cfg.alpha, cfg.power) for r in summary.to_dict("records")
              if r["role"] == "primary"}
-    return dict(info=info, config=cfg, summary=summary, arms=arm_summary(con, run_id), srm=srm, channels=channels,
-                truth=truth_table(con, run_id), sequential=_sequential(con, run_id, cfg), power=power,
-                headline=headline(summary, cfg.alpha, cfg.power), pipelines=arm_pipelines(con, run_id),
-                warnings=run_warnings(con, info))  # unfinished run, changed data (analysis/provenance.py)
+    return {**common, "summary": summary, "arms": arm_summary(con, run_id), "power": power,
+            "sequential": _sequential(con, run_id, cfg), "headline": headline(summary, cfg.alpha, cfg.power)}
+
+
+def console_text(ctx: dict) -> str:
+    """What `sim run` and `sim report` print: the answer first, then the table."""
+    return interleave.console_text(ctx) if ctx["design"] == "interleave" else format_summary(ctx["summary"])
 
 
 def _jsonable(v):
@@ -283,7 +304,10 @@ def report_json(ctx: dict) -> dict:
     return _jsonable({
         "run": {k: info.get(k) for k in ("run_id", "dataset", "status", "seed", "config_hash", "git_rev", "started_at",
                                          "finished_at", "sim_start", "sim_end", "n_requests")},
+        "design": ctx["design"],
         "headline": ctx["headline"],
+        "interleave": ({**ctx["interleave"], "preference": dataclasses.asdict(ctx["interleave"]["preference"])}
+                       if "interleave" in ctx else None),
         "warnings": ctx["warnings"],
         "effects": ctx["summary"],
         "power": ctx["power"],
@@ -306,6 +330,8 @@ def write_report(catalog_path_or_con, run_id: str, out_dir, config: AnalysisConf
         first = next(iter(seq["arms"].values()), None)
         plots = make_plots(con, run_id, ctx["summary"], first["path"] if first else None, seq["metric"],
                            ctx["config"].alpha)
+        if ctx["design"] == "interleave":
+            plots["credit"] = plots_mod.credit(ctx["interleave"]["credit"])
     out = Path(out_dir) / str(run_id)
     out.mkdir(parents=True, exist_ok=True)
     for name, png in plots.items():
@@ -316,4 +342,4 @@ def write_report(catalog_path_or_con, run_id: str, out_dir, config: AnalysisConf
     html.write_text(render_html(ctx, {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in plots.items()}))
     js = out / "report.json"
     js.write_text(json.dumps(report_json(ctx), indent=1))
-    return {"md": str(md), "html": str(html), "json": str(js)}
+    return {"md": str(md), "html": str(html), "json": str(js), "text": console_text(ctx)}

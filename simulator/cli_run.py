@@ -48,6 +48,8 @@ def run(
     control: Optional[str] = typer.Option(None, "--control", "-c", help="Control arm model (default sasrec)."),
     arms: Optional[str] = typer.Option(None, "--arms", help="Comma-separated models for A/B/n; the first is control."),
     config: Optional[Path] = typer.Option(None, "--config", help="Experiment config (TOML or YAML)."),
+    design: Optional[str] = typer.Option(None, "--design", help="ab (default: each user hashed to one arm) | "
+                                         "interleave (team-draft interleaving of the two arms in every slate)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset: 'synthetic' (default, world user model) or a catalog name such as 'ml-100k' (replay)."),
     requests: Optional[int] = typer.Option(None, "--requests", "-n", help="Number of requests to simulate."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many simulated seconds."),
@@ -66,7 +68,7 @@ def run(
     from simulator.errors import RunInterrupted
     from simulator.run import resume_experiment, run_experiment, validate
 
-    ov = {k: v for k, v in {"dataset": data, "n_requests": requests, "seed": seed, "artifacts": artifacts,
+    ov = {k: v for k, v in {"design": design, "dataset": data, "n_requests": requests, "seed": seed, "artifacts": artifacts,
                             "duration_s": duration, "actors_per_arm": actors, "ray_address": ray_address,
                             "runtime": "ray" if ray_address and not runtime else runtime}.items() if v is not None}
     check_options(ov, resume=resume, given={"--treatment": treatment, "--control": control, "--arms": arms,
@@ -91,7 +93,7 @@ def run(
         cat.close()  # now, not whenever the garbage collector gets to it: other commands may open the file
 
 
-_OPTION_NAMES = {"dataset": "--data", "n_requests": "--requests", "seed": "--seed", "artifacts": "--artifacts",
+_OPTION_NAMES = {"design": "--design", "dataset": "--data", "n_requests": "--requests", "seed": "--seed", "artifacts": "--artifacts",
                  "duration_s": "--duration", "actors_per_arm": "--actors", "ray_address": "--ray-address",
                  "runtime": "--runtime"}
 
@@ -112,6 +114,8 @@ def check_options(ov: dict, *, resume: Optional[str], given: dict) -> None:
         raise ConfigError(f"--duration must be positive, got {ov['duration_s']:g}")
     if ov.get("actors_per_arm", 1) < 1:
         raise ConfigError(f"--actors must be at least 1, got {ov['actors_per_arm']}")
+    if ov.get("design") not in (None, "ab", "interleave"):
+        raise ConfigError(f"--design must be ab or interleave, got {ov['design']!r}")
     if ov.get("runtime") not in (None, "local", "ray"):
         raise ConfigError(f"--runtime must be local or ray, got {ov['runtime']!r}")
     if ov.get("ray_address") not in (None, "auto", "local"):
@@ -145,12 +149,11 @@ def check_analysis_block(cfg) -> None:
 
 def summarize_run(cat, run_id: str, report_dir: Path) -> None:
     """Print the answer and the effect table and write the report, or (if the analysis fails) a plain summary."""
-    from analysis.report import format_summary, summarize, write_report
+    from analysis.report import write_report
 
     try:
-        table = summarize(cat.con, run_id)
         paths = write_report(cat.con, run_id, report_dir)
-        typer.echo(format_summary(table))
+        typer.echo(paths["text"])
         typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')}, {paths.get('json')})")
         return
     except Exception as e:  # noqa: BLE001 - the run's events are safe; fall back to the plain summary

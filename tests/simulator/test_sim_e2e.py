@@ -159,3 +159,14 @@ def test_hllm_rank_as_fine_ranker_of_an_hllm_arm(tmp_path, monkeypatch):
     for _, slate in treated.groupby("request_id"):
         assert (np.diff(slate.sort_values("position").score.to_numpy()) <= 0).all()
     cat.close()
+
+
+@pytest.mark.ray
+def test_interleaving_on_ray_equals_in_process(env, ray_session):
+    cat, art, _ = env
+    arms = [{"name": "c", "role": "control", "channels": [{"policy": "popularity", "quota": 20}], "slate_size": 5},
+            {"name": "t", "role": "treatment", "channels": [{"policy": "sasrec", "quota": 20}], "slate_size": 5}]
+    local = run_experiment(tiny_config(art, design="interleave", arms=arms, oracle_reps=0), cat, progress=False)
+    ray = run_experiment(tiny_config(art, design="interleave", arms=arms, oracle_reps=0, runtime="ray",
+                                     actors_per_arm=2), cat, progress=False)
+    _same(event_frames(cat, local), event_frames(cat, ray))
