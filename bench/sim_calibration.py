@@ -243,31 +243,47 @@ def main() -> None:
     install_views(cat.con)
     t0 = time.perf_counter()
     _, meta = replicate(cat, pilot_cfg, policies, sequential=False)  # how long a window holds ~N requests
-    out: dict = {"command": "python bench/sim_calibration.py " + " ".join(sys.argv[1:]), "machine": {"cpus": os.cpu_count()}}
-    out["dataset"] = DATASET["name"]
+    out: dict = {"command": "python bench/sim_calibration.py " + " ".join(sys.argv[1:]), "machine": {"cpus": os.cpu_count()},
+                 "dataset": DATASET["name"]}
+    save = _saver(args.out, out)  # after every section: a crash late in a long run keeps what was measured
     if not args.skip_aa:
-        out["aa"] = run_aa(cat, policies, args.aa, args.requests, art, args.alpha)
+        save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha))
     out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.truth_reps)
-    out["power"] = power_check(out["effect"], args.alpha)
+    save("power", power_check(out["effect"], args.alpha))
     if args.cuped_runs:
-        out["cuped"] = [run_cuped(cat, policies, args.cuped_runs, args.requests, art, DATASET["name"])]
-        if args.cuped_data:
-            ensure_dataset(args.cuped_data, cat)
-            pop = {"popularity": train_arms(config([arm("a", "popularity", "control")], 0, "x", art)
-                                            .model_copy(update={"dataset": args.cuped_data}),
-                                            prepare(config([arm("a", "popularity", "control")], 0, "x", art)
-                                                    .model_copy(update={"dataset": args.cuped_data}), cat),
-                                            progress=False)["popularity"]}
-            out["cuped"].append(run_cuped(cat, pop, args.cuped_runs, 4 * args.requests, art, args.cuped_data))
+        cuped = [run_cuped(cat, policies, args.cuped_runs, args.requests, art, DATASET["name"])]
+        save("cuped", cuped)
+        if args.cuped_data and _available(args.cuped_data):
+            save("cuped", [*cuped, _cuped_replay(cat, args, art)])
     for vary in ("seed", "salt") if args.decompose else ():
         e = run_effect(cat, policies, args.decompose, meta["span_s"], art, args.truth_reps, vary)
         e.pop("_rows")
-        out[f"effect_vary_{vary}_only"] = e
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(out, indent=1, default=float)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+        save(f"effect_vary_{vary}_only", e)
+    save("seconds", round(time.perf_counter() - t0, 1))
+    print(json.dumps(out, indent=1, default=float))
+
+
+def _saver(path: str | None, out: dict):
+    """``save(key, value)``: store a finished section and rewrite the JSON file."""
+    def save(key: str, value) -> None:
+        out[key] = value
+        if path:
+            Path(path).write_text(json.dumps(out, indent=1, default=float))
+    return save
+
+
+def _available(name: str) -> bool:
+    from simulator.data.paths import find_ml100k
+
+    return name != "ml-100k" or find_ml100k() is not None
+
+
+def _cuped_replay(cat, args, art: str) -> dict:
+    """(d) on a replay dataset: popularity arms trained on its pre-period."""
+    ensure_dataset(args.cuped_data, cat)
+    cfg = config([arm("a", "popularity", "control")], 0, "x", art).model_copy(update={"dataset": args.cuped_data})
+    pop = train_arms(cfg, prepare(cfg, cat), progress=False)
+    return run_cuped(cat, pop, args.cuped_runs, 4 * args.requests, art, args.cuped_data)
 
 
 if __name__ == "__main__":
