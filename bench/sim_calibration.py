@@ -245,7 +245,7 @@ def main() -> None:
     _, meta = replicate(cat, pilot_cfg, policies, sequential=False)  # how long a window holds ~N requests
     out: dict = {"command": "python bench/sim_calibration.py " + " ".join(sys.argv[1:]), "machine": {"cpus": os.cpu_count()},
                  "dataset": DATASET["name"]}
-    save = _saver(args.out, out)  # after every section: a crash late in a long run keeps what was measured
+    save = saver(args.out, out)  # after every section: a crash late in a long run keeps what was measured
     if not args.skip_aa:
         save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha))
     out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.truth_reps)
@@ -263,7 +263,7 @@ def main() -> None:
     print(json.dumps(out, indent=1, default=float))
 
 
-def _saver(path: str | None, out: dict):
+def saver(path: str | None, out: dict):
     """``save(key, value)``: store a finished section and rewrite the JSON file."""
     def save(key: str, value) -> None:
         out[key] = value
