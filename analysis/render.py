@@ -196,7 +196,7 @@ def _pretty_config(info: dict) -> str:
 
 
 def _effects_html(summary: pd.DataFrame) -> str:
-    head = ("<tr><th class='l'>metric</th><th>control</th><th>treatment</th><th>abs lift</th><th>rel lift</th>"
+    head = ("<tr><th class='l'>metric</th><th>control</th><th>treatment</th><th>rel lift</th>"
             "<th>95% CI (rel)</th><th>p</th><th>p adj</th><th class='l'>result</th><th>true lift</th>"
             "<th>n (c / t)</th><th class='l'>method</th><th class='l'>note</th></tr>")
     rows = []
@@ -206,7 +206,7 @@ def _effects_html(summary: pd.DataFrame) -> str:
         rcls = {"significant": "sig", "violated": "bad", "inconclusive": "warn", "ok": "okk"}.get(res, "")
         rows.append(
             f"<tr class='{r['role']}'><td class='l'>{html.escape(r['metric'])}</td><td>{r['control']}</td>"
-            f"<td>{r['treatment']}</td><td>{r['abs']}</td><td class='{cls}'>{r['rel']}</td><td>{r['ci']}</td>"
+            f"<td>{r['treatment']}</td><td class='{cls}'>{r['rel']}</td><td>{r['ci']}</td>"
             f"<td>{r['p']}</td><td>{r['p_adj']}</td><td class='l {rcls}'>{html.escape(res)}</td><td>{r['true']}</td>"
             f"<td>{r['n']}</td><td class='l'>{html.escape(r['method'])}</td>"
             f"<td class='note'>{html.escape(r['note'])}</td></tr>")
