@@ -90,6 +90,7 @@ def balance(con, run_id: str, control: str, treatment: str) -> tuple[SRMResult, 
                              [run_id]).fetchall())
     shown = dict(con.execute("SELECT arm, count(*) FROM exposures WHERE run_id = ? GROUP BY ALL", [run_id]).fetchall())
     res = srm_test({a: int(first.get(a, 0)) for a in (control, treatment)}, {control: 1.0, treatment: 1.0})
+    res.what = "team-draft first pick"
     total = max(sum(shown.values()), 1)
     return res, {a: shown.get(a, 0) / total for a in (control, treatment)}
 
@@ -130,7 +131,7 @@ def context(con, run_id: str, control: str, treatment: str, alpha: float, truth:
     true_lift = paired_lift(per[control], per[treatment])[0] if {control, treatment} <= set(per) else None
     lines = [headline(pref, true_lift)]
     if bal.failed:
-        lines.append(f"WARNING: the team draft is unbalanced ({bal.message()}): the result is not trustworthy.")
+        lines.append(f"WARNING: {bal.message()}: the team draft is not fair and the result is not trustworthy.")
     credit = position_credit(con, run_id)
     teams = credit.groupby("team")[["exposures", "clicks"]].sum().reset_index()
     return {"interleave": {"preference": pref, "exposure_share": shares, "credit": credit, "true_ctr_lift": true_lift},
@@ -149,4 +150,4 @@ def console_text(ctx: dict) -> str:
     shares = ", ".join(f"{a} {s:.1%}" for a, s in it["exposure_share"].items())
     return "\n".join([*ctx["headline"], "", rows.to_string(index=False),
                       f"(share = requests won by {p.treatment}'s team / requests won by either team; exposures: "
-                      f"{shares}; team picking first: {ctx['srm'].message()})"])
+                      f"{shares}; {ctx['srm'].message()})"])

@@ -19,6 +19,7 @@ class SRMResult:
     chi2: float
     p: float
     threshold: float = SRM_THRESHOLD
+    what: str = "sample ratio"  # what is counted ("team-draft first pick" for interleaving)
 
     @property
     def failed(self) -> bool:
@@ -26,7 +27,7 @@ class SRMResult:
 
     def message(self) -> str:
         obs = ", ".join(f"{a}={n} (expected {self.expected[a]:.1f})" for a, n in self.counts.items())
-        state = "SAMPLE RATIO MISMATCH" if self.failed else "no sample ratio mismatch"
+        state = f"{self.what.upper()} MISMATCH" if self.failed else f"no {self.what} mismatch"
         return f"{state}: chi2={self.chi2:.2f}, p={self.p:.3g}; {obs}"
 
 
