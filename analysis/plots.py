@@ -95,15 +95,21 @@ def sequential(path: pd.DataFrame, metric: str, alpha: float) -> bytes:
 
 
 def cumulative(con, run_id: str) -> bytes:
-    plt = _plt()
     cum = con.execute("SELECT arm, hour, cum_ctr FROM v_cumulative WHERE run_id = ? ORDER BY arm, hour",
                       [run_id]).df()
+    return _lines(cum, "arm", "hour", "cum_ctr", "simulated hours since run start", "cumulative CTR",
+                  "Cumulative CTR over simulated time", marker=".")
+
+
+def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, title: str, marker: str = "o") -> bytes:
+    """One line per group of ``df``."""
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
-    for arm, g in cum.groupby("arm"):
-        ax.plot(g["hour"], g["cum_ctr"], marker=".", label=arm)
-    ax.set_xlabel("simulated hours since run start")
-    ax.set_ylabel("cumulative CTR")
-    ax.set_title("Cumulative CTR over simulated time")
+    for name, g in df.groupby(by):
+        ax.plot(g[x], g[y], marker=marker, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     return _png(fig)
@@ -162,13 +168,6 @@ def make_plots(con, run_id: str, summary: pd.DataFrame, path: pd.DataFrame | Non
 
 def credit(credit: pd.DataFrame) -> bytes:
     """Interleaving: click-through per slate position for each team."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
-    for team, g in credit.groupby("team"):
-        ax.plot(g["position"], g["clicks"] / g["exposures"].clip(lower=1), marker="o", label=team)
-    ax.set_xlabel("slate position (0 = top)")
-    ax.set_ylabel("clicks / exposures")
-    ax.set_title("Interleaving: click-through of each team's items by position")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _png(fig)
+    ctr = credit.assign(ctr=credit["clicks"] / credit["exposures"].clip(lower=1))
+    return _lines(ctr, "team", "position", "ctr", "slate position (0 = top)", "clicks / exposures",
+                  "Interleaving: click-through of each team's items by position")

@@ -25,6 +25,11 @@ def tiny_arm(name: str, policy: str, role: str = "treatment") -> dict:
             "fine": {"policy": policy, "keep": 12}, "slate_size": 5}
 
 
+def retrieval_arm(name: str, policy: str, role: str = "treatment") -> dict:
+    """An arm with one retrieval channel and no ranker (the policy's own ranking, slate of 5)."""
+    return {"name": name, "role": role, "channels": [{"policy": policy, "quota": 20}], "slate_size": 5}
+
+
 def tiny_config(artifacts, **top):
     data = {"dataset": "synthetic-tiny", "n_requests": 300, "seed": 1, "artifacts": str(artifacts),
             "batch_window_s": 120.0, "start_horizon_s": 600.0,

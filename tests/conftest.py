@@ -59,3 +59,14 @@ def sim(capsys):
         return SimResult(code, cap.out, cap.err)
 
     return call
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """(catalog, folder): the tiny synthetic world in a fresh catalog, one per test module."""
+    from _simdata import tiny_catalog
+
+    d = tmp_path_factory.mktemp("world")
+    cat = tiny_catalog(str(d / "cat.duckdb"))
+    yield cat, d
+    cat.close()

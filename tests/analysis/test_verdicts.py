@@ -8,23 +8,18 @@ import sys
 
 import numpy as np
 import pytest
-from _simdata import tiny_catalog, tiny_config
+from _simdata import retrieval_arm, tiny_catalog, tiny_config
 
 from analysis.report import summarize, write_report
 from analysis.views import install_views
 from simulator.run import run_experiment
 
-
-def _arm(name, policy, role="treatment"):
-    return {"name": name, "role": role, "channels": [{"policy": policy, "quota": 20}], "slate_size": 5}
+_arm = retrieval_arm
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    d = tmp_path_factory.mktemp("verdicts")
-    cat = tiny_catalog(str(d / "cat.duckdb"))
-    yield cat, d
-    cat.close()
+def world(tiny_world):
+    return tiny_world
 
 
 def _run(world, arms, **kw):

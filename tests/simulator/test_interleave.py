@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from _simdata import event_frames, tiny_catalog, tiny_config
+from _simdata import event_frames, retrieval_arm, tiny_config
 from scipy import stats
 
 from policies.base import Slate
@@ -52,16 +52,12 @@ def test_draft_is_balanced_and_attributes_every_item_to_its_team():
             assert row[pos] in (a, b)[sb.arm[r, pos]][r]  # the item comes from the team's own ranking
 
 
-def _arm(name, policy, role):
-    return {"name": name, "role": role, "channels": [{"policy": policy, "quota": 20}], "slate_size": 5}
+_arm = retrieval_arm
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    d = tmp_path_factory.mktemp("il")
-    cat = tiny_catalog(str(d / "cat.duckdb"))
-    yield cat, d
-    cat.close()
+def world(tiny_world):
+    return tiny_world
 
 
 def _cfg(d, control, treatment, **kw):
