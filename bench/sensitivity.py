@@ -48,6 +48,7 @@ K = float(stats.norm.ppf(0.975) + stats.norm.ppf(0.8))  # two-sided 5%, 80% powe
 PAIRS = {"sasrec_vs_popularity": ("popularity", "sasrec"), "hstu_vs_sasrec": ("sasrec", "hstu"),
          "hllm_vs_sasrec": ("sasrec", "hllm")}
 TRAINING = {"hllm": {"preset": "quick"}}  # the other policies train with their own defaults
+SEEDS = {"base": 4000}  # run i uses seed base + i (--seed-base)
 
 
 def arms_of(control: str, treatment: str) -> list[dict]:
@@ -57,7 +58,8 @@ def arms_of(control: str, treatment: str) -> list[dict]:
 def ab_runs(cat, pols, arms, window: float, runs: int, dataset: str, **kw) -> dict:
     rel, se, n, sig = [], [], [], []
     for i in tqdm(range(runs), desc="A/B", file=sys.stderr):
-        cfg = config(arms, seed=4000 + i, salt=f"s-{i}", artifacts="", n_requests=10**9, duration_s=window, **kw)
+        cfg = config(arms, seed=SEEDS["base"] + i, salt=f"s-{i}", artifacts="", n_requests=10**9, duration_s=window,
+                     **kw)
         rid = run_experiment(cfg.model_copy(update={"dataset": dataset, "policies": TRAINING}), cat, progress=False,
                              policies=pols)
         r = summarize(cat.con, rid).set_index("metric").loc["ctr"]
@@ -70,7 +72,7 @@ def interleave_runs(cat, pols, arms, window: float, runs: int, dataset: str, **k
     share, se, n, sig = [], [], [], []
     c, t = arms[0]["name"], arms[1]["name"]
     for i in tqdm(range(runs), desc="interleave", file=sys.stderr):
-        cfg = config(arms, seed=4000 + i, salt=f"s-{i}", artifacts="", n_requests=10**9, duration_s=window,
+        cfg = config(arms, seed=SEEDS["base"] + i, salt=f"s-{i}", artifacts="", n_requests=10**9, duration_s=window,
                      design="interleave", **kw)
         rid = run_experiment(cfg.model_copy(update={"dataset": dataset, "policies": TRAINING}), cat, progress=False,
                              policies=pols)
@@ -126,9 +128,11 @@ def main() -> None:
     ap.add_argument("--window-requests", type=int, default=2000, help="window sized for ~N requests")
     ap.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated, among {', '.join(PAIRS)}")
     ap.add_argument("--no-variants", action="store_true", help="skip the abandonment / position-decay settings")
+    ap.add_argument("--seed-base", type=int, default=4000, help="run i uses seed base + i")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    SEEDS["base"] = args.seed_base
     pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
     if args.quick:
         args.runs, args.aa, pairs = 15, 60, ["sasrec_vs_popularity", "hstu_vs_sasrec"]
