@@ -169,7 +169,7 @@ def average_seeds(runs: list[dict]) -> dict:
     out = {k: round(float(np.mean([r[k] for r in runs])), 5) for k, v in runs[0].items()
            if isinstance(v, (int, float)) and all(k in r for r in runs)}
     out["per_seed_ndcg@10"] = [r["ndcg@10"] for r in runs]
-    out["overrides"] = runs[0].get("overrides")
+    out["overrides"], out["label"] = runs[0].get("overrides"), runs[0].get("label")
     if all(PER_USER in r for r in runs):
         out[PER_USER] = [round(float(x), 5) for x in np.mean([r[PER_USER] for r in runs], axis=0)]
     return out
@@ -242,7 +242,7 @@ def merge(files: list[str], out: str | None, vs: str | None = None) -> None:
 
 
 def without_per_user(model: dict) -> dict:
-    return {k: x for k, x in model.items() if k != PER_USER}
+    return {k: x for k, x in model.items() if k not in (PER_USER, "history")}
 
 
 def emit(res: dict, out: str | None) -> None:
@@ -275,6 +275,8 @@ def model_row(name: str, pol, secs: float, ds, split, tail_users: np.ndarray) ->
         for stage in (1, 2):
             row[f"stage{stage}_seconds"] = round(sum(h["seconds"] for h in hist if h["stage"] == f"hllm stage {stage}"), 1)
         row["final_temperature"] = round(hist[-1]["temperature"], 4)
+    keep = ("stage", "epoch", "loss", "valid_ndcg@10", "unmasked_negatives", "temperature", "seconds")
+    row["history"] = [{k: round(v, 5) if isinstance(v, float) else v for k, v in h.items() if k in keep} for h in hist]
     valid = [h["valid_ndcg@10"] for h in hist if "valid_ndcg@10" in h]
     if valid:
         row["best_valid_ndcg@10"], row["epochs"] = round(max(valid), 5), len([h for h in hist if h.get("stage", "") != "hllm stage 1"])
