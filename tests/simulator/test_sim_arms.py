@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.cli_run import build_config
+from simulator.cli_run import QUICK_BUDGET, build_config
 from simulator.config import ArmConfig, default_arm, describe_pipeline, load_config
 
 ID_MODELS = {"sasrec", "hstu", "itemknn"}  # policies that learn from item ids
@@ -82,3 +82,13 @@ def test_readme_shows_the_arms_as_they_are():
     readme = (EXAMPLES.parents[1] / "README.md").read_text()
     for name in ("hllm", "sasrec", "hllm_hybrid"):
         assert " -> ".join(describe_pipeline(ArmConfig(**default_arm(name, "treatment")))) in readme, name
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_example_configs_validate(example):
+    from simulator.run import validate
+
+    cfg = load_config(example)
+    validate(cfg)  # every policy override is a known field of that policy's config
+    if "hllm" in cfg.policies:  # the examples train HLLM on sim run's budget, named once (the quick preset)
+        assert cfg.policies["hllm"] == QUICK_BUDGET["hllm"]
