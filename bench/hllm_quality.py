@@ -149,6 +149,21 @@ def add_ratios(res: dict) -> None:
         res["ratio_vs_best_id_ci95"] = {k: paired_ratio_ci(m[k][PER_USER], m[best][PER_USER]) for k in hllm
                                         if PER_USER in m[k] and PER_USER in m[best]
                                         and len(m[k][PER_USER]) == len(m[best][PER_USER])}
+        add_tail_ratios(res, ids, hllm)
+
+
+def add_tail_ratios(res: dict, ids: list[str], hllm: list[str]) -> None:
+    """Tail-target NDCG@10 of every HLLM variant over the best ID model on the tail, paired 95% CI."""
+    m, users = res["models"], res.get("tail", {}).get("users")
+    have = [k for k in ids if "tail_ndcg@10" in m[k]]
+    if not users or not have or any(PER_USER not in m[k] for k in hllm + have):
+        return
+    best = max(have, key=lambda k: m[k]["tail_ndcg@10"])
+    res["tail"]["best_id_model"] = best
+    on_tail = {k: np.asarray(m[k][PER_USER])[users] for k in hllm + [best]}
+    res["tail"]["ratio_vs_best_id"] = {k: round(float(on_tail[k].mean() / max(on_tail[best].mean(), 1e-12)), 3)
+                                       for k in hllm}
+    res["tail"]["ratio_vs_best_id_ci95"] = {k: paired_ratio_ci(on_tail[k], on_tail[best]) for k in hllm}
 
 
 def add_base_ratios(res: dict, base: str) -> None:
@@ -206,7 +221,7 @@ def merge_cold(parts: list[dict]) -> dict:
     return out
 
 
-def merge(files: list[str], out: str | None, vs: str | None = None) -> None:
+def merge(files: list[str], out: str | None, vs: str | None = None, catalog: str | None = None) -> None:
     """One table from several result files; the same variant under several seeds is averaged.
 
     The files must describe the same experiment (dataset, training fraction, protocol), and a
@@ -235,6 +250,11 @@ def merge(files: list[str], out: str | None, vs: str | None = None) -> None:
     res["models"] = {k: next(iter(v.values())) if len(v) == 1 else average_seeds([v[s] for s in sorted(v)])
                      for k, v in runs.items()}
     res["cold_start"] = merge_cold(colds)
+    if res.get("tail") and "users" not in res["tail"] and catalog:
+        ds = get_dataset(res["dataset"], catalog)  # older files: the same split, recomputed
+        split = make_split(ds, res["train_users"], res["split_seed"])
+        res["tail"]["users"] = tail_users(split, ds.n_items, res["tail"]["max_train_interactions"]).tolist()
+        assert len(res["tail"]["users"]) == res["tail"]["n_test_users"], "tail users differ from the stored count"
     add_ratios(res)
     if vs:
         add_base_ratios(res, vs)
@@ -248,6 +268,8 @@ def without_per_user(model: dict) -> dict:
 def emit(res: dict, out: str | None) -> None:
     """Print the table (per-user arrays left out); ``out`` gets everything (they make merges comparable)."""
     short = {**res, "models": {k: without_per_user(m) for k, m in res["models"].items()}}
+    if "users" in res.get("tail", {}):
+        short["tail"] = {k: v for k, v in res["tail"].items() if k != "users"}
     print(json.dumps(short, indent=2))
     if out:
         Path(out).write_text(json.dumps(res))
@@ -259,6 +281,19 @@ def git_commit() -> str:
                               cwd=Path(__file__).parent).stdout.strip()
     except Exception:
         return ""
+
+
+def make_split(ds, train_users: float, split_seed: int):
+    """Leave-one-out, with only a ``train_users`` fraction of the users' histories trained on."""
+    split = ds.leave_one_out()
+    return sparse_users(split, train_users, seed=split_seed) if train_users < 1 else split
+
+
+def tail_users(split, n_items: int, tail: int) -> np.ndarray:
+    """Test users (= positions in per-user arrays) whose target has at most ``tail`` training interactions."""
+    counts = np.bincount(split.train.items, minlength=n_items)
+    tgt = split.test_targets
+    return np.flatnonzero((tgt >= 0) & (counts[np.clip(tgt, 0, None)] <= tail))
 
 
 def model_row(name: str, pol, secs: float, ds, split, tail_users: np.ndarray) -> dict:
@@ -318,10 +353,13 @@ def main() -> None:
     args = ap.parse_args()
     if not 0 < args.train_users <= 1:
         ap.error(f"--train-users {args.train_users}: expected a fraction in (0, 1]")
-    if args.merge:
-        return merge(args.merge, args.out, args.vs)
-    torch.set_num_threads(args.threads)
     catalog = args.catalog or os.environ.get("SIM_CATALOG", "/tmp/hllm-bench.duckdb")
+    if args.merge:
+        try:
+            return merge(args.merge, args.out, args.vs, catalog)
+        except SimError as e:
+            raise SystemExit(f"error: {e}") from None
+    torch.set_num_threads(args.threads)
     try:
         ds = get_dataset(args.data, catalog)
     except SimError as e:
@@ -330,20 +368,16 @@ def main() -> None:
     cold = [] if args.no_cold else [v for v in args.cold.split(",") if v]
     for v in names + cold:
         variant(v)  # an unknown name stops before any training
-    split = ds.leave_one_out()
-    if args.train_users < 1:
-        split = sparse_users(split, args.train_users, seed=args.split_seed)
+    split = make_split(ds, args.train_users, args.split_seed)
     res: dict = {"dataset": ds.name, "train_users": args.train_users, "split_seed": args.split_seed,
                  "n_users": ds.n_users, "n_items": ds.n_items, "seed": args.seed, "protocol": PROTOCOL,
                  "commit": git_commit(), "models": {}, "cold_start": {}}
-    counts = np.bincount(split.train.items, minlength=ds.n_items)
-    tgt = split.test_targets
-    tail_users = np.flatnonzero((tgt >= 0) & (counts[np.clip(tgt, 0, None)] <= args.tail))
-    res["tail"] = {"max_train_interactions": args.tail, "n_test_users": int(len(tail_users))}
-    res["n_items_never_trained"] = int((counts == 0).sum())
+    tails = tail_users(split, ds.n_items, args.tail)
+    res["tail"] = {"max_train_interactions": args.tail, "n_test_users": int(len(tails)), "users": tails.tolist()}
+    res["n_items_never_trained"] = int((np.bincount(split.train.items, minlength=ds.n_items) == 0).sum())
     for v in names:
         pol, secs = fit(v, ds, split, args.seed)
-        res["models"][v] = model_row(v, pol, secs, ds, split, tail_users)
+        res["models"][v] = model_row(v, pol, secs, ds, split, tails)
         print(json.dumps({v: without_per_user(res["models"][v])}), file=sys.stderr, flush=True)
     add_ratios(res)
     if args.vs:

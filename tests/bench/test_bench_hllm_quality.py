@@ -79,3 +79,30 @@ def test_wilson_interval():
     assert wilson(0.0, 95)[0] == 0 and 0.03 < wilson(0.0, 95)[1] < 0.05  # zero hits still has an upper bound
     lo, hi = wilson(0.5, 100)
     assert lo == pytest.approx(0.404, abs=1e-3) and hi == pytest.approx(0.596, abs=1e-3)
+
+
+def test_tail_ratio_is_over_the_best_id_model_on_the_tail_users():
+    pu = "per_user_ndcg@10"
+    res = {"tail": {"users": [1, 3]}, "models": {
+        "sasrec": {"ndcg@10": 0.5, "tail_ndcg@10": 0.1, pu: [0.9, 0.0, 0.9, 0.2]},  # best overall, not on the tail
+        "hstu": {"ndcg@10": 0.4, "tail_ndcg@10": 0.2, pu: [0.6, 0.2, 0.6, 0.2]},
+        "hllm_fast": {"ndcg@10": 0.4, "tail_ndcg@10": 0.3, pu: [0.5, 0.3, 0.5, 0.3]}}}
+    hllm_quality.add_ratios(res)
+    assert res["best_id_model"] == "sasrec" and res["tail"]["best_id_model"] == "hstu"
+    assert res["tail"]["ratio_vs_best_id"] == {"hllm_fast": 1.5}  # 0.3 / 0.2 on users 1 and 3 only
+    lo, hi = res["tail"]["ratio_vs_best_id_ci95"]["hllm_fast"]
+    assert lo == hi == 1.5  # both tail users have the same ratio: nothing to resample
+
+
+def test_merge_recomputes_tail_users_of_older_files(catalog, tmp_path, monkeypatch):
+    out = tmp_path / "s0.json"
+    _bench(monkeypatch, "--catalog", str(catalog), "--data", "my-logs", "--variants", "random", "--no-cold",
+           "--out", str(out))
+    d = json.loads(out.read_text())
+    users = d["tail"].pop("users")
+    assert users and len(users) == d["tail"]["n_test_users"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(d))  # as written before tail users were stored
+    merged = tmp_path / "m.json"
+    _bench(monkeypatch, "--catalog", str(catalog), "--merge", str(old), "--out", str(merged))
+    assert json.loads(merged.read_text())["tail"]["users"] == users
