@@ -69,7 +69,7 @@ def ab_runs(cat, pols, arms, window: float, runs: int, dataset: str, **kw) -> di
 
 
 def interleave_runs(cat, pols, arms, window: float, runs: int, dataset: str, **kw) -> dict:
-    share, se, n, sig = [], [], [], []
+    share, se, n, sig, sign_p = [], [], [], [], []
     c, t = arms[0]["name"], arms[1]["name"]
     for i in tqdm(range(runs), desc="interleave", file=sys.stderr):
         cfg = config(arms, seed=SEEDS["base"] + i, salt=f"s-{i}", artifacts="", n_requests=10**9, duration_s=window,
@@ -77,9 +77,10 @@ def interleave_runs(cat, pols, arms, window: float, runs: int, dataset: str, **k
         rid = run_experiment(cfg.model_copy(update={"dataset": dataset, "policies": TRAINING}), cat, progress=False,
                              policies=pols)
         p = preference(user_outcomes(cat.con, rid, c, t), c, t)
-        share.append(p.share), se.append(p.se), n.append(p.users), sig.append(p.significant)
+        share.append(p.share), se.append(p.se), n.append(p.users), sig.append(p.significant), sign_p.append(p.sign_test_p)
         drop_run(cat.con, rid)
-    return {"share": np.array(share), "se": np.array(se), "users": float(np.mean(n)), "significant": np.array(sig)}
+    return {"share": np.array(share), "se": np.array(se), "users": float(np.mean(n)), "significant": np.array(sig),
+            "sign_test_p": np.array(sign_p)}
 
 
 def compare(cat, pols, control: str, treatment: str, window: float, runs: int, truth_reps: int,
@@ -114,8 +115,10 @@ def interleave_aa(cat, pols, window: float, runs: int) -> dict:
     arms = [arm("a", "popularity", "control"), arm("b", "popularity", "treatment")]
     res = interleave_runs(cat, pols, arms, window, runs, "synthetic")
     p = np.array([2 * stats.norm.sf(abs(s - 0.5) / e) for s, e in zip(res["share"], res["se"], strict=True)])
-    k = int((p < 0.05).sum())
+    k, k_sign = int((p < 0.05).sum()), int((res["sign_test_p"] < 0.05).sum())
+    z = (res["share"] - 0.5) / res["se"]
     return {"runs": runs, "fpr": k / runs, "fpr_ci95": wilson(k, runs), "ks_p_uniform": float(stats.kstest(p, "uniform").pvalue),
+            "z_sd": float(z.std(ddof=1)), "sign_test_fpr": k_sign / runs, "sign_test_fpr_ci95": wilson(k_sign, runs),
             "mean_share": float(res["share"].mean())}
 
 
