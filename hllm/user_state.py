@@ -1,0 +1,240 @@
+"""Serving the user LLM: one computation per user, a user-state cache, incremental extension.
+
+Training scores users in left-padded batches (``HLLMModel.user_states``), where a user's floats
+can depend on the batch (the padding, the small-matrix paths of a GEMM). Serving computes each
+user's state from that user's window alone (:class:`UserLLMRunner`):
+
+- the window is the last ``max_len`` items of the history, at positions 0..L-1 (RoPE is
+  relative: the same function as the padded forward, equal within float tolerance);
+- every row-wise op (norms, projections, RoPE, MLP) runs on blocks of exactly ``ROWS`` token
+  rows, attention on blocks of ``GROUP`` users with queries and keys padded to ``max_len``
+  positions: every product has one shape, so a row's floats never depend on its neighbours;
+- so extending a state by appended items (their rows only, the earlier positions' keys and
+  values from the cache: the transformer is causal) gives, bit for bit, the state of a full pass
+  over the new window; the last layer runs its query, attention and MLP for the last item only.
+
+:class:`UserStates` keeps per user the window a state was computed for (the key: a state is
+reused only for the identical window, and extended only when its window is a prefix of the new
+one, so runs, resumed runs and the oracle's counterfactual passes can share it safely), the
+embedding and, while the window can still grow, each layer's keys and values; the least recently
+used users go beyond a byte budget.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+from hllm.modeling_hllm import HLLMModel, time_gap_buckets
+
+ROWS = 64  # token rows per block of every row-wise op
+GROUP = 16  # users per attention block
+
+
+def blocked(fn: Callable[..., tuple[torch.Tensor, ...]], *xs: torch.Tensor, rows: int = ROWS) -> tuple[torch.Tensor, ...]:
+    """``fn(*xs)`` on blocks of exactly ``rows`` rows (the last one zero-padded), concatenated and
+    trimmed: every call sees the same shapes, so a row's result depends on that row only."""
+    n, outs = xs[0].shape[0], []
+    for s in range(0, max(n, 1), rows):
+        blk = [x[s:s + rows] for x in xs]
+        if len(blk[0]) < rows:
+            blk = [torch.cat([b, b.new_zeros(rows - len(b), *b.shape[1:])]) for b in blk]
+        outs.append(fn(*blk))
+    return tuple(torch.cat(parts)[:n] for parts in zip(*outs, strict=True))
+
+
+@dataclass
+class UserState:
+    """A user's served state: the window it was computed from, its embedding, its keys/values."""
+
+    window: np.ndarray  # (L,) item ids: the last max_len items of the history
+    times: np.ndarray | None  # (L,) their timestamps (use_time), else None
+    emb: torch.Tensor  # (D,) last position's final state (before ``HLLMModel.unit``)
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None  # per layer (L, Hkv*hd) keys (RoPE'd), values
+
+    @property
+    def nbytes(self) -> int:
+        kv = sum(k.nbytes + v.nbytes for k, v in self.kv) if self.kv else 0
+        return self.emb.nbytes + self.window.nbytes + (0 if self.times is None else self.times.nbytes) + kv + 200
+
+    def same(self, window: np.ndarray, times: np.ndarray | None) -> bool:
+        return np.array_equal(self.window, window) and (times is None or np.array_equal(self.times, times))
+
+    def prefix_of(self, window: np.ndarray, times: np.ndarray | None) -> bool:
+        n = len(self.window)
+        return (self.kv is not None and n < len(window) and np.array_equal(self.window, window[:n])
+                and (times is None or np.array_equal(self.times, times[:n])))
+
+
+class UserLLMRunner:
+    """The user LLM's serving computation (module doc) over a fitted model and its item table (N, D)."""
+
+    def __init__(self, model: HLLMModel, table: torch.Tensor) -> None:
+        user = model.user_llm
+        self.llama, self.table, self.P = user.model, table, model.config.max_len
+        self.layers = list(self.llama.layers)
+        self.time_emb, self.time_buckets = user.time_emb, user.time_buckets
+        c = self.llama.config
+        self.H, self.Hkv = c.num_attention_heads, c.num_key_value_heads
+        self.hd = self.layers[0].self_attn.head_dim
+        self.causal = torch.ones(self.P, self.P, dtype=torch.bool, device=table.device).tril()  # key j <= query i
+        # an empty history: what the padded forward gives for a window of padding only
+        x = table.new_zeros(1, self.P, table.shape[1])
+        mask = torch.zeros(1, self.P, dtype=torch.bool, device=table.device)
+        self.empty = model.user_states(x, mask, torch.zeros(1, self.P, dtype=torch.float64, device=table.device))[0, -1]
+
+    def _rope(self, x: torch.Tensor, pos: torch.Tensor, heads: int) -> torch.Tensor:
+        cos, sin = self.llama.rotary_emb(x, pos[None])  # (1, R, hd)
+        h = x.view(len(x), heads, self.hd).transpose(0, 1)[None]  # (1, heads, R, hd)
+        h, _ = apply_rotary_pos_emb(h, h, cos, sin)
+        return h[0].transpose(0, 1).reshape(len(x), heads * self.hd)
+
+    def _kv(self, layer, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = layer.input_layernorm(x)  # (R, D)
+        att = layer.self_attn
+        return self._rope(att.k_proj(a), pos, self.Hkv), att.v_proj(a)  # (R, Hkv*hd) each
+
+    def _q(self, layer, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self._rope(layer.self_attn.q_proj(layer.input_layernorm(x)), pos, self.H),)  # (R, H*hd)
+
+    @staticmethod
+    def _post(layer, x: torch.Tensor, att: torch.Tensor) -> tuple[torch.Tensor]:
+        h = x + layer.self_attn.o_proj(att)  # (R, D)
+        return (h + layer.mlp(layer.post_attention_layernorm(h)),)
+
+    def _attention_block(self, scaling: float, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor]:
+        """q (G, P, H*hd), k/v (G, P, Hkv*hd) -> (G, P, H*hd): causal attention, one shape always."""
+        G, P = q.shape[:2]
+        q = q.view(G, P, self.H, self.hd).transpose(1, 2)  # (G, H, P, hd)
+        k = repeat_kv(k.view(G, P, self.Hkv, self.hd).transpose(1, 2), self.H // self.Hkv)  # (G, H, P, hd)
+        v = repeat_kv(v.view(G, P, self.Hkv, self.hd).transpose(1, 2), self.H // self.Hkv)
+        s = (q @ k.transpose(-1, -2) * scaling).masked_fill(~self.causal, float("-inf"))  # (G, H, P, P)
+        o = torch.softmax(s, -1, dtype=torch.float32).to(q.dtype) @ v  # (G, H, P, hd)
+        return (o.transpose(1, 2).reshape(G, P, self.H * self.hd),)
+
+    def _inputs(self, windows: list[np.ndarray], times: list[np.ndarray] | None, start: np.ndarray):
+        """Embeddings (Nt, D), positions (Nt,) and owners (Nt,) of each window's items from ``start``."""
+        dev = self.table.device
+        ids = np.concatenate([w[s:] for w, s in zip(windows, start, strict=True)])
+        pos = np.concatenate([np.arange(s, len(w)) for w, s in zip(windows, start, strict=True)])
+        owner = np.repeat(np.arange(len(windows)), [len(w) - s for w, s in zip(windows, start, strict=True)])
+        x = self.table[torch.from_numpy(ids).to(dev)]  # (Nt, D)
+        if self.time_emb is not None:
+            buckets = [time_gap_buckets(torch.from_numpy(np.asarray(t, np.float64))[None],
+                                        torch.ones(1, len(t), dtype=torch.bool), self.time_buckets)[0, s:]
+                       for t, s in zip(times, start, strict=True)]
+            x = x + self.time_emb(torch.cat(buckets).to(dev))
+        return x, torch.from_numpy(pos).to(dev), torch.from_numpy(owner).to(dev)
+
+    @torch.no_grad()
+    def extend(self, prefixes: list[UserState | None], windows: list[np.ndarray], times: list[np.ndarray] | None,
+               keep_kv: bool) -> list[UserState]:
+        """States of non-empty ``windows``, each continuing its prefix state (None: from scratch)."""
+        U, P = len(windows), self.P
+        start = np.array([0 if p is None else len(p.window) for p in prefixes], np.int64)
+        lengths = np.array([len(w) for w in windows], np.int64)
+        x, pos, owner = self._inputs(windows, times, start)
+        last = torch.from_numpy(np.cumsum(lengths - start) - 1).to(x.device)  # (U,) row of each last item
+        kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(U)]
+        for i, layer in enumerate(self.layers):
+            k, v = blocked(lambda a, p, layer=layer: self._kv(layer, a, p), x, pos)  # (Nt, Hkv*hd)
+            K, V = (x.new_zeros(U, P, self.Hkv * self.hd) for _ in range(2))  # (U, P, Hkv*hd)
+            for u, p in enumerate(prefixes):
+                if start[u]:
+                    K[u, :start[u]], V[u, :start[u]] = p.kv[i]
+            K[owner, pos], V[owner, pos] = k, v
+            if keep_kv:
+                for u in range(U):
+                    if lengths[u] < P:  # a full window slides when it grows: nothing to extend
+                        kept[u].append((K[u, :lengths[u]].clone(), V[u, :lengths[u]].clone()))
+            if i == len(self.layers) - 1:  # the last layer: only the last item's state is read
+                x, pos, owner = x[last], pos[last], owner[last]
+            (q,) = blocked(lambda a, p, layer=layer: self._q(layer, a, p), x, pos)  # (S, H*hd)
+            Q = x.new_zeros(U, P, self.H * self.hd)
+            Q[owner, pos] = q
+            scaling = layer.self_attn.scaling
+            (att,) = blocked(lambda a, b, c, s=scaling: self._attention_block(s, a, b, c), Q, K, V, rows=GROUP)
+            (x,) = blocked(lambda a, b, layer=layer: self._post(layer, a, b), x, att[owner, pos])
+        (emb,) = blocked(lambda a: (self.llama.norm(a),), x)  # (U, D)
+        return [UserState(windows[u], None if times is None else times[u], emb[u],
+                          kept[u] if keep_kv and lengths[u] < P else None) for u in range(U)]
+
+
+class UserStateConfig(BaseModel):
+    """How HLLM serves user embeddings (a serving setting: not part of the trained model's config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["incremental", "cached", "recompute"] = Field(
+        "incremental", description="incremental: reuse a user's state for the same window and extend it when "
+        "items were appended; cached: reuse, recompute on any change; recompute: no cache (every request runs "
+        "the whole window; the path the other two equal bit for bit)")
+    max_bytes: int = Field(256 * 2**20, ge=0, description="cache budget per policy instance; least recently "
+                                                          "used users go first")
+
+
+class UserStates:
+    """User embeddings for serving: a :class:`UserLLMRunner` behind a bounded user-state cache
+    (``UserStateConfig``)."""
+
+    def __init__(self, runner: UserLLMRunner, cfg: UserStateConfig, use_time: bool) -> None:
+        self.runner, self.mode, self.max_bytes, self.use_time = runner, cfg.mode, cfg.max_bytes, use_time
+        self.cache: OrderedDict[int, UserState] = OrderedDict()
+        self.bytes = 0
+        self.stats = {"hit": 0, "extend": 0, "full": 0, "evicted": 0}
+
+    def _get(self, uid: int) -> UserState | None:
+        st = self.cache.get(uid)
+        if st is not None:
+            self.cache.move_to_end(uid)
+        return st
+
+    def _put(self, uid: int, st: UserState) -> None:
+        old = self.cache.pop(uid, None)
+        if old is not None:
+            self.bytes -= old.nbytes
+        if st.nbytes > self.max_bytes:
+            return
+        self.cache[uid] = st
+        self.bytes += st.nbytes
+        while self.bytes > self.max_bytes:
+            _, gone = self.cache.popitem(last=False)
+            self.bytes -= gone.nbytes
+            self.stats["evicted"] += 1
+
+    def embeddings(self, user_ids: np.ndarray, histories, timestamps) -> torch.Tensor:
+        """(B, D) final states of the users' windows (before ``HLLMModel.unit``)."""
+        P = self.runner.P
+        windows = [np.asarray(h, np.int64)[-P:] for h in histories]
+        times = None
+        if self.use_time:  # no timestamps: zeros, as the padded forward (every gap in bucket 0)
+            times = [np.zeros(len(w)) if timestamps is None else np.asarray(timestamps[b], np.float64)[-P:]
+                     for b, w in enumerate(windows)]
+        out = self.runner.table.new_empty(len(windows), self.runner.table.shape[1])
+        todo: list[tuple[int, UserState | None]] = []
+        for b, w in enumerate(windows):
+            t = None if times is None else times[b]
+            st = None if self.mode == "recompute" else self._get(int(user_ids[b]))
+            if len(w) == 0:
+                out[b] = self.runner.empty
+            elif st is not None and st.same(w, t):
+                out[b] = st.emb
+                self.stats["hit"] += 1
+            else:
+                todo.append((b, st if self.mode == "incremental" and st is not None and st.prefix_of(w, t) else None))
+        if todo:
+            rows = [b for b, _ in todo]
+            new = self.runner.extend([p for _, p in todo], [windows[b] for b in rows],
+                                     None if times is None else [times[b] for b in rows], self.mode == "incremental")
+            for (b, prefix), st in zip(todo, new, strict=True):
+                out[b] = st.emb
+                self.stats["extend" if prefix is not None else "full"] += 1
+                if self.mode != "recompute":
+                    self._put(int(user_ids[b]), st)
+        return out
