@@ -4,20 +4,22 @@ Training scores users in left-padded batches (``HLLMModel.user_states``), where 
 can depend on the batch (the padding, the small-matrix paths of a GEMM). Serving computes each
 user's state from that user's window alone (:class:`UserLLMRunner`):
 
-- the window is the last ``max_len`` items of the history, at positions 0..L-1 (RoPE is
+- the window is the last ``max_len`` (P) items of the history, at positions 0..L-1 (RoPE is
   relative: the same function as the padded forward, equal within float tolerance);
 - every row-wise op (norms, projections, RoPE, MLP) runs on blocks of exactly ``ROWS`` token
-  rows, attention on blocks of ``GROUP`` users with queries and keys padded to ``max_len``
-  positions: every product has one shape, so a row's floats never depend on its neighbours;
+  rows; attention runs per (user, chunk of ``QB`` query positions) pair, on blocks of ``PAIRS``
+  pairs, each pair's queries against all P key positions of its user (causally masked): every
+  product has one shape, so a row's floats never depend on its neighbours or on the batch;
 - so extending a state by appended items (their rows only, the earlier positions' keys and
   values from the cache: the transformer is causal) gives, bit for bit, the state of a full pass
   over the new window; the last layer runs its query, attention and MLP for the last item only.
 
 :class:`UserStates` keeps per user the window a state was computed for (the key: a state is
-reused only for the identical window, and extended only when its window is a prefix of the new
-one, so runs, resumed runs and the oracle's counterfactual passes can share it safely), the
-embedding and, while the window can still grow, each layer's keys and values; the least recently
-used users go beyond a byte budget.
+reused only for the identical window and timestamps, and extended only when its window is a
+prefix of the new one, so runs, resumed runs and the oracle's counterfactual passes can share
+it safely), the embedding and, while the window can still grow, every layer's keys and values;
+the least recently used users go beyond a byte budget. Nothing else is cached: the recompute
+mode runs the same function, which is what makes "identical with or without the cache" hold.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repea
 from hllm.modeling_hllm import HLLMModel, time_gap_buckets
 
 ROWS = 64  # token rows per block of every row-wise op
-GROUP = 16  # users per attention block
+QB = 8  # query positions per attention chunk
+PAIRS = 32  # (user, query chunk) pairs per attention block
 
 
 def blocked(fn: Callable[..., tuple[torch.Tensor, ...]], *xs: torch.Tensor, rows: int = ROWS) -> tuple[torch.Tensor, ...]:
@@ -57,12 +60,12 @@ class UserState:
     window: np.ndarray  # (L,) item ids: the last max_len items of the history
     times: np.ndarray | None  # (L,) their timestamps (use_time), else None
     emb: torch.Tensor  # (D,) last position's final state (before ``HLLMModel.unit``)
-    kv: list[tuple[torch.Tensor, torch.Tensor]] | None  # per layer (L, Hkv*hd) keys (RoPE'd), values
+    kv: torch.Tensor | None  # (n_layers, 2, L, Hkv*hd) keys (RoPE'd) and values; None: the window is full
 
     @property
     def nbytes(self) -> int:
-        kv = sum(k.nbytes + v.nbytes for k, v in self.kv) if self.kv else 0
-        return self.emb.nbytes + self.window.nbytes + (0 if self.times is None else self.times.nbytes) + kv + 200
+        times = 0 if self.times is None else self.times.nbytes
+        return self.emb.nbytes + self.window.nbytes + times + (0 if self.kv is None else self.kv.nbytes) + 200
 
     def same(self, window: np.ndarray, times: np.ndarray | None) -> bool:
         return np.array_equal(self.window, window) and (times is None or np.array_equal(self.times, times))
@@ -84,7 +87,7 @@ class UserLLMRunner:
         c = self.llama.config
         self.H, self.Hkv = c.num_attention_heads, c.num_key_value_heads
         self.hd = self.layers[0].self_attn.head_dim
-        self.causal = torch.ones(self.P, self.P, dtype=torch.bool, device=table.device).tril()  # key j <= query i
+        self.chunks = -(-self.P // QB)  # query chunks per window
         # an empty history: what the padded forward gives for a window of padding only
         x = table.new_zeros(1, self.P, table.shape[1])
         mask = torch.zeros(1, self.P, dtype=torch.bool, device=table.device)
@@ -109,15 +112,30 @@ class UserLLMRunner:
         h = x + layer.self_attn.o_proj(att)  # (R, D)
         return (h + layer.mlp(layer.post_attention_layernorm(h)),)
 
-    def _attention_block(self, scaling: float, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor]:
-        """q (G, P, H*hd), k/v (G, P, Hkv*hd) -> (G, P, H*hd): causal attention, one shape always."""
-        G, P = q.shape[:2]
-        q = q.view(G, P, self.H, self.hd).transpose(1, 2)  # (G, H, P, hd)
+    def _attend(self, scaling: float, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                hidden: torch.Tensor) -> tuple[torch.Tensor]:
+        """q (G, QB, H*hd), k/v (G, P, Hkv*hd), hidden (G, QB, P) keys a query may not see -> (G, QB, H*hd)."""
+        G, P = k.shape[:2]
+        q = q.view(G, QB, self.H, self.hd).transpose(1, 2)  # (G, H, QB, hd)
         k = repeat_kv(k.view(G, P, self.Hkv, self.hd).transpose(1, 2), self.H // self.Hkv)  # (G, H, P, hd)
         v = repeat_kv(v.view(G, P, self.Hkv, self.hd).transpose(1, 2), self.H // self.Hkv)
-        s = (q @ k.transpose(-1, -2) * scaling).masked_fill(~self.causal, float("-inf"))  # (G, H, P, P)
-        o = torch.softmax(s, -1, dtype=torch.float32).to(q.dtype) @ v  # (G, H, P, hd)
-        return (o.transpose(1, 2).reshape(G, P, self.H * self.hd),)
+        s = (q @ k.transpose(-1, -2) * scaling).masked_fill(hidden[:, None], float("-inf"))  # (G, H, QB, P)
+        o = torch.softmax(s, -1, dtype=torch.float32).to(q.dtype) @ v  # (G, H, QB, hd)
+        return (o.transpose(1, 2).reshape(G, QB, self.H * self.hd),)
+
+    def _attention(self, layer, q: torch.Tensor, owner: torch.Tensor, pos: torch.Tensor, K: torch.Tensor,
+                   V: torch.Tensor) -> torch.Tensor:
+        """Causal attention of query rows q (S, H*hd) of users ``owner`` at ``pos`` over the users'
+        keys/values K, V (U, P, Hkv*hd) -> (S, H*hd), by (user, query chunk) pairs (module doc)."""
+        pairs, slot = torch.unique(owner * self.chunks + pos // QB, return_inverse=True)  # (Np,), (S,)
+        Q = q.new_zeros(len(pairs), QB, q.shape[1])  # (Np, QB, H*hd)
+        Q[slot, pos % QB] = q
+        who, chunk = pairs // self.chunks, pairs % self.chunks
+        qpos = chunk[:, None] * QB + torch.arange(QB, device=q.device)  # (Np, QB)
+        hidden = torch.arange(self.P, device=q.device) > qpos[..., None]  # (Np, QB, P) future keys
+        (o,) = blocked(lambda a, k, v, m: self._attend(layer.self_attn.scaling, a, k, v, m),
+                       Q, K[who], V[who], hidden, rows=PAIRS)
+        return o[slot, pos % QB]
 
     def _inputs(self, windows: list[np.ndarray], times: list[np.ndarray] | None, start: np.ndarray):
         """Embeddings (Nt, D), positions (Nt,) and owners (Nt,) of each window's items from ``start``."""
@@ -133,38 +151,34 @@ class UserLLMRunner:
             x = x + self.time_emb(torch.cat(buckets).to(dev))
         return x, torch.from_numpy(pos).to(dev), torch.from_numpy(owner).to(dev)
 
+    def _prefix_kv(self, prefixes: list[UserState | None]) -> torch.Tensor:
+        """(U, n_layers, 2, P, Hkv*hd) keys/values: the prefixes' cached ones, zeros elsewhere."""
+        kv = self.table.new_zeros(len(prefixes), len(self.layers), 2, self.P, self.Hkv * self.hd)
+        for u, p in enumerate(prefixes):
+            if p is not None:
+                kv[u, :, :, :len(p.window)] = p.kv
+        return kv
+
     @torch.no_grad()
     def extend(self, prefixes: list[UserState | None], windows: list[np.ndarray], times: list[np.ndarray] | None,
                keep_kv: bool) -> list[UserState]:
         """States of non-empty ``windows``, each continuing its prefix state (None: from scratch)."""
-        U, P = len(windows), self.P
         start = np.array([0 if p is None else len(p.window) for p in prefixes], np.int64)
         lengths = np.array([len(w) for w in windows], np.int64)
-        x, pos, owner = self._inputs(windows, times, start)
+        x, pos, owner = self._inputs(windows, times, start)  # (Nt, D), (Nt,), (Nt,)
         last = torch.from_numpy(np.cumsum(lengths - start) - 1).to(x.device)  # (U,) row of each last item
-        kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(U)]
+        kv = self._prefix_kv(prefixes)  # (U, n_layers, 2, P, Hkv*hd)
         for i, layer in enumerate(self.layers):
-            k, v = blocked(lambda a, p, layer=layer: self._kv(layer, a, p), x, pos)  # (Nt, Hkv*hd)
-            K, V = (x.new_zeros(U, P, self.Hkv * self.hd) for _ in range(2))  # (U, P, Hkv*hd)
-            for u, p in enumerate(prefixes):
-                if start[u]:
-                    K[u, :start[u]], V[u, :start[u]] = p.kv[i]
-            K[owner, pos], V[owner, pos] = k, v
-            if keep_kv:
-                for u in range(U):
-                    if lengths[u] < P:  # a full window slides when it grows: nothing to extend
-                        kept[u].append((K[u, :lengths[u]].clone(), V[u, :lengths[u]].clone()))
+            kv[owner, i, 0, pos], kv[owner, i, 1, pos] = blocked(lambda a, p, layer=layer: self._kv(layer, a, p), x, pos)
             if i == len(self.layers) - 1:  # the last layer: only the last item's state is read
                 x, pos, owner = x[last], pos[last], owner[last]
             (q,) = blocked(lambda a, p, layer=layer: self._q(layer, a, p), x, pos)  # (S, H*hd)
-            Q = x.new_zeros(U, P, self.H * self.hd)
-            Q[owner, pos] = q
-            scaling = layer.self_attn.scaling
-            (att,) = blocked(lambda a, b, c, s=scaling: self._attention_block(s, a, b, c), Q, K, V, rows=GROUP)
-            (x,) = blocked(lambda a, b, layer=layer: self._post(layer, a, b), x, att[owner, pos])
+            att = self._attention(layer, q, owner, pos, kv[:, i, 0], kv[:, i, 1])  # (S, H*hd)
+            (x,) = blocked(lambda a, b, layer=layer: self._post(layer, a, b), x, att)
         (emb,) = blocked(lambda a: (self.llama.norm(a),), x)  # (U, D)
-        return [UserState(windows[u], None if times is None else times[u], emb[u],
-                          kept[u] if keep_kv and lengths[u] < P else None) for u in range(U)]
+        grow = keep_kv & (lengths < self.P)  # a full window slides when it grows: nothing to extend
+        return [UserState(windows[u], None if times is None else times[u], emb[u].clone(),
+                          kv[u, :, :, :lengths[u]].clone() if grow[u] else None) for u in range(len(windows))]
 
 
 class UserStateConfig(BaseModel):
