@@ -3,8 +3,11 @@
 ``fit``: optional stage 1 (end-to-end item LLM fine-tuning), then item features cached and
 stage 2 (projection + user LLM on long sequences). Serving: an item table (N, D) of
 embeddings (L2-normalised for ``similarity="cos"``, raw for "dot"); a user's embedding is the user
-LLM's last state (the same treatment); scores are their inner products (one batched matmul). ``add_items`` embeds new items with the frozen item LLM: cold-start
-items become retrievable without retraining.
+LLM's last state (the same treatment), computed per user from that user's window alone and kept
+in a user-state cache that extends it when items are appended (``hllm.user_state``; the
+``serving`` setting, not a training one); scores are their inner products (one batched matmul).
+``add_items`` embeds new items with the frozen item LLM: cold-start items become retrievable
+without retraining.
 """
 
 from __future__ import annotations
