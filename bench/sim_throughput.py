@@ -285,7 +285,9 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     cat = Catalog(str(work / "bench.duckdb"))
     art = str(work / "artifacts")
-    out: dict = {"machine": {"cpus": os.cpu_count()}, "requests_per_run": n, "K": 10}
+    out: dict = {"machine": {"cpus": os.cpu_count()}, "torch_threads": 1}
+    if not args.hllm_only:
+        out.update(requests_per_run=n, K=10)
     if args.hllm or args.hllm_only:
         out["hllm_vs_sasrec"] = hllm_workload(cat, art, args.hllm_requests, args.hllm_rounds,
                                               [int(a) for a in args.hllm_actors.split(",") if a])
