@@ -39,6 +39,7 @@ from hllm.modeling_hllm import HLLMModel, time_gap_buckets
 ROWS = 64  # token rows per block of every row-wise op
 QB = 8  # query positions per attention chunk
 PAIRS = 32  # (user, query chunk) pairs per attention block
+ITEM_PROJ_MAX_BYTES = 2**30  # layer 0's per-item projections are precomputed up to this size
 
 
 def blocked(fn: Callable[..., tuple[torch.Tensor, ...]], *xs: torch.Tensor, rows: int = ROWS) -> tuple[torch.Tensor, ...]:
@@ -92,12 +93,25 @@ class UserLLMRunner:
         x = table.new_zeros(1, self.P, table.shape[1])
         mask = torch.zeros(1, self.P, dtype=torch.bool, device=table.device)
         self.empty = model.user_states(x, mask, torch.zeros(1, self.P, dtype=torch.float64, device=table.device))[0, -1]
+        # without time embeddings layer 0 reads item embeddings only: its normed q/k/v projections are
+        # per item, computed once (in the same blocks of rows: the floats of computing them per row)
+        self.items: tuple[torch.Tensor, ...] | None = None  # q (N, H*hd), k, v (N, Hkv*hd)
+        width = (self.H + 2 * self.Hkv) * self.hd
+        if self.time_emb is None and len(table) * width * table.element_size() <= ITEM_PROJ_MAX_BYTES:
+            self.items = blocked(lambda a: self._proj(self.layers[0], a), table)
 
     def _rope(self, x: torch.Tensor, pos: torch.Tensor, heads: int) -> torch.Tensor:
         cos, sin = self.llama.rotary_emb(x, pos[None])  # (1, R, hd)
         h = x.view(len(x), heads, self.hd).transpose(0, 1)[None]  # (1, heads, R, hd)
         h, _ = apply_rotary_pos_emb(h, h, cos, sin)
         return h[0].transpose(0, 1).reshape(len(x), heads * self.hd)
+
+    @staticmethod
+    def _proj(layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows x (R, D) -> q (R, H*hd), k, v (R, Hkv*hd): normed projections, before RoPE."""
+        a = layer.input_layernorm(x)
+        att = layer.self_attn
+        return att.q_proj(a), att.k_proj(a), att.v_proj(a)
 
     def _kv(self, layer, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = layer.input_layernorm(x)  # (R, D)
@@ -106,6 +120,18 @@ class UserLLMRunner:
 
     def _q(self, layer, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor]:
         return (self._rope(layer.self_attn.q_proj(layer.input_layernorm(x)), pos, self.H),)  # (R, H*hd)
+
+    def _layer_kv(self, i: int, x: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Layer i's keys (RoPE'd) and values (R, Hkv*hd) of rows x (items ``ids`` at ``pos``)."""
+        if i == 0 and self.items is not None:
+            return blocked(lambda k, v, p: (self._rope(k, p, self.Hkv), v), self.items[1][ids], self.items[2][ids], pos)
+        return blocked(lambda a, p: self._kv(self.layers[i], a, p), x, pos)
+
+    def _layer_q(self, i: int, x: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Layer i's queries (R, H*hd) (RoPE'd) of rows x (items ``ids`` at ``pos``)."""
+        if i == 0 and self.items is not None:
+            return blocked(lambda q, p: (self._rope(q, p, self.H),), self.items[0][ids], pos)[0]
+        return blocked(lambda a, p: self._q(self.layers[i], a, p), x, pos)[0]
 
     @staticmethod
     def _post(layer, x: torch.Tensor, att: torch.Tensor) -> tuple[torch.Tensor]:
@@ -138,18 +164,19 @@ class UserLLMRunner:
         return o[slot, pos % QB]
 
     def _inputs(self, windows: list[np.ndarray], times: list[np.ndarray] | None, start: np.ndarray):
-        """Embeddings (Nt, D), positions (Nt,) and owners (Nt,) of each window's items from ``start``."""
+        """Embeddings (Nt, D), item ids, positions and owners (Nt,) of each window's items from ``start``."""
         dev = self.table.device
         ids = np.concatenate([w[s:] for w, s in zip(windows, start, strict=True)])
         pos = np.concatenate([np.arange(s, len(w)) for w, s in zip(windows, start, strict=True)])
         owner = np.repeat(np.arange(len(windows)), [len(w) - s for w, s in zip(windows, start, strict=True)])
-        x = self.table[torch.from_numpy(ids).to(dev)]  # (Nt, D)
+        ids = torch.from_numpy(ids).to(dev)
+        x = self.table[ids]  # (Nt, D)
         if self.time_emb is not None:
             buckets = [time_gap_buckets(torch.from_numpy(np.asarray(t, np.float64))[None],
                                         torch.ones(1, len(t), dtype=torch.bool), self.time_buckets)[0, s:]
                        for t, s in zip(times, start, strict=True)]
             x = x + self.time_emb(torch.cat(buckets).to(dev))
-        return x, torch.from_numpy(pos).to(dev), torch.from_numpy(owner).to(dev)
+        return x, ids, torch.from_numpy(pos).to(dev), torch.from_numpy(owner).to(dev)
 
     def _prefix_kv(self, prefixes: list[UserState | None]) -> torch.Tensor:
         """(U, n_layers, 2, P, Hkv*hd) keys/values: the prefixes' cached ones, zeros elsewhere."""
@@ -165,14 +192,14 @@ class UserLLMRunner:
         """States of non-empty ``windows``, each continuing its prefix state (None: from scratch)."""
         start = np.array([0 if p is None else len(p.window) for p in prefixes], np.int64)
         lengths = np.array([len(w) for w in windows], np.int64)
-        x, pos, owner = self._inputs(windows, times, start)  # (Nt, D), (Nt,), (Nt,)
+        x, ids, pos, owner = self._inputs(windows, times, start)  # (Nt, D), (Nt,) x3
         last = torch.from_numpy(np.cumsum(lengths - start) - 1).to(x.device)  # (U,) row of each last item
         kv = self._prefix_kv(prefixes)  # (U, n_layers, 2, P, Hkv*hd)
         for i, layer in enumerate(self.layers):
-            kv[owner, i, 0, pos], kv[owner, i, 1, pos] = blocked(lambda a, p, layer=layer: self._kv(layer, a, p), x, pos)
+            kv[owner, i, 0, pos], kv[owner, i, 1, pos] = self._layer_kv(i, x, ids, pos)
             if i == len(self.layers) - 1:  # the last layer: only the last item's state is read
-                x, pos, owner = x[last], pos[last], owner[last]
-            (q,) = blocked(lambda a, p, layer=layer: self._q(layer, a, p), x, pos)  # (S, H*hd)
+                x, ids, pos, owner = x[last], ids[last], pos[last], owner[last]
+            q = self._layer_q(i, x, ids, pos)  # (S, H*hd)
             att = self._attention(layer, q, owner, pos, kv[:, i, 0], kv[:, i, 1])  # (S, H*hd)
             (x,) = blocked(lambda a, b, layer=layer: self._post(layer, a, b), x, att)
         (emb,) = blocked(lambda a: (self.llama.norm(a),), x)  # (U, D)

@@ -70,6 +70,20 @@ def test_a_users_embedding_does_not_depend_on_the_batch(runner):
     assert torch.equal(others[2], alone[0]) and torch.equal(others[0], alone[1])
 
 
+def test_layer0_item_projections_give_the_floats_of_per_row_projections(runner, monkeypatch):
+    import hllm.user_state as us
+
+    r, model = runner
+    hist, times = histories(12, seed=4)
+    assert (r.items is None) == model.config.use_time  # per-item projections: layer 0 reads items only
+    monkeypatch.setattr(us, "ITEM_PROJ_MAX_BYTES", 0)  # too big: computed per row
+    per_row = UserLLMRunner(model, r.table)
+    assert per_row.items is None
+    got = UserStates(per_row, UserStateConfig(mode="recompute"), model.config.use_time).embeddings(
+        np.arange(12), hist, times)
+    assert torch.equal(got, states(runner, "recompute").embeddings(np.arange(12), hist, times))
+
+
 def test_incremental_extension_is_bit_identical_to_the_full_pass(runner):
     hist, times = histories(12, seed=1)
     users = np.arange(12)
