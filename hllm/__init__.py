@@ -9,6 +9,9 @@ Public API
   ``HLLMPolicyConfig`` (architecture + recipe, one default each).
 - ``hllm.configuration_hllm.HLLMConfig`` (architecture only) and ``hllm.modeling_hllm.HLLMModel``
   (HF PreTrainedModel).
+- ``hllm.user_state``: serving the user LLM per user (batch-independent floats), a bounded
+  user-state cache and incremental extension by appended items (``UserStateConfig``; set with
+  ``HLLMPolicy.set_serving``).
 - ``hllm.ranking``: early / late fusion ranking heads (``fit_ranker``).
 - ``hllm.serving``: item table (npy memmap + parquet, DuckDB mirror), ``append_items``, exact
   batched ``topk_inner_product``.

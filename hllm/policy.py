@@ -3,8 +3,11 @@
 ``fit``: optional stage 1 (end-to-end item LLM fine-tuning), then item features cached and
 stage 2 (projection + user LLM on long sequences). Serving: an item table (N, D) of
 embeddings (L2-normalised for ``similarity="cos"``, raw for "dot"); a user's embedding is the user
-LLM's last state (the same treatment); scores are their inner products (one batched matmul). ``add_items`` embeds new items with the frozen item LLM: cold-start
-items become retrievable without retraining.
+LLM's last state (the same treatment), computed per user from that user's window alone and kept
+in a user-state cache that extends it when items are appended (``hllm.user_state``; the
+``serving`` setting, not a training one); scores are their inner products (one batched matmul).
+``add_items`` embeds new items with the frozen item LLM: cold-start items become retrievable
+without retraining.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from hllm.item_llm import hf_progress, trainable_item_parameters
 from hllm.modeling_hllm import HLLMModel
 from hllm.recipe import HLLMPolicyConfig
 from hllm.train import encode_items, run_stage
+from hllm.user_state import UserLLMRunner, UserStateConfig, UserStates
 from policies.base import FullScorePolicy, UserBatch
 from policies.registry import register
-from policies.tensors import device, pad_left
+from policies.tensors import device
 from policies.train import ndcg_validation
 from simulator.errors import ConfigError, DataError, NotFittedError
 
@@ -111,6 +115,15 @@ class HLLMPolicy(FullScorePolicy):
         self.score_table: torch.Tensor | None = None  # (N, D) what scores are inner products with (model.unit)
         self.history: list[dict] = []
         self.n_items = 0
+        self.serving = UserStateConfig()  # how user embeddings are served (not a training setting)
+        self._states: UserStates | None = None  # built on first use from the current weights and table
+
+    def __getstate__(self) -> dict:
+        """Pickled / deep-copied without the user-state cache: each copy (a Ray actor) builds its own."""
+        return {**self.__dict__, "_states": None}
+
+    def set_serving(self, cfg: UserStateConfig) -> None:
+        self.serving, self._states = cfg, None
 
     # ----------------------------------------------------------------- training
     def fit(self, dataset, split, progress: bool = True) -> HLLMPolicy:
@@ -186,20 +199,20 @@ class HLLMPolicy(FullScorePolicy):
         self.table = self.model.project(self.features, torch.arange(len(self.features), device=self.features.device))  # (N, D)
         self.score_table = self.model.unit(self.table)
         self.n_items = len(self.table)
+        self._states = None  # cached user states belong to the previous weights / table
 
     # ----------------------------------------------------------------- serving
     @torch.no_grad()
     def user_embeddings(self, users: UserBatch) -> torch.Tensor:
-        """(B, D) user embeddings from histories (last user-LLM state; normalised for cos)."""
+        """(B, D) user embeddings from histories (last user-LLM state; normalised for cos).
+
+        Each user's state is computed from that user's window alone (``hllm.user_state``), so it
+        does not depend on the batch, and is reused / extended through the user-state cache."""
         self._check_fitted()
         self.model.eval()
-        cfg = self.hf_config
-        ids, ts = pad_left(users.histories, cfg.max_len, users.timestamps)
-        ids_t = torch.from_numpy(ids).to(self.table.device)
-        mask = ids_t > 0
-        seq = self.table[(ids_t - 1).clamp(min=0)] * mask[..., None]  # (B, T, D)
-        h = self.model.user_states(seq, mask, torch.from_numpy(ts).to(self.table.device))
-        return self.model.unit(h[:, -1])
+        if self._states is None:
+            self._states = UserStates(UserLLMRunner(self.model, self.table), self.serving, self.hf_config.use_time)
+        return self.model.unit(self._states.embeddings(users.user_ids, users.histories, users.timestamps))
 
     @torch.no_grad()
     def score_all(self, users: UserBatch) -> np.ndarray:

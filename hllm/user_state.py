@@ -1,0 +1,281 @@
+"""Serving the user LLM: one computation per user, a user-state cache, incremental extension.
+
+Training scores users in left-padded batches (``HLLMModel.user_states``), where a user's floats
+can depend on the batch (the padding, the small-matrix paths of a GEMM). Serving computes each
+user's state from that user's window alone (:class:`UserLLMRunner`):
+
+- the window is the last ``max_len`` (P) items of the history, at positions 0..L-1 (RoPE is
+  relative: the same function as the padded forward, equal within float tolerance);
+- every row-wise op (norms, projections, RoPE, MLP) runs on blocks of exactly ``ROWS`` token
+  rows; attention runs per (user, chunk of ``QB`` query positions) pair, on blocks of ``PAIRS``
+  pairs, each pair's queries against all P key positions of its user (causally masked): every
+  product has one shape, so a row's floats never depend on its neighbours or on the batch;
+- so extending a state by appended items (their rows only, the earlier positions' keys and
+  values from the cache: the transformer is causal) gives, bit for bit, the state of a full pass
+  over the new window; the last layer runs its query, attention and MLP for the last item only.
+
+:class:`UserStates` keeps per user the window a state was computed for (the key: a state is
+reused only for the identical window and timestamps, and extended only when its window is a
+prefix of the new one, so runs, resumed runs and the oracle's counterfactual passes can share
+it safely), the embedding and, while the window can still grow, every layer's keys and values;
+the least recently used users go beyond a byte budget. Nothing else is cached: the recompute
+mode runs the same function, which is what makes "identical with or without the cache" hold.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+from hllm.modeling_hllm import HLLMModel, time_gap_buckets
+
+ROWS = 64  # token rows per block of every row-wise op
+QB = 8  # query positions per attention chunk
+PAIRS = 32  # (user, query chunk) pairs per attention block
+ITEM_PROJ_MAX_BYTES = 2**30  # layer 0's per-item projections are precomputed up to this size
+
+
+def blocked(fn: Callable[..., tuple[torch.Tensor, ...]], *xs: torch.Tensor, rows: int = ROWS) -> tuple[torch.Tensor, ...]:
+    """``fn(*xs)`` on blocks of exactly ``rows`` rows (the last one zero-padded), concatenated and
+    trimmed: every call sees the same shapes, so a row's result depends on that row only."""
+    n, outs = xs[0].shape[0], []
+    for s in range(0, max(n, 1), rows):
+        blk = [x[s:s + rows] for x in xs]
+        if len(blk[0]) < rows:
+            blk = [torch.cat([b, b.new_zeros(rows - len(b), *b.shape[1:])]) for b in blk]
+        outs.append(fn(*blk))
+    return tuple(torch.cat(parts)[:n] for parts in zip(*outs, strict=True))
+
+
+@dataclass
+class UserState:
+    """A user's served state: the window it was computed from, its embedding, its keys/values."""
+
+    window: np.ndarray  # (L,) item ids: the last max_len items of the history
+    times: np.ndarray | None  # (L,) their timestamps (use_time), else None
+    emb: torch.Tensor  # (D,) last position's final state (before ``HLLMModel.unit``)
+    kv: torch.Tensor | None  # (n_layers, 2, L, Hkv*hd) keys (RoPE'd) and values; None: the window is full
+
+    @property
+    def nbytes(self) -> int:
+        times = 0 if self.times is None else self.times.nbytes
+        return self.emb.nbytes + self.window.nbytes + times + (0 if self.kv is None else self.kv.nbytes) + 200
+
+    def same(self, window: np.ndarray, times: np.ndarray | None) -> bool:
+        return np.array_equal(self.window, window) and (times is None or np.array_equal(self.times, times))
+
+    def prefix_of(self, window: np.ndarray, times: np.ndarray | None) -> bool:
+        n = len(self.window)
+        return (self.kv is not None and n < len(window) and np.array_equal(self.window, window[:n])
+                and (times is None or np.array_equal(self.times, times[:n])))
+
+
+class UserLLMRunner:
+    """The user LLM's serving computation (module doc) over a fitted model and its item table (N, D)."""
+
+    def __init__(self, model: HLLMModel, table: torch.Tensor) -> None:
+        user = model.user_llm
+        self.llama, self.table, self.P = user.model, table, model.config.max_len
+        self.layers = list(self.llama.layers)
+        self.time_emb, self.time_buckets = user.time_emb, user.time_buckets
+        c = self.llama.config
+        self.H, self.Hkv = c.num_attention_heads, c.num_key_value_heads
+        self.hd = self.layers[0].self_attn.head_dim
+        self.chunks = -(-self.P // QB)  # query chunks per window
+        # an empty history: what the padded forward gives for a window of padding only
+        x = table.new_zeros(1, self.P, table.shape[1])
+        mask = torch.zeros(1, self.P, dtype=torch.bool, device=table.device)
+        self.empty = model.user_states(x, mask, torch.zeros(1, self.P, dtype=torch.float64, device=table.device))[0, -1]
+        # without time embeddings layer 0 reads item embeddings only: its normed q/k/v projections are
+        # per item, computed once (in the same blocks of rows: the floats of computing them per row)
+        self.items: tuple[torch.Tensor, ...] | None = None  # q (N, H*hd), k, v (N, Hkv*hd)
+        width = (self.H + 2 * self.Hkv) * self.hd
+        if self.time_emb is None and len(table) * width * table.element_size() <= ITEM_PROJ_MAX_BYTES:
+            self.items = blocked(lambda a: self._proj(self.layers[0], a), table)
+
+    def _rope(self, x: torch.Tensor, pos: torch.Tensor, heads: int) -> torch.Tensor:
+        cos, sin = self.llama.rotary_emb(x, pos[None])  # (1, R, hd)
+        h = x.view(len(x), heads, self.hd).transpose(0, 1)[None]  # (1, heads, R, hd)
+        h, _ = apply_rotary_pos_emb(h, h, cos, sin)
+        return h[0].transpose(0, 1).reshape(len(x), heads * self.hd)
+
+    @staticmethod
+    def _proj(layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows x (R, D) -> q (R, H*hd), k, v (R, Hkv*hd): normed projections, before RoPE."""
+        a = layer.input_layernorm(x)
+        att = layer.self_attn
+        return att.q_proj(a), att.k_proj(a), att.v_proj(a)
+
+    def _kv(self, layer, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = layer.input_layernorm(x)  # (R, D)
+        att = layer.self_attn
+        return self._rope(att.k_proj(a), pos, self.Hkv), att.v_proj(a)  # (R, Hkv*hd) each
+
+    def _q(self, layer, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self._rope(layer.self_attn.q_proj(layer.input_layernorm(x)), pos, self.H),)  # (R, H*hd)
+
+    def _layer_kv(self, i: int, x: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Layer i's keys (RoPE'd) and values (R, Hkv*hd) of rows x (items ``ids`` at ``pos``)."""
+        if i == 0 and self.items is not None:
+            return blocked(lambda k, v, p: (self._rope(k, p, self.Hkv), v), self.items[1][ids], self.items[2][ids], pos)
+        return blocked(lambda a, p: self._kv(self.layers[i], a, p), x, pos)
+
+    def _layer_q(self, i: int, x: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Layer i's queries (R, H*hd) (RoPE'd) of rows x (items ``ids`` at ``pos``)."""
+        if i == 0 and self.items is not None:
+            return blocked(lambda q, p: (self._rope(q, p, self.H),), self.items[0][ids], pos)[0]
+        return blocked(lambda a, p: self._q(self.layers[i], a, p), x, pos)[0]
+
+    @staticmethod
+    def _post(layer, x: torch.Tensor, att: torch.Tensor) -> tuple[torch.Tensor]:
+        h = x + layer.self_attn.o_proj(att)  # (R, D)
+        return (h + layer.mlp(layer.post_attention_layernorm(h)),)
+
+    def _attend(self, scaling: float, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                hidden: torch.Tensor) -> tuple[torch.Tensor]:
+        """q (G, QB, H*hd), k/v (G, P, Hkv*hd), hidden (G, QB, P) keys a query may not see -> (G, QB, H*hd)."""
+        G, P = k.shape[:2]
+        q = q.view(G, QB, self.H, self.hd).transpose(1, 2)  # (G, H, QB, hd)
+        k = repeat_kv(k.view(G, P, self.Hkv, self.hd).transpose(1, 2), self.H // self.Hkv)  # (G, H, P, hd)
+        v = repeat_kv(v.view(G, P, self.Hkv, self.hd).transpose(1, 2), self.H // self.Hkv)
+        s = (q @ k.transpose(-1, -2) * scaling).masked_fill(hidden[:, None], float("-inf"))  # (G, H, QB, P)
+        o = torch.softmax(s, -1, dtype=torch.float32).to(q.dtype) @ v  # (G, H, QB, hd)
+        return (o.transpose(1, 2).reshape(G, QB, self.H * self.hd),)
+
+    def _attention(self, layer, q: torch.Tensor, owner: torch.Tensor, pos: torch.Tensor, K: torch.Tensor,
+                   V: torch.Tensor) -> torch.Tensor:
+        """Causal attention of query rows q (S, H*hd) of users ``owner`` at ``pos`` over the users'
+        keys/values K, V (U, P, Hkv*hd) -> (S, H*hd), by (user, query chunk) pairs (module doc)."""
+        pairs, slot = torch.unique(owner * self.chunks + pos // QB, return_inverse=True)  # (Np,), (S,)
+        Q = q.new_zeros(len(pairs), QB, q.shape[1])  # (Np, QB, H*hd)
+        Q[slot, pos % QB] = q
+        who, chunk = pairs // self.chunks, pairs % self.chunks
+        qpos = chunk[:, None] * QB + torch.arange(QB, device=q.device)  # (Np, QB)
+        hidden = torch.arange(self.P, device=q.device) > qpos[..., None]  # (Np, QB, P) future keys
+        (o,) = blocked(lambda a, k, v, m: self._attend(layer.self_attn.scaling, a, k, v, m),
+                       Q, K[who], V[who], hidden, rows=PAIRS)
+        return o[slot, pos % QB]
+
+    def _inputs(self, windows: list[np.ndarray], times: list[np.ndarray] | None, start: np.ndarray):
+        """Embeddings (Nt, D), item ids, positions and owners (Nt,) of each window's items from ``start``."""
+        dev = self.table.device
+        ids = np.concatenate([w[s:] for w, s in zip(windows, start, strict=True)])
+        pos = np.concatenate([np.arange(s, len(w)) for w, s in zip(windows, start, strict=True)])
+        owner = np.repeat(np.arange(len(windows)), [len(w) - s for w, s in zip(windows, start, strict=True)])
+        ids = torch.from_numpy(ids).to(dev)
+        x = self.table[ids]  # (Nt, D)
+        if self.time_emb is not None:
+            buckets = [time_gap_buckets(torch.from_numpy(np.asarray(t, np.float64))[None],
+                                        torch.ones(1, len(t), dtype=torch.bool), self.time_buckets)[0, s:]
+                       for t, s in zip(times, start, strict=True)]
+            x = x + self.time_emb(torch.cat(buckets).to(dev))
+        return x, ids, torch.from_numpy(pos).to(dev), torch.from_numpy(owner).to(dev)
+
+    def _prefix_kv(self, prefixes: list[UserState | None]) -> torch.Tensor:
+        """(U, n_layers, 2, P, Hkv*hd) keys/values: the prefixes' cached ones, zeros elsewhere."""
+        kv = self.table.new_zeros(len(prefixes), len(self.layers), 2, self.P, self.Hkv * self.hd)
+        for u, p in enumerate(prefixes):
+            if p is not None:
+                kv[u, :, :, :len(p.window)] = p.kv
+        return kv
+
+    @torch.no_grad()
+    def extend(self, prefixes: list[UserState | None], windows: list[np.ndarray], times: list[np.ndarray] | None,
+               keep_kv: bool) -> list[UserState]:
+        """States of non-empty ``windows``, each continuing its prefix state (None: from scratch)."""
+        start = np.array([0 if p is None else len(p.window) for p in prefixes], np.int64)
+        lengths = np.array([len(w) for w in windows], np.int64)
+        x, ids, pos, owner = self._inputs(windows, times, start)  # (Nt, D), (Nt,) x3
+        last = torch.from_numpy(np.cumsum(lengths - start) - 1).to(x.device)  # (U,) row of each last item
+        kv = self._prefix_kv(prefixes)  # (U, n_layers, 2, P, Hkv*hd)
+        for i, layer in enumerate(self.layers):
+            kv[owner, i, 0, pos], kv[owner, i, 1, pos] = self._layer_kv(i, x, ids, pos)
+            if i == len(self.layers) - 1:  # the last layer: only the last item's state is read
+                x, ids, pos, owner = x[last], ids[last], pos[last], owner[last]
+            q = self._layer_q(i, x, ids, pos)  # (S, H*hd)
+            att = self._attention(layer, q, owner, pos, kv[:, i, 0], kv[:, i, 1])  # (S, H*hd)
+            (x,) = blocked(lambda a, b, layer=layer: self._post(layer, a, b), x, att)
+        (emb,) = blocked(lambda a: (self.llama.norm(a),), x)  # (U, D)
+        grow = keep_kv & (lengths < self.P)  # a full window slides when it grows: nothing to extend
+        return [UserState(windows[u], None if times is None else times[u], emb[u].clone(),
+                          kv[u, :, :, :lengths[u]].clone() if grow[u] else None) for u in range(len(windows))]
+
+
+class UserStateConfig(BaseModel):
+    """How HLLM serves user embeddings (a serving setting: not part of the trained model's config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["incremental", "cached", "recompute"] = Field(
+        "incremental", description="incremental: reuse a user's state for the same window and extend it when "
+        "items were appended; cached: reuse, recompute on any change; recompute: no cache (every request runs "
+        "the whole window; the path the other two equal bit for bit)")
+    max_bytes: int = Field(256 * 2**20, ge=0, description="cache budget per policy instance; least recently "
+                                                          "used users go first")
+
+
+class UserStates:
+    """User embeddings for serving: a :class:`UserLLMRunner` behind a bounded user-state cache
+    (``UserStateConfig``)."""
+
+    def __init__(self, runner: UserLLMRunner, cfg: UserStateConfig, use_time: bool) -> None:
+        self.runner, self.mode, self.max_bytes, self.use_time = runner, cfg.mode, cfg.max_bytes, use_time
+        self.cache: OrderedDict[int, UserState] = OrderedDict()
+        self.bytes = 0
+        self.stats = {"hit": 0, "extend": 0, "full": 0, "evicted": 0}
+
+    def _get(self, uid: int) -> UserState | None:
+        st = self.cache.get(uid)
+        if st is not None:
+            self.cache.move_to_end(uid)
+        return st
+
+    def _put(self, uid: int, st: UserState) -> None:
+        old = self.cache.pop(uid, None)
+        if old is not None:
+            self.bytes -= old.nbytes
+        if st.nbytes > self.max_bytes:
+            return
+        self.cache[uid] = st
+        self.bytes += st.nbytes
+        while self.bytes > self.max_bytes:
+            _, gone = self.cache.popitem(last=False)
+            self.bytes -= gone.nbytes
+            self.stats["evicted"] += 1
+
+    def embeddings(self, user_ids: np.ndarray, histories, timestamps) -> torch.Tensor:
+        """(B, D) final states of the users' windows (before ``HLLMModel.unit``)."""
+        P = self.runner.P
+        windows = [np.asarray(h, np.int64)[-P:] for h in histories]
+        times = None
+        if self.use_time:  # no timestamps: zeros, as the padded forward (every gap in bucket 0)
+            times = [np.zeros(len(w)) if timestamps is None else np.asarray(timestamps[b], np.float64)[-P:]
+                     for b, w in enumerate(windows)]
+        out = self.runner.table.new_empty(len(windows), self.runner.table.shape[1])
+        todo: list[tuple[int, UserState | None]] = []
+        for b, w in enumerate(windows):
+            t = None if times is None else times[b]
+            st = None if self.mode == "recompute" else self._get(int(user_ids[b]))
+            if len(w) == 0:
+                out[b] = self.runner.empty
+            elif st is not None and st.same(w, t):
+                out[b] = st.emb
+                self.stats["hit"] += 1
+            else:
+                todo.append((b, st if self.mode == "incremental" and st is not None and st.prefix_of(w, t) else None))
+        if todo:
+            rows = [b for b, _ in todo]
+            new = self.runner.extend([p for _, p in todo], [windows[b] for b in rows],
+                                     None if times is None else [times[b] for b in rows], self.mode == "incremental")
+            for (b, prefix), st in zip(todo, new, strict=True):
+                out[b] = st.emb
+                self.stats["extend" if prefix is not None else "full"] += 1
+                if self.mode != "recompute":
+                    self._put(int(user_ids[b]), st)
+        return out
