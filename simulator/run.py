@@ -48,6 +48,7 @@ class Setup:
     user_model: object
     users: np.ndarray  # users who will send requests
     replay_times: list[np.ndarray] | None = None
+    history_times: list[list[float]] | None = None  # the times of ``histories`` (HSTU's time bias, HLLM use_time)
 
 
 def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
@@ -120,7 +121,8 @@ def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
     pre = train_ds.sequences
     split = LeaveOneOut.from_sequences(pre)
     hist = [list(pre.seq(u)) for u in range(ds.n_users)]
-    return Setup(ds, train_ds, split, mode, sim_start, hist, user_model, users, times)
+    hist_times = [pre.times(u).astype(np.float64).tolist() for u in range(ds.n_users)]
+    return Setup(ds, train_ds, split, mode, sim_start, hist, user_model, users, times, hist_times)
 
 
 def train_arms(cfg: ExperimentConfig, setup: Setup, progress: bool = True) -> dict:
@@ -224,7 +226,7 @@ def simulation(cfg: ExperimentConfig, setup: Setup, design, runtime, log, seed: 
     if stop_at is not None:
         timing = dataclasses.replace(timing, n_requests=float("inf"), stop_at=stop_at)
     return Simulation(timing, design, runtime, setup.user_model, log, users=setup.users, histories=setup.histories,
-                      seed=seed, mode=setup.mode, replay_times=setup.replay_times)
+                      seed=seed, mode=setup.mode, replay_times=setup.replay_times, history_times=setup.history_times)
 
 
 def run_truth(cfg: ExperimentConfig, setup: Setup, policies: dict, window: tuple[float, float],

@@ -51,10 +51,12 @@ class Timing:
 class Simulation:
     def __init__(self, timing: Timing, design: Design, runtime, user_model: UserModel, log, *,
                  users: np.ndarray, histories: list[list[int]], seed: int, mode: str,
-                 replay_times: list[np.ndarray] | None = None) -> None:
+                 replay_times: list[np.ndarray] | None = None, history_times: list[list[float]] | None = None) -> None:
         self.t, self.design, self.runtime, self.user_model, self.log = timing, design, runtime, user_model, log
         self.users, self.seed, self.mode, self.replay_times = users, seed, mode, replay_times
         self.histories = [list(h) for h in histories]  # this run's copy: grows with consumption
+        # and the matching times (None: the arms get no timestamps), grown with the consumption times
+        self.history_times = None if history_times is None else [list(t) for t in history_times]
         self.batch_no = 0
 
     def run(self, progress: bool = False, on_batch=None) -> int:
@@ -99,6 +101,11 @@ class Simulation:
                 gen = replay_requests(clock, int(u), self.replay_times[u])
             tracked(clock, gen)
 
+    def _times(self, users: np.ndarray) -> list[np.ndarray] | None:
+        if self.history_times is None:
+            return None
+        return [np.asarray(self.history_times[u], np.float64) for u in users]
+
     def _serve(self, clock: Clock, part) -> np.ndarray:
         """One batch: design -> runtime -> design -> user model -> log -> state."""
         users = np.array([r.user_id for r in part], np.int64)
@@ -110,7 +117,7 @@ class Simulation:
         order = np.random.default_rng([self.seed, 11, batch_no]).permutation(sorted(rows))
         names = self.design.arm_names
         work = {names[a]: UserBatch(users[rows[a]], [np.asarray(self.histories[u], np.int64) for u in users[rows[a]]],
-                                    None, now[rows[a]]) for a in order}
+                                    self._times(users[rows[a]]), now[rows[a]]) for a in order}
         results = self.runtime.serve(work)
         served = {int(a): (rows[a], *results[names[a]]) for a in order}
         slates = self.design.combine(len(part), served, np.random.default_rng([self.seed, 13, batch_no]))
@@ -122,13 +129,17 @@ class Simulation:
         items[hit] = slates.item_ids[hit, resp.position[hit]]
         self.user_model.update(users, items, now)
         if len(hit):
-            clock.env.process(_deliver(clock.env, self.t.feedback_delay_s, self.histories, users[hit], items[hit]))
+            clock.env.process(_deliver(clock.env, self.t.feedback_delay_s, self.histories, self.history_times,
+                                       users[hit], items[hit], now[hit]))
         return resp.position
 
 
-def _deliver(env, delay: float, histories: list, users: np.ndarray, items: np.ndarray):
-    """Delayed feedback: the consumed items reach the users' histories (what the arms see
-    on the next request) only ``delay`` simulated seconds after the click."""
+def _deliver(env, delay: float, histories: list, times: list | None, users: np.ndarray, items: np.ndarray,
+             clicked_at: np.ndarray):
+    """Delayed feedback: the consumed items (with the time of their click) reach the users'
+    histories (what the arms see on the next request) only ``delay`` simulated seconds after the click."""
     yield env.timeout(delay)
-    for u, it in zip(users.tolist(), items.tolist(), strict=True):
+    for u, it, t in zip(users.tolist(), items.tolist(), clicked_at.tolist(), strict=True):
         histories[u].append(it)
+        if times is not None:
+            times[u].append(t)

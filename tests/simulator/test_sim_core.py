@@ -99,19 +99,21 @@ class _Runtime:
     """Records the order arms were served in; every arm shows the items 0..K-1."""
 
     def __init__(self, k=5):
-        self.k, self.orders = k, []
+        self.k, self.orders, self.batches = k, [], []
 
     def serve(self, work):
         self.orders.append(tuple(work))
+        self.batches.extend(work.values())
         return {a: (_slate(np.tile(np.arange(self.k), (len(u), 1))), np.ones(len(u))) for a, u in work.items()}
 
 
-def _simulation(design, log, runtime, um, seed=0, n=400):
+def _simulation(design, log, runtime, um, seed=0, n=400, history_times=None):
     timing = Timing(sim_start=5 * 86400.0, n_requests=n, stop_at=None, batch_window_s=60.0, max_batch=512,
                     session_gap_s=30.0, abandon_prob=0.3, start_horizon_s=600.0, sessions_per_day=2.0,
                     feedback_delay_s=5.0)
     return Simulation(timing, design, runtime, um, log, users=np.arange(WORLD.n_users),
-                      histories=[[] for _ in range(WORLD.n_users)], seed=seed, mode="world")
+                      histories=[[] for _ in range(WORLD.n_users)], seed=seed, mode="world",
+                      history_times=history_times)
 
 
 def test_arm_order_is_random_per_batch_and_seeded():
@@ -138,6 +140,27 @@ def test_story_histories_grow_only_by_clicks_after_the_delay_and_runs_are_indepe
     assert sum(grown.values()) <= len(clicks) and len(clicks) > 0
     sim2 = _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), _Runtime(), um)
     assert sim2.histories == start  # each simulation starts from the same histories and a reset world
+
+
+def test_arms_see_the_time_of_every_history_item():
+    """HSTU's time bias and HLLM's use_time need the history's times in simulation too: a consumed
+    item carries the time of the request it was clicked in."""
+    sink, rt = _Sink(), _Runtime()
+    sim = _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(sink, ("c", "t"), 5.0, 10.0), rt,
+                      WorldUser(World(WORLD)), history_times=[[] for _ in range(WORLD.n_users)])
+    sim.run()
+    clicks = sink.frame("feedback").query("event == 'click'").merge(sink.frame("requests")[["request_id", "ts"]],
+                                                                   on="request_id", suffixes=("", "_request"))
+    seen = [(u, len(h)) for b in rt.batches for u, h in zip(b.user_ids, b.histories, strict=True) if len(h)]
+    assert seen and all(b.timestamps is not None and len(t) == len(h) and np.all(t <= now)
+                        for b in rt.batches for t, h, now in zip(b.timestamps, b.histories, b.now, strict=True))
+    u = int(clicks.user_id.iloc[0])
+    first = clicks[clicks.user_id == u].sort_values("ts")
+    n = len(sim.histories[u])
+    assert sim.history_times[u] == first.ts_request.tolist()[:n] and sim.histories[u] == first.item_id.tolist()[:n]
+    no_times = _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), _Runtime(),
+                           WorldUser(World(WORLD)))
+    assert no_times.history_times is None
 
 
 def test_truth_log_sums_click_probabilities_not_samples():
