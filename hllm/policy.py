@@ -17,12 +17,13 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from hllm.ann import TableIndex
 from hllm.configuration_hllm import HLLMConfig
 from hllm.item_llm import hf_progress, trainable_item_parameters
 from hllm.modeling_hllm import HLLMModel
 from hllm.recipe import HLLMPolicyConfig
 from hllm.train import encode_items, run_stage
-from policies.base import FullScorePolicy, UserBatch
+from policies.base import Candidates, FullScorePolicy, UserBatch
 from policies.registry import register
 from policies.tensors import device, pad_left
 from policies.train import ndcg_validation
@@ -111,6 +112,7 @@ class HLLMPolicy(FullScorePolicy):
         self.score_table: torch.Tensor | None = None  # (N, D) what scores are inner products with (model.unit)
         self.history: list[dict] = []
         self.n_items = 0
+        self._ann = TableIndex(self.cfg.retrieval)
 
     # ----------------------------------------------------------------- training
     def fit(self, dataset, split, progress: bool = True) -> HLLMPolicy:
@@ -207,6 +209,14 @@ class HLLMPolicy(FullScorePolicy):
         for s, sub in users.chunks(512):
             out[s:s + len(sub)] = (self.user_embeddings(sub) @ self.score_table.T).cpu().numpy()
         return out
+
+    def retrieve(self, users: UserBatch, k: int, exclude=None) -> Candidates:
+        """Exact top-k (the reference) below ``cfg.retrieval``'s ANN size, else an ANN index of the
+        item table, built on first use and again whenever the table changes (``hllm.ann``)."""
+        if self.cfg.retrieval.kind(self.n_items) == "exact":
+            return super().retrieve(users, k, exclude)
+        ids, scores = self._ann.search(self.score_table, self.embed_users(users), k, exclude)
+        return Candidates(ids, scores)
 
     @torch.no_grad()
     def add_items(self, texts: list[str]) -> np.ndarray:
