@@ -4,7 +4,7 @@ as in production), and ANN (faiss, hllm.ann) vs exact side by side on a clustere
 latency per user, recall@k of ANN vs exact, index build time and memory. Prints JSON.
 
     python bench/hllm_serving.py [--items 1000000] [--dim 256] [--texts 1000] [--item-llm minilm]
-    python bench/hllm_serving.py --only ann --threads 1 [--ann-kinds ivf,hnsw] [--nprobe-sweep 16,32,64]
+    python bench/hllm_serving.py --only ann --threads 1 [--ann-kinds ivf,ivf:flat,hnsw] [--nprobe-sweep 16,32,64]
 """
 
 from __future__ import annotations
@@ -116,9 +116,15 @@ def topic_mixture(n_items: int, dim: int, n_topics: int, n_users: int, seed: int
 
 
 def rss_gb() -> dict:
-    """Current and peak resident memory of this process (GB)."""
-    cur = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS"))
-    return {"rss_gb": round(cur / 2**20, 2), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    """Resident memory of this process now and at its peak since the last ``reset_peak`` (GB)."""
+    status = {ln.split(":")[0]: int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("Vm")}
+    return {"rss_gb": round(status["VmRSS"] / 2**20, 2), "peak_rss_gb": round(status["VmHWM"] / 2**20, 2)}
+
+
+def reset_peak() -> None:
+    """Start a new peak-RSS window (Linux: /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def timed_best(fn, reps: int):
@@ -131,27 +137,31 @@ def timed_best(fn, reps: int):
     return best, out
 
 
-def ann_index_run(folder: Path, kind: str, cfg: ann.RetrievalConfig, users, exclude, k: int, reps: int,
-                  exact_ids: np.ndarray, exact_s: float, sweep: list[int]) -> dict:
-    """Build ``kind``'s index next to the table, reload it, time its search and its recall vs exact."""
+def ann_index_run(folder: Path, variant: str, users, exclude, k: int, reps: int, exact_ids: np.ndarray,
+                  exact_s: float, sweep: list[int]) -> dict:
+    """Build one index variant (``kind`` or ``ivf:flat``) next to the table, reload it, time its search
+    at the default search setting and the sweep, and its recall@k vs exact."""
+    kind, _, codes = variant.partition(":")
+    cfg = ann.RetrievalConfig(**({"ivf_codes": codes} if codes else {}))
+    reset_peak()
     before = rss_gb()
     info = serving.build_table_index(folder, cfg, kind)
-    after_build = rss_gb()
+    build_mem = rss_gb()
     t0 = time.perf_counter()
     index = serving.load_table_index(folder, cfg)
     load_s = time.perf_counter() - t0
-    n = len(users)
-    res = {"kind": kind, "build_s": info["build_s"], "index_bytes": info["bytes"], "load_s": round(load_s, 2),
-           "rss_before_build": before, "rss_after_build": after_build,
-           "build_params": cfg.build_params(), "points": []}
-    knob = "nprobe" if kind == "ivf" else "ef_search"
+    res = {"variant": variant, "kind": kind, "build_s": info["build_s"], "index_bytes": info["bytes"],
+           "load_s": round(load_s, 2), "rss_before_build_gb": before["rss_gb"],
+           "peak_rss_during_build_gb": build_mem["peak_rss_gb"], "build_params": cfg.build_params(), "points": []}
+    knob, table = ("nprobe" if kind == "ivf" else "ef_search"), serving.open_item_table(folder)
     for v in dict.fromkeys([getattr(cfg, knob), *sweep]):
         ann.set_search_params(index, cfg.model_copy(update={knob: v}))
-        secs, (ids, _) = timed_best(lambda: ann.search(index, users, k, exclude), reps)
-        res["points"].append({knob: v, "per_user_ms": round(secs / n * 1000, 4),
+        secs, (ids, _) = timed_best(
+            lambda: ann.search(index, users, k, exclude, table=table, refine=cfg.refine), reps)
+        res["points"].append({knob: v, "per_user_ms": round(secs / len(users) * 1000, 4),
                               f"recall@{k}": round(ann.recall_at_k(ids, exact_ids), 4),
                               "speedup_vs_exact": round(exact_s / secs, 1), "default": v == getattr(cfg, knob)})
-    res["rss_after_search"] = rss_gb()
+    res["rss_with_index_loaded_gb"] = rss_gb()["rss_gb"]
     return res
 
 
@@ -177,12 +187,13 @@ def ann_vs_exact(n_items: int, dim: int, n_users: int, k: int, reps: int, n_topi
     with tempfile.TemporaryDirectory() as d:
         folder = serving.write_item_table(Path(d) / "items", items)
         del items
+        reset_peak()
         exact_s, exact_ids = exact_reference(folder, users, k, exclude, reps)
-        out["exact"] = {"per_user_ms": round(exact_s / n_users * 1000, 4), "rss": rss_gb()}
-        cfg = ann.RetrievalConfig()
-        out["retrieval_defaults"] = cfg.model_dump()
-        out["ann"] = [ann_index_run(folder, kind, cfg, users, exclude, k, reps, exact_ids, exact_s,
-                                    sweep if kind == "ivf" else []) for kind in kinds]
+        out["exact"] = {"per_user_ms": round(exact_s / n_users * 1000, 4), "peak_rss_gb": rss_gb()["peak_rss_gb"]}
+        out["retrieval_defaults"] = ann.RetrievalConfig().model_dump()
+        out["ann"] = [ann_index_run(folder, v, users, exclude, k, reps, exact_ids, exact_s,
+                                    sweep if v.startswith("ivf") else []) for v in kinds]
+    out["process_peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     return out
 
 
@@ -199,7 +210,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (exact search, encoders)")
     ap.add_argument("--faiss-threads", type=int, default=1)
     ap.add_argument("--only", choices=["all", "ann"], default="all", help="ann: only ANN vs exact")
-    ap.add_argument("--ann-kinds", default="ivf", help="comma list of hllm.ann index kinds to build")
+    ap.add_argument("--ann-kinds", default="ivf", help="comma list of index variants: ivf (default codes), "
+                                                       "ivf:flat, ivf:sq8, hnsw")
     ap.add_argument("--nprobe-sweep", default="16,32,64", help="IVF nprobe values also measured")
     ap.add_argument("--topics", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")

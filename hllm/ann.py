@@ -3,16 +3,17 @@
 The exact search (``hllm.serving.topk_inner_product``, the policy's full scoring) is the
 reference; ANN serves large catalogs behind the same contract: ``search(index, users, k, exclude)
 -> (ids (B, k) int64, scores (B, k) float32)``, rows padded with -1 / -inf, excluded ids never
-returned. Scores are exact inner products of the returned items (flat storage, no compression):
-only *which* items are found is approximate.
+returned. Scores are exact inner products of the returned items (float vectors, or 8-bit codes whose
+candidates are re-ranked against the item table): only *which* items are found is approximate.
 
 Which path serves is one setting, :class:`RetrievalConfig` ``index`` (default ``"auto"``: exact
 below ``ann_min_items`` items, IVF at or above). Index kinds:
 
 - ``ivf``   k-means coarse quantiser (``nlist`` lists, trained on a seeded sample), ``nprobe``
-            lists scanned per query; lists hold 8-bit codes (``ivf_codes="sq8"``, the scan is
-            memory-bound: 4x fewer bytes) whose best ``refine * k`` are re-ranked by exact inner
-            product, or float vectors (``"flat"``). The measured choice (bench/hllm_serving.py).
+            lists scanned per query; lists hold 8-bit codes (``ivf_codes="sq8"``: the scan is
+            memory-bound and reads 4x fewer bytes; the index is a quarter of the table) whose best
+            ``refine * k`` are re-ranked against the item table's float rows, or float vectors
+            (``"flat"``, a full copy of the table). The measured choice (bench/hllm_serving.py).
 - ``hnsw``  IndexHNSWFlat: graph search, no training; an order of magnitude slower to build on
             one core at 1M items.
 
@@ -48,7 +49,8 @@ class RetrievalConfig(BaseModel):
     nprobe: int = Field(48, ge=1, description="IVF lists scanned per query")
     ivf_codes: Literal["sq8", "flat"] = Field("sq8", description="IVF list storage: sq8 (8-bit codes, 4x fewer "
                                                                  "bytes to scan, re-ranked exactly) | flat (float32)")
-    refine: float = Field(2.0, ge=1, description="sq8: re-rank this many times k candidates by exact inner product")
+    refine: float = Field(2.0, ge=1, description="sq8: re-rank this many times k candidates by exact inner "
+                                                   "product with the item table's rows")
     train_per_list: int = Field(64, ge=39, description="IVF k-means sample: this many items per list")
     kmeans_iter: int = Field(16, ge=1)
     hnsw_m: int = Field(32, ge=4, description="HNSW neighbours per node")
@@ -107,17 +109,16 @@ def build_index(emb: np.ndarray, cfg: RetrievalConfig, kind: str | None = None):
 
 
 def _ivf(emb: np.ndarray, cfg: RetrievalConfig):
-    """A trained, empty IVF index: k-means lists on a seeded sample; sq8 codes re-ranked exactly."""
+    """A trained, empty IVF index: k-means lists on a seeded sample; float32 or 8-bit codes."""
     faiss = _faiss()
     n, d = emb.shape
     nlist, ip = cfg.n_lists(n), faiss.METRIC_INNER_PRODUCT
     if cfg.ivf_codes == "sq8":
-        ivf = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, nlist, faiss.ScalarQuantizer.QT_8bit, ip)
-        index = faiss.IndexRefineFlat(ivf)  # keeps the float vectors: returned scores are exact
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, nlist, faiss.ScalarQuantizer.QT_8bit, ip)
     else:
-        index = ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, ip)
-    ivf.cp.seed, ivf.cp.niter = cfg.seed, cfg.kmeans_iter
-    ivf.cp.max_points_per_centroid = cfg.train_per_list  # our seeded sample is not resampled
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, ip)
+    index.cp.seed, index.cp.niter = cfg.seed, cfg.kmeans_iter
+    index.cp.max_points_per_centroid = cfg.train_per_list  # our seeded sample is not resampled
     m = min(n, nlist * cfg.train_per_list)
     sample = np.sort(np.random.default_rng(cfg.seed).choice(n, m, replace=False)) if m < n else np.arange(n)
     index.train(np.ascontiguousarray(emb[sample], dtype=np.float32))
@@ -125,31 +126,47 @@ def _ivf(emb: np.ndarray, cfg: RetrievalConfig):
 
 
 def set_search_params(index, cfg: RetrievalConfig) -> None:
-    faiss = _faiss()
-    ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexHNSW) else None
-    if ivf is not None:
-        ivf.nprobe = min(cfg.nprobe, ivf.nlist)
-        if isinstance(index, faiss.IndexRefine):
-            index.k_factor = cfg.refine
-    elif isinstance(index, faiss.IndexHNSW):
+    if isinstance(index, _faiss().IndexHNSW):
         index.hnsw.efSearch = cfg.ef_search
+    else:
+        index.nprobe = min(cfg.nprobe, index.nlist)
 
 
 def index_kind(index) -> str:
     return "hnsw" if isinstance(index, _faiss().IndexHNSW) else "ivf"
 
 
-def search(index, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
-           ) -> tuple[np.ndarray, np.ndarray]:
+def coded(index) -> bool:
+    """Whether the index scores compressed codes (its scores and ranking are re-done exactly)."""
+    return isinstance(index, _faiss().IndexIVFScalarQuantizer)
+
+
+def rerank(table, users: np.ndarray, ids: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates ``ids`` (B, m) (-1: none) re-scored by exact inner product with their ``table`` rows
+    (a memmap is fine) and sorted best first (ties: lower id); returns (ids, scores)."""
+    scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+    for s in range(0, len(ids), chunk):
+        part = ids[s:s + chunk]
+        rows = np.asarray(table[np.clip(part, 0, None).reshape(-1)], dtype=np.float32).reshape(*part.shape, -1)
+        scores[s:s + chunk] = np.where(part >= 0, np.einsum("bd,bmd->bm", users[s:s + chunk], rows), -np.inf)
+    order = np.lexsort((ids, -scores), axis=1)
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+
+
+def search(index, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None, *,
+           table=None, refine: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Approximate top-k by inner product: (ids (B, k) int64, scores (B, k) float32).
 
     Excluded items are removed after fetching ``k + len(exclude[b])`` neighbours, so a user never
     gets fewer than k items while the index has them; rows are padded with -1 / -inf otherwise.
+    A coded index fetches ``refine`` times as many and re-ranks them against ``table`` (N, D).
     """
+    if coded(index) and table is None:
+        raise ValueError("an index of 8-bit codes re-ranks against its item table: pass table=")
     users = np.ascontiguousarray(users, dtype=np.float32)
     B = len(users)
-    extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
-    fetch = min(k + extra, index.ntotal)
+    want = k + (max((len(e) for e in exclude), default=0) if exclude is not None else 0)
+    fetch = min(math.ceil(want * refine) if coded(index) else want, index.ntotal)
     if isinstance(index, _faiss().IndexHNSW) and index.hnsw.efSearch < fetch:
         index.hnsw.efSearch = fetch
     out_i = np.full((B, k), -1, dtype=np.int64)
@@ -157,6 +174,8 @@ def search(index, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | Non
     if B == 0 or fetch == 0:
         return out_i, out_s
     scores, ids = index.search(users, fetch)
+    if coded(index):
+        ids, scores = rerank(table, users, ids)
     for b in range(B):
         keep = ids[b] >= 0
         if exclude is not None and len(exclude[b]):
@@ -183,7 +202,7 @@ class TableIndex:
     def search(self, table, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
                ) -> tuple[np.ndarray, np.ndarray]:
         """ANN top-k of ``users`` (B, D) over ``table`` (N, D) (a numpy array or a torch tensor)."""
+        emb = table.detach().cpu().numpy() if hasattr(table, "detach") else np.asarray(table)
         if self._table is not table:
-            emb = table.detach().cpu().numpy() if hasattr(table, "detach") else np.asarray(table)
             self.index, self._table = build_index(emb, self.cfg), table
-        return search(self.index, users, k, exclude)
+        return search(self.index, users, k, exclude, table=emb, refine=self.cfg.refine)

@@ -219,4 +219,4 @@ def search_table(folder, users: np.ndarray, k: int, exclude: list[np.ndarray] | 
     table = open_item_table(folder)
     if cfg.kind(len(table)) == "exact":
         return topk_inner_product(users, table, k, exclude)
-    return ann.search(load_table_index(folder, cfg), users, k, exclude)
+    return ann.search(load_table_index(folder, cfg), users, k, exclude, table=table, refine=cfg.refine)

@@ -76,7 +76,7 @@ def test_persisted_index_reloads_identically_and_builds_deterministically(tmp_pa
     items, users, exclude = catalog
     folder = _table(tmp_path, items)
     serving.build_table_index(folder, ANN)
-    first = ann.search(serving.load_table_index(folder), users, 20, exclude)
+    first = ann.search(serving.load_table_index(folder), users, 20, exclude, table=items, refine=2)
     again = serving.search_table(folder, users, 20, exclude, ANN)
     other = _table(tmp_path / "copy", items)
     serving.build_table_index(other, ANN)
@@ -84,6 +84,8 @@ def test_persisted_index_reloads_identically_and_builds_deterministically(tmp_pa
     for a, b in [(first, again), (first, rebuilt)]:
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="re-ranks against its item table"):
+        ann.search(serving.load_table_index(folder), users, 20)
     meta = serving.read_meta(folder)["index"]
     assert meta["params"]["nprobe"] == 6 and meta["n_items"] == 2000 and meta["bytes"] > 0
     hnsw = {"index": "hnsw", "ef_search": 64}
@@ -95,7 +97,7 @@ def test_index_is_refused_after_append_until_rebuilt(tmp_path, catalog):
     items, users, _ = catalog
     folder = _table(tmp_path, items)
     serving.ensure_table_index(folder, ANN)
-    new = ann.search(serving.load_table_index(folder), users[:1], 1)  # nothing new yet
+    new = serving.search_table(folder, users[:1], 1, cfg=ANN)  # nothing new yet
     serving.append_items(folder, users[:1], ["the user's own vector"])
     with pytest.raises(DataError, match=r"^.*index\.faiss: the ANN index was built for another version of the item "
                                         r"table \(2,000 items then, 2,001 now\): rebuild it \(`sim hllm embed-items "
