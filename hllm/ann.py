@@ -31,10 +31,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from simulator.errors import ConfigError
+from simulator.errors import ConfigError, DataError
 
 INDEX_KINDS = ("ivf", "hnsw")
-BUILD_FIELDS = ("seed", "nlist", "ivf_codes", "train_per_list", "kmeans_iter", "hnsw_m", "ef_construction")  # the rest: search time
+# the settings an index is built with; the others apply at search time (no rebuild)
+BUILD_FIELDS = ("seed", "nlist", "ivf_codes", "train_per_list", "kmeans_iter", "hnsw_m", "ef_construction")
 
 
 class RetrievalConfig(BaseModel):
@@ -132,10 +133,6 @@ def set_search_params(index, cfg: RetrievalConfig) -> None:
         index.nprobe = min(cfg.nprobe, index.nlist)
 
 
-def index_kind(index) -> str:
-    return "hnsw" if isinstance(index, _faiss().IndexHNSW) else "ivf"
-
-
 def coded(index) -> bool:
     """Whether the index scores compressed codes (its scores and ranking are re-done exactly)."""
     return isinstance(index, _faiss().IndexIVFScalarQuantizer)
@@ -164,6 +161,8 @@ def search(index, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | Non
     if coded(index) and table is None:
         raise ValueError("an index of 8-bit codes re-ranks against its item table: pass table=")
     users = np.ascontiguousarray(users, dtype=np.float32)
+    if users.ndim != 2 or users.shape[1] != index.d:
+        raise DataError(f"user embeddings of shape {users.shape} against an index of dim {index.d}", field="users")
     B = len(users)
     want = k + (max((len(e) for e in exclude), default=0) if exclude is not None else 0)
     fetch = min(math.ceil(want * refine) if coded(index) else want, index.ntotal)

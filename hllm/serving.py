@@ -73,7 +73,8 @@ def read_item_texts(folder) -> list[str]:
 
 
 def append_items(folder, new_emb: np.ndarray, new_texts: list[str]) -> np.ndarray:
-    """Append new items' embeddings; returns their ids (N..N+M-1). Existing rows are untouched."""
+    """Append new items' embeddings; returns their ids (N..N+M-1). Existing rows are untouched; an
+    ANN index of the table is stale from here (refused until ``ensure_table_index`` rebuilds it)."""
     old = open_item_table(folder)
     if new_emb.ndim != 2 or new_emb.shape[1] != old.shape[1]:
         raise DataError(f"new item embeddings have shape {new_emb.shape}, table dim is {old.shape[1]}",
@@ -176,28 +177,44 @@ def build_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None, kin
 def load_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None):
     """The table's ANN index, its search parameters from ``cfg`` (default: those it was built with).
 
-    Refuses (one-line :class:`DataError`) an index built from other table contents: rebuild it.
+    Refuses (one-line errors) a missing or unreadable index, one built from other table contents
+    and one of another kind than ``cfg`` serves: rebuild it (``ensure_table_index``).
     """
     import faiss
 
     folder = Path(folder)
-    meta = read_meta(folder)
+    meta, path = read_meta(folder), folder / INDEX_FILE
     info = meta.get("index")
-    if info is None or not (folder / INDEX_FILE).exists():
+    if info is None or not path.exists():
         raise NotFoundError(f"no ANN index at {folder} (build it: `sim hllm embed-items --index ivf`)")
-    now = meta.get("table_hash") or table_hash(folder)
-    if info["table_hash"] != now or info["n_items"] != meta["n_items"]:
-        raise DataError(f"the ANN index was built for another version of the item table ({info['n_items']:,} "
-                        f"items then, {meta['n_items']:,} now): rebuild it (`sim hllm embed-items --index "
-                        f"{info['kind']}`)", file=str(folder / INDEX_FILE))
-    index = faiss.read_index(str(folder / INDEX_FILE))
+    rebuild = f"rebuild it (`sim hllm embed-items --index {info['kind']}`)"
+    if info["table_hash"] != (meta.get("table_hash") or table_hash(folder)) or info["n_items"] != meta["n_items"]:
+        then = (f"{info['n_items']:,} items then, {meta['n_items']:,} now" if info["n_items"] != meta["n_items"]
+                else "same size, other contents")
+        raise DataError(f"the ANN index was built for another version of the item table ({then}): {rebuild}",
+                        file=str(path))
+    want = None if cfg is None else ann.retrieval_config(cfg).kind(meta["n_items"])
+    if want is not None and want != info["kind"]:
+        raise DataError(f"the ANN index is {info['kind']!r}, the retrieval config serves this table with "
+                        f"{want!r}: rebuild it (`sim hllm embed-items --index {want}`)", file=str(path))
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError:
+        raise DataError(f"not a readable faiss index: {rebuild}", file=str(path)) from None
     ann.set_search_params(index, ann.retrieval_config(info["params"] if cfg is None else cfg))
     return index
 
 
+def _index_is_fresh(folder: Path, info: dict | None, kind: str, cfg: ann.RetrievalConfig) -> bool:
+    """Whether the recorded index is there, of ``kind`` and ``cfg``'s build settings, over this table."""
+    return (info is not None and (folder / INDEX_FILE).exists() and info["kind"] == kind
+            and info["table_hash"] == table_hash(folder)
+            and ann.retrieval_config(info["params"]).build_params() == cfg.build_params())
+
+
 def ensure_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None) -> dict | None:
     """Make the table's index match ``cfg``: build it when ANN serves this size and the index is
-    missing, stale or of other build parameters; drop it when exact serves. Returns its meta.json entry."""
+    missing, stale or of other build settings; drop it when exact serves. Returns its meta.json entry."""
     folder, cfg = Path(folder), ann.retrieval_config(cfg)
     meta = read_meta(folder)
     kind, info = cfg.kind(meta["n_items"]), meta.get("index")
@@ -207,9 +224,7 @@ def ensure_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None) ->
             meta.pop("index")
             (folder / "meta.json").write_text(json.dumps(meta))
         return None
-    fresh = (info is not None and (folder / INDEX_FILE).exists() and info["kind"] == kind
-             and info["table_hash"] == table_hash(folder) and ann.retrieval_config(info["params"]).build_params() == cfg.build_params())
-    return info if fresh else build_table_index(folder, cfg, kind)
+    return info if _index_is_fresh(folder, info, kind, cfg) else build_table_index(folder, cfg, kind)
 
 
 def search_table(folder, users: np.ndarray, k: int, exclude: list[np.ndarray] | None = None,

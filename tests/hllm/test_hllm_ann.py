@@ -151,3 +151,22 @@ def test_policy_retrieves_exactly_by_default_and_by_ann_when_asked():
     assert pol._ann.index.ntotal == ds.n_items  # rebuilt on the next retrieve, not before
     assert pol.retrieve(users, ds.n_items + 1).item_ids.max() == new[0]
     assert pol._ann.index.ntotal == ds.n_items + 1
+
+
+def test_index_of_another_kind_a_broken_file_and_a_wrong_dim_are_one_line(tmp_path, catalog):
+    items, users, _ = catalog
+    folder = _table(tmp_path, items)
+    serving.build_table_index(folder, ANN)
+    with pytest.raises(DataError, match=r"index\.faiss: the ANN index is 'ivf', the retrieval config serves this "
+                                        r"table with 'hnsw': rebuild it \(`sim hllm embed-items --index hnsw`\)$"):
+        serving.search_table(folder, users, 5, cfg={"index": "hnsw"})
+    with pytest.raises(DataError, match=r"^field 'users': user embeddings of shape \(3, 8\) against an index of "
+                                        r"dim 32$"):
+        serving.search_table(folder, users[:3, :8], 5, cfg=ANN)
+    (folder / serving.INDEX_FILE).write_bytes(b"not an index")
+    with pytest.raises(DataError, match=r"index\.faiss: not a readable faiss index: rebuild it"):
+        serving.load_table_index(folder)
+    serving.build_table_index(folder, ANN)
+    serving.write_item_table(folder, items[::-1].copy(), meta=serving.read_meta(folder))  # same size, other rows
+    with pytest.raises(DataError, match=r"another version of the item table \(same size, other contents\)"):
+        serving.load_table_index(folder)
