@@ -127,54 +127,52 @@ def reset_peak() -> None:
         f.write("5")
 
 
-def timed_best(fn, reps: int):
-    """(min seconds over reps, last result)."""
-    best, out = float("inf"), None
+def interleaved_best(passes: dict, reps: int) -> dict:
+    """name -> (min seconds, last result) of each pass, the passes run in turn ``reps`` times, so a
+    change of background load hits exact and ANN alike."""
+    best = {name: (float("inf"), None) for name in passes}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for name, fn in passes.items():
+            t0 = time.perf_counter()
+            out = fn()
+            best[name] = (min(best[name][0], time.perf_counter() - t0), out)
+    return best
 
 
-def ann_index_run(folder: Path, variant: str, users, exclude, k: int, reps: int, exact_ids: np.ndarray,
-                  exact_s: float, sweep: list[int]) -> dict:
-    """Build one index variant (``kind`` or ``ivf:flat``) next to the table, reload it, time its search
-    at the default search setting and the sweep, and its recall@k vs exact."""
+def build_variant(folder: Path, variant: str) -> tuple:
+    """Build one index variant (``ivf``, ``ivf:flat``, ``hnsw``) next to the table and load it back:
+    (index, its config, build record)."""
     kind, _, codes = variant.partition(":")
-    cfg = ann.RetrievalConfig(**({"ivf_codes": codes} if codes else {}))
+    cfg = ann.RetrievalConfig(index=kind, **({"ivf_codes": codes} if codes else {}))
     reset_peak()
-    before = rss_gb()
+    before = rss_gb()["rss_gb"]
     info = serving.build_table_index(folder, cfg, kind)
-    build_mem = rss_gb()
+    peak = rss_gb()["peak_rss_gb"]
     t0 = time.perf_counter()
     index = serving.load_table_index(folder, cfg)
-    load_s = time.perf_counter() - t0
     res = {"variant": variant, "kind": kind, "build_s": info["build_s"], "index_bytes": info["bytes"],
-           "load_s": round(load_s, 2), "rss_before_build_gb": before["rss_gb"],
-           "peak_rss_during_build_gb": build_mem["peak_rss_gb"], "build_params": cfg.build_params(), "points": []}
-    knob, table = ("nprobe" if kind == "ivf" else "ef_search"), serving.open_item_table(folder)
-    for v in dict.fromkeys([getattr(cfg, knob), *sweep]):
-        ann.set_search_params(index, cfg.model_copy(update={knob: v}))
-        secs, (ids, _) = timed_best(
-            lambda: ann.search(index, users, k, exclude, table=table, refine=cfg.refine), reps)
-        res["points"].append({knob: v, "per_user_ms": round(secs / len(users) * 1000, 4),
-                              f"recall@{k}": round(ann.recall_at_k(ids, exact_ids), 4),
-                              "speedup_vs_exact": round(exact_s / secs, 1), "default": v == getattr(cfg, knob)})
-    res["rss_with_index_loaded_gb"] = rss_gb()["rss_gb"]
-    return res
+           "load_s": round(time.perf_counter() - t0, 2), "rss_before_build_gb": before,
+           "peak_rss_during_build_gb": peak, "build_params": cfg.build_params(), "points": []}
+    return index, cfg, res
 
 
-def exact_reference(folder: Path, users, k: int, exclude, reps: int) -> tuple[float, np.ndarray]:
-    """Best time of exact top-k over the table copied into RAM (exact's best case), and its ids."""
-    table = torch.from_numpy(np.array(serving.open_item_table(folder)))
-    secs, (ids, _) = timed_best(lambda: serving.topk_inner_product(users, table, k, exclude), reps)
-    return secs, ids
+def ann_passes(index, cfg: ann.RetrievalConfig, res: dict, sweep: list[int], table, users, k: int, exclude) -> dict:
+    """One timed pass over all users per search setting (the default first, then ``sweep``)."""
+    knob = "nprobe" if res["kind"] == "ivf" else "ef_search"
+
+    def one(v: int):
+        def run():
+            ann.set_search_params(index, cfg.model_copy(update={knob: v}))
+            return ann.search(index, users, k, exclude, table=table, refine=cfg.refine)
+        return run
+
+    return {(res["variant"], knob, v): one(v) for v in dict.fromkeys([getattr(cfg, knob), *sweep])}
 
 
 def ann_vs_exact(n_items: int, dim: int, n_users: int, k: int, reps: int, n_topics: int, kinds: list[str],
                  sweep: list[int], faiss_threads: int) -> dict:
-    """Exact (the reference, in-RAM table) and ANN top-k side by side on one clustered catalog."""
+    """Exact (the reference, over the table copied into RAM: its best case) and ANN top-k, timed in
+    turn on one clustered catalog; recall@k of each ANN setting against exact."""
     import faiss
 
     faiss.omp_set_num_threads(faiss_threads)
@@ -183,16 +181,28 @@ def ann_vs_exact(n_items: int, dim: int, n_users: int, k: int, reps: int, n_topi
     exclude = [rng.choice(n_items, 50, replace=False) for _ in range(n_users)]
     out = {"n_items": n_items, "dim": dim, "n_users": n_users, "k": k, "excluded_per_user": 50,
            "embeddings": TOPIC_MIXTURE.format(n_topics=n_topics, noise=0.6), "faiss_threads": faiss_threads,
-           "torch_threads": torch.get_num_threads(), "timing": f"best of {reps} passes over all users"}
+           "torch_threads": torch.get_num_threads(), "retrieval_defaults": ann.RetrievalConfig().model_dump(),
+           "timing": f"best of {reps} passes over all users; exact and every ANN setting run in turn each pass"}
     with tempfile.TemporaryDirectory() as d:
         folder = serving.write_item_table(Path(d) / "items", items)
         del items
-        reset_peak()
-        exact_s, exact_ids = exact_reference(folder, users, k, exclude, reps)
-        out["exact"] = {"per_user_ms": round(exact_s / n_users * 1000, 4), "peak_rss_gb": rss_gb()["peak_rss_gb"]}
-        out["retrieval_defaults"] = ann.RetrievalConfig().model_dump()
-        out["ann"] = [ann_index_run(folder, v, users, exclude, k, reps, exact_ids, exact_s,
-                                    sweep if v.startswith("ivf") else []) for v in kinds]
+        variants = [build_variant(folder, v) for v in kinds]
+        table = serving.open_item_table(folder)  # ANN re-ranks sq8 candidates against the memory-mapped table
+        ram = torch.from_numpy(np.array(table))
+        passes = {"exact": lambda: serving.topk_inner_product(users, ram, k, exclude)}
+        for index, cfg, res in variants:
+            passes.update(ann_passes(index, cfg, res, sweep if res["kind"] == "ivf" else [], table, users, k, exclude))
+        best = interleaved_best(passes, reps)
+        out["rss_with_table_in_ram_and_indexes_gb"] = rss_gb()["rss_gb"]
+        exact_s, (exact_ids, _) = best.pop("exact")
+        out["exact"] = {"per_user_ms": round(exact_s / n_users * 1000, 4)}
+        for (variant, knob, v), (secs, (ids, _)) in best.items():
+            res = next(r for _, c, r in variants if r["variant"] == variant)
+            res["points"].append({knob: v, "per_user_ms": round(secs / n_users * 1000, 4),
+                                  f"recall@{k}": round(ann.recall_at_k(ids, exact_ids), 4),
+                                  "speedup_vs_exact": round(exact_s / secs, 1),
+                                  "default": v == getattr(ann.RetrievalConfig(), knob)})
+        out["ann"] = [r for _, _, r in variants]
     out["process_peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     return out
 
@@ -206,7 +216,7 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=1000)
     ap.add_argument("--max-text-len", type=int, default=48)
     ap.add_argument("--item-llm", default="minilm")
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (exact search, encoders)")
     ap.add_argument("--faiss-threads", type=int, default=1)
     ap.add_argument("--only", choices=["all", "ann"], default="all", help="ann: only ANN vs exact")
