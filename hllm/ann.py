@@ -7,15 +7,18 @@ returned. Scores are exact inner products of the returned items (float vectors, 
 candidates are re-ranked against the item table): only *which* items are found is approximate.
 
 Which path serves is one setting, :class:`RetrievalConfig` ``index`` (default ``"auto"``: exact
-below ``ann_min_items`` items, IVF at or above). Index kinds:
+below ``ann_min_items`` items, IVF at or above). Measured on one core (bench/results/
+hllm_serving_2026-11-29): at 200k items exact takes 1.5 ms a user and IVF is only ~4x faster at
+recall@100 0.95; at 1M exact takes ~16 ms and IVF is ~20x faster at recall@100 0.998; hence
+ANN from 500k items. Index kinds:
 
 - ``ivf``   k-means coarse quantiser (``nlist`` lists, trained on a seeded sample), ``nprobe``
             lists scanned per query; lists hold 8-bit codes (``ivf_codes="sq8"``: the scan is
             memory-bound and reads 4x fewer bytes; the index is a quarter of the table) whose best
             ``refine * k`` are re-ranked against the item table's float rows, or float vectors
             (``"flat"``, a full copy of the table). The measured choice (bench/hllm_serving.py).
-- ``hnsw``  IndexHNSWFlat: graph search, no training; an order of magnitude slower to build on
-            one core at 1M items.
+- ``hnsw``  IndexHNSWFlat: graph search, no training; at 200k items 3x slower to build than IVF
+            and both slower and less accurate at its default ef_search.
 
 Builds are deterministic given ``seed`` at a fixed faiss thread count (the k-means sample and its
 initialisation are seeded; HNSW insertion order is the item order); faiss does not promise bit-equal
@@ -44,7 +47,7 @@ class RetrievalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     index: Literal["auto", "exact", "ivf", "hnsw"] = Field(
         "auto", description="auto: exact below ann_min_items items, ivf at or above; exact | ivf | hnsw: always")
-    ann_min_items: int = Field(200_000, ge=1, description="auto: catalogs this large are served by ANN")
+    ann_min_items: int = Field(500_000, ge=1, description="auto: catalogs this large are served by ANN")
     seed: int = Field(0, description="seeds the IVF k-means sample and initialisation")
     nlist: int | None = Field(None, ge=1, description="IVF lists (None: 4 sqrt(n_items), at least 39 items a list)")
     nprobe: int = Field(48, ge=1, description="IVF lists scanned per query")
