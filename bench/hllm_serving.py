@@ -228,7 +228,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    res = {"threads": args.threads, "load_avg_at_start": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    res = {"command": "python bench/hllm_serving.py " + " ".join(sys.argv[1:]), "threads": args.threads,
+           "faiss_version": __import__("faiss").__version__, "load_avg_at_start": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     if args.only == "all":
         res["item_embedding"], m = item_throughput(args.item_llm, args.texts, args.max_text_len, args.dim)
         res["user_embedding"] = user_throughput(m, 2000, 50, args.dim)
