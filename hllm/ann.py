@@ -9,8 +9,8 @@ candidates are re-ranked against the item table): only *which* items are found i
 Which path serves is one setting, :class:`RetrievalConfig` ``index`` (default ``"auto"``: exact
 below ``ann_min_items`` items, IVF at or above). Measured on one core (bench/results/
 hllm_serving_2026-11-29): at 200k items exact takes 1.5 ms a user and IVF is only ~4x faster at
-recall@100 0.95; at 1M exact takes ~16 ms and IVF is ~20x faster at recall@100 0.998; hence
-ANN from 500k items. Index kinds:
+recall@100 0.95; at 1M exact takes ~8 ms and IVF is ~14x faster at recall@100 0.998; hence ANN
+from 500k items. Index kinds:
 
 - ``ivf``   k-means coarse quantiser (``nlist`` lists, trained on a seeded sample), ``nprobe``
             lists scanned per query; lists hold 8-bit codes (``ivf_codes="sq8"``: the scan is
