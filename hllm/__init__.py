@@ -14,6 +14,9 @@ Public API
   ``HLLMPolicy.set_serving``).
 - ``hllm.ranking``: early / late fusion ranking heads (``fit_ranker``).
 - ``hllm.serving``: item table (npy memmap + parquet, DuckDB mirror), ``append_items``, exact
-  batched ``topk_inner_product``.
+  batched ``topk_inner_product`` (the reference), ``search_table`` (exact or ANN), the table's
+  persisted ANN index (``build_table_index``, ``load_table_index``, ``ensure_table_index``).
+- ``hllm.ann``: ``RetrievalConfig`` (exact below ``ann_min_items``, faiss IVF / HNSW above) and
+  ``search`` with the exact path's contract; ``HLLMPolicy.retrieve`` uses it for large catalogs.
 - ``hllm.cli.app``: ``sim hllm train | embed-items | export | presets``.
 """

@@ -3,6 +3,7 @@
     sim hllm train --data ml-100k --preset fast --out artifacts/hllm-ml100k [--set pooling=\\"mean\\"]
     sim hllm embed-items --model artifacts/hllm-ml100k --data ml-100k --out tables/ml100k [--duckdb]
     sim hllm embed-items --model ... --out tables/ml100k --new-items new.csv   # cold start, no retraining
+    sim hllm embed-items ... --index ivf [--retrieval nprobe=64]   # ANN index next to the table
     sim hllm export --model artifacts/hllm-ml100k --data ml-100k --out exports/ml100k
     sim hllm presets
 """
@@ -81,13 +82,18 @@ def embed_items(
     new_items: Optional[Path] = typer.Option(None, "--new-items", help="CSV with a 'text' column: append these items"),
     duckdb_table: Optional[str] = typer.Option(None, "--duckdb", help="also mirror into this catalog table"),
     catalog: Optional[str] = typer.Option(None, "--catalog"),
+    index: Optional[str] = typer.Option(None, "--index", help="auto | exact | ivf | hnsw (default: hllm.ann's)"),
+    retrieval: Optional[list[str]] = typer.Option(None, "--retrieval", help="ANN setting key=value (hllm.ann)"),
 ) -> None:
-    """Write the item-embedding table, or append new items to it without retraining."""
-    from hllm import serving
+    """Write the item-embedding table, or append new items to it without retraining; (re)build its
+    ANN index when the catalog is served approximately."""
+    from hllm import ann, serving
+    from policies.cli import parse_overrides
     from simulator.data.catalog import check_table_name
 
     if duckdb_table:
         check_table_name(duckdb_table)  # pasted into SQL: a plain, unreserved identifier only
+    rcfg = ann.retrieval_config({**parse_overrides(retrieval, None, None), **({} if index is None else {"index": index})})
     pol = _policy(model)
     t0 = time.perf_counter()
     if new_items is not None:
@@ -106,6 +112,8 @@ def embed_items(
         emb = pol.embed_texts(texts, progress=True) if texts is not None else pol.item_table()
         serving.write_item_table(out, emb, texts, {"model": str(model)})
         msg = {"items": len(emb)}
+    info = serving.ensure_table_index(out, rcfg)
+    msg["index"] = "exact" if info is None else {k: info[k] for k in ("kind", "build_s", "bytes")}
     table = serving.open_item_table(out)
     if duckdb_table:
         from simulator.data import Catalog

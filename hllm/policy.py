@@ -20,13 +20,14 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from hllm.ann import TableIndex
 from hllm.configuration_hllm import HLLMConfig
 from hllm.item_llm import hf_progress, trainable_item_parameters
 from hllm.modeling_hllm import HLLMModel
 from hllm.recipe import HLLMPolicyConfig
 from hllm.train import encode_items, run_stage
 from hllm.user_state import UserLLMRunner, UserStateConfig, UserStates
-from policies.base import FullScorePolicy, UserBatch
+from policies.base import Candidates, FullScorePolicy, UserBatch
 from policies.registry import register
 from policies.tensors import device
 from policies.train import ndcg_validation
@@ -117,10 +118,12 @@ class HLLMPolicy(FullScorePolicy):
         self.n_items = 0
         self.serving = UserStateConfig()  # how user embeddings are served (not a training setting)
         self._states: UserStates | None = None  # built on first use from the current weights and table
+        self._ann = TableIndex(self.cfg.retrieval)  # large catalogs: an ANN index, built on first use
 
     def __getstate__(self) -> dict:
-        """Pickled / deep-copied without the user-state cache: each copy (a Ray actor) builds its own."""
-        return {**self.__dict__, "_states": None}
+        """Pickled / deep-copied without the user-state cache and the ANN index (a faiss object):
+        each copy (a Ray actor) builds its own."""
+        return {**self.__dict__, "_states": None, "_ann": TableIndex(self.cfg.retrieval)}
 
     def set_serving(self, cfg: UserStateConfig) -> None:
         self.serving, self._states = cfg, None
@@ -220,6 +223,14 @@ class HLLMPolicy(FullScorePolicy):
         for s, sub in users.chunks(512):
             out[s:s + len(sub)] = (self.user_embeddings(sub) @ self.score_table.T).cpu().numpy()
         return out
+
+    def retrieve(self, users: UserBatch, k: int, exclude=None) -> Candidates:
+        """Exact top-k (the reference) below ``cfg.retrieval``'s ANN size, else an ANN index of the
+        item table, built on first use and again whenever the table changes (``hllm.ann``)."""
+        if self.cfg.retrieval.kind(self.n_items) == "exact":
+            return super().retrieve(users, k, exclude)
+        ids, scores = self._ann.search(self.score_table, self.embed_users(users), k, exclude)
+        return Candidates(ids, scores)
 
     @torch.no_grad()
     def add_items(self, texts: list[str]) -> np.ndarray:

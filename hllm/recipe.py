@@ -28,6 +28,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hllm.ann import RetrievalConfig
 from hllm.configuration_hllm import ARCHITECTURE_FIELDS, HLLMArchitecture, HLLMConfig
 
 
@@ -88,6 +89,8 @@ class HLLMPolicyConfig(HLLMArchitecture, HLLMRecipe):
 
     model_config = ConfigDict(extra="forbid")
     preset: Literal[tuple(PRESETS)] = "fast"  # type: ignore[valid-type]
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig,
+                                       description="serving: exact or ANN retrieval (hllm.ann), not training")
 
     @model_validator(mode="before")
     @classmethod

@@ -110,6 +110,10 @@ CASES = [
     ("catalog table as a target", ["hllm", "embed-items", "--model", "DIR/none", "--out", "DIR/t", "--duckdb", "runs",
                                    "--catalog", "CAT"], 2,
      r"^error: table name 'runs' is taken by the catalog itself; choose another name$"),
+    ("unknown ANN index kind", ["hllm", "embed-items", "--model", "DIR/none", "--out", "DIR/t", "--index", "annoy"],
+     2, r"^error: retrieval config index='annoy': Input should be 'auto', 'exact', 'ivf' or 'hnsw'$"),
+    ("bad ANN setting", ["hllm", "embed-items", "--model", "DIR/none", "--out", "DIR/t", "--retrieval", "nprobe=0"],
+     2, r"^error: retrieval config nprobe=0: Input should be greater than or equal to 1$"),
     # 4. run options, runs left behind, reports
     ("negative seed", ["run", "--arms", "popularity,itemknn", "--data", "w", "--seed", "-1", "COMMON"], 2,
      r"^error: --seed must be a non-negative integer, got -1$"),

@@ -161,7 +161,9 @@ def test_every_setting_has_one_default_in_one_place():
 
     arch, recipe = HLLMArchitecture(), HLLMRecipe()
     assert not ARCHITECTURE_FIELDS & set(HLLMRecipe.model_fields)
-    assert set(HLLMPolicyConfig.model_fields) == ARCHITECTURE_FIELDS | set(HLLMRecipe.model_fields) | {"preset"}
+    # + the preset and the serving settings (their defaults: hllm.ann.RetrievalConfig)
+    assert set(HLLMPolicyConfig.model_fields) == ARCHITECTURE_FIELDS | set(HLLMRecipe.model_fields) | {"preset",
+                                                                                                      "retrieval"}
     hf = HLLMConfig()
     assert {f: getattr(hf, f) for f in ARCHITECTURE_FIELDS} == arch.model_dump()
     assert not any(hasattr(hf, f) for f in HLLMRecipe.model_fields)  # the model config is architecture only

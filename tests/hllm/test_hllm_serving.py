@@ -76,18 +76,21 @@ def test_cli_train_embed_append_export(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.rindex('{"saved"'):].splitlines()[0])
     assert "ndcg@10" in summary
-    res = r.invoke(cli.app, ["embed-items", "--model", str(tmp_path / "m"), "--data", "tiny", "--out", str(tmp_path / "t")])
+    res = r.invoke(cli.app, ["embed-items", "--model", str(tmp_path / "m"), "--data", "tiny", "--out", str(tmp_path / "t"),
+                             "--index", "ivf"])  # a 48-item catalog served by ANN on request
     assert res.exit_code == 0, res.output
+    assert serving.read_meta(tmp_path / "t")["index"]["n_items"] == ds.n_items
     from hllm.policy import HLLMPolicy
 
     pol = HLLMPolicy.load(tmp_path / "m")
     np.testing.assert_allclose(np.asarray(serving.open_item_table(tmp_path / "t")), pol.item_table(), atol=1e-6)
     (tmp_path / "new.csv").write_text("text\n" + ds.item_text[0] + "\nbrand new jazz music record\n")
     res = r.invoke(cli.app, ["embed-items", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "t"),
-                             "--new-items", str(tmp_path / "new.csv")])
+                             "--new-items", str(tmp_path / "new.csv"), "--index", "ivf"])
     assert res.exit_code == 0, res.output
     t = serving.open_item_table(tmp_path / "t")
     assert len(t) == ds.n_items + 2
+    assert serving.load_table_index(tmp_path / "t").ntotal == ds.n_items + 2  # rebuilt after the append
     np.testing.assert_allclose(np.asarray(t[ds.n_items]), np.asarray(t[0]), atol=1e-5)  # same text, same row
     res = r.invoke(cli.app, ["export", "--model", str(tmp_path / "m"), "--data", "tiny", "--out", str(tmp_path / "x")])
     assert res.exit_code == 0, res.output
