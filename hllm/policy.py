@@ -118,6 +118,7 @@ class HLLMPolicy(FullScorePolicy):
         self.n_items = 0
         self.serving = UserStateConfig()  # how user embeddings are served (not a training setting)
         self._states: UserStates | None = None  # built on first use from the current weights and table
+        self.prior_user: torch.Tensor | None = None  # (D,) served to users with no history (fit / load)
         self._ann = TableIndex(self.cfg.retrieval)  # large catalogs: an ANN index, built on first use
 
     def __getstate__(self) -> dict:
@@ -160,7 +161,22 @@ class HLLMPolicy(FullScorePolicy):
         self.history += run_stage(model, split, emb_cached, [{"params": params}], cfg, 2, validation=valid,
                                   progress=progress)
         self.refresh_table()
+        self.prior_user = self._average_user(split.train)
         return self
+
+    @torch.no_grad()
+    def _average_user(self, train, max_users: int = 2000) -> torch.Tensor:
+        """(D,) the embedding served to a user with no history: the mean training user (up to
+        ``max_users``, drawn with the seed). Without it an empty window embeds to zero, every item
+        scores the same and the slate is the first item ids, which no new user should see."""
+        users = np.flatnonzero(train.lengths > 0)
+        if len(users) > max_users:
+            users = np.sort(np.random.default_rng(self.cfg.seed).choice(users, max_users, replace=False))
+        if not len(users):
+            return torch.zeros(self.hf_config.user_hidden, device=self.table.device)
+        emb = torch.from_numpy(self.embed_users(UserBatch(users, [train.seq(int(u)) for u in users]))).to(self.table.device)
+        self._states = None  # the training users' states are not this run's
+        return self.model.unit(emb.mean(0, keepdim=True))[0]
 
     def _stage1(self, split, tokens: dict[str, torch.Tensor], progress: bool) -> None:
         """End-to-end stage: all item-LLM layers train, or only the top ``item_trainable_layers``.
@@ -215,7 +231,11 @@ class HLLMPolicy(FullScorePolicy):
         self.model.eval()
         if self._states is None:
             self._states = UserStates(UserLLMRunner(self.model, self.table), self.serving, self.hf_config.use_time)
-        return self.model.unit(self._states.embeddings(users.user_ids, users.histories, users.timestamps))
+        emb = self.model.unit(self._states.embeddings(users.user_ids, users.histories, users.timestamps))  # (B, D)
+        empty = torch.as_tensor([len(h) == 0 for h in users.histories], dtype=torch.bool, device=emb.device)
+        if self.prior_user is not None and bool(empty.any()):
+            emb[empty] = self.prior_user
+        return emb
 
     @torch.no_grad()
     def score_all(self, users: UserBatch) -> np.ndarray:
@@ -268,6 +288,8 @@ class HLLMPolicy(FullScorePolicy):
         with hf_progress(False):  # a "Writing model shards" bar for one small file is noise
             self.model.save_pretrained(p / "model", safe_serialization=True)
         np.save(p / "item_features.npy", self.features.cpu().numpy())
+        if self.prior_user is not None:
+            np.save(p / "prior_user.npy", self.prior_user.cpu().numpy())
         write_policy_json(p, self.cfg, self.history)
 
     @classmethod
@@ -281,4 +303,6 @@ class HLLMPolicy(FullScorePolicy):
         pol.model.eval()
         pol.features = torch.from_numpy(np.load(p / "item_features.npy")).to(device())
         pol.refresh_table()
+        if (p / "prior_user.npy").exists():
+            pol.prior_user = torch.from_numpy(np.load(p / "prior_user.npy")).to(device())
         return pol

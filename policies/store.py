@@ -15,8 +15,9 @@ from policies import registry
 
 # bump when training code changes what a config learns from the same data (a cached model of older
 # code must not be reused): 2 = issue 16 (untrained items no negatives, HSTU official time bias,
-# second-resolution timestamps, values reach the ranker)
-TRAINING_VERSION = 2
+# second-resolution timestamps, values reach the ranker); 3 = HLLM keeps the average training user
+# for users with no history (prior_user)
+TRAINING_VERSION = 3
 
 
 def config_hash(name: str, cfg: Any, extra: dict | None = None) -> str:

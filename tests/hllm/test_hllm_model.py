@@ -161,6 +161,24 @@ def test_save_load_round_trip_identical(fitted, data, tmp_path):
     assert again.history == fitted.history
 
 
+def test_a_user_without_history_gets_the_average_training_user(fitted, data, tmp_path):
+    """An empty window embeds to zero: without the prior every item would score the same and the
+    slate would be the first item ids."""
+    ds, split = data
+    users = np.flatnonzero(split.train.lengths > 0)
+    trained = fitted.embed_users(UserBatch(users, [split.train.seq(int(u)) for u in users]))
+    mean = trained.mean(0)
+    expected = mean / np.linalg.norm(mean)  # cos similarity: unit length
+    batch = UserBatch(np.array([0, 1]), [np.zeros(0, np.int64), split.train.seq(1)])
+    emb = fitted.embed_users(batch)
+    np.testing.assert_allclose(emb[0], expected, atol=1e-5)
+    assert np.array_equal(emb[1], fitted.embed_users(UserBatch(np.array([1]), [split.train.seq(1)]))[0])
+    scores = fitted.score_all(batch)[0]
+    assert scores.std() > 1e-3 and not np.array_equal(np.argsort(-scores)[:5], np.arange(5))
+    fitted.save(tmp_path / "m")
+    np.testing.assert_array_equal(HLLMPolicy.load(tmp_path / "m").score_all(batch), fitted.score_all(batch))
+
+
 def test_same_seed_same_model(data):
     ds, split = data
     a = registry.create("hllm", {"preset": "tiny", "stage1_epochs": 0}).fit(ds, split, progress=False)
