@@ -163,7 +163,7 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     resumed = run_id is not None
     setup = prepare(cfg, catalog)
     if setup.replay_times is not None:
-        warn_short_replay(cfg, int(sum(len(t) for t in setup.replay_times)))
+        warn_short_replay(cfg, int(sum(len(t) for t in setup.replay_times)), len(setup.users))
     policies = policies or train_arms(cfg, setup, progress)
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     runtime = _start_runtime(cfg, policies, setup)

@@ -138,6 +138,10 @@ CASES = [
                                            "COMMON"], 0,
      r"^warning: the replay log of 'r' holds only \d+ requests after the start cut \(replay_start_quantile 0\.8\): "
      r"serving \d+ of the 100,000 asked for$"),
+    ("fewer requests than the replay log", ["run", "--arms", "popularity,itemknn", "--data", "r", "-n", "5",
+                                            "COMMON"], 0,
+     r"^note: the replay log of 'r' holds [\d,]+ requests from [\d,]+ users after the start cut; this run serves "
+     r"the first 5 \(--requests \d+ serves them all\)$"),
     ("report of a one-request run", ["run", "--arms", "popularity,itemknn", "--data", "w", "-n", "1", "COMMON"], 0,
      None),
     ("unknown option", ["run", "--sed", "1", "COMMON"], 2,
