@@ -298,7 +298,7 @@ def tail_users(split, n_items: int, tail: int) -> np.ndarray:
 
 def model_row(name: str, pol, secs: float, ds, split, tail_users: np.ndarray) -> dict:
     """Test metrics (all users and tail targets), fit time and per-user NDCG@10 of one fitted variant."""
-    full = evaluate(pol, ds, split, which="test", ks=(10, 50, 200))
+    full = evaluate(pol, split, which="test", ks=(10, 50, 200))
     per_user = full.per_user.sort_values("user_id")
     tail = per_user[per_user["user_id"].isin(tail_users)].mean() if len(tail_users) else {}
     row = {**{k: round(x, 5) for k, x in full.summary.items()}, "fit_seconds": round(secs, 1),
@@ -325,7 +325,7 @@ def cold_start(names: list[str], ds, seed: int) -> dict:
     out: dict = {"n_cold_items": int(len(cold)), "n_test_users": int(len(users)), "held_out_seed": seed}
     for v in names:
         pol, secs = fit(v, ds, csplit, seed)
-        ev = evaluate(pol, ds, csplit, which="test", ks=(10, 50), users=users).summary
+        ev = evaluate(pol, csplit, which="test", ks=(10, 50), users=users).summary
         out[v] = {"recall@50": round(ev["hr@50"], 5), "recall@10": round(ev["hr@10"], 5), "fit_seconds": round(secs, 1),
                   "label": LABELS.get(v, v)}
         print(json.dumps({"cold_" + v: out[v]}), file=sys.stderr, flush=True)

@@ -47,7 +47,7 @@ def run_one(name: str, overrides: dict, ds, split, artifacts: str | None) -> dic
         pol = registry.create(name, overrides).fit(ds, split, progress=False)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r = evaluate(pol, ds, split, which="test")
+    r = evaluate(pol, split, which="test")
     eval_s = time.perf_counter() - t0
     hist = getattr(pol, "history", []) or []
     best_valid = max((h["valid_ndcg@10"] for h in hist if "valid_ndcg@10" in h), default=None)

@@ -70,7 +70,7 @@ def train(
     pol.fit(ds, split)
     secs = time.perf_counter() - t0
     pol.save(out)
-    ev = evaluate(pol, ds, split, which="test").summary
+    ev = evaluate(pol, split, which="test").summary
     typer.echo(json.dumps({"saved": str(out), "fit_seconds": round(secs, 1), **{k: round(v, 5) for k, v in ev.items()}}))
 
 

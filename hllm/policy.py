@@ -156,7 +156,7 @@ class HLLMPolicy(FullScorePolicy):
             return model.project(self.features[ids], ids)
 
         params = [p for n, p in model.named_parameters() if not n.startswith("item_encoder.") and p.requires_grad]
-        valid = ndcg_validation(self, dataset, split, every=cfg.eval_every, patience=cfg.patience,
+        valid = ndcg_validation(self, split, every=cfg.eval_every, patience=cfg.patience,
                                 before=self.refresh_table, keep=lambda name: not name.startswith("item_encoder."))
         self.history += run_stage(model, split, emb_cached, [{"params": params}], cfg, 2, validation=valid,
                                   progress=progress)

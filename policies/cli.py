@@ -94,7 +94,7 @@ def train(
         secs = time.perf_counter() - t0
         cols = {}
         for which in ("valid", "test"):
-            r = run_eval(pol, ds, split, which=which)
+            r = run_eval(pol, split, which=which)
             cols[f"{model} {which}"] = {k: v for k, v in r.summary.items() if k != "n_users"}
         _print_table(f"{model} on {data} (fit/load {secs:.1f}s)", cols)
     finally:
@@ -122,7 +122,7 @@ def evaluate(
     try:
         pol = fit_or_load(model, ds, split, overrides, root=artifacts)
         t0 = time.perf_counter()
-        r = run_eval(pol, ds, split, which=split_name, exclude_history=exclude_history)
+        r = run_eval(pol, split, which=split_name, exclude_history=exclude_history)
         secs = time.perf_counter() - t0
         eid = save_eval(cat, r, dataset=data, model=model, config_hash=config_hash(model, cfg), split=split_name,
                         exclude_history=exclude_history)

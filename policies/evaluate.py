@@ -53,7 +53,7 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, exclude: list[np.ndarr
     return ((scores > t).sum(axis=1) + (scores == t).sum(axis=1) - 1).astype(np.int64)
 
 
-def evaluate(policy, dataset, split, which: str = "test", ks: tuple[int, ...] = (10, 50, 200),
+def evaluate(policy, split, which: str = "test", ks: tuple[int, ...] = (10, 50, 200),
              exclude_history: bool = True, batch_size: int = 256, users: np.ndarray | None = None) -> EvalResult:
     """Evaluate ``policy`` (anything with ``score_all``) on the ``which`` targets of ``split``."""
     hist = split.eval_histories(which)

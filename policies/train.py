@@ -109,7 +109,7 @@ def train_sequence_model(policy, dataset, split, progress: bool = True) -> list[
     def train_epoch(epoch: int) -> dict[str, float]:
         return epoch_means(minibatches(torch.randperm(len(ids_t), generator=gen), cfg.batch_size), step)
 
-    valid = ndcg_validation(policy, dataset, split, every=cfg.eval_every, patience=cfg.patience)
+    valid = ndcg_validation(policy, split, every=cfg.eval_every, patience=cfg.patience)
     return fit_loop(model, train_epoch, epochs=cfg.epochs, validation=valid, desc=f"train {policy.name}",
                     progress=progress)
 
@@ -134,7 +134,7 @@ class Validation:
     keep: Callable[[str], bool] = keep_all
 
 
-def ndcg_validation(policy, dataset, split, *, every: int, patience: int, before: Callable[[], None] | None = None,
+def ndcg_validation(policy, split, *, every: int, patience: int, before: Callable[[], None] | None = None,
                     keep: Callable[[str], bool] = keep_all) -> Validation | None:
     """Validation NDCG@10 of ``policy`` (full ranking; ``before()`` runs first, e.g. to refresh an
     item table); None when the split has no validation targets."""
@@ -144,7 +144,7 @@ def ndcg_validation(policy, dataset, split, *, every: int, patience: int, before
     def score() -> float:
         if before is not None:
             before()
-        return evaluate(policy, dataset, split, which="valid", ks=(10,)).summary["ndcg@10"]
+        return evaluate(policy, split, which="valid", ks=(10,)).summary["ndcg@10"]
 
     return Validation(score, every, patience, keep)
 

@@ -76,7 +76,7 @@ def test_loss_decreases_and_beats_random(fitted, data):
     assert s2[-1]["loss"] < math.log(s2[0]["unmasked_negatives"] + 1)  # below the uniform-guess loss
     assert all(h["unmasked_negatives"] >= 1 for h in fitted.history)  # collapse guard logged
     # history kept as candidates: the model must predict the next step of each user's walk
-    ev = evaluate(fitted, ds, split, which="test", ks=(10,), exclude_history=False).summary
+    ev = evaluate(fitted, split, which="test", ks=(10,), exclude_history=False).summary
     assert ev["hr@10"] > 2 * 10 / ds.n_items, ev  # random retrieval: 10 / n_items
 
 

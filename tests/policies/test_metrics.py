@@ -49,25 +49,25 @@ def _ds():
 def test_evaluate_hand_example():
     ds, split = _ds()
     pol = _Fixed([5, 4, 3, 2, 1])  # ranking 0 > 1 > 2 > 3 > 4
-    r = evaluate(pol, ds, split, ks=(1, 2))
+    r = evaluate(pol, split, ks=(1, 2))
     # user 0: history {0,1,2} excluded, target 3 -> rank 0; user 1: history {3,2,1} excluded, target 0 -> rank 0
     assert r.per_user["user_id"].tolist() == [0, 1]
     assert r.per_user["rank"].tolist() == [0, 0]
     assert r.summary["hr@1"] == 1.0 and r.summary["n_users"] == 2
-    r2 = evaluate(pol, ds, split, ks=(1, 2), exclude_history=False)
+    r2 = evaluate(pol, split, ks=(1, 2), exclude_history=False)
     # without exclusion: user 0 target 3 has items 0,1,2 above -> rank 3; user 1 target 0 -> rank 0
     assert r2.per_user["rank"].tolist() == [3, 0]
     np.testing.assert_allclose(r2.summary["mrr"], (1 / 4 + 1) / 2)
     np.testing.assert_allclose(r2.summary["ndcg@2"], 0.5)
-    rv = evaluate(pol, ds, split, which="valid", ks=(1,))
+    rv = evaluate(pol, split, which="valid", ks=(1,))
     # valid: user 0 history {0,1} excluded, target 2 -> rank 0; user 1 history {3,2}, target 1 -> rank 1
     assert rv.per_user["rank"].tolist() == [0, 1]
 
 
 def test_target_itself_is_never_excluded_even_if_in_history():
     seqs = Sequences.from_lists([[1, 2, 1, 2]])  # test target 2 also appears in the history
-    ds, split = Dataset("rep", 1, 3, seqs, [""] * 3), LeaveOneOut.from_sequences(seqs)
-    r = evaluate(_Fixed([3, 2, 1]), ds, split)
+    split = LeaveOneOut.from_sequences(seqs)
+    r = evaluate(_Fixed([3, 2, 1]), split)
     assert r.per_user["rank"].tolist() == [1]  # item 1 excluded (history), item 0 above target
 
 

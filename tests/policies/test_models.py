@@ -35,9 +35,9 @@ def _fit(name, data, **over):
 ])
 def test_training_beats_random_by_a_margin(name, over, data):
     ds, split = data
-    rnd = evaluate(_fit("random", data), ds, split, ks=(10,)).summary["ndcg@10"]
-    pop = evaluate(_fit("popularity", data), ds, split, ks=(10,)).summary["ndcg@10"]
-    got = evaluate(_fit(name, data, **over), ds, split, ks=(10,)).summary["ndcg@10"]
+    rnd = evaluate(_fit("random", data), split, ks=(10,)).summary["ndcg@10"]
+    pop = evaluate(_fit("popularity", data), split, ks=(10,)).summary["ndcg@10"]
+    got = evaluate(_fit(name, data, **over), split, ks=(10,)).summary["ndcg@10"]
     # the ring structure makes the next item ~90% predictable: a working model is far above chance
     assert got > 3 * rnd + 0.1, (name, got, rnd)
     assert got > pop + 0.1, (name, got, pop)

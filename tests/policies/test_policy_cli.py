@@ -86,7 +86,7 @@ def test_save_eval_direct(tmp_path):
     from simulator.data import LeaveOneOut
 
     split = LeaveOneOut.from_sequences(ds.sequences)
-    res = evaluate(PopularityPolicy().fit(ds, split), ds, split, ks=(10,))
+    res = evaluate(PopularityPolicy().fit(ds, split), split, ks=(10,))
     with Catalog(str(tmp_path / "e.duckdb")) as cat:
         eid = save_eval(cat, res, dataset="t", model="popularity", config_hash="abc")
         df = cat.con.execute("SELECT * FROM eval_results WHERE eval_id = ?", [eid]).df()

@@ -106,4 +106,4 @@ def test_training_results_are_pinned(case, one_thread, tmp_path):
     approx = pytest.approx
     assert np.array([g[2] for g in got]) == approx(np.array([w[2] for w in want]), rel=1e-4)
     assert [g[3] for g in got if g[3] is not None] == approx([w[3] for w in want if w[3] is not None], abs=1e-4)
-    assert evaluate(pol, ds, split, ks=(10,)).summary["ndcg@10"] == approx(test_ndcg, abs=1e-4)  # the best weights
+    assert evaluate(pol, split, ks=(10,)).summary["ndcg@10"] == approx(test_ndcg, abs=1e-4)  # the best weights
