@@ -263,7 +263,7 @@ def hllm_summary(res: dict, ray_actors: list[int]) -> dict:
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small request counts")
     ap.add_argument("--scale", type=float, default=20.0, help="synthetic world scale (20 ~ 1M interactions)")
@@ -278,56 +278,30 @@ def main() -> None:
     ap.add_argument("--hllm-requests", type=int, default=8000)
     ap.add_argument("--hllm-rounds", type=int, default=2, help="side-by-side rounds of every serving mode")
     ap.add_argument("--hllm-actors", default="1,2", help="Ray actors per arm for the HLLM runs ('' = none)")
-    args = ap.parse_args()
-    import ray
-    import torch
+    return ap.parse_args()
 
-    torch.set_num_threads(1)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="simbench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    from simulator.data import Catalog
-    from simulator.data.paths import find_ml100k
+
+def world_curve(cat, art: str, args, n: int, actors: list[int]) -> dict:
+    """Popularity vs SASRec on synthetic worlds of several scales (Ray actors on the largest)."""
     from simulator.data.synthetic import WorldConfig, write_world
 
-    n = 4000 if args.quick else args.requests
-    actors = [int(a) for a in args.actors.split(",") if a]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    cat = Catalog(str(work / "bench.duckdb"))
-    art = str(work / "artifacts")
-    out: dict = {"machine": {"cpus": os.cpu_count()}, "torch_threads": 1}
-    if not args.hllm_only:
-        out.update(requests_per_run=n, K=10)
-    if args.hllm or args.hllm_only:
-        out["hllm_vs_sasrec"] = hllm_workload(cat, art, args.hllm_requests, args.hllm_rounds,
-                                              [int(a) for a in args.hllm_actors.split(",") if a])
-    if args.hllm_only:
-        cat.close()
-        ray.shutdown()
-        print(json.dumps(out, indent=1))
-        return
-    if not args.skip_ml100k and find_ml100k() is not None:
-        out["ml100k_replay"] = workload("ml100k", "ml-100k", cat, art, n, actors, batch_window_s=86400.0)
-    if args.only_ml100k:
-        cat.close()
-        ray.shutdown()
-        print(json.dumps(out, indent=1))
-        return
-    sizes = sorted({float(s) for s in args.sizes.split(",") if s} | {args.scale})
     curve = {}
-    for s in sizes:
+    for s in sorted({float(s) for s in args.sizes.split(",") if s} | {args.scale}):
         name = f"synthetic-x{s:g}"
         if not cat.has_dataset(name):
             t = time.perf_counter()
             write_world(cat, name, WorldConfig(scale=s))
             print(f"[bench] built {name} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        res = workload(name, name, cat, art, n, actors if s == args.scale else [])
-        curve[name] = res
-    out["synthetic"] = curve
-    big = curve[f"synthetic-x{args.scale:g}"]
-    out["summary"] = {
-        "ml100k_local_rps": out.get("ml100k_replay", {}).get("local", {}).get("rps"),
-        "ml100k_ray_over_local": out.get("ml100k_replay", {}).get("ray_over_local"),
-        "ml100k_ray_over_local_steady": out.get("ml100k_replay", {}).get("ray_over_local_steady"),
+        curve[name] = workload(name, name, cat, art, n, actors if s == args.scale else [])
+    return curve
+
+
+def summary(out: dict, big: dict, curve: dict, actors: list[int]) -> dict:
+    ml = out.get("ml100k_replay", {})
+    return {
+        "ml100k_local_rps": ml.get("local", {}).get("rps"),
+        "ml100k_ray_over_local": ml.get("ray_over_local"),
+        "ml100k_ray_over_local_steady": ml.get("ray_over_local_steady"),
         "world_interactions": big["n_interactions"],
         "world_local_rps": big["local"]["rps"],
         "world_steady_rps": big["local"]["steady_rps"],
@@ -337,8 +311,40 @@ def main() -> None:
         "rps_by_ray_actors": {k: big[f"ray_actors_{k}"]["rps"] for k in actors},
         "steady_rps_by_ray_actors": {k: big[f"ray_actors_{k}"]["steady_rps"] for k in actors},
     }
-    cat.close()
-    ray.shutdown()
+
+
+def main() -> None:
+    args = parse_args()
+    import ray
+    import torch
+
+    torch.set_num_threads(1)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="simbench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    from simulator.data import Catalog
+    from simulator.data.paths import find_ml100k
+
+    n = 4000 if args.quick else args.requests
+    actors = [int(a) for a in args.actors.split(",") if a]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    cat = Catalog(str(work / "bench.duckdb"))
+    art = str(work / "artifacts")
+    out: dict = {"machine": {"cpus": os.cpu_count()}, "torch_threads": 1}
+    try:
+        if not args.hllm_only:
+            out.update(requests_per_run=n, K=10)
+        if args.hllm or args.hllm_only:
+            out["hllm_vs_sasrec"] = hllm_workload(cat, art, args.hllm_requests, args.hllm_rounds,
+                                                  [int(a) for a in args.hllm_actors.split(",") if a])
+        if not args.hllm_only and not args.skip_ml100k and find_ml100k() is not None:
+            out["ml100k_replay"] = workload("ml100k", "ml-100k", cat, art, n, actors, batch_window_s=86400.0)
+        if not (args.hllm_only or args.only_ml100k):
+            curve = world_curve(cat, art, args, n, actors)
+            out["synthetic"] = curve
+            out["summary"] = summary(out, curve[f"synthetic-x{args.scale:g}"], curve, actors)
+    finally:
+        cat.close()
+        ray.shutdown()
     print(json.dumps(out, indent=1))
 
 
