@@ -48,7 +48,7 @@ class Setup:
     user_model: object
     users: np.ndarray  # users who will send requests
     replay_times: list[np.ndarray] | None = None
-    history_times: list[list[float]] | None = None  # the times of ``histories`` (HSTU's time bias, HLLM use_time)
+    history_times: list[np.ndarray] | None = None  # (float64) the times of ``histories`` (HSTU's time bias, HLLM use_time)
 
 
 def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
@@ -121,7 +121,7 @@ def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
     pre = train_ds.sequences
     split = LeaveOneOut.from_sequences(pre)
     hist = [list(pre.seq(u)) for u in range(ds.n_users)]
-    hist_times = [pre.times(u).astype(np.float64).tolist() for u in range(ds.n_users)]
+    hist_times = [pre.times(u).astype(np.float64) for u in range(ds.n_users)]
     return Setup(ds, train_ds, split, mode, sim_start, hist, user_model, users, times, hist_times)
 
 

@@ -51,12 +51,12 @@ class Timing:
 class Simulation:
     def __init__(self, timing: Timing, design: Design, runtime, user_model: UserModel, log, *,
                  users: np.ndarray, histories: list[list[int]], seed: int, mode: str,
-                 replay_times: list[np.ndarray] | None = None, history_times: list[list[float]] | None = None) -> None:
+                 replay_times: list[np.ndarray] | None = None, history_times: list[np.ndarray] | None = None) -> None:
         self.t, self.design, self.runtime, self.user_model, self.log = timing, design, runtime, user_model, log
         self.users, self.seed, self.mode, self.replay_times = users, seed, mode, replay_times
         self.histories = [list(h) for h in histories]  # this run's copy: grows with consumption
         # and the matching times (None: the arms get no timestamps), grown with the consumption times
-        self.history_times = None if history_times is None else [list(t) for t in history_times]
+        self.history_times = None if history_times is None else list(history_times)  # arrays are replaced, not edited
         self.batch_no = 0
 
     def run(self, progress: bool = False, on_batch=None) -> int:
@@ -104,7 +104,7 @@ class Simulation:
     def _times(self, users: np.ndarray) -> list[np.ndarray] | None:
         if self.history_times is None:
             return None
-        return [np.asarray(self.history_times[u], np.float64) for u in users]
+        return [self.history_times[u] for u in users]
 
     def _serve(self, clock: Clock, part) -> np.ndarray:
         """One batch: design -> runtime -> design -> user model -> log -> state."""
@@ -142,4 +142,4 @@ def _deliver(env, delay: float, histories: list, times: list | None, users: np.n
     for u, it, t in zip(users.tolist(), items.tolist(), clicked_at.tolist(), strict=True):
         histories[u].append(it)
         if times is not None:
-            times[u].append(t)
+            times[u] = np.append(times[u], t)  # a new array: the setup's and other runs' stay as they were

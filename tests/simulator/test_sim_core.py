@@ -147,7 +147,7 @@ def test_arms_see_the_time_of_every_history_item():
     item carries the time of the request it was clicked in."""
     sink, rt = _Sink(), _Runtime()
     sim = _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(sink, ("c", "t"), 5.0, 10.0), rt,
-                      WorldUser(World(WORLD)), history_times=[[] for _ in range(WORLD.n_users)])
+                      WorldUser(World(WORLD)), history_times=[np.zeros(0) for _ in range(WORLD.n_users)])
     sim.run()
     clicks = sink.frame("feedback").query("event == 'click'").merge(sink.frame("requests")[["request_id", "ts"]],
                                                                    on="request_id", suffixes=("", "_request"))
@@ -157,7 +157,7 @@ def test_arms_see_the_time_of_every_history_item():
     u = int(clicks.user_id.iloc[0])
     first = clicks[clicks.user_id == u].sort_values("ts")
     n = len(sim.histories[u])
-    assert sim.history_times[u] == first.ts_request.tolist()[:n] and sim.histories[u] == first.item_id.tolist()[:n]
+    assert sim.history_times[u].tolist() == first.ts_request.tolist()[:n] and sim.histories[u] == first.item_id.tolist()[:n]
     no_times = _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), _Runtime(),
                            WorldUser(World(WORLD)))
     assert no_times.history_times is None
