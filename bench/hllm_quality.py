@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -193,13 +194,12 @@ def average_seeds(runs: list[dict]) -> dict:
 SAME_EXPERIMENT = ("dataset", "train_users", "split_seed", "n_users", "n_items", "protocol")
 
 
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(p: float, n: int) -> tuple[float, float]:
     """95% Wilson interval of a proportion ``p`` measured on ``n`` users."""
     if n == 0:
         return (float("nan"), float("nan"))
-    c = (p + z * z / (2 * n)) / (1 + z * z / n)
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return round(float(c - h), 4), round(float(c + h), 4)
+    lo, hi = proportion_confint(p * n, n, method="wilson")
+    return round(float(lo), 4), round(float(hi), 4)
 
 
 def merge_cold(parts: list[dict]) -> dict:

@@ -226,16 +226,13 @@ class HLLMPolicy(FullScorePolicy):
         """(B, D) user embeddings from histories (last user-LLM state; normalised for cos).
 
         Each user's state is computed from that user's window alone (``hllm.user_state``), so it
-        does not depend on the batch, and is reused / extended through the user-state cache."""
+        does not depend on the batch, and is reused / extended through the user-state cache; a user
+        with no history gets ``prior_user`` (the runner's empty state)."""
         self._check_fitted()
         self.model.eval()
         if self._states is None:
-            self._states = UserStates(UserLLMRunner(self.model, self.table), self.serving, self.hf_config.use_time)
-        emb = self.model.unit(self._states.embeddings(users.user_ids, users.histories, users.timestamps))  # (B, D)
-        empty = torch.as_tensor([len(h) == 0 for h in users.histories], dtype=torch.bool, device=emb.device)
-        if self.prior_user is not None and bool(empty.any()):
-            emb[empty] = self.prior_user
-        return emb
+            self._states = UserStates(UserLLMRunner(self.model, self.table, self.prior_user), self.serving, self.hf_config.use_time)
+        return self.model.unit(self._states.embeddings(users.user_ids, users.histories, users.timestamps))
 
     @torch.no_grad()
     def score_all(self, users: UserBatch) -> np.ndarray:

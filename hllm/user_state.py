@@ -80,7 +80,7 @@ class UserState:
 class UserLLMRunner:
     """The user LLM's serving computation (module doc) over a fitted model and its item table (N, D)."""
 
-    def __init__(self, model: HLLMModel, table: torch.Tensor) -> None:
+    def __init__(self, model: HLLMModel, table: torch.Tensor, empty: torch.Tensor | None = None) -> None:
         user = model.user_llm
         self.llama, self.table, self.P = user.model, table, model.config.max_len
         self.layers = list(self.llama.layers)
@@ -89,10 +89,13 @@ class UserLLMRunner:
         self.H, self.Hkv = c.num_attention_heads, c.num_key_value_heads
         self.hd = self.layers[0].self_attn.head_dim
         self.chunks = -(-self.P // QB)  # query chunks per window
-        # an empty history: what the padded forward gives for a window of padding only
-        x = table.new_zeros(1, self.P, table.shape[1])
-        mask = torch.zeros(1, self.P, dtype=torch.bool, device=table.device)
-        self.empty = model.user_states(x, mask, torch.zeros(1, self.P, dtype=torch.float64, device=table.device))[0, -1]
+        # an empty history: ``empty`` (the policy's average training user), else what the padded forward
+        # gives for a window of padding only
+        if empty is None:
+            x = table.new_zeros(1, self.P, table.shape[1])
+            mask = torch.zeros(1, self.P, dtype=torch.bool, device=table.device)
+            empty = model.user_states(x, mask, torch.zeros(1, self.P, dtype=torch.float64, device=table.device))[0, -1]
+        self.empty = empty
         # without time embeddings layer 0 reads item embeddings only: its normed q/k/v projections are
         # per item, computed once (in the same blocks of rows: the floats of computing them per row)
         self.items: tuple[torch.Tensor, ...] | None = None  # q (N, H*hd), k, v (N, Hkv*hd)
