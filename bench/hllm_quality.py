@@ -52,7 +52,7 @@ from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
 from simulator.data import get_dataset  # noqa: E402
 from simulator.data.splits import cold_items, sparse_users  # noqa: E402
-from simulator.errors import SimError  # noqa: E402
+from simulator.errors import DataError, SimError  # noqa: E402
 
 PROTOCOL = ("leave-one-out, full ranking, history excluded; every model early-stopped on every user's "
             "seq[:-2] -> seq[-2]; negatives from training items only")
@@ -254,7 +254,9 @@ def merge(files: list[str], out: str | None, vs: str | None = None, catalog: str
         ds = get_dataset(res["dataset"], catalog)  # older files: the same split, recomputed
         split = make_split(ds, res["train_users"], res["split_seed"])
         res["tail"]["users"] = tail_users(split, ds.n_items, res["tail"]["max_train_interactions"]).tolist()
-        assert len(res["tail"]["users"]) == res["tail"]["n_test_users"], "tail users differ from the stored count"
+        if len(res["tail"]["users"]) != res["tail"]["n_test_users"]:
+            raise DataError(f"--merge: the recomputed tail users ({len(res['tail']['users'])}) differ from the "
+                            f"files' count ({res['tail']['n_test_users']}): another split or dataset", field="tail")
     add_ratios(res)
     if vs:
         add_base_ratios(res, vs)

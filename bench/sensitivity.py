@@ -69,7 +69,7 @@ def ab_runs(cat, pols, arms, window: float, runs: int, dataset: str, **kw) -> di
 
 
 def interleave_runs(cat, pols, arms, window: float, runs: int, dataset: str, **kw) -> dict:
-    share, se, n, sig, sign_p = [], [], [], [], []
+    share, se, n, sig, sign_p, pv = [], [], [], [], [], []
     c, t = arms[0]["name"], arms[1]["name"]
     for i in tqdm(range(runs), desc="interleave", file=sys.stderr):
         cfg = config(arms, seed=SEEDS["base"] + i, salt=f"s-{i}", artifacts="", n_requests=10**9, duration_s=window,
@@ -78,9 +78,10 @@ def interleave_runs(cat, pols, arms, window: float, runs: int, dataset: str, **k
                              policies=pols)
         p = preference(user_outcomes(cat.con, rid, c, t), c, t)
         share.append(p.share), se.append(p.se), n.append(p.users), sig.append(p.significant), sign_p.append(p.sign_test_p)
+        pv.append(p.p)
         drop_run(cat.con, rid)
     return {"share": np.array(share), "se": np.array(se), "users": float(np.mean(n)), "significant": np.array(sig),
-            "sign_test_p": np.array(sign_p)}
+            "sign_test_p": np.array(sign_p), "p": np.array(pv)}
 
 
 def compare(cat, pols, control: str, treatment: str, window: float, runs: int, truth_reps: int,
@@ -114,7 +115,7 @@ def compare(cat, pols, control: str, treatment: str, window: float, runs: int, t
 def interleave_aa(cat, pols, window: float, runs: int) -> dict:
     arms = [arm("a", "popularity", "control"), arm("b", "popularity", "treatment")]
     res = interleave_runs(cat, pols, arms, window, runs, "synthetic")
-    p = np.array([2 * stats.norm.sf(abs(s - 0.5) / e) for s, e in zip(res["share"], res["se"], strict=True)])
+    p = res["p"]
     k, k_sign = int((p < 0.05).sum()), int((res["sign_test_p"] < 0.05).sum())
     z = (res["share"] - 0.5) / res["se"]
     return {"runs": runs, "fpr": k / runs, "fpr_ci95": wilson(k, runs), "ks_p_uniform": float(stats.kstest(p, "uniform").pvalue),

@@ -47,7 +47,8 @@ from simulator.oracle import paired_lift  # noqa: E402
 from simulator.run import prepare, run_truth, train_arms  # noqa: E402
 from simulator.sink import ensure_schema  # noqa: E402
 
-TRUTH_TABLES = ("assignments", "requests", "exposures", "feedback", "truth", "arms", "runs")
+TRUTH_TABLES = ("assignments", "requests", "exposures", "feedback", "truth", "arms", "run_datasets", "run_items",
+                "run_users", "runs")
 TRAINING: dict = {}  # the policies' own defaults (SASRec trains to convergence with early stopping)
 
 

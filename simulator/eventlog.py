@@ -54,14 +54,15 @@ class EventLog:
                       ts=now[hit] + self.feedback_delay_s + self.consume_delay_s)
 
     def _assignments(self, users: np.ndarray, now: np.ndarray, labels: np.ndarray) -> None:
-        new = [int(u) for u in np.unique(users) if int(u) not in self.first_seen]
-        if not new:
+        uniq, first_row, inverse = np.unique(users, return_index=True, return_inverse=True)
+        first = np.full(len(uniq), np.inf)
+        np.minimum.at(first, inverse, now)  # each user's earliest request time in this batch
+        keep = np.array([int(u) not in self.first_seen for u in uniq], bool)
+        if not keep.any():
             return
-        nu = np.array(new, np.int64)
-        first = np.array([now[users == u].min() for u in nu])
-        self.first_seen.update(zip(new, first.tolist(), strict=True))
-        self.sink.add("assignments", user_id=nu, arm=[labels[np.flatnonzero(users == u)[0]] for u in nu],
-                      first_ts=first)
+        nu, first = uniq[keep].astype(np.int64), first[keep]
+        self.first_seen.update(zip(nu.tolist(), first.tolist(), strict=True))
+        self.sink.add("assignments", user_id=nu, arm=list(labels[first_row[keep]]), first_ts=first)
 
     def flush(self) -> None:
         self.sink.flush()

@@ -76,10 +76,6 @@ class Truth:
     window: tuple[float, float]
 
     @property
-    def reps(self) -> int:
-        return len(next(iter(self.passes.values())))
-
-    @property
     def values(self) -> dict[str, dict[str, float]]:
         return {a: {m: float(np.mean([p[m] for p in ps])) for m in TRUTH_METRICS} for a, ps in self.passes.items()}
 

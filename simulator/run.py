@@ -207,8 +207,10 @@ def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Setup):
 def _oracle(cfg: ExperimentConfig, setup: Setup, policies: dict, con, run_id: str, progress: bool):
     """World runs: store each arm's true values; returns a stop signal that interrupted it (the run
     itself is complete then; only the truth is missing)."""
+    if setup.mode != "world" or cfg.oracle_reps < 1:
+        return None
     end = con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0][0]
-    if setup.mode != "world" or cfg.oracle_reps < 1 or end is None:
+    if end is None:
         return None
     try:
         store_truth(con, run_id, run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress))

@@ -62,10 +62,7 @@ class Simulation:
     def run(self, progress: bool = False, on_batch=None) -> int:
         """Simulate until the request budget or the stop time; returns the requests served."""
         t = self.t
-        duration = None if t.stop_at is None else t.stop_at - t.sim_start
-        clock = Clock(t.sim_start, t.n_requests, duration)
-        if t.stop_at is not None:
-            clock.stop_at = t.stop_at
+        clock = Clock(t.sim_start, t.n_requests, None if t.stop_at is None else t.stop_at - t.sim_start)
         self.user_model.reset()
         self._arrivals(clock)
         bar = tqdm(total=t.n_requests if np.isfinite(t.n_requests) else None, desc="simulate", unit="req",
@@ -116,8 +113,11 @@ class Simulation:
         rows = self.design.split(users)
         order = np.random.default_rng([self.seed, 11, batch_no]).permutation(sorted(rows))
         names = self.design.arm_names
-        work = {names[a]: UserBatch(users[rows[a]], [np.asarray(self.histories[u], np.int64) for u in users[rows[a]]],
-                                    self._times(users[rows[a]]), now[rows[a]]) for a in order}
+        hist = [np.asarray(self.histories[u], np.int64) for u in users]  # once per batch (arms may share rows)
+        times = self._times(users)
+        work = {names[a]: UserBatch(users[rows[a]], [hist[i] for i in rows[a]],
+                                    None if times is None else [times[i] for i in rows[a]], now[rows[a]])
+                for a in order}
         results = self.runtime.serve(work)
         served = {int(a): (rows[a], *results[names[a]]) for a in order}
         slates = self.design.combine(len(part), served, np.random.default_rng([self.seed, 13, batch_no]))
