@@ -154,8 +154,9 @@ def power(
 
     if (mde is None) == (n is None):
         raise ConfigError("give exactly one of --mde (-> sample size) or --n (-> MDE)")
+    label = f"{kind} metric"
     if from_run is not None:
-        r, kind = _plan_from_run(from_run, catalog, mde, n, alpha, power_), "run"
+        r, label = _plan_from_run(from_run, catalog, mde, n, alpha, power_)
     elif baseline is None:
         raise ConfigError("give --baseline (or --from-run RUN_ID)")
     elif mde is not None:
@@ -165,7 +166,7 @@ def power(
     if as_json:
         typer.echo(json.dumps(r.as_dict()))
         return
-    typer.echo(f"{kind} metric, baseline {r.baseline:g}, sd {r.sd:.4g}, alpha {alpha:g}, power {power_:g}")
+    typer.echo(f"{label}, baseline {r.baseline:g}, sd {r.sd:.4g}, alpha {alpha:g}, power {power_:g}")
     typer.echo(f"users per arm: {r.n_per_arm:,.0f}   MDE: {r.mde_rel * 100:+.2f}% relative ({r.mde_abs:+.4g} absolute)")
 
 
@@ -174,9 +175,11 @@ def _plan_from_run(run_id: str, catalog: Optional[str], mde: Optional[float], n:
     """Power plan at a finished run's observed variance of its primary metric (first treatment arm)."""
     from .power import plan_from_run
     from .report import summarize
+    from .sqlguard import lock_down
 
-    con = _connect(catalog, read_only=True)
+    con = _connect(catalog)
     try:
+        lock_down(con)  # the run's analysis config may hold user metric SQL
         s = summarize(con, run_id)
     finally:
         con.close()
@@ -184,5 +187,6 @@ def _plan_from_run(run_id: str, catalog: Optional[str], mde: Optional[float], n:
     if prim.empty or not prim["rel_se"].notna().any():
         raise SimError(f"run {run_id!r}: its primary metric has no standard error to plan from")
     r = prim.iloc[0]
-    return plan_from_run(float(r.rel_se), float(min(r.n_control, r.n_treatment)), float(r.control), mde_rel=mde, n=n,
+    plan = plan_from_run(float(r.rel_se), float(min(r.n_control, r.n_treatment)), float(r.control), mde_rel=mde, n=n,
                          alpha=alpha, power=power_)
+    return plan, f"{r.metric} (primary metric of run {run_id}, {r.arm} vs {r.control_arm})"

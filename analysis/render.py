@@ -42,7 +42,8 @@ def effect_rows(summary: pd.DataFrame) -> list[dict]:
             "true": fmt(r.get("true_rel_lift"), "pct"),
             "sig": bool(r.get("significant")), "n": f"{r.get('n_control', 0)} / {r.get('n_treatment', 0)}",
             "method": r.get("method", ""), "note": r.get("note") or "",
-            "sign": ((r.get("rel_lift") or 0) > 0) == bool(r.get("higher_is_better", True)),
+            # good or bad by the absolute lift (the relative one is NaN over a non-positive control)
+            "sign": (float(r.get("abs_lift") or 0) > 0) == bool(r.get("higher_is_better", True)),
             "violated": bool(r.get("guardrail_violated")),
         })
     return out

@@ -197,6 +197,15 @@ def _runs(cat: str) -> list[tuple]:
         con.close()
 
 
+def test_power_from_a_finished_run(world, sim):
+    """sim power --from-run plans at the run's observed variance (it once crashed on a bad call)."""
+    r = sim("power", "--from-run", world["run"], "--mde", "0.1", "--catalog", world["cat"])
+    assert r.code == 0 and "Traceback" not in r.err, r.err
+    assert r.out.startswith(f"ctr (primary metric of run {world['run']}, ") and "users per arm: " in r.out, r.out
+    r = sim("power", "--from-run", "no-such-run", "--mde", "0.1", "--catalog", world["cat"])
+    assert r.code == 2 and len([ln for ln in r.err.splitlines() if ln.strip()]) == 1, r.err
+
+
 def test_tiny_run_reports_without_crashing(world, sim):
     r = sim("run", "--arms", "popularity,itemknn", "--data", "w", "-n", "1", *world["common"])
     assert r.code == 0 and "analysis report failed" not in r.err, r.err

@@ -222,3 +222,18 @@ def test_three_arms_one_without_users():
     b = s[s.arm == "b"]
     assert b[b.role != "guardrail"].p_adj.notna().all() and (b[b.role == "guardrail"].guardrail_status != "").all()
     assert not srm_for_run(con, "m3").failed
+
+
+def test_effect_colour_follows_the_absolute_lift_when_the_relative_one_is_undefined():
+    """Over a non-positive control the relative lift is NaN; the row is still coloured by treatment - control."""
+    import numpy as np
+    import pandas as pd
+
+    from analysis.render import effect_rows
+
+    rows = pd.DataFrame([
+        {"metric": "m", "arm": "t", "role": "secondary", "abs_lift": 0.3, "rel_lift": np.nan, "higher_is_better": True},
+        {"metric": "m2", "arm": "t", "role": "secondary", "abs_lift": -0.3, "rel_lift": np.nan, "higher_is_better": True},
+        {"metric": "lat", "arm": "t", "role": "guardrail", "abs_lift": 0.3, "rel_lift": 0.1, "higher_is_better": False},
+    ])
+    assert [r["sign"] for r in effect_rows(rows)] == [True, False, False]
