@@ -296,9 +296,6 @@ class Cuped(Estimator):
         cols = [c for c in cols if table[c].fillna(0).var() > 0]
         return (cols, None) if cols else ([], "CUPED fallback: pre-experiment covariates are constant")
 
-    def fallback_reason(self, table: pd.DataFrame) -> str | None:
-        return self.usable(table)[1]
-
     def _plain(self, table, metric, c, t, reason: str) -> Effect:
         base = DeltaRatio if metric.kind == "ratio" else WelchT
         eff = base(self.alpha, c, t).estimate(table, metric)

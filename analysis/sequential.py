@@ -18,13 +18,9 @@ from .estimators import NAN2, DeltaRatio, Effect, EstimationError, Estimator, We
 from .views import COVARIATES, Metric
 
 
-def msprt_lambda(d: np.ndarray, v: np.ndarray, tau2: float) -> np.ndarray:
-    """Normal-mixture likelihood ratio for H0: delta = 0, estimate d with variance v (vectorised)."""
-    return np.sqrt(v / (v + tau2)) * np.exp(tau2 * d**2 / (2 * v * (v + tau2)))
-
-
 def msprt_log_lambda(d: np.ndarray, v: np.ndarray, tau2: float) -> np.ndarray:
-    """log of :func:`msprt_lambda` (no overflow for huge effects)."""
+    """log of the normal-mixture likelihood ratio for H0: delta = 0, estimate d with variance v
+    (vectorised; the log form does not overflow for huge effects)."""
     return 0.5 * np.log(v / (v + tau2)) + tau2 * d**2 / (2 * v * (v + tau2))
 
 

@@ -169,13 +169,14 @@ def search(index, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | Non
     B = len(users)
     want = k + (max((len(e) for e in exclude), default=0) if exclude is not None else 0)
     fetch = min(math.ceil(want * refine) if coded(index) else want, index.ntotal)
-    if isinstance(index, _faiss().IndexHNSW) and index.hnsw.efSearch < fetch:
-        index.hnsw.efSearch = fetch
+    params = None  # HNSW: search at least `fetch` wide for this call only (the shared index is not changed)
+    if isinstance(index, _faiss().IndexHNSW):
+        params = _faiss().SearchParametersHNSW(efSearch=max(index.hnsw.efSearch, fetch))
     out_i = np.full((B, k), -1, dtype=np.int64)
     out_s = np.full((B, k), -np.inf, dtype=np.float32)
     if B == 0 or fetch == 0:
         return out_i, out_s
-    scores, ids = index.search(users, fetch)
+    scores, ids = index.search(users, fetch, params=params)
     if coded(index):
         ids, scores = rerank(table, users, ids)
     for b in range(B):

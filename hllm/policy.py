@@ -138,6 +138,7 @@ class HLLMPolicy(FullScorePolicy):
         cfg = self.cfg  # architecture + recipe
         torch.manual_seed(cfg.seed)
         dev = device()
+        self.prior_user = None  # a refit's validation serves no user from the previous model
         self.n_items = dataset.n_items
         self.hf_config.n_item_ids = dataset.n_items if cfg.item_id_embeddings else 0
         self.model = model = HLLMModel(self.hf_config).to(dev)
@@ -174,7 +175,7 @@ class HLLMPolicy(FullScorePolicy):
             users = np.sort(np.random.default_rng(self.cfg.seed).choice(users, max_users, replace=False))
         if not len(users):
             return torch.zeros(self.hf_config.user_hidden, device=self.table.device)
-        emb = torch.from_numpy(self.embed_users(UserBatch(users, [train.seq(int(u)) for u in users]))).to(self.table.device)
+        emb = torch.from_numpy(self.embed_users(UserBatch.from_sequences(train, users))).to(self.table.device)
         self._states = None  # the training users' states are not this run's
         return self.model.unit(emb.mean(0, keepdim=True))[0]
 

@@ -24,7 +24,7 @@ Presets:
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -88,6 +88,7 @@ class HLLMPolicyConfig(HLLMArchitecture, HLLMRecipe):
     the ones not given explicitly (explicit value > preset > default)."""
 
     model_config = ConfigDict(extra="forbid")
+    SERVING_FIELDS: ClassVar[tuple[str, ...]] = ("retrieval",)  # not in the trained model's cache key
     preset: Literal[tuple(PRESETS)] = "fast"  # type: ignore[valid-type]
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig,
                                        description="serving: exact or ANN retrieval (hllm.ann), not training")

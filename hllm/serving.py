@@ -149,9 +149,11 @@ def read_meta(folder) -> dict:
     return json.loads(p.read_text())
 
 
-def table_hash(folder) -> str:
-    """The table's content hash (meta.json; computed for tables written before it was recorded)."""
-    return read_meta(folder).get("table_hash") or embeddings_hash(open_item_table(folder))
+def table_hash(folder, meta: dict | None = None) -> str:
+    """The table's content hash (from ``meta`` / meta.json; computed for tables written before it was
+    recorded, which ``build_table_index`` then records)."""
+    meta = read_meta(folder) if meta is None else meta
+    return meta.get("table_hash") or embeddings_hash(open_item_table(folder))
 
 
 def build_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None, kind: str | None = None) -> dict:
@@ -167,7 +169,8 @@ def build_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None, kin
     faiss.write_index(index, str(folder / "index.tmp.faiss"))
     (folder / "index.tmp.faiss").replace(folder / INDEX_FILE)
     meta = read_meta(folder)
-    meta["index"] = {"kind": kind, "n_items": int(index.ntotal), "table_hash": table_hash(folder),
+    meta["table_hash"] = table_hash(folder, meta)  # recorded once for tables written before it was
+    meta["index"] = {"kind": kind, "n_items": int(index.ntotal), "table_hash": meta["table_hash"],
                      "params": cfg.model_dump(), "build_s": round(build_s, 2),
                      "bytes": (folder / INDEX_FILE).stat().st_size}
     (folder / "meta.json").write_text(json.dumps(meta))
@@ -188,7 +191,7 @@ def load_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None):
     if info is None or not path.exists():
         raise NotFoundError(f"no ANN index at {folder} (build it: `sim hllm embed-items --index ivf`)")
     rebuild = f"rebuild it (`sim hllm embed-items --index {info['kind']}`)"
-    if info["table_hash"] != (meta.get("table_hash") or table_hash(folder)) or info["n_items"] != meta["n_items"]:
+    if info["table_hash"] != table_hash(folder, meta) or info["n_items"] != meta["n_items"]:
         then = (f"{info['n_items']:,} items then, {meta['n_items']:,} now" if info["n_items"] != meta["n_items"]
                 else "same size, other contents")
         raise DataError(f"the ANN index was built for another version of the item table ({then}): {rebuild}",
@@ -205,10 +208,11 @@ def load_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None):
     return index
 
 
-def _index_is_fresh(folder: Path, info: dict | None, kind: str, cfg: ann.RetrievalConfig) -> bool:
+def _index_is_fresh(folder: Path, meta: dict, kind: str, cfg: ann.RetrievalConfig) -> bool:
     """Whether the recorded index is there, of ``kind`` and ``cfg``'s build settings, over this table."""
+    info = meta.get("index")
     return (info is not None and (folder / INDEX_FILE).exists() and info["kind"] == kind
-            and info["table_hash"] == table_hash(folder)
+            and info["table_hash"] == table_hash(folder, meta)
             and ann.retrieval_config(info["params"]).build_params() == cfg.build_params())
 
 
@@ -224,7 +228,7 @@ def ensure_table_index(folder, cfg: ann.RetrievalConfig | dict | None = None) ->
             meta.pop("index")
             (folder / "meta.json").write_text(json.dumps(meta))
         return None
-    return info if _index_is_fresh(folder, info, kind, cfg) else build_table_index(folder, cfg, kind)
+    return info if _index_is_fresh(folder, meta, kind, cfg) else build_table_index(folder, cfg, kind)
 
 
 def search_table(folder, users: np.ndarray, k: int, exclude: list[np.ndarray] | None = None,

@@ -66,7 +66,7 @@ class SequencePolicy(FullScorePolicy):
         self.n_items = dataset.n_items
         torch.manual_seed(self.cfg.seed)
         self.model = self.build_model(self.n_items)
-        self.history = train_sequence_model(self, dataset, split, progress)
+        self.history = train_sequence_model(self, split, progress)
         return self
 
     @torch.no_grad()

@@ -21,7 +21,9 @@ TRAINING_VERSION = 3
 
 
 def config_hash(name: str, cfg: Any, extra: dict | None = None) -> str:
-    payload = json.dumps({"policy": name, "config": cfg.model_dump(mode="json"), "training": TRAINING_VERSION,
+    # serving settings (a config's SERVING_FIELDS) change how a trained model is served, not what it learns
+    trained = cfg.model_dump(mode="json", exclude=set(getattr(cfg, "SERVING_FIELDS", ())))
+    payload = json.dumps({"policy": name, "config": trained, "training": TRAINING_VERSION,
                           **(extra or {})}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

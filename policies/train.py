@@ -88,7 +88,7 @@ def sequence_loss(policy, h: torch.Tensor, tgt: torch.Tensor, gen: torch.Generat
         F.binary_cross_entropy_with_logits(ng, torch.zeros_like(ng))
 
 
-def train_sequence_model(policy, dataset, split, progress: bool = True) -> list[dict]:
+def train_sequence_model(policy, split, progress: bool = True) -> list[dict]:
     """Train ``policy.model`` in place (best validation weights kept); returns the per-epoch history."""
     cfg = policy.cfg
     dev = device()

@@ -170,3 +170,22 @@ def test_index_of_another_kind_a_broken_file_and_a_wrong_dim_are_one_line(tmp_pa
     serving.write_item_table(folder, items[::-1].copy(), meta=serving.read_meta(folder))  # same size, other rows
     with pytest.raises(DataError, match=r"another version of the item table \(same size, other contents\)"):
         serving.load_table_index(folder)
+
+
+def test_hnsw_search_leaves_the_shared_index_as_it_was():
+    """A request with a long exclude list searches wider for itself only: the next request's
+    results do not depend on it."""
+    import faiss
+
+    from hllm.ann import search
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = faiss.IndexHNSWFlat(32, 16, faiss.METRIC_INNER_PRODUCT)
+    index.add(x)
+    index.hnsw.efSearch = 16
+    before = search(index, x[:4], 10)
+    search(index, x[:4], 10, exclude=[np.arange(500)] * 4)
+    assert index.hnsw.efSearch == 16
+    np.testing.assert_array_equal(search(index, x[:4], 10)[0], before[0])

@@ -190,3 +190,14 @@ def test_explicit_value_beats_preset_beats_default():
 def test_policy_config_rejects_bad_settings(over, field):
     with pytest.raises(ConfigError, match=f"policy 'hllm' config: {field}: "):
         registry.create("hllm", over)
+
+
+def test_serving_settings_do_not_retrain():
+    """The trained-model cache key ignores how retrieval is served, not what the model learns."""
+    from policies import registry
+    from policies.store import config_hash
+
+    base = registry.make_config("hllm", {"preset": "tiny"})
+    ann = registry.make_config("hllm", {"preset": "tiny", "retrieval": {"index": "ivf", "nprobe": 8}})
+    other = registry.make_config("hllm", {"preset": "tiny", "stage2_epochs": 3})
+    assert config_hash("hllm", ann) == config_hash("hllm", base) != config_hash("hllm", other)
