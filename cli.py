@@ -1,11 +1,11 @@
 """`sim`: the command-line front of hllm-sim (thin: parse, validate, call one function).
 
 Commands live beside the code they drive; this module only mounts them:
-  sim data ...      simulator/cli_data.py   load / synth / info / list datasets
-  sim train, eval   policies/cli.py         fit and evaluate a registered policy
-  sim hllm ...      hllm/cli.py             embed-items, train stages, export
-  sim run           simulator/cli_run.py    run an A/B(/n) simulation
-  sim report, query, power   analysis/cli.py
+  sim data ...      simulator/commands/data.py   load / synth / info / list datasets
+  sim train, eval   simulator/commands/train.py         fit and evaluate a registered policy
+  sim hllm ...      simulator/commands/hllm.py             embed-items, train stages, export
+  sim run           simulator/commands/run.py    run an A/B(/n) simulation
+  sim report, query, power   simulator/commands/analysis.py
 Errors caused by input print one line (``error: ...``) and exit 2; ``--debug`` shows tracebacks.
 """
 
@@ -17,8 +17,8 @@ import sys
 
 import typer
 
-from simulator import signals
-from simulator.errors import SimError
+from simulator.core.errors import SimError
+from simulator.engine import signals
 
 app = typer.Typer(
     name="sim",
@@ -38,14 +38,14 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 # (module, attribute, mount name, is_group)
 _MOUNTS = (
-    ("simulator.cli_data", "app", "data", True),
-    ("policies.cli", "train", "train", False),
-    ("policies.cli", "evaluate", "eval", False),
-    ("hllm.cli", "app", "hllm", True),
-    ("simulator.cli_run", "run", "run", False),
-    ("analysis.cli", "report", "report", False),
-    ("analysis.cli", "query", "query", False),
-    ("analysis.cli", "power", "power", False),
+    ("simulator.commands.data", "app", "data", True),
+    ("simulator.commands.train", "train", "train", False),
+    ("simulator.commands.train", "evaluate", "eval", False),
+    ("simulator.commands.hllm", "app", "hllm", True),
+    ("simulator.commands.run", "run", "run", False),
+    ("simulator.commands.analysis", "report", "report", False),
+    ("simulator.commands.analysis", "query", "query", False),
+    ("simulator.commands.analysis", "power", "power", False),
 )
 
 

@@ -34,7 +34,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from simulator.errors import SimError
+from simulator.core.errors import SimError
 
 from .views import Metric
 

@@ -123,7 +123,7 @@ def headline(pref: Preference, true_lift: float | None = None, metric: str = "ct
 
 def context(con, run_id: str, control: str, treatment: str, alpha: float, truth: pd.DataFrame) -> dict:
     """The report context of an interleaving run (report.report_context adds what every run has)."""
-    from simulator.oracle import paired_lift
+    from analysis.truth import paired_lift
 
     pref = preference(user_outcomes(con, run_id, control, treatment), control, treatment, alpha)
     bal, shares = balance(con, run_id, control, treatment)

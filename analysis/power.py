@@ -9,7 +9,7 @@ from scipy import stats
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from simulator.data.fingerprint import dataset_hash
-from simulator.snapshot import run_dataset
+from simulator.core.fingerprint import dataset_hash
+from simulator.core.snapshot import run_dataset
 
 
 def _status_warning(info: dict) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 from . import interleave
 from . import plots as plots_mod
@@ -211,15 +211,9 @@ def arm_summary(con, run_id: str) -> pd.DataFrame:
 
 
 def arm_pipelines(con, run_id: str) -> dict[str, list[str]]:
-    """Each arm's pipeline stage by stage (from the arm config stored with the run)."""
-    from simulator.config import ArmConfig, describe_pipeline
-
-    out = {}
-    for arm, js in con.execute("SELECT arm, pipeline_json FROM arms WHERE run_id = ? ORDER BY arm", [run_id]).fetchall():
-        try:
-            out[arm] = describe_pipeline(ArmConfig.model_validate_json(js))
-        except ValueError:  # not an arm config (hand-made events): nothing to describe
-            out[arm] = []
+    """Each arm's pipeline stage by stage (as the run recorded it in ``arms.pipeline_desc``)."""
+    rows = con.execute("SELECT arm, pipeline_desc FROM arms WHERE run_id = ? ORDER BY arm", [run_id]).fetchall()
+    out = {arm: json.loads(desc) if desc else [] for arm, desc in rows}  # hand-made events: none
     return out
 
 

@@ -20,7 +20,7 @@ import re
 
 import duckdb
 
-from simulator.errors import ConfigError, SimError
+from simulator.core.errors import ConfigError, SimError
 
 READ_ONLY_HINT = "`sim query` is read-only: one SELECT per call; save results with --output"
 READ_ONLY_CONFIG = {"enable_external_access": False, "autoinstall_known_extensions": False,

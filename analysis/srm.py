@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from simulator.errors import NotFoundError
+from simulator.core.errors import NotFoundError
 
 SRM_THRESHOLD = 0.001  # conventional: flag SRM when p < 0.001
 

@@ -1,6 +1,6 @@
 """The world oracle's side of a report: each arm's true values and the true lifts.
 
-The simulator stores one row per (run, arm, metric, pass) in ``truth`` (simulator/oracle.py);
+The simulator stores one row per (run, arm, metric, pass) in ``truth`` (simulator/engine/oracle.py);
 passes of the same index are paired across arms (common random numbers), so a lift's
 Monte-Carlo standard error comes from the paired passes.
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from simulator.oracle import paired_lift
 
 
 def truth_table(con, run_id: str) -> pd.DataFrame:
@@ -43,3 +41,16 @@ def add_truth(df: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
         for k, v in zip(cols, vals, strict=True):
             cols[k].append(v)
     return df.assign(**cols)
+
+
+def paired_lift(control: np.ndarray, treatment: np.ndarray) -> tuple[float, float]:
+    """Relative lift mean(T)/mean(C) - 1 over paired passes, and its Monte-Carlo SE (delta method)."""
+    c, t = np.asarray(control, float), np.asarray(treatment, float)
+    mc, mt = c.mean(), t.mean()
+    if not mc > 0:
+        return float("nan"), float("nan")
+    if len(c) < 2:
+        return float(mt / mc - 1), float("nan")
+    cov = np.cov(t, c, ddof=1) / len(c)
+    var = cov[0, 0] / mc**2 + mt**2 * cov[1, 1] / mc**4 - 2 * mt * cov[0, 1] / mc**3
+    return float(mt / mc - 1), float(np.sqrt(max(var, 0.0)))

@@ -16,9 +16,9 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from simulator.data.catalog import dataset_schema
-from simulator.errors import ConfigError, NotFoundError
-from simulator.snapshot import PRE_COLUMNS, diversity_attr, pre_covariates_sql, run_dataset
+from simulator.core.catalog import dataset_schema
+from simulator.core.errors import ConfigError, NotFoundError
+from simulator.core.snapshot import PRE_COLUMNS, diversity_attr, pre_covariates_sql, run_dataset
 
 from .sqlguard import check_expression, wrap_expression
 
@@ -148,7 +148,7 @@ def _table_columns(con, schema: str, table: str) -> list[str]:
 
 
 def _snapshot_columns_sql(snap: dict) -> tuple[str, dict]:
-    """Novelty / diversity / pre CTEs from the run's own snapshot (simulator/snapshot.py)."""
+    """Novelty / diversity / pre CTEs from the run's own snapshot (simulator/core/snapshot.py)."""
     notes: dict[str, str] = {}
     sql = """
         pop AS (SELECT item_id, n_interactions AS n FROM run_items WHERE run_id = $run_id),
@@ -179,7 +179,7 @@ _ILD = """
 def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dict]:
     """SQL of per-user novelty/diversity/pre columns for this run, and notes about fallbacks.
 
-    Runs keep their own snapshot of the dataset (simulator/snapshot.py), so a dataset reloaded
+    Runs keep their own snapshot of the dataset (simulator/core/snapshot.py), so a dataset reloaded
     since does not change their report; runs made before snapshots existed read the dataset as
     it is now."""
     snap = run_dataset(con, run_id)

@@ -28,10 +28,10 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=20.0)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    from simulator.data import Catalog
-    from simulator.data.loaders import load_into_catalog
-    from simulator.data.paths import find_ml100k
-    from simulator.data.synthetic import WorldConfig, write_world
+    from simulator.core import Catalog
+    from simulator.core.loaders import load_into_catalog
+    from simulator.core.paths import find_ml100k
+    from simulator.core.synthetic import WorldConfig, write_world
 
     res: dict = {}
     with tempfile.TemporaryDirectory() as d:

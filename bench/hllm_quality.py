@@ -50,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hllm.recipe import PRESET_LABELS  # noqa: E402
 from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
-from simulator.data import get_dataset  # noqa: E402
-from simulator.data.splits import cold_items, sparse_users  # noqa: E402
-from simulator.errors import DataError, SimError  # noqa: E402
+from simulator.core import get_dataset  # noqa: E402
+from simulator.core.errors import DataError, SimError  # noqa: E402
+from simulator.core.splits import cold_items, sparse_users  # noqa: E402
 
 PROTOCOL = ("leave-one-out, full ranking, history excluded; every model early-stopped on every user's "
             "seq[:-2] -> seq[-2]; negatives from training items only")

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from policies import registry  # noqa: E402
-from policies.cli import parse_overrides  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
 from policies.store import fit_or_load  # noqa: E402
+from simulator.commands.train import parse_overrides  # noqa: E402
 
 
 def per_model_overrides(sets: list[str]) -> dict[str, dict]:
@@ -69,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from simulator.data import Catalog, LeaveOneOut, get_dataset
+    from simulator.core import Catalog, LeaveOneOut, get_dataset
 
     cat = Catalog(args.catalog)
     ds = get_dataset(args.data, cat)

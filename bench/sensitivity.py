@@ -38,11 +38,11 @@ from sim_calibration import arm, config, drop_run, saver, truth_for_window, wils
 from analysis.interleave import preference, user_outcomes  # noqa: E402
 from analysis.power import power_from_se  # noqa: E402
 from analysis.report import summarize  # noqa: E402
+from analysis.truth import paired_lift  # noqa: E402
 from analysis.views import install_views  # noqa: E402
-from simulator.data import Catalog, ensure_dataset  # noqa: E402
-from simulator.oracle import paired_lift  # noqa: E402
-from simulator.run import prepare, run_experiment, train_arms  # noqa: E402
-from simulator.sink import ensure_schema  # noqa: E402
+from simulator.core import Catalog, ensure_dataset  # noqa: E402
+from simulator.core.sink import ensure_schema  # noqa: E402
+from simulator.engine.run import prepare, run_experiment, train_arms  # noqa: E402
 
 K = float(stats.norm.ppf(0.975) + stats.norm.ppf(0.8))  # two-sided 5%, 80% power
 PAIRS = {"sasrec_vs_popularity": ("popularity", "sasrec"), "hstu_vs_sasrec": ("sasrec", "hstu"),

@@ -40,12 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.power import power_from_se  # noqa: E402
 from analysis.report import arm_roles, metric_list, summarize  # noqa: E402
 from analysis.sequential import first_stop, sequential_path  # noqa: E402
+from analysis.truth import paired_lift  # noqa: E402
 from analysis.views import AnalysisConfig, install_views  # noqa: E402
-from simulator.config import parse_config  # noqa: E402
-from simulator.data import Catalog, ensure_dataset  # noqa: E402
-from simulator.oracle import paired_lift  # noqa: E402
-from simulator.run import prepare, run_truth, train_arms  # noqa: E402
-from simulator.sink import ensure_schema  # noqa: E402
+from simulator.core import Catalog, ensure_dataset  # noqa: E402
+from simulator.core.sink import ensure_schema  # noqa: E402
+from simulator.engine.config import parse_config  # noqa: E402
+from simulator.engine.run import prepare, run_truth, train_arms  # noqa: E402
 
 TRUTH_TABLES = ("assignments", "requests", "exposures", "feedback", "truth", "arms", "run_datasets", "run_items",
                 "run_users", "runs")
@@ -71,7 +71,7 @@ def drop_run(con, run_id: str) -> None:
 
 def replicate(cat, cfg, policies: dict, sequential: bool) -> tuple[dict, dict]:
     """One run through the product path; returns per-metric results and the sequential stop."""
-    from simulator.run import run_experiment
+    from simulator.engine.run import run_experiment
 
     rid = run_experiment(cfg, cat, progress=False, policies=policies)
     s = summarize(cat.con, rid)
@@ -134,7 +134,7 @@ def run_cuped(cat, policies, n_runs: int, n_requests: int, art: str, dataset: st
     for i in tqdm(range(n_runs), desc=f"cuped ({dataset})", file=sys.stderr):
         cfg = config(arms, seed=3000 + i, salt=f"cuped-{i}", artifacts=art, n_requests=n_requests)
         cfg = cfg.model_copy(update={"dataset": dataset})
-        from simulator.run import run_experiment
+        from simulator.engine.run import run_experiment
 
         rid = run_experiment(cfg, cat, progress=False, policies=policies)
         se = {k: summarize(cat.con, rid, v).set_index("metric")["rel_se"] for k, v in sets.items()}
@@ -274,7 +274,7 @@ def saver(path: str | None, out: dict):
 
 
 def _available(name: str) -> bool:
-    from simulator.data.paths import find_ml100k
+    from simulator.core.paths import find_ml100k
 
     return name != "ml-100k" or find_ml100k() is not None
 

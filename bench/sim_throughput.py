@@ -44,7 +44,7 @@ def rss_mb() -> float:
 
 
 def two_arm_config(dataset: str, n_requests: int, artifacts: str, **top):
-    from simulator.config import parse_config
+    from simulator.engine.config import parse_config
 
     arms = [{"name": "popularity", "role": "control", "channels": [{"policy": "popularity", "quota": 100}],
              "fine": {"policy": "popularity", "keep": 50}, "slate_size": 10},
@@ -58,7 +58,7 @@ def two_arm_config(dataset: str, n_requests: int, artifacts: str, **top):
 
 
 def timed_run(cfg, cat, policies, sample_every: int = 0) -> dict:
-    from simulator.run import run_experiment
+    from simulator.engine.run import run_experiment
 
     samples, ticks, first = [], [0], []
 
@@ -86,7 +86,7 @@ def timed_run(cfg, cat, policies, sample_every: int = 0) -> dict:
 
 
 def workload(name: str, dataset: str, cat, art: str, n_requests: int, ray_actors: list[int], **top) -> dict:
-    from simulator.run import prepare, train_arms
+    from simulator.engine.run import prepare, train_arms
 
     cfg = two_arm_config(dataset, n_requests, art, **top)
     t = time.perf_counter()
@@ -151,8 +151,8 @@ class Meter:
 
     def __enter__(self):
         from hllm.policy import HLLMPolicy
-        from simulator.pipeline import Pipeline
-        from simulator.story import Simulation
+        from simulator.engine.pipeline import Pipeline
+        from simulator.engine.story import Simulation
 
         self.saved = [(Simulation, "run"), (Pipeline, "run"), (HLLMPolicy, "user_embeddings")]
         self.saved = [(c, n, getattr(c, n)) for c, n in self.saved]
@@ -190,7 +190,7 @@ class Meter:
 def hllm_run(cfg, cat, pols, mode: str) -> tuple[str, dict]:
     """One run with the HLLM policy serving in ``mode``; (run_id, measurements)."""
     from hllm.user_state import UserStateConfig
-    from simulator.run import run_experiment
+    from simulator.engine.run import run_experiment
 
     pols["hllm"].set_serving(UserStateConfig(mode="recompute" if mode == "padded" else mode))
     with Meter(padded=mode == "padded") as m:
@@ -210,8 +210,8 @@ def hllm_run(cfg, cat, pols, mode: str) -> tuple[str, dict]:
 
 def hllm_workload(cat, art: str, n_requests: int, rounds: int, ray_actors: list[int]) -> dict:
     """HLLM vs SASRec, `sim run` defaults, each serving mode side by side (module doc)."""
-    from simulator.cli_run import build_config
-    from simulator.run import prepare, train_arms
+    from simulator.commands.run import build_config
+    from simulator.engine.run import prepare, train_arms
 
     cfg = build_config("hllm", "sasrec", None, None, {"n_requests": n_requests, "artifacts": art,
                                                        "oracle_reps": 0})
@@ -283,7 +283,7 @@ def parse_args() -> argparse.Namespace:
 
 def world_curve(cat, art: str, args, n: int, actors: list[int]) -> dict:
     """Popularity vs SASRec on synthetic worlds of several scales (Ray actors on the largest)."""
-    from simulator.data.synthetic import WorldConfig, write_world
+    from simulator.core.synthetic import WorldConfig, write_world
 
     curve = {}
     for s in sorted({float(s) for s in args.sizes.split(",") if s} | {args.scale}):
@@ -321,8 +321,8 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="simbench-"))
     work.mkdir(parents=True, exist_ok=True)
-    from simulator.data import Catalog
-    from simulator.data.paths import find_ml100k
+    from simulator.core import Catalog
+    from simulator.core.paths import find_ml100k
 
     n = 4000 if args.quick else args.requests
     actors = [int(a) for a in args.actors.split(",") if a]

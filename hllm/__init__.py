@@ -18,5 +18,5 @@ Public API
   persisted ANN index (``build_table_index``, ``load_table_index``, ``ensure_table_index``).
 - ``hllm.ann``: ``RetrievalConfig`` (exact below ``ann_min_items``, faiss IVF / HNSW above) and
   ``search`` with the exact path's contract; ``HLLMPolicy.retrieve`` uses it for large catalogs.
-- ``hllm.cli.app``: ``sim hllm train | embed-items | export | presets``.
+- ``simulator.commands.hllm.app``: ``sim hllm train | embed-items | export | presets``.
 """

@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from simulator.errors import ConfigError, DataError
+from simulator.core.errors import ConfigError, DataError
 
 INDEX_KINDS = ("ivf", "hnsw")
 # the settings an index is built with; the others apply at search time (no rebuild)

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transformers import PretrainedConfig
 
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 
 class HLLMArchitecture(BaseModel):

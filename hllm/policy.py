@@ -31,7 +31,7 @@ from policies.base import Candidates, FullScorePolicy, UserBatch
 from policies.registry import register
 from policies.tensors import device
 from policies.train import ndcg_validation
-from simulator.errors import ConfigError, DataError, NotFittedError
+from simulator.core.errors import ConfigError, DataError, NotFittedError
 
 
 def load_hllm_model(path) -> HLLMModel:

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from hllm import ann
-from simulator.errors import DataError, NotFoundError
+from simulator.core.errors import DataError, NotFoundError
 
 INDEX_FILE = "index.faiss"
 

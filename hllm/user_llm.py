@@ -24,7 +24,7 @@ import torch
 from transformers import AutoConfig, AutoModel, LlamaConfig, LlamaModel
 
 from hllm.item_llm import minilm_path, smollm2_path
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 # decoder config keys that describe the checkpoint file, not the architecture
 _DROP_KEYS = ("architectures", "quantization_config", "_name_or_path", "_model_name_or_path", "name_or_path",

@@ -1,7 +1,7 @@
 """Contracts shared by every policy (ID-based and HLLM) and by the simulator's pipeline.
 
 All calls are batch-first: one call serves many users. Item and user ids are the dataset's
-contiguous 0-based ids (see ``simulator.data.sequences``).
+contiguous 0-based ids (see ``simulator.core.sequences``).
 
 - :class:`UserBatch`   who is asking: ids, chronological histories (ragged), request time.
 - :class:`Candidates`  (B, k) item ids + scores (+ channel of origin), padded with -1 / -inf.
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from simulator.data.sequences import Dataset, LeaveOneOut
+    from simulator.core.sequences import Dataset, LeaveOneOut
 
 PAD = -1  # item id used to pad Candidates / Slate rows
 
@@ -64,7 +64,7 @@ class UserBatch:
     @classmethod
     def from_sequences(cls, seqs: Any, users: np.ndarray | None = None,
                        now: np.ndarray | None = None) -> UserBatch:
-        """Build a batch from :class:`~simulator.data.sequences.Sequences` (all users by default)."""
+        """Build a batch from :class:`~simulator.core.sequences.Sequences` (all users by default)."""
         users = np.arange(seqs.n_users, dtype=np.int64) if users is None else np.asarray(users, np.int64)
         return cls(users, [seqs.seq(int(u)) for u in users], [seqs.times(int(u)) for u in users], now)
 

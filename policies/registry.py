@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 ENTRY_POINT_GROUP = "hllm_sim.policies"
 

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from policies.base import PAD, Candidates, Slate, UserBatch
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 # ----------------------------------------------------------------------------- helpers
 

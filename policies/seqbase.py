@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.base import FullScorePolicy, UserBatch
 from policies.tensors import device, next_times, pad_left
 from policies.train import train_sequence_model
-from simulator.errors import NotFittedError
+from simulator.core.errors import NotFittedError
 
 
 class SequenceModelConfig(BaseModel):

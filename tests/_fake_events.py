@@ -17,8 +17,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from simulator.data.catalog import dataset_schema
-from simulator.sink import ensure_schema
+from simulator.core.catalog import dataset_schema
+from simulator.core.sink import ensure_schema
 
 
 def ensure_event_schema(con) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from simulator.config import parse_config
-from simulator.data import Catalog
-from simulator.data.synthetic import WorldConfig, write_world
+from simulator.core import Catalog
+from simulator.core.synthetic import WorldConfig, write_world
+from simulator.engine.config import parse_config
 
 TINY_WORLD = WorldConfig(n_users=120, n_items=80, n_topics=4, dim=8, days=20, sessions_per_user=3,
                          choices_per_session=4, seed=3)

@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def ml100k_dir():
-    from simulator.data.paths import find_ml100k
+    from simulator.core.paths import find_ml100k
 
     p = find_ml100k()
     if p is None:

@@ -70,3 +70,22 @@ def test_no_import_cycles_between_modules():
 
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_a_probe_import_across_a_layer_breaks_the_contract(tmp_path):
+    """The layers contract is no deny-list with holes: policies importing the engine fails it."""
+    pytest.importorskip("importlinter")
+    import shutil
+    import subprocess
+
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    base = tmp_path / "policies" / "base.py"
+    base.write_text(base.read_text() + "\nfrom simulator.engine.assignment import assign  # noqa\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports; "
+                          "raise SystemExit(lint_imports(no_cache=True))"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert "policies.base -> simulator.engine.assignment" in res.stdout

@@ -25,11 +25,11 @@ INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A catalog with a 30-item synthetic world 'w', replay datasets 'r' and 'my-data', one finished run."""
-    from simulator.cli_run import build_config
-    from simulator.data import Catalog
-    from simulator.data.loaders import load_into_catalog
-    from simulator.data.synthetic import WorldConfig, write_world
-    from simulator.run import run_experiment
+    from simulator.commands.run import build_config
+    from simulator.core import Catalog
+    from simulator.core.loaders import load_into_catalog
+    from simulator.core.synthetic import WorldConfig, write_world
+    from simulator.engine.run import run_experiment
 
     d = tmp_path_factory.mktemp("bad")
     cat = str(d / "c.duckdb")
@@ -293,8 +293,8 @@ def test_ray_auth_token_and_silent_port_are_one_line(monkeypatch):
 
     import ray
 
-    from simulator import raycluster
-    from simulator.errors import ConfigError
+    from simulator.core.errors import ConfigError
+    from simulator.engine import raycluster
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -326,10 +326,10 @@ def test_ray_auth_token_and_silent_port_are_one_line(monkeypatch):
 
 def test_no_run_is_left_running(world, sim, monkeypatch, tmp_path):
     """A runtime that cannot start leaves no run row; an error mid-run leaves 'failed' (resumable)."""
-    from simulator import run as run_mod
-    from simulator.config import parse_config
-    from simulator.data import Catalog
-    from simulator.errors import ConfigError
+    from simulator.core import Catalog
+    from simulator.core.errors import ConfigError
+    from simulator.engine import run as run_mod
+    from simulator.engine.config import parse_config
 
     class Broken:
         def __init__(self, *a, **kw):

@@ -20,7 +20,7 @@ from analysis.power import mde, power_at, sample_size
 from analysis.sequential import MSPRT, msprt_pvalues
 from analysis.srm import srm_test
 from analysis.views import Metric
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 MEAN = Metric(name="m", kind="mean", num="y")
 RATIO = Metric(name="r", kind="ratio", num="y", den="x")

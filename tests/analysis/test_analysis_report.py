@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from analysis.report import summarize, write_report
 from analysis.srm import srm_for_run
 from analysis.views import install_views, user_table
-from simulator.errors import ConfigError, NotFoundError
+from simulator.core.errors import ConfigError, NotFoundError
 
 
 def _insert(con, table, rows):
@@ -178,7 +178,7 @@ def test_srm_warning_on_top(fake_db, tmp_path):
 def test_cli_query_report_power(fake_db, tmp_path):
     import typer
 
-    from analysis.cli import power, query, report
+    from simulator.commands.analysis import power, query, report
 
     app = typer.Typer()
     app.command("query")(query)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_report_on_real_simulator_run(tmp_path):
     from analysis.report import summarize, write_report
-    from simulator.run import run_experiment
+    from simulator.engine.run import run_experiment
 
     cat = tiny_catalog(str(tmp_path / "cat.duckdb"))
     rid = run_experiment(tiny_config(tmp_path / "art"), cat, progress=False)

@@ -13,7 +13,7 @@ from _fake_events import make_fake_run
 
 from analysis.sqlguard import check_expression, check_query
 from analysis.views import Metric
-from simulator.errors import ConfigError, SimError
+from simulator.core.errors import ConfigError, SimError
 
 STATEMENT = r"^error: query refused: {verb} is not allowed; `sim query` is read-only: one SELECT per call; " \
             r"save results with --output$"

@@ -12,7 +12,7 @@ from _simdata import retrieval_arm, tiny_catalog, tiny_config
 
 from analysis.report import summarize, write_report
 from analysis.views import install_views
-from simulator.run import run_experiment
+from simulator.engine.run import run_experiment
 
 _arm = retrieval_arm
 
@@ -49,7 +49,7 @@ def test_popularity_vs_random_lift_has_the_sign_of_the_raw_means(world):
 
 
 def test_popularity_vs_random_on_ml100k_replay(tmp_path, ml100k_dir):
-    from simulator.data import Catalog
+    from simulator.core import Catalog
 
     cat = Catalog(str(tmp_path / "ml.duckdb"))
     cfg = tiny_config(tmp_path / "art", dataset="ml-100k", n_requests=1500, policies={},

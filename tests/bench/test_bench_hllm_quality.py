@@ -27,8 +27,8 @@ def _bench(monkeypatch, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
-    from simulator.data import Catalog
-    from simulator.data.synthetic import WorldConfig, write_world
+    from simulator.core import Catalog
+    from simulator.core.synthetic import WorldConfig, write_world
 
     path = tmp_path_factory.mktemp("bench") / "c.duckdb"
     cat = Catalog(path)

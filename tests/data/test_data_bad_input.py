@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from simulator.data import Catalog
-from simulator.data.loaders import load_into_catalog
-from simulator.errors import DataError, SimError
+from simulator.core import Catalog
+from simulator.core.errors import DataError, SimError
+from simulator.core.loaders import load_into_catalog
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulator.data import Catalog, get_dataset
-from simulator.data.loaders import LOADER_VERSION, load_into_catalog
-from simulator.data.preprocess import Preprocess
-from simulator.errors import SimError
+from simulator.core import Catalog, get_dataset
+from simulator.core.errors import SimError
+from simulator.core.loaders import LOADER_VERSION, load_into_catalog
+from simulator.core.preprocess import Preprocess
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_recbole_small(tmp_path, cat):
 
 def _ml_original_from_atomic(src, dst):
     """Write ml-100k u.data / u.item (original format) from the RecBole atomic files."""
-    from simulator.data.loaders.movielens import _GENRES_100K
+    from simulator.core.loaders.movielens import _GENRES_100K
 
     inter = pd.read_csv(src / "ml-100k.inter", sep="\t", dtype=str)
     inter.to_csv(dst / "u.data", sep="\t", header=False, index=False)
@@ -80,7 +80,7 @@ def test_ml100k_recbole_equals_original(ml100k_dir, tmp_path, cat):
         tb = cat.con.execute(f"SELECT * FROM {b.schema_name}.{table} ORDER BY {order}").df()
         pd.testing.assert_frame_equal(ta, tb, check_dtype=False)
     assert a.meta["load_seconds"] < 5.0
-    from simulator.data.schema import check_dataset
+    from simulator.core.schema import check_dataset
 
     check_dataset(cat, "a")
     check_dataset(cat, "b")

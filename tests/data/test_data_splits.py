@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.data import Catalog, LeaveOneOut, Sequences, TemporalSplit, get_dataset, temporal_split
+from simulator.core import Catalog, LeaveOneOut, Sequences, TemporalSplit, get_dataset, temporal_split
 
 
 def _toy() -> Sequences:
@@ -69,22 +69,22 @@ def test_split_works_with_loaded_dataset_order(ml100k_dir):
 
 
 def test_schema_check_on_loaded_datasets(tmp_path):
-    from simulator.data.schema import check_dataset
+    from simulator.core.schema import check_dataset
 
     c = Catalog(":memory:")
     get_dataset("synthetic-schema", c, n_users=50, n_items=40)
     check_dataset(c, "synthetic-schema")
     s = c.info("synthetic-schema").schema_name
     c.con.execute(f"UPDATE {s}.items SET item_id = item_id + 1 WHERE item_id = 39")
-    from simulator.errors import DataError
+    from simulator.core.errors import DataError
 
     with pytest.raises(DataError, match="not contiguous"):
         check_dataset(c, "synthetic-schema")
 
 
 def test_split_roundtrip_in_catalog():
-    from simulator.data.splits import load_split, make_split, save_split
-    from simulator.errors import NotFoundError
+    from simulator.core.errors import NotFoundError
+    from simulator.core.splits import load_split, make_split, save_split
 
     c = Catalog(":memory:")
     ds = get_dataset("synthetic-sp", c, n_users=60, n_items=50)
@@ -100,7 +100,7 @@ def test_split_roundtrip_in_catalog():
 
 # ---------------------------------------------------------------------- issue 16: sparse / cold splits
 def _splits(ds):
-    from simulator.data.splits import cold_items, sparse_users
+    from simulator.core.splits import cold_items, sparse_users
 
     loo = ds.leave_one_out()
     return {"loo": loo, "sparse20": sparse_users(loo, 0.2, seed=0), "sparse50": sparse_users(loo, 0.5, seed=1),
@@ -125,7 +125,7 @@ def test_every_validation_and_test_user_has_an_input_history_in_every_split():
 
 def test_sparse_and_cold_splits_train_on_less():
     ds = get_dataset("synthetic-split", Catalog(":memory:"), n_users=300, n_items=200)
-    from simulator.data.splits import cold_items, sparse_users
+    from simulator.core.splits import cold_items, sparse_users
 
     loo = ds.leave_one_out()
     sp = sparse_users(loo, 0.2, seed=0)
@@ -152,7 +152,7 @@ def test_target_times_are_the_targets_timestamps():
 
 def test_dataset_until_keeps_values_aligned():
     """The simulator trains arms on ``until(sim_start)``: ratings must come along (a ranker's like label)."""
-    from simulator.data.sequences import Dataset
+    from simulator.core.sequences import Dataset
 
     seqs = _toy()
     vals = np.arange(len(seqs), dtype=np.float64) + 1  # value of interaction k is k + 1

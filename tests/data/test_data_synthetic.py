@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulator.data import Catalog, get_dataset
-from simulator.data.synthetic import World, WorldConfig, world_for, write_world
+from simulator.core import Catalog, get_dataset
+from simulator.core.synthetic import World, WorldConfig, world_for, write_world
 
 SMALL = WorldConfig(n_users=200, n_items=150, n_topics=5, seed=3)
 
@@ -92,7 +92,7 @@ def test_ground_truth_api():
 
 
 def test_bad_world_option():
-    from simulator.errors import ConfigError
+    from simulator.core.errors import ConfigError
 
     c = Catalog(":memory:")
     with pytest.raises(ConfigError):

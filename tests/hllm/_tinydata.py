@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.data.sequences import Dataset, Sequences
+from simulator.core.sequences import Dataset, Sequences
 
 TOPICS = ["jazz music", "space travel", "cooking pasta", "football match", "garden flowers", "ocean fish"]
 

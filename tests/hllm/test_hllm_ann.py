@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hllm import ann, serving
-from simulator.errors import ConfigError, DataError, NotFoundError
+from simulator.core.errors import ConfigError, DataError, NotFoundError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from hllm_serving import topic_mixture  # noqa: E402

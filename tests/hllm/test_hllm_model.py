@@ -46,7 +46,7 @@ def tiny_model(**kw) -> HLLMModel:
 def test_registered_with_tiny_config_and_extra_forbid():
     assert "hllm" in registry.names()
     assert HLLMPolicyConfig.tiny().preset == "tiny"
-    from simulator.errors import ConfigError
+    from simulator.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="epochz"):
         registry.create("hllm", {"epochz": 3})
@@ -60,7 +60,7 @@ def test_registered_with_tiny_config_and_extra_forbid():
     ("user_init", "bogus", "HLLM config user_init='bogus': Input should be 'scratch' or 'pretrained'"),
 ])
 def test_hf_config_rejects_unknown_choices(field, value, message):
-    from simulator.errors import ConfigError
+    from simulator.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         HLLMConfig(**{field: value})
@@ -238,7 +238,7 @@ def test_retriever_and_scorer_contracts(fitted, data):
 
 
 def test_bad_item_text_is_a_clear_error(data):
-    from simulator.errors import DataError
+    from simulator.core.errors import DataError
 
     ds, split = data
     bad = type(ds)(ds.name, ds.n_users, ds.n_items, ds.sequences, ds.item_text[:-1])

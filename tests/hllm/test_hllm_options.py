@@ -16,8 +16,8 @@ from hllm.item_llm import backbone_layers, load_item_backbone, trainable_item_pa
 from policies import registry  # noqa: E402
 from policies.base import UserBatch  # noqa: E402
 from policies.train import training_windows  # noqa: E402
-from simulator.data.sequences import Sequences  # noqa: E402
-from simulator.errors import ConfigError  # noqa: E402
+from simulator.core.errors import ConfigError  # noqa: E402
+from simulator.core.sequences import Sequences  # noqa: E402
 
 
 def test_all_windows_cover_every_target_once():
@@ -157,7 +157,7 @@ def test_every_setting_has_one_default_in_one_place():
     and the model config add none, presets only override, and `sim run`'s budget is a named preset."""
     from hllm.configuration_hllm import ARCHITECTURE_FIELDS, HLLMArchitecture, HLLMConfig
     from hllm.recipe import PRESETS, HLLMPolicyConfig, HLLMRecipe
-    from simulator.cli_run import QUICK_BUDGET
+    from simulator.commands.run import QUICK_BUDGET
 
     arch, recipe = HLLMArchitecture(), HLLMRecipe()
     assert not ARCHITECTURE_FIELDS & set(HLLMRecipe.model_fields)

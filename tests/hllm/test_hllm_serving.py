@@ -65,7 +65,7 @@ def test_cli_train_embed_append_export(tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).parent))
     from _tinydata import tiny_dataset
 
-    from hllm import cli
+    from simulator.commands import hllm as cli
 
     torch.set_num_threads(1)
     ds = tiny_dataset()

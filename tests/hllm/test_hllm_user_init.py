@@ -19,7 +19,7 @@ from hllm.modeling_hllm import HLLMModel  # noqa: E402
 from hllm.policy import HLLMPolicy, load_hllm_model  # noqa: E402
 from policies import registry  # noqa: E402
 from policies.base import UserBatch  # noqa: E402
-from simulator.errors import ConfigError  # noqa: E402
+from simulator.core.errors import ConfigError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.data.sequences import Dataset, LeaveOneOut, Sequences
+from simulator.core.sequences import Dataset, LeaveOneOut, Sequences
 
 
 def tiny_dataset(n_users: int = 80, n_items: int = 40, seed: int = 0, jump: float = 0.1) -> Dataset:

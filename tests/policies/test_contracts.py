@@ -8,7 +8,7 @@ from _policy_data import tiny_dataset, tiny_split
 
 from policies import registry
 from policies.base import PAD, Candidates, Retriever, Scorer, UserBatch
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 NAMES = registry.names()
 

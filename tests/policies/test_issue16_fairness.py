@@ -12,8 +12,8 @@ import torch
 from _policy_data import tiny_dataset, tiny_split
 
 from policies import registry
-from simulator.data.sequences import Dataset, Sequences
-from simulator.data.splits import cold_items
+from simulator.core.sequences import Dataset, Sequences
+from simulator.core.splits import cold_items
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "hllm"))
 from _tinydata import tiny_dataset as text_dataset  # noqa: E402

@@ -5,7 +5,7 @@ import pytest
 
 from policies.base import PAD, topk_excluding
 from policies.evaluate import evaluate, metrics_from_ranks, target_ranks
-from simulator.data.sequences import Dataset, LeaveOneOut, Sequences
+from simulator.core.sequences import Dataset, LeaveOneOut, Sequences
 
 
 def test_metrics_from_ranks_hand_values():

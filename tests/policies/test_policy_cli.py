@@ -7,11 +7,11 @@ import typer
 from _policy_data import tiny_dataset
 from typer.testing import CliRunner
 
-from policies import cli as pcli
 from policies.evaluate import evaluate
 from policies.results import save_eval
-from simulator.data import Catalog
-from simulator.errors import ConfigError, SimError
+from simulator.commands import train as pcli
+from simulator.core import Catalog
+from simulator.core.errors import ConfigError, SimError
 
 
 def _write_tiny(path):
@@ -83,7 +83,7 @@ def test_bad_input_is_a_sim_error(app, tmp_path):
 def test_save_eval_direct(tmp_path):
     ds = tiny_dataset(n_users=10, n_items=12)
     from policies.baselines import PopularityPolicy
-    from simulator.data import LeaveOneOut
+    from simulator.core import LeaveOneOut
 
     split = LeaveOneOut.from_sequences(ds.sequences)
     res = evaluate(PopularityPolicy().fit(ds, split), split, ks=(10,))

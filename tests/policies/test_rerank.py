@@ -17,7 +17,7 @@ from policies.rerank import (
     make_reranker,
     multi_hot,
 )
-from simulator.errors import ConfigError
+from simulator.core.errors import ConfigError
 
 
 def _users(hist):

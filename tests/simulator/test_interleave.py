@@ -10,8 +10,8 @@ from _simdata import event_frames, retrieval_arm, tiny_config
 from scipy import stats
 
 from policies.base import Slate
-from simulator.design import INTERLEAVED, TeamDraft, team_draft
-from simulator.run import resume_experiment, run_experiment
+from simulator.engine.design import INTERLEAVED, TeamDraft, team_draft
+from simulator.engine.run import resume_experiment, run_experiment
 
 DRAFTS = [  # (ranking A, ranking B, k, coins: A picks first in that even round) -> (team, index) per position
     ([1, 2, 3], [1, 2, 3], 3, [True, True], [(0, 0), (1, 1), (0, 2)]),  # same ranking: shown as is

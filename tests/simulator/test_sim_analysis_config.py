@@ -2,10 +2,10 @@
 
 import pytest
 
-from simulator.cli_run import check_analysis_block
-from simulator.config import default_arm, parse_config
-from simulator.errors import ConfigError
-from simulator.run import validate
+from simulator.commands.run import check_analysis_block
+from simulator.core.errors import ConfigError
+from simulator.engine.config import default_arm, parse_config
+from simulator.engine.run import validate
 
 
 def _cfg(analysis):

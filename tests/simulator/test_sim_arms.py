@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.cli_run import QUICK_BUDGET, build_config
-from simulator.config import ArmConfig, default_arm, describe_pipeline, load_config
+from simulator.commands.run import QUICK_BUDGET, build_config
+from simulator.engine.config import ArmConfig, default_arm, describe_pipeline, load_config
 
 ID_MODELS = {"sasrec", "hstu", "itemknn"}  # policies that learn from item ids
 EXAMPLES = Path(__file__).resolve().parents[2] / "simulator" / "examples"
@@ -51,8 +51,8 @@ def test_pure_hllm_arm_serves_items_it_never_trained_on():
     """Cold items reach the slate: the pure arm has no ID stage to cut them."""
     from policies import registry
     from policies.base import UserBatch
-    from simulator.data.splits import cold_items
-    from simulator.pipeline import Pipeline
+    from simulator.core.splits import cold_items
+    from simulator.engine.pipeline import Pipeline
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "hllm"))
     from _tinydata import tiny_dataset
@@ -86,7 +86,7 @@ def test_readme_shows_the_arms_as_they_are():
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
 def test_example_configs_validate(example):
-    from simulator.run import validate
+    from simulator.engine.run import validate
 
     cfg = load_config(example)
     validate(cfg)  # every policy override is a known field of that policy's config

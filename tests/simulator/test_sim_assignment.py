@@ -1,7 +1,7 @@
 import numpy as np
 from scipy import stats
 
-from simulator.assignment import assign, bucket
+from simulator.engine.assignment import assign, bucket
 
 
 def test_assignment_stable_and_salted():

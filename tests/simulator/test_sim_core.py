@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.truth import paired_lift
 from policies.base import Slate, UserBatch
-from simulator.data.synthetic import World, WorldConfig
-from simulator.design import ABDesign, SingleArm, place
-from simulator.eventlog import EventLog
-from simulator.oracle import TruthLog, paired_lift
-from simulator.story import Simulation, Timing
-from simulator.users import Response, WorldUser
+from simulator.core.synthetic import World, WorldConfig
+from simulator.engine.design import ABDesign, SingleArm, place
+from simulator.engine.eventlog import EventLog
+from simulator.engine.oracle import TruthLog
+from simulator.engine.story import Simulation, Timing
+from simulator.engine.users import Response, WorldUser
 
 WORLD = WorldConfig(n_users=60, n_items=40, n_topics=3, dim=4, days=5, seed=5)
 

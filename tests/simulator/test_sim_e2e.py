@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from _simdata import event_frames, tiny_catalog, tiny_config
 
-from simulator.run import resume_experiment, run_experiment
+from simulator.engine.run import resume_experiment, run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from _simdata import event_frames, tiny_arm, tiny_config
 
 from hllm.user_state import UserStateConfig
-from simulator.run import prepare, run_experiment, train_arms
+from simulator.engine.run import prepare, run_experiment, train_arms
 
 
 def test_user_state_cache_leaves_the_event_tables_unchanged(tiny_world, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from _simdata import tiny_catalog, tiny_config
 
-from simulator.run import prepare
+from simulator.engine.run import prepare
 
 
 def test_training_dataset_keeps_values_aligned(tmp_path):

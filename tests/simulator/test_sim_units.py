@@ -8,13 +8,13 @@ import pytest
 from _simdata import tiny_arm, tiny_config
 
 from policies.base import FullScorePolicy, UserBatch
-from simulator.config import parse_config
-from simulator.data import Catalog
-from simulator.data.sequences import Sequences
-from simulator.errors import ConfigError, NotFoundError
-from simulator.pipeline import Pipeline, merge_channels
-from simulator.run import validate
-from simulator.users import ReplayUser
+from simulator.core import Catalog
+from simulator.core.errors import ConfigError, NotFoundError
+from simulator.core.sequences import Sequences
+from simulator.engine.config import parse_config
+from simulator.engine.pipeline import Pipeline, merge_channels
+from simulator.engine.run import validate
+from simulator.engine.users import ReplayUser
 
 
 class FixedScores(FullScorePolicy):
@@ -123,7 +123,7 @@ def test_config_files_toml_yaml_and_hash(tmp_path):
 
     import yaml
 
-    from simulator.config import load_config
+    from simulator.engine.config import load_config
 
     example = Path(__file__).resolve().parents[2] / "simulator" / "examples" / "ab_hllm_vs_sasrec.toml"
     cfg = load_config(example)

@@ -1,0 +1,1 @@
+"""The command layer: parse, validate, call one function, print (one module per command group)."""

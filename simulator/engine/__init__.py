@@ -1,0 +1,1 @@
+"""The engine: config, scenario, design, assignment, pipeline, runtime, story, store, oracle, run."""

@@ -1,0 +1,230 @@
+"""Experiment configuration (pydantic, ``extra="forbid"``, frozen), loadable from TOML/YAML.
+
+An experiment is a dataset, a user model, a traffic split over arms, and for each arm a
+multi-stage pipeline: retrieval channels (quota, weight) -> merge (de-dup) -> coarse ranker
+(cut to N) -> fine ranker (cut to M) -> reranker (seen filter, MMR, per-genre cap) -> slate K.
+``resolved_json()`` and ``config_hash()`` are stored with every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simulator.core.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelConfig(BaseModel):
+    model_config = _STRICT
+    policy: str
+    quota: int = Field(100, ge=1, description="candidates this channel contributes")
+    weight: float = Field(1.0, gt=0, description="merge priority: higher-weight channels win de-dup ties "
+                          "(equal weights keep the listed order)")
+
+
+class StageConfig(BaseModel):
+    model_config = _STRICT
+    policy: str
+    keep: int = Field(..., ge=1, description="candidates kept after this stage")
+
+
+class RerankConfig(BaseModel):
+    model_config = _STRICT
+    filter_seen: bool = True
+    mmr_lambda: float | None = Field(None, ge=0, le=1, description="MMR relevance weight (None = off)")
+    max_per_genre: int | None = Field(None, ge=1, description="cap items sharing a genre/topic in a slate")
+    genre_attr: str = "genres"
+
+
+class ArmConfig(BaseModel):
+    model_config = _STRICT
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_\-]+$")
+    role: Literal["control", "treatment"] = "treatment"
+    weight: float = Field(1.0, gt=0)
+    channels: tuple[ChannelConfig, ...] = Field(..., min_length=1)
+    coarse: StageConfig | None = None
+    fine: StageConfig | None = None
+    rerank: RerankConfig = RerankConfig()
+    slate_size: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check_cuts(self) -> ArmConfig:
+        total = sum(c.quota for c in self.channels)
+        prev = total
+        for name, st in (("coarse", self.coarse), ("fine", self.fine)):
+            if st is not None:
+                if st.keep > prev:
+                    raise ValueError(f"arm {self.name!r}: {name}.keep={st.keep} exceeds the {prev} candidates it receives")
+                prev = st.keep
+        if self.slate_size > prev:
+            raise ValueError(f"arm {self.name!r}: slate_size={self.slate_size} exceeds the {prev} candidates available")
+        return self
+
+    def policies(self) -> list[str]:
+        names = [c.policy for c in self.channels]
+        names += [s.policy for s in (self.coarse, self.fine) if s is not None]
+        return list(dict.fromkeys(names))
+
+
+class ExperimentConfig(BaseModel):
+    model_config = _STRICT
+    name: str = "experiment"
+    dataset: str = "synthetic"
+    seed: int = Field(0, ge=0, description="random seed (numpy needs a non-negative integer)")
+    salt: str = "hllm-sim"
+    user_model: Literal["auto", "world", "replay"] = "auto"
+    n_requests: int = Field(4000, ge=1, description="stop after this many requests")
+    duration_s: float | None = Field(None, gt=0, description="also stop issuing requests after this much simulated time")
+    start_horizon_s: float = Field(3600.0, gt=0, description="world: users start their first session within this window")
+    sessions_per_day: float = Field(2.0, gt=0, description="world: mean sessions per user per day after the first")
+    batch_window_s: float = Field(60.0, gt=0, description="requests arriving within this simulated window are served together")
+    max_batch: int = Field(512, ge=1)
+    session_gap_s: float = Field(30.0, gt=0, description="mean think time between requests within a session")
+    abandon_prob: float = Field(0.3, ge=0, le=1, description="chance a session ends after a slate with no click")
+    feedback_delay_s: float = Field(5.0, ge=0, description="delay before a click is recorded (and the item "
+                                    "reaches the user's history)")
+    consume_delay_s: float = Field(300.0, ge=0, description="delay from click to the 'consume' event")
+    design: Literal["ab", "interleave"] = Field("ab", description="ab: each user hashed to one arm; interleave: "
+                                                "team-draft interleaving of the two arms' rankings in every slate")
+    oracle_reps: int = Field(2, ge=0, le=100, description="world: counterfactual passes per arm that give each arm's "
+                             "true metric values (the world oracle); 0 = off")
+    replay_window: int = Field(10, ge=1, description="replay: a hit is among the user's next N logged items")
+    replay_start_quantile: float = Field(0.8, gt=0, lt=1, description="replay: requests after this quantile of log time")
+    runtime: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    actors_per_arm: int = Field(1, ge=1)
+    chunk_size: int = Field(128, ge=1, description="requests per pipeline call (fixed, so results do not depend on the runtime)")
+    threads: int = Field(1, ge=1, description="torch threads per pipeline (same in every runtime: identical floats)")
+    max_restarts: int = Field(-1, ge=-1, description="Ray: restarts of a dead pipeline actor (-1 = unlimited)")
+    max_task_retries: int = Field(5, ge=0, description="Ray: retries of a batch whose actor died")
+    artifacts: str = "artifacts"
+    policies: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-policy config overrides")
+    analysis: dict[str, Any] | None = Field(None, description="analysis settings read by `sim report` "
+                                                 "(primary metric, guardrails, user SQL metrics); see analysis/README.md")
+    arms: tuple[ArmConfig, ...] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> ExperimentConfig:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        if self.design == "interleave" and [a.role for a in self.arms] != ["control", "treatment"]:
+            raise ValueError("design 'interleave' compares exactly two arms: a control, then a treatment")
+        return self
+
+    def resolved_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.resolved_json().encode()).hexdigest()[:16]
+
+    def all_policies(self) -> list[str]:
+        return list(dict.fromkeys(p for a in self.arms for p in a.policies()))
+
+
+_MODELS = (ChannelConfig, StageConfig, RerankConfig, ArmConfig)
+_ROOT_CAUSE = {"extra_forbidden": 0, "missing": 1}  # a typo first: the other errors are its echoes
+
+
+def _known_fields(loc: tuple) -> list[str]:
+    """Field names valid where ``loc`` points (by the parent key: arms -> ArmConfig, ...)."""
+    keys = [k for k in loc if isinstance(k, str)]
+    parent = keys[-2] if len(keys) >= 2 else None
+    model = {"arms": ArmConfig, "channels": ChannelConfig, "coarse": StageConfig, "fine": StageConfig,
+             "rerank": RerankConfig}.get(parent, ExperimentConfig)
+    return list(model.model_fields)
+
+
+def first_error(e: ValidationError) -> str:
+    """The one error to show, as ``path: message``: an unknown or missing field before the
+    cascade it causes (pydantic also reports the container of a broken item as invalid)."""
+    err = min(e.errors(), key=lambda x: (_ROOT_CAUSE.get(x["type"], 2), -len(x["loc"])))
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        import difflib
+
+        where = ".".join(map(str, loc[:-1])) or "config"
+        close = difflib.get_close_matches(str(loc[-1]), _known_fields(loc), n=1)
+        return f"{where}: unknown field {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    where = ".".join(map(str, loc)) or "config"
+    if err["type"] == "missing":
+        return f"{where}: required field missing"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {first_error(e)}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as e:  # parse errors name the line
+        raise ConfigError(f"{p}: cannot parse: {e}") from None
+    return parse_config(data, str(p))
+
+
+DEFAULT_QUOTA, BACKUP_QUOTA, DEFAULT_SLATE = 100, 50, 10
+HYBRID = "hllm_hybrid"
+
+
+def default_arm(name: str, role: str, *, slate_size: int = DEFAULT_SLATE, n_items: int | None = None) -> dict:
+    """The default pipeline for a name used by ``sim run --treatment X --control Y``.
+
+    A model ``X`` runs its own pipeline: retrieval X (100) + popularity backup (50) -> coarse X
+    (keep 100) -> fine X (keep 30) -> seen filter -> slate. So ``hllm`` is a pure HLLM arm (no
+    ID-model stage: an A/B of hllm vs sasrec measures HLLM vs SASRec). ``hllm_hybrid`` is the
+    earlier treatment: SASRec adds a retrieval channel and is the coarse ranker that cuts HLLM's
+    candidates before HLLM ranks them (it measures SASRec+HLLM, and drops cold items SASRec ranks low).
+    With ``n_items`` (the catalog size), quotas and the slate are capped at it, so a small catalog
+    just works.
+    """
+    cap = n_items if n_items is not None else DEFAULT_QUOTA
+    model, coarse = ("hllm", "sasrec") if name == HYBRID else (name, name)
+    channels = [{"policy": model, "quota": min(DEFAULT_QUOTA, cap)}]
+    if name == HYBRID:
+        channels.append({"policy": "sasrec", "quota": min(DEFAULT_QUOTA, cap)})
+    if model != "popularity":
+        channels.append({"policy": "popularity", "quota": min(BACKUP_QUOTA, cap)})
+    total = sum(c["quota"] for c in channels)
+    fine_keep = min(30, total)
+    return {"name": name, "role": role, "channels": channels,
+            "coarse": {"policy": coarse, "keep": min(100, total)},
+            "fine": {"policy": model, "keep": fine_keep},
+            "rerank": {"filter_seen": True}, "slate_size": min(slate_size, fine_keep, cap)}
+
+
+def describe_pipeline(arm: ArmConfig) -> list[str]:
+    """The arm's pipeline stage by stage, for reports: e.g. ['retrieval: hllm (100) + popularity (50)',
+    'coarse: hllm (keep 100)', 'fine: hllm (keep 30)', 'rerank: seen filter', 'slate: 10'].
+    Channels are listed in merge priority (weight, then config order), as the pipeline merges them."""
+    chans = sorted(arm.channels, key=lambda c: -c.weight)
+    out = ["retrieval: " + " + ".join(f"{c.policy} ({c.quota})" for c in chans)]
+    for name, st in (("coarse", arm.coarse), ("fine", arm.fine)):
+        out.append(f"{name}: " + ("none" if st is None else f"{st.policy} (keep {st.keep})"))
+    r = arm.rerank
+    steps = ["seen filter" if r.filter_seen else "top-k"]
+    if r.mmr_lambda is not None:
+        steps.append(f"MMR (lambda {r.mmr_lambda:g}, {r.genre_attr})")
+    if r.max_per_genre is not None:
+        steps.append(f"at most {r.max_per_genre} per {r.genre_attr}")
+    return out + ["rerank: " + ", ".join(steps), f"slate: {arm.slate_size}"]

@@ -1,0 +1,68 @@
+"""The event log of a run: request ids, first-seen times, and the four event tables.
+
+:class:`EventLog` numbers requests in serving order (a function of the simulated clock, so ids
+are identical in every runtime and on resume), remembers when each user was first seen, and
+writes ``assignments``, ``requests``, ``exposures`` and ``feedback`` through the keyed
+:class:`~simulator.core.sink.EventSink` (a replayed batch overwrites itself, never duplicates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.core.sink import EventSink
+from simulator.engine.design import SlateBatch
+from simulator.engine.users import Response
+
+
+class EventLog:
+    def __init__(self, sink: EventSink, arm_names: tuple[str, ...], feedback_delay_s: float,
+                 consume_delay_s: float) -> None:
+        self.sink = sink
+        self.arm_names = np.array(arm_names, dtype=object)
+        self.feedback_delay_s, self.consume_delay_s = feedback_delay_s, consume_delay_s
+        self.next_id = 0
+        self.first_seen: dict[int, float] = {}
+
+    def new_requests(self, n: int) -> np.ndarray:
+        rid = self.next_id + np.arange(n, dtype=np.int64)
+        self.next_id += n
+        return rid
+
+    def record(self, batch_no: int, rid: np.ndarray, users: np.ndarray, now: np.ndarray, sess: np.ndarray,
+               labels: np.ndarray, slates: SlateBatch, resp: Response) -> None:
+        """Write one served batch. ``labels`` is what the design records for each request's user
+        (A/B: the user's arm); exposures and feedback carry the arm that produced each position
+        (the same arm in an A/B test; the team in interleaving)."""
+        self._assignments(users, now, labels)
+        origin = self.arm_names[np.clip(slates.arm, 0, None)]  # (B, K) arm name of each position
+        self.sink.add("requests", request_id=rid, user_id=users, arm=list(labels), ts=now, session_id=sess,
+                      latency_ms=slates.latency_ms, batch_no=np.full(len(rid), batch_no, np.int64))
+        r_i, p_i = np.nonzero(slates.item_ids >= 0)
+        self.sink.add("exposures", request_id=rid[r_i], user_id=users[r_i], arm=origin[r_i, p_i].tolist(),
+                      position=p_i.astype(np.int32), item_id=slates.item_ids[r_i, p_i],
+                      channel=slates.channel[r_i, p_i].tolist(), score=slates.scores[r_i, p_i].astype(np.float64),
+                      latency_ms=slates.latency_ms[r_i], ts=now[r_i])
+        hit = np.flatnonzero(resp.position >= 0)
+        if not len(hit):
+            return
+        pos = resp.position[hit]
+        common = dict(request_id=rid[hit], user_id=users[hit], arm=origin[hit, pos].tolist(),
+                      item_id=slates.item_ids[hit, pos], position=pos.astype(np.int32))
+        self.sink.add("feedback", **common, event="click", value=1.0, ts=now[hit] + self.feedback_delay_s)
+        self.sink.add("feedback", **common, event="consume", value=resp.value[hit].astype(np.float64),
+                      ts=now[hit] + self.feedback_delay_s + self.consume_delay_s)
+
+    def _assignments(self, users: np.ndarray, now: np.ndarray, labels: np.ndarray) -> None:
+        uniq, first_row, inverse = np.unique(users, return_index=True, return_inverse=True)
+        first = np.full(len(uniq), np.inf)
+        np.minimum.at(first, inverse, now)  # each user's earliest request time in this batch
+        keep = np.array([int(u) not in self.first_seen for u in uniq], bool)
+        if not keep.any():
+            return
+        nu, first = uniq[keep].astype(np.int64), first[keep]
+        self.first_seen.update(zip(nu.tolist(), first.tolist(), strict=True))
+        self.sink.add("assignments", user_id=nu, arm=list(labels[first_row[keep]]), first_ts=first)
+
+    def flush(self) -> None:
+        self.sink.flush()

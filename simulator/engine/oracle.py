@@ -1,0 +1,103 @@
+"""The world oracle: each arm's true metric values, from the synthetic world's ground truth.
+
+A counterfactual pass re-tells the run's story (same users, same window of simulated time,
+same pipelines) with EVERY user served by one arm, and sums the world's click probability of
+each slate position instead of counting sampled clicks: expected clicks per request carry no
+click-sampling noise (by the tower rule, the sum of each request's click probability has the
+same expectation as the clicks). Trajectories (session lengths, histories, fatigue) still
+depend on sampled choices, so each arm gets ``reps`` passes with their own seeds, independent
+of the run's; the truth is their mean and its Monte-Carlo standard error is reported with it.
+
+Estimand: the metric's value over the run's window if every user were served by the arm,
+in expectation over the simulation's randomness (arrivals, choices). The A/B test of the run
+estimates the same quantity from half the users each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.engine.design import SingleArm, SlateBatch
+from simulator.engine.users import Response
+
+# metrics the oracle knows (names as in analysis.views.DEFAULT_METRICS)
+TRUTH_METRICS = ("ctr", "ndcg", "consumption", "click_any", "session_length")
+
+
+class TruthLog:
+    """Per-user sums of one counterfactual pass (same interface as EventLog, writes nothing)."""
+
+    def __init__(self, user_model, n_users: int) -> None:
+        self.user_model = user_model
+        self.next_id = 0
+        self.requests = np.zeros(n_users)
+        self.exposures = np.zeros(n_users)
+        self.clicks = np.zeros(n_users)  # expected
+        self.dcg = np.zeros(n_users)  # expected
+        self.sampled = np.zeros(n_users)  # sampled clicks (click_any)
+        self.sessions: set[tuple[int, int]] = set()
+
+    def new_requests(self, n: int) -> np.ndarray:
+        self.next_id += n
+        return np.arange(self.next_id - n, self.next_id, dtype=np.int64)
+
+    def record(self, batch_no, rid, users, now, sess, labels, slates: SlateBatch, resp: Response) -> None:
+        shown = slates.item_ids >= 0
+        p = np.where(shown, self.user_model.click_probs(users, slates.item_ids, now), 0.0)  # (B, K)
+        gain = 1.0 / np.log2(np.arange(p.shape[1]) + 2.0)  # one click per slate: NDCG = DCG
+        np.add.at(self.requests, users, 1.0)
+        np.add.at(self.exposures, users, shown.sum(1))
+        np.add.at(self.clicks, users, p.sum(1))
+        np.add.at(self.dcg, users, p @ gain)
+        np.add.at(self.sampled, users, (resp.position >= 0).astype(float))
+        self.sessions.update(zip(users.tolist(), sess.tolist(), strict=True))
+
+    def flush(self) -> None:
+        pass
+
+    def metrics(self) -> dict[str, float]:
+        active = self.requests > 0
+        n = max(int(active.sum()), 1)
+        return {"ctr": self.clicks.sum() / max(self.exposures.sum(), 1.0),
+                "ndcg": self.dcg.sum() / max(self.requests.sum(), 1.0),
+                "consumption": self.clicks.sum() / n,  # the world consumes each click with value 1
+                "click_any": float((self.sampled[active] > 0).mean()) if active.any() else float("nan"),
+                "session_length": self.requests.sum() / max(len(self.sessions), 1)}
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Per arm, metric and pass: the value of one counterfactual pass. Pass r of every arm uses the
+    same seed (common random numbers: the same arrivals), so lifts are compared pass by pass."""
+
+    passes: dict[str, list[dict[str, float]]]  # arm -> one dict of metric values per pass
+    window: tuple[float, float]
+
+    @property
+    def values(self) -> dict[str, dict[str, float]]:
+        return {a: {m: float(np.mean([p[m] for p in ps])) for m in TRUTH_METRICS} for a, ps in self.passes.items()}
+
+    def rows(self) -> list[tuple[str, str, int, float]]:
+        return [(arm, m, r, p[m]) for arm, ps in self.passes.items() for r, p in enumerate(ps) for m in TRUTH_METRICS]
+
+
+def oracle_seed(seed: int, rep: int) -> int:
+    """Seeds of the oracle passes: never the run's own seed (independent randomness)."""
+    return int(np.random.SeedSequence([seed, 0x0A11E, rep]).generate_state(1)[0])
+
+
+def world_truth(make_simulation, arm_names: tuple[str, ...], n_users: int, user_model, seed: int, reps: int,
+                window: tuple[float, float]) -> Truth:
+    """Run ``reps`` counterfactual passes per arm. ``make_simulation(design, log, seed)`` builds the
+    run's Simulation with another design/log/seed (everything else unchanged)."""
+    if reps < 1:
+        raise ValueError("world_truth needs reps >= 1")
+    passes: dict[str, list[dict[str, float]]] = {a: [] for a in arm_names}
+    for i, arm in enumerate(arm_names):
+        for r in range(reps):
+            log = TruthLog(user_model, n_users)
+            make_simulation(SingleArm(arm_names, i), log, oracle_seed(seed, r)).run()
+            passes[arm].append(log.metrics())
+    return Truth(passes, window)

@@ -1,0 +1,75 @@
+"""The ``runs``/``arms`` rows of a run and its status over its life.
+
+A run row is written only once the runtime has started (a run that cannot start leaves nothing
+behind); it is ``running`` while a process serves it and always ends ``complete``,
+``incomplete`` (Ctrl-C / SIGTERM: resumable) or ``failed`` (an error: resumable once fixed).
+Only a process killed outright (``kill -9``) leaves ``running``; `sim report` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from simulator.core.errors import ConfigError
+from simulator.core.snapshot import run_dataset, snapshot_dataset
+from simulator.engine.config import ExperimentConfig, describe_pipeline
+
+
+def start_run(con, run_id: str, cfg: ExperimentConfig, sim_start: float, git_rev: str, resumed: bool) -> None:
+    """Write the run's rows and dataset snapshot (new run) or re-open it (resume), atomically."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if resumed:
+            _check_same_data(con, run_id, cfg.dataset)
+            if run_dataset(con, run_id) is None:  # a run made before snapshots existed
+                snapshot_dataset(con, run_id, cfg.dataset, sim_start)
+            con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [run_id])
+        else:
+            con.execute("INSERT INTO runs (run_id, dataset, config_json, config_hash, seed, git_rev, started_at, "
+                        "finished_at, status, sim_start, sim_end, n_requests) "
+                        "VALUES (?, ?, ?, ?, ?, ?, current_timestamp, NULL, 'running', ?, NULL, 0)",
+                        [run_id, cfg.dataset, cfg.resolved_json(), cfg.config_hash(), cfg.seed, git_rev, sim_start])
+            for a in cfg.arms:
+                con.execute("INSERT INTO arms (run_id, arm, role, weight, pipeline_json, pipeline_desc) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", [run_id, a.name, a.role, a.weight,
+                                                          a.model_dump_json(), json.dumps(describe_pipeline(a))])
+            snapshot_dataset(con, run_id, cfg.dataset, sim_start)
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _check_same_data(con, run_id: str, dataset: str) -> None:
+    """A resumed run must see the data it started with (else it would mix two datasets)."""
+    from simulator.core.fingerprint import dataset_hash
+
+    snap = run_dataset(con, run_id)
+    if snap is None or not snap.get("content_hash"):
+        return
+    now = dataset_hash(con, dataset)
+    if now != snap["content_hash"]:
+        raise ConfigError(f"cannot resume run {run_id}: dataset {dataset!r} has changed since the run started "
+                          f"(content hash {snap['content_hash']} -> {now}); resuming would mix two datasets: "
+                          "start a new run instead")
+
+
+def finish_run(con, run_id: str, status: str) -> None:
+    """Record the final status, the simulated end and the number of requests served."""
+    end = con.execute("SELECT max(ts), count(*) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0]
+    con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp, sim_end = ?, n_requests = ? "
+                "WHERE run_id = ?", [status, end[0], end[1], run_id])
+
+
+def warn_short_replay(cfg: ExperimentConfig, available: int | None, users: int | None = None) -> None:
+    """Say (one line, stderr) when the replay log holds fewer requests than asked for, or more
+    than this run serves (the run then reaches only the users active first after the cut)."""
+    if available is not None and available > cfg.n_requests and users is not None:
+        print(f"note: the replay log of {cfg.dataset!r} holds {available:,} requests from {users:,} users after the "
+              f"start cut; this run serves the first {cfg.n_requests:,} (--requests {available} serves them all)",
+              file=sys.stderr)
+    if available is not None and available < cfg.n_requests:
+        print(f"warning: the replay log of {cfg.dataset!r} holds only {available:,} requests after the start cut "
+              f"(replay_start_quantile {cfg.replay_start_quantile:g}): serving {available:,} of the "
+              f"{cfg.n_requests:,} asked for", file=sys.stderr)

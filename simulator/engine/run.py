@@ -1,0 +1,268 @@
+"""Run an experiment: train arms on the pre-period, replay/simulate requests, write events.
+
+``run_experiment(cfg, catalog)`` -> run_id. The same config and seed give identical
+assignments, requests, exposures and feedback (latency columns aside), in-process or on Ray,
+resumed or not: request ids come from the simulated clock, not from wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from policies import registry
+from policies.store import fit_or_load
+from simulator.core import Catalog, ensure_dataset
+from simulator.core.busy import holding
+from simulator.core.errors import ConfigError, NotFoundError, RunInterrupted
+from simulator.core.sequences import Dataset, LeaveOneOut
+from simulator.core.sink import EventSink, ensure_schema
+from simulator.engine import signals
+from simulator.engine.config import ExperimentConfig
+from simulator.engine.design import DESIGNS
+from simulator.engine.eventlog import EventLog
+from simulator.engine.oracle import Truth, world_truth
+from simulator.engine.records import finish_run, start_run, warn_short_replay
+from simulator.engine.runtime import RUNTIMES, LocalRuntime
+from simulator.engine.story import Simulation, Timing
+from simulator.engine.users import ReplayUser, WorldUser, raw_to_world
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, derived deterministically from the config."""
+
+    dataset: Dataset
+    train_dataset: Dataset  # pre-period logs the arms are trained on
+    split: LeaveOneOut
+    mode: str  # "world" | "replay"
+    sim_start: float
+    histories: list[list[int]]  # per user at the simulation start (each Simulation grows its own copy)
+    user_model: object
+    users: np.ndarray  # users who will send requests
+    replay_times: list[np.ndarray] | None = None
+    history_times: list[np.ndarray] | None = None  # (float64) the times of ``histories`` (HSTU's time bias, HLLM use_time)
+
+
+def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
+    """Fail before any work (one-line ConfigError/NotFoundError): unknown policies, policies
+    used in a role they cannot play, bad policy overrides, unknown dataset, channel quotas
+    larger than the catalog."""
+    for name in cfg.all_policies():
+        registry.get(name)
+    for name, ov in cfg.policies.items():
+        registry.make_config(name, ov)
+    for arm in cfg.arms:
+        for c in arm.channels:
+            if "retriever" not in registry.get(c.policy).kinds:
+                raise ConfigError(f"arm {arm.name!r}: policy {c.policy!r} cannot be a retrieval channel")
+        for st in (arm.coarse, arm.fine):
+            if st is not None and "scorer" not in registry.get(st.policy).kinds:
+                raise ConfigError(f"arm {arm.name!r}: policy {st.policy!r} cannot be a ranker")
+    if catalog is None:
+        return
+    n_items = dataset_size(cfg.dataset, catalog)
+    if n_items is not None:
+        for arm in cfg.arms:
+            for c in arm.channels:
+                if c.quota > n_items:
+                    raise ConfigError(f"arm {arm.name!r}: channel {c.policy!r} quota {c.quota} exceeds the "
+                                      f"{n_items} items of dataset {cfg.dataset!r}")
+
+
+def dataset_size(name: str, catalog: Catalog) -> int | None:
+    """Catalog size without loading the dataset; NotFoundError for an unknown dataset."""
+    if catalog.has_dataset(name):
+        return int(catalog.info(name).n_items)
+    if name == "synthetic" or name.startswith("synthetic-"):
+        from simulator.core.synthetic import WorldConfig
+
+        return WorldConfig().items
+    if name == "ml-100k":
+        from simulator.core.paths import find_ml100k
+
+        if find_ml100k() is None:
+            raise NotFoundError("dataset 'ml-100k' not found (../shared/data/ml-100k or HLLM_SIM_ML100K)")
+        return None
+    catalog.info(name)  # raises NotFoundError listing the known datasets
+    return None
+
+
+def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
+    ensure_dataset(cfg.dataset, catalog)
+    ds = catalog.load_dataset(cfg.dataset)
+    info = catalog.info(cfg.dataset)
+    is_world = "world" in info.meta
+    mode = cfg.user_model if cfg.user_model != "auto" else ("world" if is_world else "replay")
+    if mode == "world" and not is_world:
+        raise ConfigError(f"user_model 'world' needs a synthetic dataset; {cfg.dataset!r} has no ground truth")
+    if mode == "world":
+        from simulator.core.synthetic import world_for
+
+        world = world_for(catalog, cfg.dataset)
+        sim_start = float(ds.sequences.ts.max()) if len(ds.sequences) else 0.0
+        train_ds = ds
+        user_model = WorldUser(world, raw_to_world(ds.user_raw_ids), raw_to_world(ds.item_raw_ids))
+        users = np.arange(ds.n_users)
+        times = None
+    else:
+        sim_start = float(np.quantile(ds.sequences.ts, cfg.replay_start_quantile))
+        train_ds = ds.until(sim_start)  # values kept: hllm_rank's like labels
+        user_model = ReplayUser(ds.sequences, cfg.replay_window, ds.values)
+        times = [ds.sequences.times(u)[ds.sequences.times(u) > sim_start] for u in range(ds.n_users)]
+        users = np.array([u for u in range(ds.n_users) if len(times[u])], dtype=np.int64)
+    pre = train_ds.sequences
+    split = LeaveOneOut.from_sequences(pre)
+    hist = [list(pre.seq(u)) for u in range(ds.n_users)]
+    hist_times = [pre.times(u).astype(np.float64) for u in range(ds.n_users)]
+    return Setup(ds, train_ds, split, mode, sim_start, hist, user_model, users, times, hist_times)
+
+
+def train_arms(cfg: ExperimentConfig, setup: Setup, progress: bool = True) -> dict:
+    out = {}
+    for name in cfg.all_policies():
+        if progress:
+            tqdm.write(f"[sim] training {name} on {len(setup.split.train)} interactions ...")
+        out[name] = fit_or_load(name, setup.train_dataset, setup.split, cfg.policies.get(name), root=cfg.artifacts,
+                                progress=progress)
+    return out
+
+
+def _rerank_view(ds: Dataset):
+    """What rerankers need from the dataset (name + item attributes), small enough to ship to actors."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=ds.name, n_items=ds.n_items, item_attrs=ds.item_attrs)
+
+
+def _git_rev() -> str:
+    """The commit of the code that ran (the package's checkout, not the working directory's)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parents[2]).stdout.strip()
+    except Exception:  # noqa: BLE001 - not a checkout (installed wheel): no commit to record
+        return ""
+
+
+def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = True, run_id: str | None = None,
+                   policies: dict | None = None, on_batch=None) -> str:
+    """Run ``cfg``; returns the run id. ``on_batch(batch_no, runtime)`` is a test hook.
+
+    Ctrl-C / SIGTERM raise :class:`RunInterrupted` after marking the run ``incomplete``; any
+    other error marks it ``failed``; a runtime that cannot start leaves no run row at all."""
+    validate(cfg, catalog)
+    con = catalog.con
+    ensure_schema(con)
+    resumed = run_id is not None
+    setup = prepare(cfg, catalog)
+    if setup.replay_times is not None:
+        warn_short_replay(cfg, int(sum(len(t) for t in setup.replay_times)), len(setup.users))
+    policies = policies or train_arms(cfg, setup, progress)
+    run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    runtime = _start_runtime(cfg, policies, setup)
+    names = tuple(a.name for a in cfg.arms)
+    design = DESIGNS[cfg.design].from_config(cfg)
+    status, stop = "failed", None
+    with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
+        try:
+            start_run(con, run_id, cfg, setup.sim_start, _git_rev(), resumed)
+            with holding(catalog.path, run_id):
+                log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
+                try:
+                    simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
+                    status = "complete"
+                except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
+                    if not signals.is_stop(e):
+                        raise
+                    status, stop = "incomplete", e
+                finally:
+                    try:
+                        log.flush()
+                    finally:
+                        finish_run(con, run_id, status)
+                if status == "complete":
+                    stop = _oracle(cfg, setup, policies, con, run_id, progress)
+        finally:
+            runtime.close()
+    if stop is not None:
+        raise RunInterrupted(run_id, signals.exit_code(stop))
+    signals.check()  # a signal during the final writes: the run is complete, the command stops
+    return run_id
+
+
+def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Setup):
+    kw = ({"address": cfg.ray_address, "max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
+          if cfg.runtime == "ray" else {})
+    return RUNTIMES[cfg.runtime](list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
+                                 chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
+
+
+def _oracle(cfg: ExperimentConfig, setup: Setup, policies: dict, con, run_id: str, progress: bool):
+    """World runs: store each arm's true values; returns a stop signal that interrupted it (the run
+    itself is complete then; only the truth is missing)."""
+    if setup.mode != "world" or cfg.oracle_reps < 1:
+        return None
+    end = con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    if end is None:
+        return None
+    try:
+        store_truth(con, run_id, run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress))
+    except BaseException as e:
+        if not signals.is_stop(e):
+            raise
+        return e
+    return None
+
+
+def simulation(cfg: ExperimentConfig, setup: Setup, design, runtime, log, seed: int,
+               stop_at: float | None = None) -> Simulation:
+    """The run's story with the given design, event log and seed (``stop_at``: end of the window)."""
+    timing = Timing.from_config(cfg, setup.sim_start)
+    if stop_at is not None:
+        timing = dataclasses.replace(timing, n_requests=float("inf"), stop_at=stop_at)
+    return Simulation(timing, design, runtime, setup.user_model, log, users=setup.users, histories=setup.histories,
+                      seed=seed, mode=setup.mode, replay_times=setup.replay_times, history_times=setup.history_times)
+
+
+def run_truth(cfg: ExperimentConfig, setup: Setup, policies: dict, window: tuple[float, float],
+              progress: bool = False) -> Truth:
+    """The world oracle for this run's window (in-process: results do not depend on the runtime)."""
+    runtime = LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset), chunk_size=cfg.chunk_size,
+                           threads=cfg.threads)
+    stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
+    if progress:
+        tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...")
+    return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop),
+                       tuple(a.name for a in cfg.arms), setup.dataset.n_users, setup.user_model, cfg.seed,
+                       cfg.oracle_reps, window)
+
+
+def store_truth(con, run_id: str, truth: Truth) -> None:
+    rows = [(run_id, *r, truth.window[0], truth.window[1]) for r in truth.rows()]
+    con.executemany("INSERT OR REPLACE INTO truth VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True) -> str:
+    """Continue an incomplete run: the deterministic replay re-creates every event and the
+    keyed writes make the ones already stored harmless."""
+    ensure_schema(catalog.con)
+    row = catalog.con.execute("SELECT config_json, status FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    if not row:
+        raise NotFoundError(f"unknown run id {run_id!r}")
+    if row[0][1] == "complete":
+        return run_id
+    try:
+        cfg = ExperimentConfig.model_validate_json(row[0][0])
+    except ValueError as e:  # pydantic ValidationError: a config this version no longer accepts
+        from simulator.engine.config import first_error
+
+        raise ConfigError(f"cannot resume run {run_id}: its stored config is not valid now ({first_error(e)}); "
+                          "start a new run") from None
+    return run_experiment(cfg, catalog, progress=progress, run_id=run_id)

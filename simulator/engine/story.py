@@ -1,0 +1,145 @@
+"""The story of a simulated experiment, on a SimPy clock.
+
+Users send requests (generated sessions in the world, logged times in replay); every
+``batch_window_s`` the batcher serves what arrived: the design splits the batch over the arms,
+the runtime runs the arms' pipelines (in a seeded random arm order per batch, so no arm is
+always served first on a warm cache), the design combines their slates, the user model
+answers, the log records, and only then does the state change (the world's fatigue now, the
+users' histories after the feedback delay).
+
+:class:`Simulation` wires the parts; it owns no policy, no table and no statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from policies.base import UserBatch
+from simulator.engine import signals
+from simulator.engine.design import Design
+from simulator.engine.env import Clock, batcher, replay_requests, tracked, world_sessions
+from simulator.engine.users import UserModel
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The clock settings of a run (from ExperimentConfig); ``stop_at`` overrides the duration."""
+
+    sim_start: float
+    n_requests: int | float
+    stop_at: float | None
+    batch_window_s: float
+    max_batch: int
+    session_gap_s: float
+    abandon_prob: float
+    start_horizon_s: float
+    sessions_per_day: float
+    feedback_delay_s: float
+
+    @classmethod
+    def from_config(cls, cfg, sim_start: float) -> Timing:
+        stop = sim_start + cfg.duration_s if cfg.duration_s is not None else None
+        return cls(sim_start, cfg.n_requests, stop, cfg.batch_window_s, cfg.max_batch, cfg.session_gap_s,
+                   cfg.abandon_prob, cfg.start_horizon_s, cfg.sessions_per_day, cfg.feedback_delay_s)
+
+
+class Simulation:
+    def __init__(self, timing: Timing, design: Design, runtime, user_model: UserModel, log, *,
+                 users: np.ndarray, histories: list[list[int]], seed: int, mode: str,
+                 replay_times: list[np.ndarray] | None = None, history_times: list[np.ndarray] | None = None) -> None:
+        self.t, self.design, self.runtime, self.user_model, self.log = timing, design, runtime, user_model, log
+        self.users, self.seed, self.mode, self.replay_times = users, seed, mode, replay_times
+        self.histories = [list(h) for h in histories]  # this run's copy: grows with consumption
+        # and the matching times (None: the arms get no timestamps), grown with the consumption times
+        self.history_times = None if history_times is None else list(history_times)  # arrays are replaced, not edited
+        self.batch_no = 0
+
+    def run(self, progress: bool = False, on_batch=None) -> int:
+        """Simulate until the request budget or the stop time; returns the requests served."""
+        t = self.t
+        clock = Clock(t.sim_start, t.n_requests, None if t.stop_at is None else t.stop_at - t.sim_start)
+        self.user_model.reset()
+        self._arrivals(clock)
+        bar = tqdm(total=t.n_requests if np.isfinite(t.n_requests) else None, desc="simulate", unit="req",
+                   disable=not progress)
+        served = [0]
+
+        def serve_batch(batch) -> np.ndarray:
+            signals.check()  # Ctrl-C / SIGTERM stop the run here, between batches
+            clicks = np.full(len(batch), -1, np.int64)
+            for s in range(0, len(batch), t.max_batch):
+                part = batch[s:s + t.max_batch]
+                clicks[s:s + len(part)] = self._serve(clock, part)
+                if on_batch is not None:
+                    on_batch(self.batch_no, self.runtime)
+            bar.update(len(batch))
+            served[0] += len(batch)
+            return clicks
+
+        clock.env.process(batcher(clock, t.batch_window_s, serve_batch))
+        clock.env.run(until=clock.done)
+        bar.close()
+        return served[0]
+
+    def _arrivals(self, clock: Clock) -> None:
+        t = self.t
+        rng = np.random.default_rng(self.seed)
+        for u in self.users:
+            if self.mode == "world":
+                gen = world_sessions(clock, int(u), np.random.default_rng([self.seed, int(u)]), t.session_gap_s,
+                                     t.abandon_prob, float(rng.uniform(0, t.start_horizon_s)),
+                                     DAY / t.sessions_per_day)
+            else:
+                gen = replay_requests(clock, int(u), self.replay_times[u])
+            tracked(clock, gen)
+
+    def _times(self, users: np.ndarray) -> list[np.ndarray] | None:
+        if self.history_times is None:
+            return None
+        return [self.history_times[u] for u in users]
+
+    def _serve(self, clock: Clock, part) -> np.ndarray:
+        """One batch: design -> runtime -> design -> user model -> log -> state."""
+        users = np.array([r.user_id for r in part], np.int64)
+        now = np.array([r.ts for r in part], np.float64)
+        sess = np.array([r.session_id for r in part], np.int64)
+        batch_no = self.batch_no
+        rid = self.log.new_requests(len(part))
+        rows = self.design.split(users)
+        order = np.random.default_rng([self.seed, 11, batch_no]).permutation(sorted(rows))
+        names = self.design.arm_names
+        hist = [np.asarray(self.histories[u], np.int64) for u in users]  # once per batch (arms may share rows)
+        times = self._times(users)
+        work = {names[a]: UserBatch(users[rows[a]], [hist[i] for i in rows[a]],
+                                    None if times is None else [times[i] for i in rows[a]], now[rows[a]])
+                for a in order}
+        results = self.runtime.serve(work)
+        served = {int(a): (rows[a], *results[names[a]]) for a in order}
+        slates = self.design.combine(len(part), served, np.random.default_rng([self.seed, 13, batch_no]))
+        resp = self.user_model.respond(users, slates.item_ids, now, np.random.default_rng([self.seed, 7, batch_no]))
+        self.log.record(batch_no, rid, users, now, sess, self.design.labels(users), slates, resp)
+        self.batch_no += 1
+        hit = np.flatnonzero(resp.position >= 0)
+        items = np.full(len(part), -1, np.int64)
+        items[hit] = slates.item_ids[hit, resp.position[hit]]
+        self.user_model.update(users, items, now)
+        if len(hit):
+            clock.env.process(_deliver(clock.env, self.t.feedback_delay_s, self.histories, self.history_times,
+                                       users[hit], items[hit], now[hit]))
+        return resp.position
+
+
+def _deliver(env, delay: float, histories: list, times: list | None, users: np.ndarray, items: np.ndarray,
+             clicked_at: np.ndarray):
+    """Delayed feedback: the consumed items (with the time of their click) reach the users'
+    histories (what the arms see on the next request) only ``delay`` simulated seconds after the click."""
+    yield env.timeout(delay)
+    for u, it, t in zip(users.tolist(), items.tolist(), clicked_at.tolist(), strict=True):
+        histories[u].append(it)
+        if times is not None:
+            times[u] = np.append(times[u], t)  # a new array: the setup's and other runs' stay as they were

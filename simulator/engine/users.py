@@ -1,0 +1,112 @@
+"""User models (recsim_ng-style): a response to a slate, and a separate state update.
+
+- :class:`WorldUser`  the synthetic world's ground truth (MNL with no-click, position bias,
+  fatigue): answers any slate, including ones never logged, and knows each position's
+  click probability (``click_probs``: what the world oracle sums).
+- :class:`ReplayUser` logged data: a user consumes a shown item if it is among their next
+  ``window`` logged interactions after the request time, using ONLY that user's future logs;
+  the earliest such item in the slate (by position) is consumed.
+``respond`` has no side effect; ``update`` changes the model's state (fatigue) after the
+simulation has recorded the answers. Histories (what the arms see) belong to the simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from simulator.core.sequences import Sequences
+
+
+@dataclass(frozen=True)
+class Response:
+    """Per request: the chosen slate position (-1 = none) and the consumed value (1 if unknown)."""
+
+    position: np.ndarray  # (B,) int64
+    value: np.ndarray  # (B,) float64
+
+
+class UserModel(Protocol):
+    def respond(self, user_ids: np.ndarray, slate: np.ndarray, now: np.ndarray,
+                rng: np.random.Generator) -> Response: ...
+
+    def update(self, user_ids: np.ndarray, items: np.ndarray, now: np.ndarray) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class WorldUser:
+    """Ground truth of the synthetic world. ``user_map``/``item_map`` translate the dataset's
+    internal ids to the world's ids (from the raw ids; identity when the catalog kept them)."""
+
+    def __init__(self, world, user_map: np.ndarray | None = None, item_map: np.ndarray | None = None) -> None:
+        self.world = world
+        self.user_map, self.item_map = user_map, item_map
+        world.reset_state()
+
+    def _to_world(self, user_ids, slate) -> tuple[np.ndarray, np.ndarray]:
+        wu = user_ids if self.user_map is None else self.user_map[user_ids]
+        ws = slate if self.item_map is None else np.where(slate >= 0, self.item_map[np.clip(slate, 0, None)], -1)
+        return wu, ws
+
+    def respond(self, user_ids, slate, now, rng) -> Response:
+        wu, ws = self._to_world(user_ids, slate)
+        pos = self.world.choose(wu, ws, now, rng)
+        return Response(pos, np.ones(len(pos)))
+
+    def click_probs(self, user_ids, slate, now) -> np.ndarray:
+        """(B, K) probability that each position is clicked (no sampling: the oracle's input)."""
+        wu, ws = self._to_world(user_ids, slate)
+        return self.world.choice_probs(wu, ws, now)[:, :-1]
+
+    def update(self, user_ids, items, now) -> None:
+        """Consumed items (dataset ids, -1 = none) tire the user of them (fatigue)."""
+        wu, wi = self._to_world(np.asarray(user_ids), np.asarray(items)[:, None])
+        self.world.update(wu, wi[:, 0], now)
+
+    def reset(self) -> None:
+        self.world.reset_state()
+
+
+def raw_to_world(raw_ids: np.ndarray | None) -> np.ndarray | None:
+    """Internal id -> world id (the world writes raw ids '0'..'n-1'); None when identity."""
+    if raw_ids is None:
+        return None
+    m = np.asarray([int(r) for r in raw_ids], dtype=np.int64)
+    return None if np.array_equal(m, np.arange(len(m))) else m
+
+
+class ReplayUser:
+    """Replay against the log: ``future`` holds each user's full chronological log."""
+
+    def __init__(self, log: Sequences, window: int, values: np.ndarray | None = None) -> None:
+        self.log, self.window = log, window
+        self.values = values  # (N,) logged values (ratings) aligned with log.items, or None
+
+    def future_items(self, user: int, now: float) -> np.ndarray:
+        items, ts = self.log.seq(user), self.log.times(user)
+        start = np.searchsorted(ts, now, side="right")  # strictly after the request time
+        return items[start:start + self.window]
+
+    def respond(self, user_ids, slate, now, rng) -> Response:
+        out = np.full(len(user_ids), -1, np.int64)
+        vals = np.ones(len(user_ids), np.float64)
+        for b, (u, t) in enumerate(zip(user_ids, now, strict=True)):
+            fut = self.future_items(int(u), float(t))
+            if len(fut):
+                hit = np.flatnonzero(np.isin(slate[b], fut) & (slate[b] >= 0))
+                if len(hit):
+                    out[b] = hit[0]
+                    if self.values is not None:
+                        start = self.log.indptr[int(u)] + np.searchsorted(self.log.times(int(u)), float(t), side="right")
+                        j = int(np.flatnonzero(fut == slate[b, hit[0]])[0])
+                        vals[b] = float(self.values[start + j])
+        return Response(out, vals)
+
+    def update(self, user_ids, items, now) -> None:
+        """The log does not change with what was shown."""
+
+    def reset(self) -> None:
+        """Stateless."""
