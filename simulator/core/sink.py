@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS runs(run_id VARCHAR PRIMARY KEY, dataset VARCHAR, con
 CREATE TABLE IF NOT EXISTS arms(run_id VARCHAR, arm VARCHAR, role VARCHAR, weight DOUBLE,
   pipeline_json VARCHAR, PRIMARY KEY (run_id, arm));
 ALTER TABLE arms ADD COLUMN IF NOT EXISTS pipeline_desc VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS phase VARCHAR;
 CREATE TABLE IF NOT EXISTS assignments(run_id VARCHAR, user_id BIGINT, arm VARCHAR, first_ts DOUBLE,
   PRIMARY KEY (run_id, user_id));
 CREATE TABLE IF NOT EXISTS requests(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,

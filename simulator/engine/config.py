@@ -89,7 +89,8 @@ class ExperimentConfig(BaseModel):
     model_config = _STRICT
     name: str = "experiment"
     dataset: str = "synthetic"
-    seed: int = Field(0, ge=0, description="random seed (numpy needs a non-negative integer)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="random seed: a non-negative integer that fits the "
+                      "event tables' BIGINT")
     salt: str = "hllm-sim"
     user_model: str = Field("auto", description="auto (a world when the data has one, else replay) or a "
                             "scenario: " + ", ".join(SCENARIOS))
@@ -164,11 +165,15 @@ def _known_fields(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def first_error(e: ValidationError) -> str:
+def first_error(e: ValidationError, flags: dict[str, str] | None = None) -> str:
     """The one error to show, as ``path: message``: an unknown or missing field before the
-    cascade it causes (pydantic also reports the container of a broken item as invalid)."""
+    cascade it causes (pydantic also reports the container of a broken item as invalid).
+    ``flags`` maps top-level fields to the command-line flags that set them (the message names the
+    flag and the value given)."""
     err = min(e.errors(), key=lambda x: (_ROOT_CAUSE.get(x["type"], 2), -len(x["loc"])))
     loc = tuple(err["loc"])
+    if flags and len(loc) == 1 and loc[0] in flags:
+        return f"{flags[loc[0]]} {err['input']!r}: {err['msg'].removeprefix('Value error, ')}"
     if err["type"] == "extra_forbidden":
         import difflib
 
@@ -181,11 +186,13 @@ def first_error(e: ValidationError) -> str:
     return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
-def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
+def parse_config(data: dict, source: str = "config", flags: dict[str, str] | None = None) -> ExperimentConfig:
+    """The validated config; a ConfigError naming the field (or, with ``flags``, the flag) otherwise."""
     try:
         return ExperimentConfig(**data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: {first_error(e)}") from None
+        msg = first_error(e, flags)
+        raise ConfigError(msg if flags and msg.startswith("--") else f"{source}: {msg}") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
