@@ -1,0 +1,75 @@
+"""The typed result of every off-policy estimator, and the interval it carries.
+
+Every estimator is a sample mean of per-unit terms psi_i (SNIPS: a ratio, linearised), so the
+standard error is the one of a mean over independent units (requests or slates; rows of one unit
+summed first: cluster-robust) and the interval is the normal one (OBP's default is a bootstrap;
+:func:`bootstrap_ci` gives that one for benches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+HEAVY_ESS_SHARE = 0.1  # weights are "heavy" when the effective sample size is below 10% of n
+
+
+@dataclass(frozen=True)
+class Estimate:
+    estimator: str
+    value: float
+    se: float
+    ci_low: float
+    ci_high: float
+    n: int  # independent units (requests / slates / rounds)
+    ess: float  # effective sample size of the importance weights, (sum w)^2 / sum w^2 (n for DM)
+    max_weight: float
+    mean_weight: float  # ~1 when the target's support is covered by the logging policy
+
+    @property
+    def heavy_weights(self) -> bool:
+        return self.ess < HEAVY_ESS_SHARE * self.n
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "heavy_weights": self.heavy_weights}
+
+
+def unit_sums(psi: np.ndarray, cluster: np.ndarray | None) -> np.ndarray:
+    """Per-unit sums of row terms (each row its own unit when ``cluster`` is None)."""
+    if cluster is None:
+        return psi
+    _, inv = np.unique(cluster, return_inverse=True)
+    return np.bincount(inv, weights=psi)
+
+
+def mean_estimate(name: str, psi: np.ndarray, weight: np.ndarray | None, *, cluster: np.ndarray | None = None,
+                  value: float | None = None, alpha: float = 0.05) -> Estimate:
+    """Estimate from row terms ``psi``: value = mean(psi) (or ``value`` when the terms are a
+    linearisation around it), SE over the units of ``cluster`` (rows = units by default)."""
+    n_rows = len(psi)
+    v = float(psi.mean()) if value is None else float(value)
+    centred = psi - (v if value is None else 0.0)
+    per_unit = unit_sums(centred, cluster)
+    units = len(per_unit)
+    se = float(np.sqrt((per_unit ** 2).sum() * units / max(units - 1, 1)) / n_rows) if units > 1 else float("nan")
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    if weight is None:
+        ess, wmax, wmean = float(units), 1.0, 1.0
+    else:
+        wu = unit_sums(weight, cluster) if cluster is not None else weight
+        ess = float(wu.sum() ** 2 / (wu ** 2).sum()) if (wu ** 2).sum() > 0 else 0.0
+        wmax, wmean = float(weight.max()), float(weight.mean())
+        if cluster is not None:  # ESS in units: rows of a unit share their weights' total
+            ess = min(ess, float(units))
+    return Estimate(name, v, se, v - z * se, v + z * se, units, ess, wmax, wmean)
+
+
+def bootstrap_ci(unit_terms: np.ndarray, statistic, n_boot: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap over units (rows of ``unit_terms``) of ``statistic(rows)``."""
+    rng = np.random.default_rng(seed)
+    n = len(unit_terms)
+    reps = np.array([statistic(unit_terms[rng.integers(0, n, n)]) for _ in range(n_boot)])
+    return float(np.quantile(reps, alpha / 2)), float(np.quantile(reps, 1 - alpha / 2))
