@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from .bandit import (DirectMethod, DoublyRobust, DoublyRobustWithShrinkage, InverseProbabilityWeighting,
-                     SelfNormalizedIPS)
+from .bandit import (
+    DirectMethod,
+    DoublyRobust,
+    DoublyRobustWithShrinkage,
+    InverseProbabilityWeighting,
+    SelfNormalizedIPS,
+)
 from .data import BanditFeedback, OpeInputError, SlateFeedback
 from .estimate import Estimate
-from .slate import (SlateCascadeDR, SlateDirectMethod, SlateIndependentIPS, SlatePseudoInverse,
-                    SlateRewardInteractionIPS, SlateStandardIPS)
+from .slate import (
+    SlateCascadeDR,
+    SlateDirectMethod,
+    SlateIndependentIPS,
+    SlatePseudoInverse,
+    SlateRewardInteractionIPS,
+    SlateStandardIPS,
+)
 
 BANDIT = {c().name: c for c in (DirectMethod, InverseProbabilityWeighting, SelfNormalizedIPS, DoublyRobust,
                                 DoublyRobustWithShrinkage)}
