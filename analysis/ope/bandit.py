@@ -18,66 +18,78 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import BanditFeedback, OpeInputError
-from .estimate import Estimate, mean_estimate
+from .estimate import Estimate, Terms, from_terms
+
+
+class BanditEstimator:
+    """The contract: ``terms(feedback)`` (value, influence terms, weights); ``estimate`` adds the
+    standard error over the feedback's clusters and the interval."""
+
+    name: str
+
+    def terms(self, fb: BanditFeedback) -> Terms:
+        raise NotImplementedError
+
+    def estimate(self, fb: BanditFeedback, alpha: float = 0.05) -> Estimate:
+        return from_terms(self.name, self.terms(fb), cluster=fb.cluster, alpha=alpha)
 
 
 @dataclass(frozen=True)
-class DirectMethod:
+class DirectMethod(BanditEstimator):
     name: str = "dm"
 
-    def estimate(self, fb: BanditFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: BanditFeedback) -> Terms:
         _, qt = fb.require_model(self.name)
-        return mean_estimate(self.name, qt, None, cluster=fb.cluster, alpha=alpha)
+        return Terms.of_mean(qt, None)
 
 
 @dataclass(frozen=True)
-class InverseProbabilityWeighting:
+class InverseProbabilityWeighting(BanditEstimator):
     name: str = "ips"
 
-    def estimate(self, fb: BanditFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: BanditFeedback) -> Terms:
         w = fb.weight
-        return mean_estimate(self.name, w * fb.reward, w, cluster=fb.cluster, alpha=alpha)
+        return Terms.of_mean(w * fb.reward, w)
 
 
 @dataclass(frozen=True)
-class SelfNormalizedIPS:
+class SelfNormalizedIPS(BanditEstimator):
     name: str = "snips"
 
-    def estimate(self, fb: BanditFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: BanditFeedback) -> Terms:
         w = fb.weight
         if w.sum() <= 0:
             raise OpeInputError("snips: every importance weight is 0 (the target never takes a logged action)")
         v = float((w * fb.reward).sum() / w.sum())
-        psi = w * (fb.reward - v) / w.mean()  # the ratio's linearisation (delta method)
-        return mean_estimate(self.name, psi, w, cluster=fb.cluster, value=v, alpha=alpha)
+        return Terms(v, w * (fb.reward - v) / w.mean(), w)  # the ratio's linearisation (delta method)
 
 
 @dataclass(frozen=True)
-class DoublyRobust:
+class DoublyRobust(BanditEstimator):
     name: str = "dr"
 
-    def estimate(self, fb: BanditFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: BanditFeedback) -> Terms:
         ql, qt = fb.require_model(self.name)
         w = fb.weight
-        return mean_estimate(self.name, qt + w * (fb.reward - ql), w, cluster=fb.cluster, alpha=alpha)
+        return Terms.of_mean(qt + w * (fb.reward - ql), w)
 
 
 LAMBDA_GRID = tuple(float(x) for x in np.geomspace(1e-2, 1e4, 25))
 
 
 @dataclass(frozen=True)
-class DoublyRobustWithShrinkage:
+class DoublyRobustWithShrinkage(BanditEstimator):
     """DR with optimistic shrinkage (Su, Dimakopoulou, Krishnamurthy and Dudik 2020)."""
 
     lam: float | None = None
     name: str = "dr_os"
 
-    def estimate(self, fb: BanditFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: BanditFeedback) -> Terms:
         ql, qt = fb.require_model(self.name)
         w = fb.weight
         lam = self.lam if self.lam is not None else self.tune(fb)
         ws = w if np.isinf(lam) else lam * w / (w ** 2 + lam)
-        return mean_estimate(self.name, qt + ws * (fb.reward - ql), ws, cluster=fb.cluster, alpha=alpha)
+        return Terms.of_mean(qt + ws * (fb.reward - ql), ws)
 
     @staticmethod
     def tune(fb: BanditFeedback) -> float:

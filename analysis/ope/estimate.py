@@ -44,26 +44,39 @@ def unit_sums(psi: np.ndarray, cluster: np.ndarray | None) -> np.ndarray:
     return np.bincount(inv, weights=psi)
 
 
-def mean_estimate(name: str, psi: np.ndarray, weight: np.ndarray | None, *, cluster: np.ndarray | None = None,
-                  value: float | None = None, alpha: float = 0.05) -> Estimate:
-    """Estimate from row terms ``psi``: value = mean(psi) (or ``value`` when the terms are a
-    linearisation around it), SE over the units of ``cluster`` (rows = units by default)."""
-    n_rows = len(psi)
-    v = float(psi.mean()) if value is None else float(value)
-    centred = psi - (v if value is None else 0.0)
-    per_unit = unit_sums(centred, cluster)
+@dataclass(frozen=True)
+class Terms:
+    """An estimator's value and per-row influence terms (centred: they sum to 0 for a plain mean;
+    a ratio's are its linearisation), with the importance weights behind them (None: no weights)."""
+
+    value: float
+    centred: np.ndarray
+    weight: np.ndarray | None
+
+    @classmethod
+    def of_mean(cls, psi: np.ndarray, weight: np.ndarray | None) -> Terms:
+        v = float(psi.mean())
+        return cls(v, psi - v, weight)
+
+    def minus(self, other: Terms) -> Terms:
+        """The difference of two estimates on the same rows (e.g. target - logging policy)."""
+        return Terms(self.value - other.value, self.centred - other.centred, self.weight)
+
+
+def from_terms(name: str, t: Terms, *, cluster: np.ndarray | None = None, alpha: float = 0.05) -> Estimate:
+    """Estimate with a standard error over the units of ``cluster`` (rows = units by default)."""
+    n_rows = len(t.centred)
+    per_unit = unit_sums(t.centred, cluster)
     units = len(per_unit)
     se = float(np.sqrt((per_unit ** 2).sum() * units / max(units - 1, 1)) / n_rows) if units > 1 else float("nan")
     z = float(stats.norm.ppf(1 - alpha / 2))
-    if weight is None:
+    if t.weight is None:
         ess, wmax, wmean = float(units), 1.0, 1.0
     else:
-        wu = unit_sums(weight, cluster) if cluster is not None else weight
-        ess = float(wu.sum() ** 2 / (wu ** 2).sum()) if (wu ** 2).sum() > 0 else 0.0
-        wmax, wmean = float(weight.max()), float(weight.mean())
-        if cluster is not None:  # ESS in units: rows of a unit share their weights' total
-            ess = min(ess, float(units))
-    return Estimate(name, v, se, v - z * se, v + z * se, units, ess, wmax, wmean)
+        wu = unit_sums(t.weight, cluster)
+        ess = min(float(wu.sum() ** 2 / (wu ** 2).sum()), float(units)) if (wu ** 2).sum() > 0 else 0.0
+        wmax, wmean = float(t.weight.max()), float(t.weight.mean())
+    return Estimate(name, t.value, se, t.value - z * se, t.value + z * se, units, ess, wmax, wmean)
 
 
 def bootstrap_ci(unit_terms: np.ndarray, statistic, n_boot: int = 1000, alpha: float = 0.05,

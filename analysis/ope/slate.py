@@ -24,66 +24,79 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import SlateFeedback
-from .estimate import Estimate, mean_estimate
+from .estimate import Estimate, Terms, from_terms
 
 
 def _ratio(target: np.ndarray, logging: np.ndarray) -> np.ndarray:
     return target / logging
 
 
+class SlateEstimator:
+    """The contract: ``terms(feedback)`` per slate; ``estimate`` adds the standard error over
+    slates and the interval."""
+
+    name: str
+
+    def terms(self, fb: SlateFeedback) -> Terms:
+        raise NotImplementedError
+
+    def estimate(self, fb: SlateFeedback, alpha: float = 0.05) -> Estimate:
+        return from_terms(self.name, self.terms(fb), alpha=alpha)
+
+
 @dataclass(frozen=True)
-class SlateStandardIPS:
+class SlateStandardIPS(SlateEstimator):
     name: str = "sips"
 
-    def estimate(self, fb: SlateFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: SlateFeedback) -> Terms:
         w = _ratio(fb.target_prob_slate, fb.pscore_slate)
-        return mean_estimate(self.name, w * fb.reward.sum(1), w, alpha=alpha)
+        return Terms.of_mean(w * fb.reward.sum(1), w)
 
 
 @dataclass(frozen=True)
-class SlateIndependentIPS:
+class SlateIndependentIPS(SlateEstimator):
     name: str = "iips"
 
-    def estimate(self, fb: SlateFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: SlateFeedback) -> Terms:
         w = _ratio(fb.target_prob, fb.pscore)
-        return mean_estimate(self.name, (w * fb.reward).sum(1), w.mean(1), alpha=alpha)
+        return Terms.of_mean((w * fb.reward).sum(1), w.mean(1))
 
 
 @dataclass(frozen=True)
-class SlateRewardInteractionIPS:
+class SlateRewardInteractionIPS(SlateEstimator):
     name: str = "rips"
 
-    def estimate(self, fb: SlateFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: SlateFeedback) -> Terms:
         w = _ratio(fb.target_prob_cascade, fb.pscore_cascade)
-        return mean_estimate(self.name, (w * fb.reward).sum(1), w.mean(1), alpha=alpha)
+        return Terms.of_mean((w * fb.reward).sum(1), w.mean(1))
 
 
 @dataclass(frozen=True)
-class SlatePseudoInverse:
+class SlatePseudoInverse(SlateEstimator):
     name: str = "pi"
 
-    def estimate(self, fb: SlateFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: SlateFeedback) -> Terms:
         w = _ratio(fb.target_prob, fb.pscore)
         g = w.sum(1) - fb.slate_size + 1
-        return mean_estimate(self.name, g * fb.reward.sum(1), g, alpha=alpha)
+        return Terms.of_mean(g * fb.reward.sum(1), g)
 
 
 @dataclass(frozen=True)
-class SlateCascadeDR:
+class SlateCascadeDR(SlateEstimator):
     name: str = "cascade_dr"
 
-    def estimate(self, fb: SlateFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: SlateFeedback) -> Terms:
         ql, qt = fb.require_model(self.name)
         w = _ratio(fb.target_prob_cascade, fb.pscore_cascade)
         w_prev = np.concatenate([np.ones((fb.n, 1)), w[:, :-1]], axis=1)
         psi = (w * (fb.reward - ql) + w_prev * qt).sum(1)
-        return mean_estimate(self.name, psi, w.mean(1), alpha=alpha)
+        return Terms.of_mean(psi, w.mean(1))
 
 
 @dataclass(frozen=True)
-class SlateDirectMethod:
+class SlateDirectMethod(SlateEstimator):
     name: str = "slate_dm"
 
-    def estimate(self, fb: SlateFeedback, alpha: float = 0.05) -> Estimate:
+    def terms(self, fb: SlateFeedback) -> Terms:
         _, qt = fb.require_model(self.name)
-        return mean_estimate(self.name, qt[:, 0], None, alpha=alpha)
+        return Terms.of_mean(qt[:, 0], None)

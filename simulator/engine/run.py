@@ -26,7 +26,7 @@ from simulator.core.sequences import Dataset, LeaveOneOut
 from simulator.core.sink import EventSink, ensure_schema
 from simulator.engine import signals
 from simulator.engine.config import ExperimentConfig
-from simulator.engine.design import DESIGNS
+from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import Truth, world_truth
 from simulator.engine.records import finish_run, start_run, warn_short_replay
@@ -168,7 +168,7 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     runtime = _start_runtime(cfg, policies, setup)
     names = tuple(a.name for a in cfg.arms)
-    design = DESIGNS[cfg.design].from_config(cfg)
+    design = make_design(cfg)
     status, stop = "failed", None
     with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
         try:
