@@ -1,7 +1,9 @@
 """Off-policy estimators graded against the world oracle (prints / writes JSON).
 
-  python bench/ope.py --seeds 0:50 --out part0.json      # one process per seed range
+  python bench/ope.py --seeds 0:100:2 --out part0.json   # one process per seed range (a:b:step)
   python bench/ope.py --merge part0.json part1.json --out ope.json
+
+A part file is rewritten after every run, so a stopped bench keeps the runs it finished.
 
 Each run is one small synthetic-world A/B run (`run_experiment`, the product path) in which three
 logging arms explore with epsilon-greedy slates (epsilons swept) beside two deterministic target
@@ -101,6 +103,8 @@ def aggregate(runs: list[dict]) -> dict:
     for (eps, target, name), rows in sorted(cells.items()):
         v = np.array([x["value"] for x in rows])
         lo, hi = np.array([x["ci_low"] for x in rows]), np.array([x["ci_high"] for x in rows])
+        if target not in truth:
+            continue
         t = truth[target]["ctr"]
         table.append({"epsilon": eps, "target": target, "estimator": name, "runs": len(rows),
                       "truth": t, "mean": float(v.mean()), "bias": float(v.mean() - t),
@@ -113,7 +117,7 @@ def aggregate(runs: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", default="0:100", help="run seeds a:b")
+    ap.add_argument("--seeds", default="0:100", help="run seeds a:b[:step]")
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--epsilons", type=lambda s: [float(x) for x in s.split(",")], default=[0.1, 0.4, 1.0])
     ap.add_argument("--oracle-runs", type=int, default=20, help="runs (seeds below this) that run the oracle")
@@ -127,22 +131,32 @@ def main() -> None:
         result = {"command": "python bench/ope.py --merge " + " ".join(args.merge), "parts": [p["command"] for p in
                   parts], "settings": parts[0]["settings"], "n_runs": len(runs), **aggregate(runs)}
     else:
-        a, b = (int(x) for x in args.seeds.split(":"))
+        seeds = range(*(int(x) for x in args.seeds.split(":")))
         t0 = time.time()
+        runs: list[dict] = []
         with tempfile.TemporaryDirectory() as d:
             cat = Catalog(f"{d}/c.duckdb")
             write_world(cat, "w", WORLD)
-            runs = [one_run(cat, s, args, f"{d}/art") for s in tqdm(range(a, b), desc="runs", disable=args.q)]
+            for s in tqdm(seeds, desc="runs", disable=args.q):
+                runs.append(one_run(cat, s, args, f"{d}/art"))
+                result = {"command": "python " + " ".join(sys.argv), "settings": {
+                    "world": WORLD.model_dump(), "requests": args.requests, "epsilons": args.epsilons,
+                    "oracle_runs": args.oracle_runs, "pool": 15, "slate_size": 5}, "seconds": time.time() - t0,
+                    "n_runs": len(runs), "runs": runs, **aggregate(runs)}
+                _write(result, args.out)
             cat.close()
-        result = {"command": "python " + " ".join(sys.argv), "settings": {
-            "world": WORLD.model_dump(), "requests": args.requests, "epsilons": args.epsilons,
-            "oracle_runs": args.oracle_runs, "pool": 15, "slate_size": 5}, "seconds": time.time() - t0,
-            "n_runs": len(runs), "runs": runs, **aggregate(runs)}
+        return
+    _write(result, args.out)
+
+
+def _write(result: dict, out: Path | None) -> None:
     text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text)
-    else:
+    if out is None:
         print(text)
+        return
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.core.errors import NotFoundError
+from analysis.views import run_info
 
 from .data import BanditFeedback, OpeInputError, SlateFeedback
 from .reward_model import cross_fit
@@ -55,8 +55,7 @@ def _logging_arm(con, run_id: str, arms: list[str], logging: str | None) -> str:
 
 
 def _arms(con, run_id: str) -> list[str]:
-    if not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchall():
-        raise NotFoundError(f"unknown run id {run_id!r}")
+    run_info(con, run_id)  # NotFoundError naming the recent runs
     return [r[0] for r in con.execute("SELECT arm FROM arms WHERE run_id = ? ORDER BY arm", [run_id]).fetchall()]
 
 
