@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.ope import BanditFeedback  # noqa: E402
+from analysis.ope import BanditFeedback, estimate_all  # noqa: E402
 from analysis.ope.registry import BANDIT  # noqa: E402
 from analysis.ope.reward_model import cross_fit  # noqa: E402
 
@@ -87,13 +87,12 @@ def run(args) -> dict:
     truth = float(bts["click"].mean())
     dist = bts_action_dist(prior, args.n_sim, args.seed)
     rng = np.random.default_rng(args.seed)
-    full = {n: c().estimate(feedback(random, dist, args.seed)) for n, c in BANDIT.items()}
+    full = {e.estimator: e for e in estimate_all(feedback(random, dist, args.seed))}
     errors = {n: [] for n in BANDIT}
     for b in tqdm(range(args.n_boot), desc="bootstrap", disable=args.q):
         sample = random.iloc[rng.integers(0, len(random), len(random))]
-        fb = feedback(sample, dist, args.seed + b + 1)
-        for n, c in BANDIT.items():
-            errors[n].append(abs(c().estimate(fb).value - truth) / truth)
+        for e in estimate_all(feedback(sample, dist, args.seed + b + 1)):
+            errors[e.estimator].append(abs(e.value - truth) / truth)
     table = []
     for n in BANDIT:
         e = np.array(errors[n])

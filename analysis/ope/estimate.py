@@ -3,7 +3,7 @@
 Every estimator is a sample mean of per-unit terms psi_i (SNIPS: a ratio, linearised), so the
 standard error is the one of a mean over independent units (requests or slates; rows of one unit
 summed first: cluster-robust) and the interval is the normal one (OBP's default is a bootstrap;
-:func:`bootstrap_ci` gives that one for benches).
+bench/ope_obd.py bootstraps the whole estimate).
 """
 
 from __future__ import annotations
@@ -77,12 +77,3 @@ def from_terms(name: str, t: Terms, *, cluster: np.ndarray | None = None, alpha:
         ess = min(float(wu.sum() ** 2 / (wu ** 2).sum()), float(units)) if (wu ** 2).sum() > 0 else 0.0
         wmax, wmean = float(t.weight.max()), float(t.weight.mean())
     return Estimate(name, t.value, se, t.value - z * se, t.value + z * se, units, ess, wmax, wmean)
-
-
-def bootstrap_ci(unit_terms: np.ndarray, statistic, n_boot: int = 1000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap over units (rows of ``unit_terms``) of ``statistic(rows)``."""
-    rng = np.random.default_rng(seed)
-    n = len(unit_terms)
-    reps = np.array([statistic(unit_terms[rng.integers(0, n, n)]) for _ in range(n_boot)])
-    return float(np.quantile(reps, alpha / 2)), float(np.quantile(reps, 1 - alpha / 2))

@@ -11,7 +11,7 @@ import numpy as np
 from .bandit import BanditEstimator
 from .estimate import Estimate, Terms, from_terms
 from .logs import OpeLogs
-from .registry import BANDIT, SLATE
+from .registry import BANDIT, SLATE, get
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,13 @@ def evaluate(logs: OpeLogs, alpha: float = 0.05) -> OpeResult:
     base_slates = Terms.of_mean(logs.logged_reward.sum(1) / k, None)
     logged = from_terms("logged", base_rows, cluster=fb.cluster, alpha=alpha)
     rows = []
-    for cls in BANDIT.values():
-        est: BanditEstimator = cls()
+    for name in BANDIT:
+        est: BanditEstimator = get(name)
         t = est.terms(fb)
         rows.append(OpeRow(from_terms(est.name, t, cluster=fb.cluster, alpha=alpha),
                            from_terms(est.name, t.minus(base_rows), cluster=fb.cluster, alpha=alpha), "exposure"))
-    for cls in SLATE.values():
-        est = cls()
+    for name in SLATE:
+        est = get(name)
         t = _scaled(est.terms(sl), 1.0 / k)
         rows.append(OpeRow(from_terms(est.name, t, alpha=alpha), from_terms(est.name, t.minus(base_slates),
                                                                             alpha=alpha), "slate"))

@@ -191,7 +191,7 @@ class ExperimentConfig(BaseModel):
         return list(dict.fromkeys(p for a in self.arms for p in a.policies()))
 
 
-_MODELS = (ChannelConfig, StageConfig, RerankConfig, ArmConfig, OpeConfig)
+_MODELS = (ChannelConfig, StageConfig, RerankConfig, ArmConfig)
 _ROOT_CAUSE = {"extra_forbidden": 0, "missing": 1}  # a typo first: the other errors are its echoes
 
 
@@ -200,7 +200,8 @@ def _known_fields(loc: tuple) -> list[str]:
     keys = [k for k in loc if isinstance(k, str)]
     parent = keys[-2] if len(keys) >= 2 else None
     model = {"arms": ArmConfig, "channels": ChannelConfig, "coarse": StageConfig, "fine": StageConfig,
-             "rerank": RerankConfig, "ope": OpeConfig}.get(parent, ExperimentConfig)
+             "rerank": RerankConfig, "ope": OpeConfig, "epsilon_greedy": EpsilonGreedyConfig,
+             "plackett_luce": PlackettLuceConfig}.get(parent, ExperimentConfig)
     return list(model.model_fields)
 
 
