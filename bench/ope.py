@@ -14,7 +14,8 @@ estimates each target's CTR from each logger's logs with every estimator.
 
 Truth: the world oracle's CTR of each target arm (every user served by it, expected clicks). The
 oracle's passes of all runs (``--oracle-runs`` of them, each with its own seed) are pooled into one
-truth per arm, since every run has the same world and configuration. Per (epsilon, target,
+truth per arm, since every run has the same world and configuration (the salt varies with the seed,
+so each run assigns other users to the loggers; standard errors are clustered by user). Per (epsilon, target,
 estimator): bias, RMSE, CI coverage (share of 95% intervals holding the truth), mean CI width and
 effective sample size. Note that OPE estimates the target's value on the logging run's requests;
 the oracle re-tells the whole story under the target (sessions, histories, fatigue follow it), so a
@@ -64,7 +65,7 @@ def config(seed: int, requests: int, epsilons: list[float], oracle: bool, art: s
                     explore={"kind": "epsilon_greedy", "epsilon": e, "pool": 15})
                for i, e in enumerate(epsilons)]
     targets = [_arm("greedy", "popularity", "treatment", weight=0.3), _arm("knn", "itemknn", "treatment", weight=0.3)]
-    return parse_config({"name": "ope-bench", "dataset": "w", "seed": seed, "n_requests": requests,
+    return parse_config({"name": "ope-bench", "dataset": "w", "seed": seed, "salt": f"s-{seed}", "n_requests": requests,
                          "artifacts": art, "oracle_reps": 1 if oracle else 0, "abandon_prob": 0.0,
                          "arms": loggers + targets, "ope": {"targets": list(TARGETS)}}, "bench")
 
@@ -81,7 +82,8 @@ def one_run(cat: Catalog, seed: int, args, art: str) -> dict:
             out["estimates"].append({"epsilon": e, "target": t, "n_requests": res.n_requests,
                                      "logged_ctr": res.logged_ctr.value,
                                      "rows": [{k: getattr(r.estimate, k) for k in
-                                               ("estimator", "value", "se", "ci_low", "ci_high", "ess", "n")}
+                                               ("estimator", "value", "se", "ci_low", "ci_high", "ess", "n",
+                                                "units")}
                                               for r in res.rows]})
     for table in ("exposures", "feedback", "ope_slates", "requests"):  # keep the catalog small
         cat.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [rid])
@@ -110,8 +112,8 @@ def aggregate(runs: list[dict]) -> dict:
                       "truth": t, "mean": float(v.mean()), "bias": float(v.mean() - t),
                       "rmse": float(np.sqrt(np.mean((v - t) ** 2))), "sd": float(v.std(ddof=1)),
                       "coverage": float(np.mean((lo <= t) & (t <= hi))), "ci_width": float(np.mean(hi - lo)),
-                      "mean_ess": float(np.mean([x["ess"] for x in rows])), "n_requests": float(
-                          np.mean([x["n"] for x in rows]))})
+                      "mean_ess": float(np.mean([x["ess"] for x in rows])), "mean_rounds": float(
+                          np.mean([x["n"] for x in rows])), "mean_users": float(np.mean([x["units"] for x in rows]))})
     return {"truth": truth, "table": table}
 
 

@@ -6,7 +6,7 @@ Two shapes, as in the Open Bandit Pipeline (OBP):
   probability of the logged action at that position (``pscore``), the target's probability of
   that same action (``target_prob``) and, for model-based estimators, the reward model at the
   logged action (``q_logged``) and its expectation under the target (``q_target``). ``cluster``
-  names the independent unit (a request: its positions are dependent); default every row.
+  names the independent unit (a user: their requests and positions are dependent); default every row.
 - :class:`SlateFeedback`   one row per slate, (n, K) arrays: per-position rewards; the logging and
   target probabilities of the logged item at each position (marginal), of the logged prefix up to
   each position (cascade, the joint of positions 1..k) and of the whole slate; cumulative reward
@@ -60,6 +60,13 @@ def _optional(name: str, v, n: int, ndim: int, shape: tuple | None = None) -> np
     return a
 
 
+def _cluster(v, n: int) -> np.ndarray | None:
+    cl = None if v is None else np.asarray(v)
+    if cl is not None and cl.shape != (n,):
+        raise OpeInputError(f"cluster: length {len(cl)} does not match reward's {n}")
+    return cl
+
+
 @dataclass(frozen=True)
 class BanditFeedback:
     reward: np.ndarray  # (n,)
@@ -80,9 +87,7 @@ class BanditFeedback:
         ql, qt = _optional("q_logged", self.q_logged, n, 1), _optional("q_target", self.q_target, n, 1)
         if (ql is None) != (qt is None):
             raise OpeInputError("q_logged and q_target: give both reward-model arrays or neither")
-        cl = None if self.cluster is None else np.asarray(self.cluster)
-        if cl is not None and cl.shape != (n,):
-            raise OpeInputError(f"cluster: length {len(cl)} does not match reward's {n}")
+        cl = _cluster(self.cluster, n)
         for k, v in (("reward", r), ("pscore", p), ("target_prob", t), ("q_logged", ql), ("q_target", qt),
                      ("cluster", cl)):
             object.__setattr__(self, k, v)
@@ -115,6 +120,7 @@ class SlateFeedback:
     target_prob_slate: np.ndarray  # (n,)
     q_logged: np.ndarray | None = None  # (n, K) Q_k(x, a_1..a_k): expected reward from k on
     q_target: np.ndarray | None = None  # (n, K) E_{a ~ target}[Q_k(x, a_1..a_{k-1}, a)]
+    cluster: np.ndarray | None = None  # (n,) independent unit of each slate (default: the slate)
 
     def __post_init__(self) -> None:
         r = _array("reward", self.reward, None, 2)
@@ -134,6 +140,7 @@ class SlateFeedback:
             vals[k] = _optional(k, getattr(self, k), n, 2, shape)
         if (vals["q_logged"] is None) != (vals["q_target"] is None):
             raise OpeInputError("q_logged and q_target: give both reward-model arrays or neither")
+        vals["cluster"] = _cluster(self.cluster, n)
         for k, v in vals.items():
             object.__setattr__(self, k, v)
 

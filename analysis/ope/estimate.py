@@ -2,7 +2,7 @@
 
 Every estimator is a sample mean of per-unit terms psi_i (SNIPS: a ratio, linearised), so the
 standard error is the one of a mean over independent units (requests or slates; rows of one unit
-summed first: cluster-robust) and the interval is the normal one (OBP's default is a bootstrap;
+summed first: cluster-robust; the simulator's logs cluster by user, the unit of randomisation) and the interval is the normal one (OBP's default is a bootstrap;
 bench/ope_obd.py bootstraps the whole estimate).
 """
 
@@ -23,8 +23,9 @@ class Estimate:
     se: float
     ci_low: float
     ci_high: float
-    n: int  # independent units (requests / slates / rounds)
-    ess: float  # effective sample size of the importance weights, (sum w)^2 / sum w^2 (n for DM)
+    n: int  # rounds (exposures or slates)
+    units: int  # independent units the standard error is computed over (users, or the rounds)
+    ess: float  # effective sample size of the rounds' importance weights, (sum w)^2 / sum w^2 (n for DM)
     max_weight: float
     mean_weight: float  # ~1 when the target's support is covered by the logging policy
 
@@ -71,9 +72,9 @@ def from_terms(name: str, t: Terms, *, cluster: np.ndarray | None = None, alpha:
     se = float(np.sqrt((per_unit ** 2).sum() * units / max(units - 1, 1)) / n_rows) if units > 1 else float("nan")
     z = float(stats.norm.ppf(1 - alpha / 2))
     if t.weight is None:
-        ess, wmax, wmean = float(units), 1.0, 1.0
+        ess, wmax, wmean = float(n_rows), 1.0, 1.0
     else:
-        wu = unit_sums(t.weight, cluster)
-        ess = min(float(wu.sum() ** 2 / (wu ** 2).sum()), float(units)) if (wu ** 2).sum() > 0 else 0.0
-        wmax, wmean = float(t.weight.max()), float(t.weight.mean())
-    return Estimate(name, t.value, se, t.value - z * se, t.value + z * se, units, ess, wmax, wmean)
+        w = t.weight
+        ess = float(w.sum() ** 2 / (w ** 2).sum()) if (w ** 2).sum() > 0 else 0.0
+        wmax, wmean = float(w.max()), float(w.mean())
+    return Estimate(name, t.value, se, t.value - z * se, t.value + z * se, n_rows, units, ess, wmax, wmean)

@@ -64,8 +64,8 @@ def evaluate(logs: OpeLogs, alpha: float = 0.05) -> OpeResult:
     for name in SLATE:
         est = get(name)
         t = _scaled(est.terms(sl), 1.0 / k)
-        rows.append(OpeRow(from_terms(est.name, t, alpha=alpha), from_terms(est.name, t.minus(base_slates),
-                                                                            alpha=alpha), "slate"))
+        rows.append(OpeRow(from_terms(est.name, t, cluster=sl.cluster, alpha=alpha),
+                           from_terms(est.name, t.minus(base_slates), cluster=sl.cluster, alpha=alpha), "slate"))
     return OpeResult(logs.run_id, logs.logging, logs.target, k, sl.n, logged, rows, logs.truth.get(logs.target),
                      logs.truth.get(logs.logging), _warnings(logs, rows))
 

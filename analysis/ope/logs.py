@@ -1,7 +1,9 @@
 """A run's off-policy logs, read from the catalog: the exploring (logging) arm's exposures with
 their propensities, the clicks, and a target arm's slates on the same requests (``ope_slates``),
-turned into :class:`SlateFeedback` (per slate) and :class:`BanditFeedback` (per exposure,
-clustered by request) for a deterministic target.
+turned into :class:`SlateFeedback` (per slate) and :class:`BanditFeedback` (per exposure) for a
+deterministic target, both clustered by user (the unit of randomisation: a user's requests are
+dependent, so standard errors over requests would be too small). The reward model is cross-fitted
+over requests.
 
 Only requests whose logged slate and target slate are full (K positions) are used; the rest are
 counted in ``dropped``. The target's probability of a logged item at a position is 1 when the
@@ -27,7 +29,7 @@ class OpeLogs:
     target: str
     slate_size: int
     slates: SlateFeedback
-    exposures: BanditFeedback  # one row per (request, position), cluster = request
+    exposures: BanditFeedback  # one row per (request, position), cluster = user
     logged_reward: np.ndarray  # (n, K) clicks of the logged slates (the logging policy's on-policy value)
     dropped: int  # logged requests left out (a short logged or target slate)
     truth: dict[str, float]  # world oracle's CTR per arm (empty without an oracle)
@@ -69,7 +71,7 @@ def _matrix(rows, n: int, k: int, fill) -> np.ndarray:
 def _grid(con, run_id: str, logging: str, target: str):
     """Per logged request (in request order): logged items, propensities, clicks, target items."""
     df = con.execute("""
-        SELECT e.request_id, e.position, e.item_id, e.pscore, e.pscore_cascade, e.pscore_slate,
+        SELECT e.request_id, e.user_id, e.position, e.item_id, e.pscore, e.pscore_cascade, e.pscore_slate,
                (f.request_id IS NOT NULL)::DOUBLE AS click, s.item_id AS target_item
         FROM exposures e
         LEFT JOIN feedback f ON f.run_id = e.run_id AND f.request_id = e.request_id AND f.position = e.position
@@ -117,10 +119,11 @@ def load_logs(con, run_id: str, target: str, logging: str | None = None, prior: 
     col = {c: full[c].to_numpy().reshape(shape) for c in ("item_id", "pscore", "pscore_cascade", "click",
                                                            "target_item")}
     slate_p = full["pscore_slate"].to_numpy().reshape(shape)[:, 0]
-    return _feedback(run_id, logging, target, col, slate_p, dropped, prior, truth_ctr(con, run_id))
+    users = full["user_id"].to_numpy().reshape(shape)[:, 0]
+    return _feedback(run_id, logging, target, col, slate_p, users, dropped, prior, truth_ctr(con, run_id))
 
 
-def _feedback(run_id, logging, target, col, slate_p, dropped, prior, truth) -> OpeLogs:
+def _feedback(run_id, logging, target, col, slate_p, users, dropped, prior, truth) -> OpeLogs:
     n, k = col["item_id"].shape
     a, t, r = col["item_id"].astype(np.int64), col["target_item"].astype(np.int64), col["click"]
     match = (a == t).astype(float)
@@ -131,8 +134,9 @@ def _feedback(run_id, logging, target, col, slate_p, dropped, prior, truth) -> O
     q_a, q_t = q_a.reshape(n, k), q_t.reshape(n, k)
     future = np.concatenate([np.cumsum(q_t[:, ::-1], axis=1)[:, ::-1][:, 1:], np.zeros((n, 1))], axis=1)
     slates = SlateFeedback(r, col["pscore"], col["pscore_cascade"], slate_p, match, casc, casc[:, -1],
-                           q_a + future, q_t + future)
-    expo = BanditFeedback(r.ravel(), col["pscore"].ravel(), match.ravel(), q_a.ravel(), q_t.ravel(), units)
+                           q_a + future, q_t + future, users)
+    expo = BanditFeedback(r.ravel(), col["pscore"].ravel(), match.ravel(), q_a.ravel(), q_t.ravel(),
+                          np.repeat(users, k))
     return OpeLogs(run_id, logging, target, k, slates, expo, r, dropped, truth)
 
 

@@ -33,7 +33,7 @@ def _ratio(target: np.ndarray, logging: np.ndarray) -> np.ndarray:
 
 class SlateEstimator:
     """The contract: ``terms(feedback)`` per slate; ``estimate`` adds the standard error over
-    slates and the interval."""
+    the feedback's clusters (default: slates) and the interval."""
 
     name: str
 
@@ -41,7 +41,7 @@ class SlateEstimator:
         raise NotImplementedError
 
     def estimate(self, fb: SlateFeedback, alpha: float = 0.05) -> Estimate:
-        return from_terms(self.name, self.terms(fb), alpha=alpha)
+        return from_terms(self.name, self.terms(fb), cluster=fb.cluster, alpha=alpha)
 
 
 @dataclass(frozen=True)

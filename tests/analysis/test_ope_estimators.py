@@ -62,7 +62,7 @@ def test_interval_and_weight_diagnostics_by_hand():
 def test_clusters_make_positions_of_a_request_one_unit():
     fb = _bandit(cluster=[7, 7, 9])
     e = get("ips").estimate(fb)
-    assert e.value == pytest.approx(2.5 / 3) and e.n == 2
+    assert e.value == pytest.approx(2.5 / 3) and (e.n, e.units) == (3, 2)
     # unit sums of centred terms: [2 + 0 - 2v, 0.5 - v]; se = sqrt(sum^2 * 2 / 1) / 3
     v = 2.5 / 3
     assert e.se == pytest.approx(np.sqrt(((2 - 2 * v) ** 2 + (0.5 - v) ** 2) * 2) / 3)
