@@ -183,6 +183,14 @@ CASES = [
      r"^error: Invalid value for '--requests' / '-n': .* \(see `sim run --help`\)$"),
     ("unknown run in a report", ["report", "nope", "--catalog", "CAT", "--out", "DIR/rep"], 2,
      r"^error: unknown run id 'nope' \(recent runs: .*\)$"),
+    # 5. off-policy estimates (sim ope)
+    ("OPE of a run without propensities", ["ope", "--logs", "RUN", "--target", "itemknn", "--catalog", "CAT"], 2,
+     r"^error: run 'RUN' has no propensities: no arm logged with `explore` \(give the logging arm an explore block "
+     r"and name the targets in \[ope\]\)$"),
+    ("OPE of an arm unknown to the run", ["ope", "--logs", "RUN", "--target", "nope", "--catalog", "CAT"], 2,
+     r"^error: run 'RUN' has no arm 'nope' \(arms: itemknn, popularity\)$"),
+    ("OPE of an unknown run", ["ope", "--logs", "nope", "--target", "x", "--catalog", "CAT"], 2,
+     r"^error: unknown run id 'nope' \(recent runs: .*\)$"),
     # 1. user SQL in an analysis config
     ("subquery in a metric", ["report", "RUN", "--analysis-config", "DIR/evil.json", "--catalog", "CAT",
                               "--out", "DIR/rep"], 2,

@@ -27,7 +27,7 @@ from simulator.core.sequences import Dataset
 from simulator.core.sink import EventSink, ensure_schema
 from simulator.engine import signals
 from simulator.engine.config import ExperimentConfig
-from simulator.engine.design import DESIGNS
+from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import Truth, world_truth
 from simulator.engine.records import PHASES, finish_run, mark_phase, phase_index, start_run, stored_phase
@@ -172,7 +172,7 @@ def report_phase(con, run_id: str, report: Callable[[str], None]) -> None:
 def _simulate(cfg: ExperimentConfig, setup: Scenario, runtime, con, run_id: str, progress: bool, on_batch) -> None:
     """The simulate phase: serve the requests and flush every event (also when a signal stops it)."""
     names = tuple(a.name for a in cfg.arms)
-    design = DESIGNS[cfg.design].from_config(cfg)
+    design = make_design(cfg)
     log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
     try:
         simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
