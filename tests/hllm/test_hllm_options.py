@@ -157,7 +157,7 @@ def test_every_setting_has_one_default_in_one_place():
     and the model config add none, presets only override, and `sim run`'s budget is a named preset."""
     from hllm.configuration_hllm import ARCHITECTURE_FIELDS, HLLMArchitecture, HLLMConfig
     from hllm.recipe import PRESETS, HLLMPolicyConfig, HLLMRecipe
-    from simulator.commands.run import QUICK_BUDGET
+    from simulator.engine.config import QUICK_BUDGET
 
     arch, recipe = HLLMArchitecture(), HLLMRecipe()
     assert not ARCHITECTURE_FIELDS & set(HLLMRecipe.model_fields)
