@@ -265,7 +265,7 @@ def main() -> None:
                  "dataset": DATASET["name"]}
     save = saver(args.out, out)  # after every section: a crash late in a long run keeps what was measured
     if not args.skip_aa:
-        save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha))
+        save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha, minutes=args.minutes))
     if args.replay_aa and _available(args.cuped_data):
         save("replay_aa", _replay_aa(cat, args, art))
     if args.effect:
