@@ -11,7 +11,7 @@ the same phases by one :class:`PhaseTimer`:
 - ``oracle_s``: the world oracle (``run_truth``: counterfactual passes), separate;
 - ``rss_mb``: the process's resident memory after the run and its peak so far.
 
-Pairs (``--pairs``): ``popularity`` (the ID pair: popularity vs SASRec), ``sasrec`` (SASRec vs
+Pairs (``--pairs``): ``popularity`` (the ID pair: popularity vs SASRec), ``hstu`` (HSTU vs
 SASRec), ``hllm:<serving>`` (HLLM vs SASRec, HLLM serving in each user-state serving mode of
 ``hllm.user_state.SERVING_MODES``). Rounds run every pair in alternating order; per pair the best
 of N rounds (the machine is shared: best-of-N is the least disturbed run) and each pair's
@@ -172,6 +172,9 @@ def side_by_side(cat, dataset: str, art: str, pairs: list[str], rounds: int, n_r
             res["runs"][p].append(out)
             print(f"[bench] {dataset} round {r} {p}: {json.dumps(out)}", file=sys.stderr)
     res["summary"] = pair_summary(res["runs"], rounds)
+    if "hllm" in pols:
+        res["user_llm_rate"] = user_llm_rate(pols["hllm"])
+        print(f"[bench] user LLM rate: {json.dumps(res['user_llm_rate'])}", file=sys.stderr)
     return res
 
 
@@ -188,10 +191,51 @@ def pair_summary(runs: dict, rounds: int) -> dict:
     return out
 
 
+def best_s(fn, n: int = 5) -> float:
+    best = float("inf")
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def user_llm_rate(pol, n_users: int = 64) -> dict:
+    """The user-LLM runner's achieved GFLOP/s on full passes over ``n_users`` full windows, against
+    torch's GEMM rate at the shapes of its projections (block rows x hidden x width), in this
+    process. FLOPs: the transformer's (projections, MLP, causal attention over the window: each query
+    against the keys before it), the last layer for the last position only, as the runner computes."""
+    import numpy as np
+    import torch
+
+    from hllm.user_state import ROWS, UserLLMRunner
+
+    r = UserLLMRunner(pol.model, pol.table, pol.prior_user)
+    c = r.llama.config
+    D, F, H, Hkv, hd, P, L = c.hidden_size, c.intermediate_size, r.H, r.Hkv, r.hd, r.P, len(r.layers)
+    rng = np.random.default_rng(0)
+    windows = [rng.integers(0, len(pol.table), P) for _ in range(n_users)]
+    times = [np.cumsum(rng.exponential(60.0, P)) for _ in range(n_users)] if pol.hf_config.use_time else None
+    run_s = best_s(lambda: r.extend([None] * n_users, windows, times, False), 3)
+    proj = 2 * D * (H + 2 * Hkv) * hd + 2 * H * hd * D + 6 * D * F  # per token per layer
+    attn = 2 * 2 * H * hd * (P + 1) / 2  # per query: scores + values over the keys it sees
+    kv_only = 2 * D * 2 * Hkv * hd
+    flops = n_users * ((L - 1) * P * (proj + attn) + P * kv_only + (proj - kv_only + 2 * 2 * H * hd * P))
+    a, w1, w2 = torch.randn(ROWS, D), torch.randn(D, F), torch.randn(D, (H + 2 * Hkv) * hd)
+    gemm_s = best_s(lambda: [a @ w1 for _ in range(50)], 5) / 50
+    gemm_s2 = best_s(lambda: [a @ w2 for _ in range(50)], 5) / 50
+    gemm = max(2 * ROWS * D * F / gemm_s, 2 * ROWS * D * (H + 2 * Hkv) * hd / gemm_s2) / 1e9
+    got = flops / run_s / 1e9
+    return {"users": n_users, "window": P, "layers": L, "hidden": D, "intermediate": F,
+            "full_pass_s": round(run_s, 4), "gflop": round(flops / 1e9, 3), "achieved_gflops": round(got, 2),
+            "torch_gemm_gflops": round(gemm, 2), "achieved_over_gemm": round(got / gemm, 3),
+            "gemm_shapes": [[ROWS, D, F], [ROWS, D, (H + 2 * Hkv) * hd]]}
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", default="popularity,sasrec,hllm:online",
-                    help="comma-separated: popularity (the ID pair, required), sasrec, hllm:<serving mode>")
+    ap.add_argument("--pairs", default="popularity,hllm:online,hllm:tables",
+                    help="comma-separated: popularity (the ID pair, required), hllm:<serving mode>, hstu, ...")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--oracle-reps", type=int, default=2, help="the oracle's passes per arm (sim run's default)")
