@@ -49,7 +49,11 @@ def peak_rss_mb() -> float:
 
 class PhaseTimer:
     """Wall time of one ``run_experiment`` call by phase (module doc), by wrapping the library's
-    functions for the duration of the run (the library code stays untouched)."""
+    functions for the duration of the run (the library code stays untouched); ``snapshot()``'s value
+    at the main story's last flush is kept (``at_flush``: the simulate phase's own counters)."""
+
+    def __init__(self, snapshot=lambda: None) -> None:
+        self.snapshot = snapshot
 
     def __enter__(self):
         from simulator.engine import run as run_mod
@@ -58,7 +62,7 @@ class PhaseTimer:
 
         self.t: dict[str, float] = {}
         self.stage_ms: dict[str, float] = {}
-        self.in_oracle = False
+        self.in_oracle, self.at_flush = False, None
         self.saved = [(run_mod, "_start_runtime"), (run_mod, "run_truth"), (Simulation, "run"),
                       (EventLog, "flush")]
         self.saved = [(o, n, getattr(o, n)) for o, n in self.saved]
@@ -89,6 +93,7 @@ class PhaseTimer:
             out = flush(self_)
             if not me.in_oracle:
                 me.t["flush_end"] = time.perf_counter()
+                me.at_flush = me.snapshot()
             return out
 
         run_mod._start_runtime, run_mod.run_truth = start_w, truth_w
@@ -127,16 +132,25 @@ def timed_pair(cfg, cat, pols, serving: str | None) -> dict:
     from simulator.engine.run import run_experiment
 
     serve_as(pols, serving)
-    with PhaseTimer() as pt:
+    hl = pols.get("hllm")
+
+    def states() -> dict | None:
+        return None if hl is None or hl._states is None else hl._states.report()
+
+    with PhaseTimer(states) as pt:
         rid = run_experiment(cfg, cat, progress=False, policies=pols)
     n = cat.con.execute("SELECT count(*) FROM requests WHERE run_id = ?", [rid]).fetchall()[0][0]
     out = {"run_id": rid, "requests": int(n), **pt.phases()}
     out["simulate_rps"] = round(n / out["simulate_s"], 1)
+    if pt.at_flush is not None:  # HLLM's serving during the simulate phase (the oracle's passes excluded)
+        out["hllm_simulate"] = pt.at_flush
+        if serving == "tables":  # the table's refresh job (run inline here) apart: the request path alone
+            out["table_refresh_s"] = pt.at_flush["user_llm_s"]
+            out["request_path_rps"] = round(n / (out["simulate_s"] - out["table_refresh_s"]), 1)
     out["oracle_over_simulate"] = round(out["oracle_s"] / out["simulate_s"], 3)
     out["rss_mb"], out["peak_rss_mb"] = round(rss_mb(), 1), round(peak_rss_mb(), 1)
-    hl = pols.get("hllm")
     if hl is not None and hl._states is not None:
-        out["hllm_user_states"] = hl._states.report()
+        out["hllm_with_oracle"] = hl._states.report()
     return out
 
 
@@ -185,6 +199,9 @@ def pair_summary(runs: dict, rounds: int) -> dict:
            "ratio_to_id_pair_of_bests": {p: round(v / best["popularity"], 3) for p, v in best.items()},
            "ratio_to_id_pair_per_round": {p: [round(rs[i]["simulate_rps"] / ref[i]["simulate_rps"], 3)
                                               for i in range(rounds)] for p, rs in runs.items()},
+           "request_path_ratio_to_id_pair_per_round": {
+               p: [round(rs[i]["request_path_rps"] / ref[i]["simulate_rps"], 3) for i in range(rounds)]
+               for p, rs in runs.items() if "request_path_rps" in rs[0]},
            "oracle_over_simulate_best": {p: min(r["oracle_over_simulate"] for r in rs) for p, rs in runs.items()},
            "startup_s_best": {p: min(r["startup_s"] for r in rs) for p, rs in runs.items()},
            "peak_rss_mb": max(r["peak_rss_mb"] for rs in runs.values() for r in rs)}

@@ -24,6 +24,7 @@ mode runs the same function, which is what makes "identical with or without the 
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -262,6 +263,7 @@ class UserStates:
         self.cache: OrderedDict[int, UserState] = OrderedDict()
         self.bytes = 0
         self.stats = {"hit": 0, "extend": 0, "full": 0, "evicted": 0}
+        self.compute_s = 0.0  # wall time in the user LLM (tables: the refresh job's, run inline at first use)
         self.behind: list[np.ndarray] = []  # per request: items the served embedding has not seen
         self.age_s: list[np.ndarray] = []  # per request: simulated seconds since its row was computed
 
@@ -306,7 +308,8 @@ class UserStates:
 
     def report(self) -> dict:
         """What serving did so far (counts, cache size)."""
-        out = {"serving": self.cfg.serving, **self.stats, "cached_users": len(self.cache),
+        out = {"serving": self.cfg.serving, **self.stats, "user_llm_s": round(self.compute_s, 3),
+               "cached_users": len(self.cache),
                "cached_mib": round(self.bytes / 2**20, 1)}
         if self.behind:
             behind, age = np.concatenate(self.behind), np.concatenate(self.age_s)
@@ -341,9 +344,10 @@ class UserStates:
             else:
                 todo.append((b, st if self.mode == "incremental" and st is not None and st.prefix_of(w, t) else None))
         if todo:
-            rows = [b for b, _ in todo]
+            rows, t0 = [b for b, _ in todo], time.perf_counter()
             new = self.runner.extend([p for _, p in todo], [windows[b] for b in rows],
                                      None if times is None else [times[b] for b in rows], self.mode == "incremental")
+            self.compute_s += time.perf_counter() - t0
             for (b, prefix), st in zip(todo, new, strict=True):
                 out[b] = st.emb
                 self.stats["extend" if prefix is not None else "full"] += 1

@@ -222,7 +222,7 @@ def test_a_cached_model_serves_with_the_runs_serving_settings(tmp_path, monkeypa
         def load(cls, path):
             return cls(saved)
 
-    monkeypatch.setattr(registry, "get", lambda name: SimpleNamespace(cls=Fake))
+    monkeypatch.setattr(registry, "get", lambda name: SimpleNamespace(cls=Fake, config_cls=HLLMPolicyConfig))
     monkeypatch.setattr(store, "data_fingerprint", lambda d, s: "x")
     want = {"preset": "tiny", "user_states": {"serving": "tables", "refresh_s": 60.0}}
     cfg = registry.make_config("hllm", want)
