@@ -132,7 +132,7 @@ def timed_pair(cfg, cat, pols, serving: str | None) -> dict:
     from simulator.engine.run import run_experiment
 
     serve_as(pols, serving)
-    hl = pols.get("hllm")
+    hl = pols.get("hllm") if "hllm" in cfg.all_policies() else None  # another pair's: not this run's
 
     def states() -> dict | None:
         return None if hl is None or hl._states is None else hl._states.report()

@@ -76,7 +76,7 @@ def test_pipeline_serves_by_ann_above_the_threshold_and_in_full_below(threshold)
     rng = np.random.default_rng(2)
     items = rng.normal(size=(2000, 16)).astype(np.float32)
     pol = VectorPolicy(items, threshold)
-    arm = parse_config({"arms": [{"name": "v", "channels": [{"policy": "v", "quota": 50}],
+    arm = parse_config({"arms": [{"name": "v", "role": "control", "channels": [{"policy": "v", "quota": 50}],
                                   "coarse": {"policy": "v", "keep": 30}, "slate_size": 10},
                                  {"name": "w", "channels": [{"policy": "v", "quota": 50}]}]}, "test").arms[0]
     users = UserBatch(np.arange(8), [rng.integers(0, 2000, 5) for _ in range(8)])
