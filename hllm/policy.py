@@ -158,7 +158,8 @@ class HLLMPolicy(FullScorePolicy):
 
         params = [p for n, p in model.named_parameters() if not n.startswith("item_encoder.") and p.requires_grad]
         valid = ndcg_validation(self, split, every=cfg.eval_every, patience=cfg.patience,
-                                before=self.refresh_table, keep=lambda name: not name.startswith("item_encoder."))
+                                before=self.refresh_table, keep=lambda name: not name.startswith("item_encoder."),
+                                every_steps=cfg.eval_every_steps)
         self.history += run_stage(model, split, emb_cached, [{"params": params}], cfg, 2, validation=valid,
                                   progress=progress)
         self.refresh_table()

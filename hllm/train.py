@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from policies.tensors import device
-from policies.train import Validation, epoch_means, fit_loop, minibatches, optimizer_step, training_windows
+from policies.train import Validation, fit_loop, minibatches, optimizer_step, training_windows
 
 
 @torch.no_grad()
@@ -82,7 +82,11 @@ def run_stage(model, split, emb_of, params, cfg, stage: int, *, validation: Vali
     seen = torch.from_numpy(np.unique(split.train.items))  # negatives come from training items only
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     flat = [q for g in opt.param_groups for q in g["params"]]
-    sched = warmup_cosine(opt, max(1, budget.epochs * ((len(x_all) + budget.batch_size - 1) // budget.batch_size)))
+    per_epoch = (len(x_all) + budget.batch_size - 1) // budget.batch_size
+    total = budget.bounds.epochs * per_epoch
+    if budget.bounds.max_steps is not None:
+        total = min(total, budget.bounds.max_steps)
+    sched = warmup_cosine(opt, max(1, total))
 
     def step(b: torch.Tensor) -> dict[str, float]:
         pool = seen[torch.randint(0, len(seen), (budget.n_negatives,), generator=gen)]
@@ -91,12 +95,15 @@ def run_stage(model, split, emb_of, params, cfg, stage: int, *, validation: Vali
         return {"loss": optimizer_step(opt, out.loss, clip=(flat, 1.0), sched=sched),
                 "unmasked_negatives": out.unmasked_negatives, "guarded_rows": out.guarded_rows}
 
-    def train_epoch(epoch: int) -> dict[str, float]:
-        rec = epoch_means(minibatches(torch.randperm(len(x_all), generator=gen), budget.batch_size), step)
+    def batches(epoch: int):
+        return minibatches(torch.randperm(len(x_all), generator=gen), budget.batch_size)
+
+    def end_epoch(rec: dict[str, float]) -> dict[str, float]:
         if rec.get("unmasked_negatives", 0.0) < 1.0:
             raise RuntimeError("HLLM: almost every negative is masked (embedding collapse); "
                                "lower the learning rate or raise false_negative_cos")
-        return {**rec, "temperature": float(1 / model.scale().detach())}
+        return {"temperature": float(1 / model.scale().detach())}
 
-    hist = fit_loop(model, train_epoch, epochs=budget.epochs, validation=validation, desc=desc, progress=progress)
+    hist = fit_loop(model, batches, step, bounds=budget.bounds, validation=validation, desc=desc,
+                    progress=progress, end_epoch=end_epoch)
     return [{"stage": desc, **rec} for rec in hist]

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import FullScorePolicy, UserBatch
 from policies.tensors import device, next_times, pad_left
-from policies.train import train_sequence_model
+from policies.train import StepBudget, train_sequence_model
 from simulator.core.errors import NotFittedError
 
 
-class SequenceModelConfig(BaseModel):
+class SequenceModelConfig(StepBudget):
     """Fields shared by every ID-based sequence model (architecture size + training recipe)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -23,9 +23,8 @@ FORMATS = ("table", "csv", "json", "parquet")
 
 def _connect(path: Optional[str]):
     """The catalog, read-only, with file access off (analysis never writes to it)."""
-    from simulator.core.catalog import connect
-
     from analysis.sqlguard import READ_ONLY_CONFIG
+    from simulator.core.catalog import connect
 
     path = path or os.environ.get("SIM_CATALOG") or "sim.duckdb"
     if not Path(path).exists():
