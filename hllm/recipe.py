@@ -43,6 +43,9 @@ class HLLMRecipe(StepBudget):
     seed: int = 0
     windows: Literal["last", "all"] = Field("all", description="training windows (policies.train.training_windows)")
     n_negatives: int = Field(512, ge=1, description="stage 2: random negatives shared by a batch")
+    negatives: Literal["sampled", "all"] = Field(
+        "sampled", description="stage 2: 'sampled' = n_negatives uniform draws (InfoNCE, the paper's); 'all' = "
+                               "every trained item (full softmax, affordable on cached item features)")
     in_batch_negatives: bool = Field(True, description="the batch's other positives are negatives too")
     stage1_epochs: int = Field(2, ge=0)
     stage1_max_len: int = Field(10, ge=2)
@@ -86,6 +89,7 @@ class StageBudget(NamedTuple):
     max_len: int  # training window length
     batch_size: int
     n_negatives: int  # random negatives per batch
+    all_negatives: bool = False  # every trained item is a negative (full softmax)
 
 
 class HLLMPolicyConfig(HLLMArchitecture, HLLMRecipe):
@@ -114,7 +118,8 @@ class HLLMPolicyConfig(HLLMArchitecture, HLLMRecipe):
         if n == 1:
             return StageBudget(Bounds(self.stage1_epochs), self.stage1_max_len, self.stage1_batch_size,
                                self.stage1_negatives)
-        return StageBudget(Bounds.of(self.stage2_epochs, self), self.max_len, self.batch_size, self.n_negatives)
+        return StageBudget(Bounds.of(self.stage2_epochs, self), self.max_len, self.batch_size, self.n_negatives,
+                           self.negatives == "all")
 
     def to_hf(self) -> HLLMConfig:
         """The model's config: the architecture settings."""

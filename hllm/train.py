@@ -4,8 +4,8 @@ Stage 1 (end-to-end): item LLM + projection + user LLM trained jointly on short 
 each step encodes the unique items of the batch and of a random negative pool.
 Stage 2 (long sequences): the item LLM is frozen, its features cached once
 (``encode_items``), and projection + user LLM train on long sequences from the cache.
-Both use InfoNCE with a shared negative pool (in-batch positives + random ids), same-id
-negatives masked; the number of unmasked negatives is logged as a collapse guard.
+Both use InfoNCE with a shared negative pool (in-batch positives + random ids; in stage 2 with
+``negatives="all"`` every trained item, i.e. a full softmax), same-id negatives masked; the number of unmasked negatives is logged as a collapse guard.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def run_stage(model, split, emb_of, params, cfg, stage: int, *, validation: Vali
     sched = warmup_cosine(opt, max(1, total))
 
     def step(b: torch.Tensor) -> dict[str, float]:
-        pool = seen[torch.randint(0, len(seen), (budget.n_negatives,), generator=gen)]
+        pool = seen if budget.all_negatives else seen[torch.randint(0, len(seen), (budget.n_negatives,),
+                                                                     generator=gen)]
         with autocast(cfg.bf16):
             out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev), cfg.in_batch_negatives)
         return {"loss": optimizer_step(opt, out.loss, clip=(flat, 1.0), sched=sched),

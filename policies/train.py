@@ -2,7 +2,9 @@
 best weights) and the ID sequence models' next-item training on every position.
 
 Losses (``cfg.loss``): ``ce`` full softmax cross-entropy over all items, ``sampled_ce``
-softmax over the target + ``cfg.n_negatives`` uniformly sampled items, ``bce`` binary
+softmax over the target + ``cfg.n_negatives`` items shared by the batch, drawn uniformly or by
+popularity with the logQ correction (``cfg.negative_sampler``; it trains on 100k+ item catalogs
+where the full softmax cannot), ``bce`` binary
 cross-entropy with one sampled negative per position (the original SASRec). AdamW, early
 stopping on validation NDCG@10 (full ranking), best weights kept, seeded, tqdm progress.
 
@@ -59,10 +61,39 @@ def sample(pool: torch.Tensor, shape, gen: torch.Generator) -> torch.Tensor:
     return pool[torch.randint(0, len(pool), shape, generator=gen)]
 
 
+@dataclass(frozen=True)
+class Negatives:
+    """Where sampled negatives come from: the trained items (shifted ids ``pool``), uniformly or
+    with probability ``q`` (popularity); ``log_q`` (N+1,) is the logQ correction subtracted from
+    every logit (the positive's included: Yi et al., RecSys 2019), None for uniform draws (a
+    constant shift, which softmax ignores)."""
+
+    pool: torch.Tensor
+    q: torch.Tensor | None = None
+    log_q: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, train, known: torch.Tensor, sampler: str) -> Negatives:
+        pool = known.nonzero().squeeze(1) + 1  # (K,) shifted ids of the trained items
+        if sampler == "uniform":
+            return cls(pool)
+        counts = torch.from_numpy(np.bincount(train.items, minlength=len(known))[:len(known)]).double()
+        q = counts[pool - 1] / counts[pool - 1].sum()  # (K,) popularity of each trained item
+        log_q = torch.zeros(len(known) + 1, dtype=torch.float64)
+        log_q[pool] = q.log()
+        return cls(pool, q, log_q.float())
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        if self.q is None:
+            return sample(self.pool, (n,), gen)
+        return self.pool[torch.multinomial(self.q, n, replacement=True, generator=gen)]
+
+
 def sequence_loss(policy, h: torch.Tensor, tgt: torch.Tensor, gen: torch.Generator,
-                  known: torch.Tensor | None = None) -> torch.Tensor:
+                  known: torch.Tensor | None = None, negatives: Negatives | None = None) -> torch.Tensor:
     """h (B, T, D) states, tgt (B, T) shifted target ids (0 = no target); ``known`` (N,) bool: the
-    trained items (negatives come from these only; None = every item)."""
+    trained items (negatives come from these only; None = every item); ``negatives``: how
+    ``sampled_ce`` draws them (None: uniformly from ``known``)."""
     cfg = policy.cfg
     emb = policy.model.item_embeddings()  # (N+1, D)
     n_items = emb.shape[0] - 1
@@ -73,16 +104,19 @@ def sequence_loss(policy, h: torch.Tensor, tgt: torch.Tensor, gen: torch.Generat
         logits = hs @ emb[1:].T  # (M, N)
         logits = logits.masked_fill(~known.to(h.device)[None], float("-inf"))  # untrained items: no gradient
         return F.cross_entropy(logits, ts - 1)
-    pool = known.nonzero().squeeze(1) + 1  # (K,) shifted ids of the trained items
+    negatives = negatives or Negatives(known.nonzero().squeeze(1) + 1)
     if cfg.loss == "sampled_ce":
-        neg = sample(pool, (cfg.n_negatives,), gen).to(h.device)
+        neg = negatives.draw(cfg.n_negatives, gen).to(h.device)
         pos_logit = (hs * emb[ts]).sum(-1, keepdim=True)  # (M, 1)
         neg_logit = hs @ emb[neg].T  # (M, n_neg)
+        if negatives.log_q is not None:  # popularity draws: logQ correction
+            lq = negatives.log_q.to(h.device)
+            pos_logit, neg_logit = pos_logit - lq[ts][:, None], neg_logit - lq[neg][None]
         neg_logit = neg_logit.masked_fill(neg[None, :] == ts[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], 1)
         return F.cross_entropy(logits, torch.zeros(len(ts), dtype=torch.long, device=h.device))
     # bce
-    neg = sample(pool, ts.shape, gen).to(h.device)
+    neg = sample(negatives.pool, ts.shape, gen).to(h.device)
     pos = (hs * emb[ts]).sum(-1)
     ng = (hs * emb[neg]).sum(-1)
     return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
@@ -101,11 +135,12 @@ def train_sequence_model(policy, split, progress: bool = True) -> list[dict]:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ids_t, ts_t = torch.from_numpy(ids), torch.from_numpy(ts)  # ts float64: second resolution kept
     known = torch.from_numpy(trained_items(split.train, policy.n_items))
+    negatives = Negatives.of(split.train, known, cfg.negative_sampler)
 
     def step(b: torch.Tensor) -> dict[str, float]:
         x, t = ids_t[b].to(dev), ts_t[b].to(dev)
         h = model(x[:, :-1], t[:, :-1], t[:, 1:])  # (B, T, D); t[:, 1:]: each target's time
-        return {"loss": optimizer_step(opt, sequence_loss(policy, h, x[:, 1:], gen, known))}
+        return {"loss": optimizer_step(opt, sequence_loss(policy, h, x[:, 1:], gen, known, negatives))}
 
     def batches(epoch: int) -> Iterator:
         return minibatches(torch.randperm(len(ids_t), generator=gen), cfg.batch_size)

@@ -85,3 +85,44 @@ def test_bad_budget_is_a_config_error(bad):
 
     with pytest.raises(ConfigError):
         registry.make_config("sasrec", bad)
+
+
+# ----------------------------------------------------------------- matched objectives
+def test_popularity_negatives_follow_popularity_and_carry_log_q():
+    import numpy as np
+    import torch
+
+    from policies.train import Negatives, trained_items
+
+    ds = tiny_dataset(n_users=60, n_items=30)
+    split = ds.leave_one_out()
+    known = torch.from_numpy(trained_items(split.train, ds.n_items))
+    neg = Negatives.of(split.train, known, "popularity")
+    draws = neg.draw(200_000, torch.Generator().manual_seed(0))
+    counts = np.bincount(split.train.items, minlength=ds.n_items)
+    freq = np.bincount(draws.numpy() - 1, minlength=ds.n_items) / len(draws)
+    assert np.allclose(freq, counts / counts.sum(), atol=3e-3)
+    assert torch.allclose(neg.log_q[1:][known], torch.from_numpy(np.log(counts / counts.sum())[known.numpy()]).float())
+    assert Negatives.of(split.train, known, "uniform").log_q is None  # uniform: a constant shift, no correction
+
+
+@pytest.mark.parametrize("name", ["sasrec", "hstu"])
+def test_sampled_softmax_with_popularity_negatives_learns(name):
+    from policies.evaluate import evaluate
+
+    pol, ds, split = fit(name, dict(ID, epochs=6, eval_every=2, loss="sampled_ce", n_negatives=8,
+                                    negative_sampler="popularity", lr=3e-3))
+    pop, _, _ = fit("popularity", {})
+    assert evaluate(pol, split, ks=(10,)).summary["ndcg@10"] > evaluate(pop, split, ks=(10,)).summary["ndcg@10"]
+
+
+def test_hllm_full_softmax_uses_every_trained_item_as_negative():
+    ds = topic_dataset()
+    pol, _, split = fit("hllm", {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 1, "negatives": "all",
+                                 "in_batch_negatives": False}, ds)
+    n_trained = len(set(split.train.items.tolist()))
+    # every trained item but the positive itself (masked) is left as a negative in every row
+    assert pol.history[-1]["unmasked_negatives"] >= n_trained - 1 - 1e-6
+    sampled, _, _ = fit("hllm", {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 1, "n_negatives": 4,
+                                 "in_batch_negatives": False}, ds)
+    assert sampled.history[-1]["unmasked_negatives"] <= 4
