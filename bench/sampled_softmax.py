@@ -25,11 +25,14 @@ def synthetic(n_users: int, n_items: int, seed: int = 0):
     pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
     pop /= pop.sum()
     nxt = rng.permutation(n_items)
+    lengths = rng.integers(10, 40, n_users)
+    draws = iter(rng.choice(n_items, size=int(lengths.sum()), p=pop).tolist())  # one draw per position
+    jumps = iter((rng.random(int(lengths.sum())) < 0.3).tolist())
     seqs = []
-    for _ in range(n_users):
-        s = [int(rng.choice(n_items, p=pop))]
-        for _ in range(int(rng.integers(10, 40)) - 1):
-            s.append(int(rng.choice(n_items, p=pop)) if rng.random() < 0.3 else int(nxt[s[-1]]))
+    for n in lengths:
+        s = [next(draws)]
+        for _ in range(n - 1):
+            s.append(next(draws) if next(jumps) else int(nxt[s[-1]]))
         seqs.append(s)
     tss = [np.arange(len(s), dtype=np.float64) * 60 + 1e9 for s in seqs]
     return Dataset(name=f"synthetic-{n_items}", n_users=n_users, n_items=n_items,
