@@ -51,7 +51,9 @@ class HLLMRecipe(StepBudget):
     stage1_max_len: int = Field(10, ge=2)
     stage1_batch_size: int = Field(16, ge=1)
     stage1_negatives: int = Field(64, ge=1)
-    item_lr: float = Field(3e-5, gt=0, description="stage 1: the item LLM's learning rate")
+    stage1_max_steps: int | None = Field(None, ge=1, description="stage 1: stop after this many optimizer steps")
+    item_lr: float = Field(3e-5, gt=0, description="stage 1: the item LLM's learning rate (its item token "
+                                                   "and the head train at lr)")
     item_trainable_layers: int | None = Field(None, ge=0, description="stage 1: fine-tune only the top k "
                                                                       "item-LLM layers (None: all)")
     grad_checkpointing: bool = Field(False, description="stage 1: item LLM (saves memory on long texts)")
@@ -69,7 +71,8 @@ _FAST = dict(pooling="mean", prompt="", stage1_epochs=0, batch_size=64)
 PRESETS: dict[str, dict[str, Any]] = {  # named overrides of the defaults above (none restates one)
     "fast": _FAST,
     "quick": {**_FAST, "stage2_epochs": 10, "patience": 2},  # the ID models' quick budget (sim run)
-    "paper": dict(stage1_epochs=1),
+    # the official stage 1: the item LLM fine-tuned at 1e-4 (item token + head at lr) for 5 epochs
+    "paper": dict(stage1_epochs=5, item_lr=1e-4),
     "tiny": dict(item_llm="tiny", prompt="", max_text_len=16, user_hidden=32, user_layers=1, user_heads=2,
                  proj_hidden=32, max_len=8, stage1_epochs=1, stage1_max_len=5, stage1_negatives=16,
                  stage2_epochs=2, n_negatives=16, batch_size=16),
@@ -116,7 +119,7 @@ class HLLMPolicyConfig(HLLMArchitecture, HLLMRecipe):
     def stage(self, n: int) -> StageBudget:
         """Stage ``n``'s budget: stage 1 trains end to end on short windows, stage 2 on ``max_len``."""
         if n == 1:
-            return StageBudget(Bounds(self.stage1_epochs), self.stage1_max_len, self.stage1_batch_size,
+            return StageBudget(Bounds(self.stage1_epochs, max_steps=self.stage1_max_steps), self.stage1_max_len, self.stage1_batch_size,
                                self.stage1_negatives)
         return StageBudget(Bounds.of(self.stage2_epochs, self), self.max_len, self.batch_size, self.n_negatives,
                            self.negatives == "all")

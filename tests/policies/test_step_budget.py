@@ -126,3 +126,23 @@ def test_hllm_full_softmax_uses_every_trained_item_as_negative():
     sampled, _, _ = fit("hllm", {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 1, "n_negatives": 4,
                                  "in_batch_negatives": False}, ds)
     assert sampled.history[-1]["unmasked_negatives"] <= 4
+
+
+# ----------------------------------------------------------------- stage 1: a real fine-tune
+def test_stage1_records_item_llm_movement_and_trains_the_item_token_at_the_heads_lr():
+    ds = topic_dataset()
+    pol, _, _ = fit("hllm", {"preset": "tiny", "stage1_epochs": 2, "stage1_max_steps": 3, "stage2_epochs": 1,
+                             "item_lr": 1e-4, "lr": 1e-2}, ds)
+    s1 = [h for h in pol.history if h["stage"] == "hllm stage 1"]
+    assert s1[-1]["step"] == 3 and s1[-1]["stop"] == "max_steps"  # stage 1's step bound
+    move = s1[-1]["item_llm_movement"]
+    assert set(move) == {"layer.0", "other", "item_token"} and 0 < move["layer.0"] < 0.05  # 3 steps at 1e-4
+    assert move["item_token"] > 5 * move["layer.0"]  # the item token trains at the head's lr (1e-2)
+
+
+def test_paper_preset_is_the_official_stage1_scheme():
+    from hllm.recipe import HLLMPolicyConfig
+
+    cfg = HLLMPolicyConfig(preset="paper")
+    assert (cfg.stage1_epochs, cfg.item_lr, cfg.lr) == (5, 1e-4, 1e-3)
+    assert HLLMPolicyConfig(preset="fast").prompt == ""
