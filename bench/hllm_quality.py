@@ -52,6 +52,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import hllm.textknn  # noqa: E402, F401  (registers textknn where the installed entry points predate it)
 from hllm.recipe import PRESET_LABELS  # noqa: E402
 from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
@@ -66,6 +67,8 @@ PROTOCOL = ("leave-one-out, full ranking, history excluded; every model early-st
 # "fast" = frozen MiniLM + residual-MLP adapter + all history windows (the strongest CPU recipe)
 TOP1 = {"preset": "fast", "item_trainable_layers": 1, "stage1_epochs": 3, "stage1_max_len": 50,
         "stage1_batch_size": 128, "stage1_negatives": 512, "item_lr": 1e-4}
+EQUAL_STEPS, EQUAL_STAGE1 = 300, 150
+EQUAL = {"min_steps": EQUAL_STEPS, "max_steps": EQUAL_STEPS, "eval_every_steps": 30}
 HLLM_VARIANTS = {
     "hllm_fast": {"preset": "fast"},  # the policy default (sim run trains it on the quick budget)
     "hllm_fast_bs128": {"preset": "fast", "batch_size": 128},  # the previous preset (half the steps)
@@ -86,6 +89,11 @@ HLLM_VARIANTS = {
     "hllm_paper_frozen": {"preset": "paper", "stage1_epochs": 0},  # the same recipe with the item LLM frozen
     "hllm_paper_random_item": {"preset": "paper", "item_llm_pretrained": False},  # fine-tuned from random weights
     "hllm_paper_mean_pool": {"preset": "paper", "pooling": "mean"},
+    # at equal steps: stage 2 runs exactly EQUAL_STEPS steps (min = max; the best validated weights kept),
+    # paper's stage 1 adds EQUAL_STAGE1 steps of end-to-end fine-tuning (the official lr scheme)
+    "hllm_fast_eq": {"preset": "fast", **EQUAL},
+    "hllm_paper_eq": {"preset": "paper", **EQUAL, "stage1_max_steps": EQUAL_STAGE1},
+    "hllm_paper_frozen_eq": {"preset": "paper", **EQUAL, "stage1_epochs": 0},
 }
 PER_USER = "per_user_ndcg@10"  # test users' NDCG@10 in user-id order (paired bootstrap, seed averaging)
 PER_SEED_USER = "per_seed_per_user_ndcg@10"  # (seeds, users): what the bootstrap resamples
