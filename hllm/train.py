@@ -5,7 +5,10 @@ each step encodes the unique items of the batch and of a random negative pool.
 Stage 2 (long sequences): the item LLM is frozen, its features cached once
 (``encode_items``), and projection + user LLM train on long sequences from the cache.
 Both use InfoNCE with a shared negative pool (in-batch positives + random ids; in stage 2 with
-``negatives="all"`` every trained item, i.e. a full softmax), same-id negatives masked; the number of unmasked negatives is logged as a collapse guard.
+``negatives="all"`` every trained item, i.e. a full softmax), same-id negatives masked; the
+number of unmasked negatives is logged as a collapse guard. The warm-up + cosine schedule spans
+the stage's bounds (its epochs, or ``max_steps`` when smaller): under early stopping with the ID
+models' 200-epoch bound the learning rate stays near its peak, as the ID models' constant one.
 """
 
 from __future__ import annotations
