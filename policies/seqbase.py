@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.ann import AnnServing
 from policies.base import UserBatch
 from policies.tensors import device, next_times, pad_left
-from policies.train import train_sequence_model
+from policies.train import StepBudget, train_sequence_model
 from simulator.core.errors import NotFittedError
 
 
-class SequenceModelConfig(BaseModel):
+class SequenceModelConfig(StepBudget):
     """Fields shared by every ID-based sequence model (architecture size + training recipe)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -36,7 +36,10 @@ class SequenceModelConfig(BaseModel):
     n_heads: int = Field(1, ge=1)
     dropout: float = Field(0.3, ge=0, lt=1)
     loss: Literal["ce", "sampled_ce", "bce"] = "ce"
-    n_negatives: int = Field(256, ge=1)
+    n_negatives: int = Field(256, ge=1, description="sampled_ce: negatives per batch (shared by every position)")
+    negative_sampler: Literal["uniform", "popularity"] = Field(
+        "uniform", description="sampled_ce: negatives drawn uniformly, or by training popularity with the logQ "
+                               "correction")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)

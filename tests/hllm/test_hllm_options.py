@@ -174,7 +174,8 @@ def test_every_setting_has_one_default_in_one_place():
         assert set(over) <= set(defaults), name
         assert not {k for k, v in over.items() if defaults[k] == v}, f"preset {name} restates a default"
     assert QUICK_BUDGET["hllm"] == {"preset": "quick"}
-    assert PRESETS["quick"] == {**PRESETS["fast"], "stage2_epochs": 6, "patience": 2}
+    assert PRESETS["quick"] == {**PRESETS["fast"], "stage2_epochs": 10, "patience": 2}
+    assert QUICK_BUDGET["sasrec"] == {"epochs": 10, "patience": 2}  # the same budget as the ID models
 
 
 def test_explicit_value_beats_preset_beats_default():
