@@ -64,7 +64,8 @@ def _tables(d: Path, run_id: str) -> dict:
     with duckdb.connect(str(d / "cat.duckdb"), read_only=True) as con:
         for t, key in TABLES.items():
             df = con.execute(f"SELECT * FROM {t} WHERE run_id = ? ORDER BY {key}", [run_id]).df()
-            out[t] = df.drop(columns=[c for c in df.columns if c.startswith(VOLATILE)]).to_dict("list")
+            df = df.drop(columns=[c for c in df.columns if c.startswith(VOLATILE)])
+            out[t] = df.astype(object).where(df.notna(), None).to_dict("list")  # NULL == NULL
         out["runs"] = con.execute("SELECT status, phase, n_requests FROM runs WHERE run_id = ?", [run_id]).fetchall()
     return out
 
