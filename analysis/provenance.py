@@ -4,15 +4,15 @@ them as warnings; the Markdown/HTML report shows them on top)."""
 
 from __future__ import annotations
 
-import json
-
 from simulator.core.fingerprint import dataset_hash
 from simulator.core.snapshot import run_dataset
+
+from .views import run_config
 
 
 def _status_warning(info: dict) -> str | None:
     rid, status = info["run_id"], info.get("status")
-    asked = (json.loads(info.get("config_json") or "{}") or {}).get("n_requests")
+    asked = run_config(info).get("n_requests")
     served = f"the {int(info.get('n_requests') or 0):,} requests served" + (f" of {asked:,} asked for" if asked else "")
     if status == "running":
         return (f"run {rid} did not finish: it is marked 'running' but no process is writing it (it was killed); "
@@ -20,6 +20,10 @@ def _status_warning(info: dict) -> str | None:
     if status in ("incomplete", "failed"):
         return (f"run {rid} is {status}: the numbers cover only {served}; "
                 f"continue it with `sim run --resume {rid}`")
+    if status == "complete" and asked and int(info.get("n_requests") or 0) < int(asked):
+        return (f"run {rid} served only {int(info.get('n_requests') or 0):,} of the {int(asked):,} requests "
+                "asked for (its replay log or its duration ran out first): its power is that of the requests "
+                "served")
     return None
 
 

@@ -9,74 +9,73 @@
 from __future__ import annotations
 
 import json
-import os
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from simulator.commands.common import catalog_path
+from simulator.commands.common import read_catalog as _connect
 from simulator.core.errors import ConfigError, NotFoundError, SimError
 
 _CATALOG = typer.Option(None, "--catalog", help="Catalog file (default $SIM_CATALOG or ./sim.duckdb).")
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def _connect(path: Optional[str]):
-    """The catalog, read-only, with file access off (analysis never writes to it)."""
-    from simulator.core.catalog import connect
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
 
-    from analysis.sqlguard import READ_ONLY_CONFIG
 
-    path = path or os.environ.get("SIM_CATALOG") or "sim.duckdb"
-    if not Path(path).exists():
-        raise NotFoundError(f"catalog {path} does not exist")
-    return connect(path, read_only=True, config=READ_ONLY_CONFIG)
+def _analysis_config_file(path: Optional[Path]) -> Optional[dict]:
+    if path is None:
+        return None
+    if not path.exists():
+        raise NotFoundError(f"analysis config {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
 
 
 def report(
-    run_id: str = typer.Argument(..., help="Run id (see `sim query \"SELECT run_id FROM runs\"`)."),
-    out: Path = typer.Option(Path("reports"), "--out", help="Reports folder (a sub-folder per run)."),
+    run_id: str = typer.Argument(..., help="Run id, a unique prefix of one, its name or 'latest' (see `sim runs list`)."),
+    out: Path = typer.Option(Path("reports"), "--out", help="Reports folder (a sub-folder per run).",
+                             show_default=True),
     analysis_config: Optional[Path] = typer.Option(None, "--analysis-config",
                                                    help="JSON: primary, guardrails, alpha, user-defined metrics."),
-    fmt: str = typer.Option("table", "--format", help="table (the answer + effect table) | json (report.json)"),
+    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format",
+                                     help="table: write the report files and print the answer + effect table; "
+                                          "json: print report.json only (writes nothing)."),
     catalog: Optional[str] = _CATALOG,
 ) -> None:
     """Write the Markdown + self-contained HTML report (and report.json) of a run; print its answer."""
-    from analysis.report import write_report
-
-    if fmt not in ("table", "json"):
-        raise ConfigError(f"--format must be table or json, got {fmt!r}")
-
-    cfg = None
-    if analysis_config is not None:
-        if not analysis_config.exists():
-            raise NotFoundError(f"analysis config {analysis_config} does not exist")
-        try:
-            cfg = json.loads(analysis_config.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{analysis_config}:{e.lineno}: invalid JSON: {e.msg}") from None
     from analysis.provenance import run_warnings
+    from analysis.report import build_report, render_json, write_report
     from analysis.sqlguard import lock_down
-    from analysis.srm import srm_for_run
     from analysis.views import install_views, run_info
+    from simulator.commands.common import store_effects
+    from simulator.core.runs import resolve_run
 
+    cfg = _analysis_config_file(analysis_config)
     con = _connect(catalog)
     try:
         install_views(con)
         lock_down(con)  # user metric SQL runs here too: no file access, no settings changes
+        run_id = resolve_run(con, run_id)
+        if fmt == ReportFormat.json:
+            typer.echo(render_json(build_report(con, run_id, cfg)[0]))
+            return
         for w in run_warnings(con, run_info(con, run_id)):  # unknown run id: one line, before anything else
             typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-        srm = srm_for_run(con, run_id)
-        if srm.failed:
-            typer.secho(f"WARNING: {srm.message()}", fg=typer.colors.RED, err=True)
         paths = write_report(con, run_id, out, cfg)
-        if fmt == "table":
-            typer.echo(paths["text"])
     finally:
         con.close()
-    if fmt == "json":
-        typer.echo(Path(paths["json"]).read_text())
-        return
+    if paths["report"].srm.failed:
+        typer.secho(f"WARNING: {paths['report'].srm.message}", fg=typer.colors.RED, err=True)
+    store_effects(catalog_path(catalog), run_id, paths["report"])
+    typer.echo(paths["text"])
     typer.echo(f"report: {paths['html']}  ({paths['md']}, {paths['json']})")
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from simulator.core.errors import ConfigError
+from simulator.core.errors import ConfigError, SimError
 
 
 def build_config(treatment: Optional[str], control: Optional[str], arms: Optional[str], config: Optional[Path],
@@ -61,6 +61,8 @@ def run(
     actors: Optional[int] = typer.Option(None, "--actors", help="Pipeline actors per arm (Ray)."),
     report_dir: Path = typer.Option(Path("reports"), "--report-dir", help="Where the report is written."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue an incomplete run by id."),
+    name: Optional[str] = typer.Option(None, "--name", help="A unique name for the run (usable as its id)."),
+    tags: Optional[list[str]] = typer.Option(None, "--tag", help="A tag for the run (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run an A/B test in simulation, e.g. `sim run --treatment hllm --control sasrec`."""
@@ -72,9 +74,10 @@ def run(
                             "duration_s": duration, "actors_per_arm": actors, "ray_address": ray_address,
                             "runtime": "ray" if ray_address and not runtime else runtime}.items() if v is not None}
     check_options(ov, resume=resume, given={"--treatment": treatment, "--control": control, "--arms": arms,
-                                             "--config": config})
+                                             "--config": config, "--name": name, "--tag": tags or None})
     cat = Catalog(catalog)
     try:
+        _check_name_free(cat, name)
         try:
             if resume:
                 run_id = resume_experiment(resume, cat, progress=not quiet)
@@ -83,7 +86,10 @@ def run(
                 validate(cfg, cat)  # unknown policy / dataset, impossible quotas: one line, before any work
                 check_analysis_block(cfg)
                 run_id = run_experiment(cfg, cat, progress=not quiet)
+                _label(cat, run_id, name, tags)
         except RunInterrupted as e:
+            if not resume:
+                _label(cat, e.run_id, name, tags)
             verb = "terminated" if e.exit_code == 143 else "interrupted"
             typer.secho(f"\n{verb}: run {e.run_id} kept as incomplete; continue with `sim run --resume {e.run_id}`",
                         err=True)
@@ -91,6 +97,35 @@ def run(
         summarize_run(cat, run_id, report_dir)
     finally:
         cat.close()  # now, not whenever the garbage collector gets to it: other commands may open the file
+
+
+def _check_name_free(cat, name: Optional[str]) -> None:
+    """A run name must be unique (a name finds one run): refused before any work."""
+    from simulator.core.runs import resolve_run
+
+    if name is None:
+        return
+    if name == "latest" or not name.strip():
+        raise ConfigError(f"--name cannot be {name!r}")
+    try:
+        other = resolve_run(cat.con, name)
+    except SimError:
+        return
+    if other == name or _name_of(cat, other) == name:
+        raise ConfigError(f"--name {name!r} is taken by run {other}; choose another (or `sim runs rename`)")
+
+
+def _name_of(cat, run_id: str) -> Optional[str]:
+    from simulator.core.runs import labels
+
+    return labels(cat.con, run_id)[0]
+
+
+def _label(cat, run_id: str, name: Optional[str], tags: Optional[list[str]]) -> None:
+    if name is not None or tags:
+        from simulator.core.runs import set_labels
+
+        set_labels(cat.con, run_id, name=name, add=tuple(tags or ()))
 
 
 _OPTION_NAMES = {"design": "--design", "dataset": "--data", "n_requests": "--requests", "seed": "--seed", "artifacts": "--artifacts",
@@ -150,9 +185,11 @@ def check_analysis_block(cfg) -> None:
 def summarize_run(cat, run_id: str, report_dir: Path) -> None:
     """Print the answer and the effect table and write the report, or (if the analysis fails) a plain summary."""
     from analysis.report import write_report
+    from simulator.commands.common import store_effects
 
     try:
         paths = write_report(cat.con, run_id, report_dir)
+        store_effects(cat.path, run_id, paths["report"], con=cat.con)
         typer.echo(paths["text"])
         typer.echo(f"\nrun {run_id}\nreport: {paths.get('html')}  ({paths.get('md')}, {paths.get('json')})")
         return
