@@ -124,7 +124,8 @@ def cumulative(con, run_id: str) -> bytes:
                   "Cumulative CTR over simulated time", marker=".")
 
 
-def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, title: str, marker: str = "o") -> bytes:
+def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, title: str, marker: str = "o",
+           integer_x: bool = False) -> bytes:
     """One line per group of ``df``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
@@ -133,6 +134,10 @@ def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    if integer_x:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     return _png(fig)
@@ -184,4 +189,4 @@ def credit(credit: pd.DataFrame) -> bytes:
     """Interleaving: click-through per slate position for each team."""
     ctr = credit.assign(ctr=credit["clicks"] / credit["exposures"].clip(lower=1))
     return _lines(ctr, "team", "position", "ctr", "slate position (0 = top)", "clicks / exposures",
-                  "Interleaving: click-through of each team's items by position")
+                  "Interleaving: click-through of each team's items by position", integer_x=True)

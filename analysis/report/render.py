@@ -72,7 +72,7 @@ def _truth_pivot(report: Report) -> list[dict]:
     rows: dict[str, dict] = {}
     for t in report.truth:
         se = t.get("se")
-        cell = fmt(t.get("value")) + (f" ± {se:.2g}" if isinstance(se, float) else "")
+        cell = fmt(t.get("value")) + (f" ± {se:.2g}" if isinstance(se, float) and se == se else "")
         rows.setdefault(str(t["metric"]), {"metric": t["metric"]})[str(t["arm"])] = cell
     return list(rows.values())
 

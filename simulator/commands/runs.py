@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from enum import Enum
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -49,9 +50,8 @@ def print_table(df, title: Optional[str] = None, drop: tuple[str, ...] = ()) -> 
 
 
 def _cell(v) -> str:
-    import pandas as pd
-
     import numpy as np
+    import pandas as pd
 
     if isinstance(v, (list, tuple, np.ndarray)):
         return ",".join(map(str, list(v)))
@@ -254,7 +254,6 @@ def page(out: Path = typer.Option(Path("reports"), "--out", help="Reports folder
          catalog: Optional[str] = _CATALOG) -> None:
     """Write one self-contained HTML page of all runs (sortable, filterable, linked to their reports)."""
     from analysis.report.index import render_runs_page
-
     from simulator.commands.common import catalog_path
     from simulator.core.runs import list_runs
 

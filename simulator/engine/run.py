@@ -127,9 +127,7 @@ def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
 
 def train_arms(cfg: ExperimentConfig, setup: Setup, progress: bool = True) -> dict:
     out = {}
-    for name in cfg.all_policies():
-        if progress:
-            tqdm.write(f"[sim] training {name} on {len(setup.split.train)} interactions ...")
+    for name in cfg.all_policies():  # fit_or_load says whether it trains or loads from the cache
         out[name] = fit_or_load(name, setup.train_dataset, setup.split, cfg.policies.get(name), root=cfg.artifacts,
                                 progress=progress)
     return out

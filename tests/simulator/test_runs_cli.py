@@ -76,6 +76,11 @@ def test_report_writes_effects_then_list_show_compare(cat, tmp_path):
     assert r.exit_code == 0, r.output
     assert "abc123" in r.output and "f00d00" in r.output and "config differences" in r.output
     assert "seed" in r.output  # the configs differ in their seed
+    r = sim("runs", "page", "--out", str(tmp_path / "rep"), "--catalog", cat)
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert r.exit_code == 0 and "3 runs, 1 with a significant primary result; newest: f00d00" in page
+    data = page.split('id="data">')[1].split("</script>")[0]
+    assert f'"report": "{IDS[0]}/report.html"' in data and "<" not in data  # embedded JSON cannot close its tag
 
 
 def test_tag_rename_filter_and_rm(cat):
