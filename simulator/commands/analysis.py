@@ -28,6 +28,11 @@ class ReportFormat(str, Enum):
     json = "json"
 
 
+class MetricKind(str, Enum):
+    proportion = "proportion"
+    mean = "mean"
+
+
 def _analysis_config_file(path: Optional[Path]) -> Optional[dict]:
     if path is None:
         return None
@@ -137,23 +142,30 @@ def power(
     baseline: Optional[float] = typer.Option(None, "--baseline", help="Control mean (a proportion for --kind proportion)."),
     mde: Optional[float] = typer.Option(None, "--mde", help="Relative lift to detect, e.g. 0.02 = +2%."),
     n: Optional[float] = typer.Option(None, "--n", help="Users per arm: report the MDE instead."),
-    kind: str = typer.Option("proportion", "--kind", help="proportion | mean"),
+    kind: MetricKind = typer.Option(MetricKind.proportion, "--kind",
+                                    help="proportion: each user one 0/1 outcome with mean --baseline (e.g. "
+                                         "'clicked at all'); mean: a per-user mean with --sd."),
     sd: Optional[float] = typer.Option(None, "--sd", help="Per-user standard deviation (mean metrics)."),
     alpha: float = typer.Option(0.05, "--alpha"),
     power_: float = typer.Option(0.8, "--power"),
     ratio: float = typer.Option(1.0, "--ratio", help="treatment users / control users"),
     from_run: Optional[str] = typer.Option(None, "--from-run", help="Plan from a finished (pilot) run: its primary "
                                            "metric's observed variance replaces --baseline/--kind/--sd."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", help="table (text) | json"),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     catalog: Optional[str] = _CATALOG,
 ) -> None:
-    """Sample size per arm for a relative MDE, or the MDE for a given n (statsmodels power)."""
+    """Sample size per arm for a relative MDE, or the MDE for a given n (statsmodels power).
+
+    Plans per user (n = users per arm). For a per-exposure ratio such as CTR use --from-run RUN."""
     from analysis.power import mde as mde_fn
     from analysis.power import sample_size
 
     if (mde is None) == (n is None):
         raise ConfigError("give exactly one of --mde (-> sample size) or --n (-> MDE)")
-    label = f"{kind} metric"
+    kind = kind.value
+    label = ("per-user proportion (each user one 0/1 outcome)" if kind == "proportion" else
+             "per-user mean") + "; planned per user (n = users per arm)"
     if from_run is not None:
         r, label = _plan_from_run(from_run, catalog, mde, n, alpha, power_)
     elif baseline is None:
@@ -162,8 +174,8 @@ def power(
         r = sample_size(baseline, mde, kind=kind, sd=sd, alpha=alpha, power=power_, ratio=ratio)
     else:
         r = mde_fn(baseline, n, kind=kind, sd=sd, alpha=alpha, power=power_, ratio=ratio)
-    if as_json:
-        typer.echo(json.dumps(r.as_dict()))
+    if as_json or fmt == ReportFormat.json:
+        typer.echo(json.dumps({**r.as_dict(), "unit": "user", "plans": label}))
         return
     typer.echo(f"{label}, baseline {r.baseline:g}, sd {r.sd:.4g}, alpha {alpha:g}, power {power_:g}")
     typer.echo(f"users per arm: {r.n_per_arm:,.0f}   MDE: {r.mde_rel * 100:+.2f}% relative ({r.mde_abs:+.4g} absolute)")
@@ -188,4 +200,5 @@ def _plan_from_run(run_id: str, catalog: Optional[str], mde: Optional[float], n:
     r = prim.iloc[0]
     plan = plan_from_run(float(r.rel_se), float(min(r.n_control, r.n_treatment)), float(r.control), mde_rel=mde, n=n,
                          alpha=alpha, power=power_)
-    return plan, f"{r.metric} (primary metric of run {run_id}, {r.arm} vs {r.control_arm})"
+    return plan, (f"{r.metric} (primary metric of run {run_id}, {r.arm} vs {r.control_arm}, at its observed "
+                  "standard error); planned per user")
