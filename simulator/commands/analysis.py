@@ -126,7 +126,7 @@ def _emit(table, fmt: str, output: Optional[Path], limit: int) -> None:
         return
     df = table.to_pandas()
     if fmt == "table":
-        text = df.head(limit).to_string(index=False) + (f"\n... {len(df) - limit} more rows" if len(df) > limit else "")
+        text = df.head(limit).to_string(index=False, na_rep="NULL") + (f"\n... {len(df) - limit} more rows" if len(df) > limit else "")
     elif fmt == "csv":
         text = df.to_csv(index=False)
     else:

@@ -181,6 +181,20 @@ def test_report_json_validates_against_the_models_schema(fake_db, tmp_path):
         jsonschema.validate(js, report_schema())
 
 
+def test_every_warning_reaches_report_json_and_the_html(tmp_path):
+    """A complete run that served fewer requests than asked for (a replay log that ran out) says so
+    in report.json and on the page, not only on the console; the answer still comes first."""
+    con = duckdb.connect()
+    make_fake_run(con, "short", n_users=300, write_dataset=False, config={"n_requests": 99999})
+    paths = write_report(con, "short", tmp_path)
+    js = json.loads(open(paths["json"]).read())
+    short = [w for w in js["warnings"] if "served only" in w]
+    assert len(short) == 1 and "of the 99,999 requests asked for" in short[0]
+    html = open(paths["html"]).read()
+    assert html.index('id="answer"') < html.index("served only") < html.index("Effects (treatment vs control)")
+    assert "served only" in open(paths["md"]).read()
+
+
 def test_srm_warning_on_top(fake_db, tmp_path):
     con = duckdb.connect(str(fake_db))
     assert srm_for_run(con, "srm").failed
