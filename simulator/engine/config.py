@@ -8,17 +8,29 @@ multi-stage pipeline: retrieval channels (quota, weight) -> merge (de-dup) -> co
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simulator.core.errors import ConfigError
+from simulator.engine.design import DESIGNS
+from simulator.engine.scenario import SCENARIOS
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
+    """``value`` if it names a registered plug-in, else a ValueError listing them (with a suggestion)."""
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(value, choices, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown {what} {value!r} (choose from {', '.join(choices)}){hint}")
 
 
 class ChannelConfig(BaseModel):
@@ -79,7 +91,8 @@ class ExperimentConfig(BaseModel):
     dataset: str = "synthetic"
     seed: int = Field(0, ge=0, description="random seed (numpy needs a non-negative integer)")
     salt: str = "hllm-sim"
-    user_model: Literal["auto", "world", "replay"] = "auto"
+    user_model: str = Field("auto", description="auto (a world when the data has one, else replay) or a "
+                            "scenario: " + ", ".join(SCENARIOS))
     n_requests: int = Field(4000, ge=1, description="stop after this many requests")
     duration_s: float | None = Field(None, gt=0, description="also stop issuing requests after this much simulated time")
     start_horizon_s: float = Field(3600.0, gt=0, description="world: users start their first session within this window")
@@ -91,7 +104,7 @@ class ExperimentConfig(BaseModel):
     feedback_delay_s: float = Field(5.0, ge=0, description="delay before a click is recorded (and the item "
                                     "reaches the user's history)")
     consume_delay_s: float = Field(300.0, ge=0, description="delay from click to the 'consume' event")
-    design: Literal["ab", "interleave"] = Field("ab", description="ab: each user hashed to one arm; interleave: "
+    design: str = Field("ab", description="ab: each user hashed to one arm; interleave: "
                                                 "team-draft interleaving of the two arms' rankings in every slate")
     oracle_reps: int = Field(2, ge=0, le=100, description="world: counterfactual passes per arm that give each arm's "
                              "true metric values (the world oracle); 0 = off")
@@ -110,13 +123,22 @@ class ExperimentConfig(BaseModel):
                                                  "(primary metric, guardrails, user SQL metrics); see analysis/README.md")
     arms: tuple[ArmConfig, ...] = Field(..., min_length=1)
 
+    @field_validator("user_model")
+    @classmethod
+    def _known_scenario(cls, v: str) -> str:
+        return _one_of(v, ("auto", *SCENARIOS), "user_model")
+
+    @field_validator("design")
+    @classmethod
+    def _known_design(cls, v: str) -> str:
+        return _one_of(v, tuple(DESIGNS), "design")
+
     @model_validator(mode="after")
     def _check_arms(self) -> ExperimentConfig:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be unique, got {names}")
-        if self.design == "interleave" and [a.role for a in self.arms] != ["control", "treatment"]:
-            raise ValueError("design 'interleave' compares exactly two arms: a control, then a treatment")
+        DESIGNS[self.design].check_roles([a.role for a in self.arms])
         return self
 
     def resolved_json(self) -> str:

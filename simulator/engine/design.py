@@ -82,6 +82,14 @@ class ABDesign:
     def from_config(cls, cfg) -> ABDesign:
         return cls(tuple(a.name for a in cfg.arms), [a.weight for a in cfg.arms], cfg.salt)
 
+    @staticmethod
+    def check_roles(roles: list[str]) -> None:
+        """ValueError unless exactly one control and at least one treatment (an A/B(/n) compares
+        every treatment with the one control)."""
+        if roles.count("control") != 1 or "treatment" not in roles:
+            raise ValueError(f"design 'ab' needs exactly one control arm and at least one treatment, got roles "
+                             f"{roles}")
+
     def assign(self, user_ids: np.ndarray) -> np.ndarray:
         """Arm index per user (the randomisation unit)."""
         return assign(np.asarray(user_ids, np.int64), self.weights, self.salt)
@@ -122,6 +130,11 @@ class TeamDraft:
     @classmethod
     def from_config(cls, cfg) -> TeamDraft:
         return cls(tuple(a.name for a in cfg.arms))
+
+    @staticmethod
+    def check_roles(roles: list[str]) -> None:
+        if roles != ["control", "treatment"]:
+            raise ValueError("design 'interleave' compares exactly two arms: a control, then a treatment")
 
     def labels(self, user_ids: np.ndarray) -> np.ndarray:
         return np.full(len(user_ids), INTERLEAVED, dtype=object)

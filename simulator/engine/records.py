@@ -9,7 +9,6 @@ Only a process killed outright (``kill -9``) leaves ``running``; `sim report` sa
 from __future__ import annotations
 
 import json
-import sys
 
 from simulator.core.errors import ConfigError
 from simulator.core.snapshot import run_dataset, snapshot_dataset
@@ -60,16 +59,3 @@ def finish_run(con, run_id: str, status: str) -> None:
     end = con.execute("SELECT max(ts), count(*) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0]
     con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp, sim_end = ?, n_requests = ? "
                 "WHERE run_id = ?", [status, end[0], end[1], run_id])
-
-
-def warn_short_replay(cfg: ExperimentConfig, available: int | None, users: int | None = None) -> None:
-    """Say (one line, stderr) when the replay log holds fewer requests than asked for, or more
-    than this run serves (the run then reaches only the users active first after the cut)."""
-    if available is not None and available > cfg.n_requests and users is not None:
-        print(f"note: the replay log of {cfg.dataset!r} holds {available:,} requests from {users:,} users after the "
-              f"start cut; this run serves the first {cfg.n_requests:,} (--requests {available} serves them all)",
-              file=sys.stderr)
-    if available is not None and available < cfg.n_requests:
-        print(f"warning: the replay log of {cfg.dataset!r} holds only {available:,} requests after the start cut "
-              f"(replay_start_quantile {cfg.replay_start_quantile:g}): serving {available:,} of the "
-              f"{cfg.n_requests:,} asked for", file=sys.stderr)

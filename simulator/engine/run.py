@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import subprocess
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,36 +18,20 @@ from tqdm.auto import tqdm
 
 from policies import registry
 from policies.store import fit_or_load
-from simulator.core import Catalog, ensure_dataset
+from simulator.core import Catalog
 from simulator.core.busy import holding
 from simulator.core.errors import ConfigError, NotFoundError, RunInterrupted
-from simulator.core.sequences import Dataset, LeaveOneOut
+from simulator.core.sequences import Dataset
 from simulator.core.sink import EventSink, ensure_schema
 from simulator.engine import signals
 from simulator.engine.config import ExperimentConfig
 from simulator.engine.design import DESIGNS
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import Truth, world_truth
-from simulator.engine.records import finish_run, start_run, warn_short_replay
+from simulator.engine.records import finish_run, start_run
 from simulator.engine.runtime import RUNTIMES, LocalRuntime
+from simulator.engine.scenario import Scenario, build_scenario
 from simulator.engine.story import Simulation, Timing
-from simulator.engine.users import ReplayUser, WorldUser, raw_to_world
-
-
-@dataclass
-class Setup:
-    """Everything a run needs, derived deterministically from the config."""
-
-    dataset: Dataset
-    train_dataset: Dataset  # pre-period logs the arms are trained on
-    split: LeaveOneOut
-    mode: str  # "world" | "replay"
-    sim_start: float
-    histories: list[list[int]]  # per user at the simulation start (each Simulation grows its own copy)
-    user_model: object
-    users: np.ndarray  # users who will send requests
-    replay_times: list[np.ndarray] | None = None
-    history_times: list[np.ndarray] | None = None  # (float64) the times of ``histories`` (HSTU's time bias, HLLM use_time)
 
 
 def validate(cfg: ExperimentConfig, catalog: Catalog | None = None) -> None:
@@ -95,37 +78,12 @@ def dataset_size(name: str, catalog: Catalog) -> int | None:
     return None
 
 
-def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Setup:
-    ensure_dataset(cfg.dataset, catalog)
-    ds = catalog.load_dataset(cfg.dataset)
-    info = catalog.info(cfg.dataset)
-    is_world = "world" in info.meta
-    mode = cfg.user_model if cfg.user_model != "auto" else ("world" if is_world else "replay")
-    if mode == "world" and not is_world:
-        raise ConfigError(f"user_model 'world' needs a synthetic dataset; {cfg.dataset!r} has no ground truth")
-    if mode == "world":
-        from simulator.core.synthetic import world_for
-
-        world = world_for(catalog, cfg.dataset)
-        sim_start = float(ds.sequences.ts.max()) if len(ds.sequences) else 0.0
-        train_ds = ds
-        user_model = WorldUser(world, raw_to_world(ds.user_raw_ids), raw_to_world(ds.item_raw_ids))
-        users = np.arange(ds.n_users)
-        times = None
-    else:
-        sim_start = float(np.quantile(ds.sequences.ts, cfg.replay_start_quantile))
-        train_ds = ds.until(sim_start)  # values kept: hllm_rank's like labels
-        user_model = ReplayUser(ds.sequences, cfg.replay_window, ds.values)
-        times = [ds.sequences.times(u)[ds.sequences.times(u) > sim_start] for u in range(ds.n_users)]
-        users = np.array([u for u in range(ds.n_users) if len(times[u])], dtype=np.int64)
-    pre = train_ds.sequences
-    split = LeaveOneOut.from_sequences(pre)
-    hist = [list(pre.seq(u)) for u in range(ds.n_users)]
-    hist_times = [pre.times(u).astype(np.float64) for u in range(ds.n_users)]
-    return Setup(ds, train_ds, split, mode, sim_start, hist, user_model, users, times, hist_times)
+def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Scenario:
+    """The run's scenario (world, replay, ...): its data, training cut, users and user model."""
+    return build_scenario(cfg, catalog)
 
 
-def train_arms(cfg: ExperimentConfig, setup: Setup, progress: bool = True) -> dict:
+def train_arms(cfg: ExperimentConfig, setup: Scenario, progress: bool = True) -> dict:
     out = {}
     for name in cfg.all_policies():  # fit_or_load says whether it trains or loads from the cache
         out[name] = fit_or_load(name, setup.train_dataset, setup.split, cfg.policies.get(name), root=cfg.artifacts,
@@ -160,8 +118,7 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     ensure_schema(con)
     resumed = run_id is not None
     setup = prepare(cfg, catalog)
-    if setup.replay_times is not None:
-        warn_short_replay(cfg, int(sum(len(t) for t in setup.replay_times)), len(setup.users))
+    setup.announce(cfg)
     policies = policies or train_arms(cfg, setup, progress)
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     runtime = _start_runtime(cfg, policies, setup)
@@ -195,17 +152,17 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     return run_id
 
 
-def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Setup):
+def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
     kw = ({"address": cfg.ray_address, "max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
           if cfg.runtime == "ray" else {})
     return RUNTIMES[cfg.runtime](list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
                                  chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
 
 
-def _oracle(cfg: ExperimentConfig, setup: Setup, policies: dict, con, run_id: str, progress: bool):
+def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, con, run_id: str, progress: bool):
     """World runs: store each arm's true values; returns a stop signal that interrupted it (the run
     itself is complete then; only the truth is missing)."""
-    if setup.mode != "world" or cfg.oracle_reps < 1:
+    if not setup.has_truth or cfg.oracle_reps < 1:
         return None
     end = con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0][0]
     if end is None:
@@ -219,17 +176,16 @@ def _oracle(cfg: ExperimentConfig, setup: Setup, policies: dict, con, run_id: st
     return None
 
 
-def simulation(cfg: ExperimentConfig, setup: Setup, design, runtime, log, seed: int,
+def simulation(cfg: ExperimentConfig, setup: Scenario, design, runtime, log, seed: int,
                stop_at: float | None = None) -> Simulation:
     """The run's story with the given design, event log and seed (``stop_at``: end of the window)."""
     timing = Timing.from_config(cfg, setup.sim_start)
     if stop_at is not None:
         timing = dataclasses.replace(timing, n_requests=float("inf"), stop_at=stop_at)
-    return Simulation(timing, design, runtime, setup.user_model, log, users=setup.users, histories=setup.histories,
-                      seed=seed, mode=setup.mode, replay_times=setup.replay_times, history_times=setup.history_times)
+    return Simulation(timing, design, runtime, setup, log, seed=seed)
 
 
-def run_truth(cfg: ExperimentConfig, setup: Setup, policies: dict, window: tuple[float, float],
+def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tuple[float, float],
               progress: bool = False) -> Truth:
     """The world oracle for this run's window (in-process: results do not depend on the runtime)."""
     runtime = LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset), chunk_size=cfg.chunk_size,

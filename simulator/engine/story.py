@@ -1,6 +1,6 @@
 """The story of a simulated experiment, on a SimPy clock.
 
-Users send requests (generated sessions in the world, logged times in replay); every
+The scenario's users send requests (generated sessions in a world, logged times in a replay); every
 ``batch_window_s`` the batcher serves what arrived: the design splits the batch over the arms,
 the runtime runs the arms' pipelines (in a seeded random arm order per batch, so no arm is
 always served first on a warm cache), the design combines their slates, the user model
@@ -20,10 +20,8 @@ from tqdm.auto import tqdm
 from policies.base import UserBatch
 from simulator.engine import signals
 from simulator.engine.design import Design
-from simulator.engine.env import Clock, batcher, replay_requests, tracked, world_sessions
-from simulator.engine.users import UserModel
-
-DAY = 86400.0
+from simulator.engine.env import Clock, batcher
+from simulator.engine.scenario import Scenario
 
 
 @dataclass(frozen=True)
@@ -49,14 +47,12 @@ class Timing:
 
 
 class Simulation:
-    def __init__(self, timing: Timing, design: Design, runtime, user_model: UserModel, log, *,
-                 users: np.ndarray, histories: list[list[int]], seed: int, mode: str,
-                 replay_times: list[np.ndarray] | None = None, history_times: list[np.ndarray] | None = None) -> None:
-        self.t, self.design, self.runtime, self.user_model, self.log = timing, design, runtime, user_model, log
-        self.users, self.seed, self.mode, self.replay_times = users, seed, mode, replay_times
-        self.histories = [list(h) for h in histories]  # this run's copy: grows with consumption
-        # and the matching times (None: the arms get no timestamps), grown with the consumption times
-        self.history_times = None if history_times is None else list(history_times)  # arrays are replaced, not edited
+    def __init__(self, timing: Timing, design: Design, runtime, scenario: Scenario, log, *, seed: int) -> None:
+        self.t, self.design, self.runtime, self.log = timing, design, runtime, log
+        self.scenario, self.user_model, self.seed = scenario, scenario.user_model, seed
+        self.histories = [list(h) for h in scenario.histories]  # this run's copy: grows with consumption
+        # and the matching times, grown with the consumption times (arrays are replaced, not edited)
+        self.history_times = list(scenario.history_times)
         self.batch_no = 0
 
     def run(self, progress: bool = False, on_batch=None) -> int:
@@ -64,7 +60,7 @@ class Simulation:
         t = self.t
         clock = Clock(t.sim_start, t.n_requests, None if t.stop_at is None else t.stop_at - t.sim_start)
         self.user_model.reset()
-        self._arrivals(clock)
+        self.scenario.arrivals(clock, t, self.seed)
         bar = tqdm(total=t.n_requests if np.isfinite(t.n_requests) else None, desc="simulate", unit="req",
                    disable=not progress)
         served = [0]
@@ -86,22 +82,6 @@ class Simulation:
         bar.close()
         return served[0]
 
-    def _arrivals(self, clock: Clock) -> None:
-        t = self.t
-        rng = np.random.default_rng(self.seed)
-        for u in self.users:
-            if self.mode == "world":
-                gen = world_sessions(clock, int(u), np.random.default_rng([self.seed, int(u)]), t.session_gap_s,
-                                     t.abandon_prob, float(rng.uniform(0, t.start_horizon_s)),
-                                     DAY / t.sessions_per_day)
-            else:
-                gen = replay_requests(clock, int(u), self.replay_times[u])
-            tracked(clock, gen)
-
-    def _times(self, users: np.ndarray) -> list[np.ndarray] | None:
-        if self.history_times is None:
-            return None
-        return [self.history_times[u] for u in users]
 
     def _serve(self, clock: Clock, part) -> np.ndarray:
         """One batch: design -> runtime -> design -> user model -> log -> state."""
@@ -114,9 +94,9 @@ class Simulation:
         order = np.random.default_rng([self.seed, 11, batch_no]).permutation(sorted(rows))
         names = self.design.arm_names
         hist = [np.asarray(self.histories[u], np.int64) for u in users]  # once per batch (arms may share rows)
-        times = self._times(users)
-        work = {names[a]: UserBatch(users[rows[a]], [hist[i] for i in rows[a]],
-                                    None if times is None else [times[i] for i in rows[a]], now[rows[a]])
+        times = [self.history_times[u] for u in users]
+        work = {names[a]: UserBatch(users[rows[a]], [hist[i] for i in rows[a]], [times[i] for i in rows[a]],
+                                    now[rows[a]])
                 for a in order}
         results = self.runtime.serve(work)
         served = {int(a): (rows[a], *results[names[a]]) for a in order}
@@ -134,12 +114,11 @@ class Simulation:
         return resp.position
 
 
-def _deliver(env, delay: float, histories: list, times: list | None, users: np.ndarray, items: np.ndarray,
+def _deliver(env, delay: float, histories: list, times: list, users: np.ndarray, items: np.ndarray,
              clicked_at: np.ndarray):
     """Delayed feedback: the consumed items (with the time of their click) reach the users'
     histories (what the arms see on the next request) only ``delay`` simulated seconds after the click."""
     yield env.timeout(delay)
     for u, it, t in zip(users.tolist(), items.tolist(), clicked_at.tolist(), strict=True):
         histories[u].append(it)
-        if times is not None:
-            times[u] = np.append(times[u], t)  # a new array: the setup's and other runs' stay as they were
+        times[u] = np.append(times[u], t)  # a new array: the setup's and other runs' stay as they were

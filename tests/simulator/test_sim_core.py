@@ -12,6 +12,7 @@ from simulator.core.synthetic import World, WorldConfig
 from simulator.engine.design import ABDesign, SingleArm, place
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import TruthLog
+from simulator.engine.scenario import WorldScenario
 from simulator.engine.story import Simulation, Timing
 from simulator.engine.users import Response, WorldUser
 
@@ -112,9 +113,11 @@ def _simulation(design, log, runtime, um, seed=0, n=400, history_times=None):
     timing = Timing(sim_start=5 * 86400.0, n_requests=n, stop_at=None, batch_window_s=60.0, max_batch=512,
                     session_gap_s=30.0, abandon_prob=0.3, start_horizon_s=600.0, sessions_per_day=2.0,
                     feedback_delay_s=5.0)
-    return Simulation(timing, design, runtime, um, log, users=np.arange(WORLD.n_users),
-                      histories=[[] for _ in range(WORLD.n_users)], seed=seed, mode="world",
-                      history_times=history_times)
+    n_users = WORLD.n_users
+    times = history_times or [np.zeros(0) for _ in range(n_users)]
+    scenario = WorldScenario(None, None, None, timing.sim_start, [[] for _ in range(n_users)], times, um,
+                             np.arange(n_users))
+    return Simulation(timing, design, runtime, scenario, log, seed=seed)
 
 
 def test_arm_order_is_random_per_batch_and_seeded():
@@ -159,9 +162,6 @@ def test_arms_see_the_time_of_every_history_item():
     first = clicks[clicks.user_id == u].sort_values("ts")
     n = len(sim.histories[u])
     assert sim.history_times[u].tolist() == first.ts_request.tolist()[:n] and sim.histories[u] == first.item_id.tolist()[:n]
-    no_times = _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), _Runtime(),
-                           WorldUser(World(WORLD)))
-    assert no_times.history_times is None
 
 
 def test_truth_log_sums_click_probabilities_not_samples():

@@ -38,7 +38,7 @@ def test_merge_dedups_and_keeps_channel_of_origin():
 
 def test_pipeline_quotas_cuts_seen_filter():
     cfg = parse_config({"arms": [
-        {"name": "x", "channels": [{"policy": "p", "quota": 4}, {"policy": "q", "quota": 4}],
+        {"name": "x", "role": "control", "channels": [{"policy": "p", "quota": 4}, {"policy": "q", "quota": 4}],
          "coarse": {"policy": "q", "keep": 6}, "fine": {"policy": "p", "keep": 5}, "slate_size": 3},
         {"name": "y", "channels": [{"policy": "p", "quota": 3}], "slate_size": 3}]})
     p = FixedScores(np.arange(20, 0, -1))  # prefers low ids
@@ -66,14 +66,15 @@ def test_bad_configs_fail_with_one_line(tmp_path):
         parse_config({"arms": [tiny_arm("a", "popularity")], "nosuch": 1})
     cat = Catalog(str(tmp_path / "c.duckdb"))
     with pytest.raises(ConfigError, match="unknown policy 'nosuch'"):
-        validate(tiny_config(tmp_path, arms=[tiny_arm("a", "popularity"), tiny_arm("b", "nosuch")]), cat)
+        validate(tiny_config(tmp_path, arms=[tiny_arm("a", "popularity", "control"), tiny_arm("b", "nosuch")]),
+                 cat)
     with pytest.raises(NotFoundError, match="unknown dataset"):
         validate(tiny_config(tmp_path, dataset="nope"), cat)
     big = tiny_arm("b", "sasrec")
     big["channels"] = [{"policy": "sasrec", "quota": 5000}]
     big["coarse"]["keep"] = 100
     with pytest.raises(ConfigError, match="quota 5000 exceeds"):
-        validate(tiny_config(tmp_path, dataset="synthetic", arms=[tiny_arm("a", "popularity"), big]), cat)
+        validate(tiny_config(tmp_path, dataset="synthetic", arms=[tiny_arm("a", "popularity", "control"), big]), cat)
     assert not cat.has_dataset("synthetic")  # failed before any work
     cat.close()
 
@@ -110,7 +111,7 @@ def test_replay_user_window_limits_lookahead():
 def test_channel_weight_sets_merge_priority():
     arm = {"name": "x", "channels": [{"policy": "p", "quota": 3}, {"policy": "r", "quota": 3, "weight": 2.0}],
            "slate_size": 3}
-    cfg = parse_config({"arms": [arm, {**arm, "name": "y"}]})
+    cfg = parse_config({"arms": [{**arm, "role": "control"}, {**arm, "name": "y"}]})
     same = FixedScores(np.arange(10, 0, -1))
     s = Pipeline(cfg.arms[0], {"p": same, "r": same}).run(
         UserBatch(np.array([0]), [np.array([], np.int64)])).slate

@@ -1,0 +1,59 @@
+"""The Scenario entity: where the users, their requests and their answers come from.
+
+A scenario owns what differs between a world and a replay of logs: the training cut (what the
+arms may learn from), the users who send requests and when (their SimPy arrival processes), the
+user model that answers slates, and whether a ground truth exists (the world oracle). The story
+(:mod:`simulator.engine.story`) and the run never ask which scenario they hold.
+
+A new scenario is one subclass registered in :data:`simulator.engine.scenario.SCENARIOS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from simulator.core.sequences import Dataset, LeaveOneOut
+
+
+@dataclass
+class Scenario:
+    """Everything a run needs, derived deterministically from the config and the dataset."""
+
+    name: ClassVar[str]
+    has_truth: ClassVar[bool] = False  # the world oracle can compute each arm's true value
+
+    dataset: Dataset
+    train_dataset: Dataset  # the logs the arms are trained on (the pre-period)
+    split: LeaveOneOut
+    sim_start: float
+    histories: list[list[int]]  # per user at the simulation start (each Simulation grows its own copy)
+    history_times: list[np.ndarray]  # (float64) the times of ``histories`` (HSTU's time bias, HLLM use_time)
+    user_model: object
+    users: np.ndarray  # the users who will send requests
+
+    @classmethod
+    def accepts(cls, meta: dict) -> bool:
+        """Whether ``user_model = "auto"`` picks this scenario for a dataset with these metadata."""
+        return False
+
+    @classmethod
+    def build(cls, cfg, catalog, ds: Dataset) -> Scenario:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def arrivals(self, clock, timing, seed: int) -> None:  # pragma: no cover - abstract
+        """Start one SimPy request process per user in :attr:`users` on ``clock``."""
+        raise NotImplementedError
+
+    def announce(self, cfg) -> None:
+        """Say (stderr, one line) what the user should know before the run starts."""
+
+    @staticmethod
+    def histories_of(train: Dataset) -> tuple[LeaveOneOut, list[list[int]], list[np.ndarray]]:
+        """The training split and every user's history (items, times) at the simulation start."""
+        pre = train.sequences
+        hist = [list(pre.seq(u)) for u in range(train.n_users)]
+        times = [pre.times(u).astype(np.float64) for u in range(train.n_users)]
+        return LeaveOneOut.from_sequences(pre), hist, times

@@ -1,0 +1,45 @@
+"""A synthetic world: the ground-truth user model answers any slate; the oracle knows the truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.core.sequences import Dataset
+from simulator.engine.env import tracked, world_sessions
+from simulator.engine.scenario.base import Scenario
+from simulator.engine.users import WorldUser, raw_to_world
+
+DAY = 86400.0
+
+
+@dataclass
+class WorldScenario(Scenario):
+    """Arms train on the whole logged period; the simulation starts at its end; users arrive in
+    generated sessions (abandonment, session gaps) and the world's multinomial logit answers."""
+
+    name = "world"
+    has_truth = True
+
+    @classmethod
+    def accepts(cls, meta: dict) -> bool:
+        return "world" in meta
+
+    @classmethod
+    def build(cls, cfg, catalog, ds: Dataset) -> WorldScenario:
+        from simulator.core.synthetic import world_for
+
+        world = world_for(catalog, cfg.dataset)
+        sim_start = float(ds.sequences.ts.max()) if len(ds.sequences) else 0.0
+        split, hist, times = cls.histories_of(ds)
+        user_model = WorldUser(world, raw_to_world(ds.user_raw_ids), raw_to_world(ds.item_raw_ids))
+        return cls(ds, ds, split, sim_start, hist, times, user_model, np.arange(ds.n_users))
+
+    def arrivals(self, clock, timing, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for u in self.users:
+            tracked(clock, world_sessions(clock, int(u), np.random.default_rng([seed, int(u)]),
+                                          timing.session_gap_s, timing.abandon_prob,
+                                          float(rng.uniform(0, timing.start_horizon_s)),
+                                          DAY / timing.sessions_per_day))
