@@ -97,7 +97,7 @@ def list_(
         typer.echo("no runs match")
         return
     df = df.assign(rel_lift=df["rel_lift"].map(_pct), started_at=df["started_at"].map(_cell))
-    df = df.drop(columns=["run_id"]).rename(columns={"short_id": "id", "started_at": "started", "n_requests": "requests",
+    df = df.drop(columns=["run_id", "higher_is_better"]).rename(columns={"short_id": "id", "started_at": "started", "n_requests": "requests",
                                                      "rel_lift": "lift"})
     print_table(df, drop=("p", "requests", "arms", "design", "tags", "started", "name", "dataset", "primary"))
 

@@ -116,3 +116,21 @@ def test_bad_ids_are_one_line_errors_with_exit_2(cat, args, msg):
     r = subprocess.run([sys.executable, "-m", "cli", *args, "--catalog", cat], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and r.stderr.startswith(msg) and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_sim_run_name_and_tag_then_refuses_a_taken_name(tmp_path):
+    from _simdata import tiny_catalog
+
+    cat = tiny_catalog(str(tmp_path / "c.duckdb"))
+    cat.close()
+    args = ["run", "--arms", "random,popularity", "--data", "synthetic-tiny", "--requests", "200", "-q",
+            "--catalog", cat.path, "--artifacts", str(tmp_path / "art"), "--out", str(tmp_path / "rep")]
+    r = sim(*args, "--name", "first", "--tag", "smoke", "--tag", "a1")
+    assert r.exit_code == 0, r.output
+    con = duckdb.connect(cat.path, read_only=True)
+    rid = resolve_run(con, "first")
+    assert con.execute("SELECT tags FROM run_labels WHERE run_id = ?", [rid]).fetchone()[0] == ["smoke", "a1"]
+    assert con.execute("SELECT count(*) FROM effects WHERE run_id = ?", [rid]).fetchone()[0] == 8  # with the report
+    con.close()
+    r = sim(*args, "--name", "first")
+    assert isinstance(r.exception, ConfigError) and "--name 'first' is taken by run" in str(r.exception)
