@@ -168,6 +168,7 @@ def compare(runs: list[str] = typer.Argument(..., help="Two or more runs (ids, p
     import pandas as pd
 
     from simulator.core.errors import ConfigError
+    from analysis.views import run_config
     from simulator.core.runs import resolve_run, short_id
 
     if len(runs) < 2:
@@ -176,8 +177,8 @@ def compare(runs: list[str] = typer.Argument(..., help="Two or more runs (ids, p
     try:
         ids = list(dict.fromkeys(resolve_run(con, r) for r in runs))
         eff = _effects(con, ids)
-        cfgs = {short_id(r): json.loads(con.execute("SELECT config_json FROM runs WHERE run_id = ?",
-                                                    [r]).fetchone()[0] or "{}") for r in ids}
+        cfgs = {short_id(r): run_config({"config_json": con.execute(
+            "SELECT config_json FROM runs WHERE run_id = ?", [r]).fetchone()[0]}) for r in ids}
     finally:
         con.close()
     if len(ids) < 2:
