@@ -167,8 +167,8 @@ def compare(runs: list[str] = typer.Argument(..., help="Two or more runs (ids, p
     """Effects of several runs side by side (relative lift [95% CI] and result), then their config diff."""
     import pandas as pd
 
-    from simulator.core.errors import ConfigError
     from analysis.views import run_config
+    from simulator.core.errors import ConfigError
     from simulator.core.runs import resolve_run, short_id
 
     if len(runs) < 2:
