@@ -265,3 +265,16 @@ def test_only_significant_effects_are_coloured_by_the_absolute_lift():
             EffectRow(metric="lat", arm="t", role="guardrail", abs_lift=0.3, rel_lift=0.1, higher_is_better=False,
                       result="violated")]
     assert [r.good for r in rows] == [True, False, None, False] and rows[0].rel_lift is None
+
+
+def test_sequential_plot_scales_to_the_late_looks_not_the_first_ones():
+    """Early looks' confidence sequences are huge (the ±1000% axis of ML-100K); the panel is scaled
+    to the last look's sequence and the late estimates, so the end of the run is readable."""
+    from analysis.plots import _sequential_ylim
+
+    looks = 10
+    path = pd.DataFrame({"control": [0.05] * looks, "rel_lift": [0.5, 0.3] + [0.1] * (looks - 2),
+                         "cs_low": [-0.5] + [-0.02] * (looks - 2) + [0.001],
+                         "cs_high": [0.5] + [0.03] * (looks - 2) + [0.01]})
+    lo, hi = _sequential_ylim(path)
+    assert -10 < lo <= 0 and 20 <= hi < 30  # last look: [+2%, +20%]; estimates +10%; not the first look's ±1000%
