@@ -153,7 +153,7 @@ def channels(con, run_id: str) -> bytes:
         piv = ch.pivot_table(index="arm", columns="channel", values=col, aggfunc="sum", fill_value=0)
         share = piv.div(piv.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
         share.plot.barh(stacked=True, ax=ax, legend=(col == "consumes"), width=0.6)
-        ax.set_title(f"share of {col} by channel")
+        ax.set_title(f"share of {col} by channel\n(an item found by several: the first in priority)", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylabel("")
     if axes[1].get_legend():

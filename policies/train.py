@@ -172,7 +172,8 @@ def fit_loop(model: torch.nn.Module, train_epoch: Callable[[int], dict[str, floa
             else:
                 bad += 1
         hist.append(rec)
-        bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k != "epoch"})
+        shown = [k for k in rec if k not in ("epoch", "seconds")][:1] + [k for k in (VALID_METRIC,) if k in rec]
+        bar.set_postfix_str(" ".join(f"{k}={rec[k]:.3g}" for k in shown))  # short: the bar keeps its width
         if validation is not None and bad >= validation.patience:
             break
     if best_state is not None:
