@@ -10,20 +10,22 @@ from simulator.core.snapshot import run_dataset
 from .views import run_config
 
 
-def _status_warning(info: dict) -> str | None:
+def _status_warning(con, info: dict) -> str | None:
     rid, status = info["run_id"], info.get("status")
     asked = run_config(info).get("n_requests")
-    served = f"the {int(info.get('n_requests') or 0):,} requests served" + (f" of {asked:,} asked for" if asked else "")
+    stored = con.execute("SELECT count(*) FROM requests WHERE run_id = ?", [rid]).fetchall()[0][0]
+    if status == "complete":
+        if asked and stored < int(asked):
+            return (f"run {rid} served only {stored:,} of the {int(asked):,} requests asked for (its replay log "
+                    "or its duration ran out first): its power is that of the requests served")
+        return None
+    served = f"the {stored:,} requests stored" + (f" of {asked:,} asked for" if asked else "")
     if status == "running":
         return (f"run {rid} did not finish: it is marked 'running' but no process is writing it (it was killed); "
                 f"the numbers cover only {served}; continue it with `sim run --resume {rid}`")
     if status in ("incomplete", "failed"):
         return (f"run {rid} is {status}: the numbers cover only {served}; "
                 f"continue it with `sim run --resume {rid}`")
-    if status == "complete" and asked and int(info.get("n_requests") or 0) < int(asked):
-        return (f"run {rid} served only {int(info.get('n_requests') or 0):,} of the {int(asked):,} requests "
-                "asked for (its replay log or its duration ran out first): its power is that of the requests "
-                "served")
     return None
 
 
@@ -48,4 +50,4 @@ def _data_warning(con, info: dict) -> str | None:
 
 def run_warnings(con, info: dict) -> list[str]:
     """Warnings about run ``info`` (a ``runs`` row as a dict): unfinished run, changed data."""
-    return [w for w in (_status_warning(info), _data_warning(con, info)) if w]
+    return [w for w in (_status_warning(con, info), _data_warning(con, info)) if w]

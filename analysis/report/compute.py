@@ -31,7 +31,8 @@ from ..views import (
 SUMMARY_COLUMNS = ["metric", "role", "arm", "control_arm", "method", "control", "treatment", "abs_lift",
                    "rel_lift", "ci_low", "ci_high", "rel_ci_low", "rel_ci_high", "rel_se", "p", "p_adj",
                    "significant", "guardrail_status", "margin", "n_control", "n_treatment", "true_control",
-                   "true_treatment", "true_rel_lift", "true_rel_se", "var_reduction", "note"]
+                   "true_treatment", "true_rel_lift", "true_rel_se", "var_reduction", "se", "dof", "ci_level",
+                   "note"]
 
 EXTRA_COLUMNS = ["higher_is_better", "guardrail_violated", "unit"]
 

@@ -106,20 +106,30 @@ class ABAnalysis:
 
     def console_table(self, report: Report) -> tuple[list[str], list[list[str]], str]:
         truth = any(e.true_rel_lift is not None for e in report.effects)
-        cols = ["metric", "arm", "n c/t", "control", "treatment", "rel lift", "95% CI", "p adj", "result",
+        cols = ["metric", "arm", "n c/t", "control", "treatment", "rel lift", "CI", "p adj", "result",
                 *(["true lift"] if truth else []), "note"]
         rows = []
         for e in report.effects:
-            ci = (f"[{e.rel_ci_low * 100:+.1f}%, {e.rel_ci_high * 100:+.1f}%]"
-                  if e.rel_ci_low is not None and e.rel_ci_high is not None else "")
+            ci = ci_cell(e, 1 - report.analysis_config["alpha"])
             mark = {"primary": " *", "guardrail": " (g)"}.get(e.role, "")
             rows.append([e.metric + mark, e.arm, f"{e.n_control or 0}/{e.n_treatment or 0}", _num(e.control),
                          _num(e.treatment), _pct(e.rel_lift) or "n/a", ci,
                          "" if e.p_adj is None else f"{e.p_adj:.3g}", e.result,
                          *([_pct(e.true_rel_lift)] if truth else []), e.note])
-        legend = ("* primary, tested at alpha; secondary p adj corrected among the secondaries; (g) guardrail: "
-                  "non-inferiority test with its margin; n c/t = users per arm (serving batches for latency)")
+        legend = ("* primary, tested at alpha; secondary p adj corrected among the secondaries; CI: 95% unless the "
+                  "correction widens it (level shown), so a result is significant exactly when its CI excludes 0; "
+                  "(g) guardrail: non-inferiority test with its margin; n c/t = users per arm (serving batches "
+                  "for latency)")
         return cols, rows, legend
+
+
+def ci_cell(e: EffectRow, default_level: float) -> str:
+    """A relative CI; its level is shown when the multiple-testing adjustment widened it."""
+    if e.rel_ci_low is None or e.rel_ci_high is None:
+        return ""
+    level = e.ci_level if e.ci_level is not None else default_level
+    return (f"[{e.rel_ci_low * 100:+.1f}%, {e.rel_ci_high * 100:+.1f}%]"
+            + (f" ({level:.1%})" if abs(level - default_level) > 1e-9 else ""))
 
 
 def sequential_text(seq: Sequential, control: str | None) -> str:

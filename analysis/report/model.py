@@ -99,6 +99,9 @@ class EffectRow(Model):
     true_rel_lift: Num = None
     true_rel_se: Num = None
     var_reduction: Num = None
+    se: Num = None
+    dof: Num = None
+    ci_level: Num = None  # the CI's level: 1 - alpha unless the multiple-testing adjustment widened it
     higher_is_better: bool = True
     unit: str = "user"  # what n counts: users, or serving batches for a batch metric
     note: str = ""

@@ -18,7 +18,7 @@ EFFECT_COLUMNS = ["run_id", "arm", "metric", "role", "control_arm", "method", "c
                   "rel_lift", "rel_ci_low", "rel_ci_high", "p", "p_adj", "result", "n_control", "n_treatment",
                   "true_rel_lift", "higher_is_better", "note", "report_schema", "written_at"]
 # what deleting a run removes: every table keyed by run_id
-RUN_TABLES = ("effects", "run_labels", "truth", "feedback", "exposures", "requests", "assignments", "run_users",
+RUN_TABLES = ("effects", "run_labels", "truth", "feedback", "ope_slates", "exposures", "requests", "assignments", "run_users",
               "run_items", "run_datasets", "arms", "runs")
 
 
