@@ -34,11 +34,8 @@ def _int_or_none(v):
 def _str_or_none(v):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return None
-    if hasattr(v, "isoformat"):  # timestamps: ISO 8601
-        try:
-            return v.isoformat()
-        except ValueError:  # NaT
-            return None
+    if hasattr(v, "isoformat"):  # timestamps: ISO 8601; pandas' NaT (no time) is None
+        return None if str(v) == "NaT" else v.isoformat()
     return str(v)
 
 
