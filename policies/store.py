@@ -51,7 +51,11 @@ def fit_or_load(name: str, dataset, split, overrides: dict | None = None, root: 
     if (path / "DONE").exists():
         if progress:
             tqdm.write(f"[sim] {name}: loaded from the cache ({path})")
-        return entry.cls.load(path)
+        pol = entry.cls.load(path)
+        serving = {f: getattr(cfg, f) for f in getattr(cfg, "SERVING_FIELDS", ())}
+        if serving:  # the cached model serves as this run asks, not as it was saved
+            pol.cfg = pol.cfg.model_copy(update=serving)
+        return pol
     if progress:
         tqdm.write(f"[sim] training {name} on {len(split.train)} interactions ...")
     t0 = time.perf_counter()
