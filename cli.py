@@ -6,6 +6,7 @@ Commands live beside the code they drive; this module only mounts them:
   sim hllm ...      simulator/commands/hllm.py             embed-items, train stages, export
   sim run           simulator/commands/run.py    run an A/B(/n) simulation
   sim report, query, power   simulator/commands/analysis.py
+  sim runs ...      simulator/commands/runs.py   list / show / compare / tag / rename / rm / page
   sim ope           simulator/commands/ope.py    off-policy estimates of an arm from a run's logs
 Errors caused by input print one line (``error: ...``) and exit 2; ``--debug`` shows tracebacks.
 """
@@ -47,6 +48,7 @@ _MOUNTS = (
     ("simulator.commands.analysis", "report", "report", False),
     ("simulator.commands.analysis", "query", "query", False),
     ("simulator.commands.analysis", "power", "power", False),
+    ("simulator.commands.runs", "app", "runs", True),
     ("simulator.commands.ope", "ope", "ope", False),
 )
 

@@ -119,35 +119,3 @@ def headline(pref: Preference, true_lift: float | None = None, metric: str = "ct
     if true_lift is not None and np.isfinite(true_lift):
         out += f"; world oracle's true A/B lift of {metric}: {true_lift * 100:+.1f}%"
     return out + "."
-
-
-def context(con, run_id: str, control: str, treatment: str, alpha: float, truth: pd.DataFrame) -> dict:
-    """The report context of an interleaving run (report.report_context adds what every run has)."""
-    from analysis.truth import paired_lift
-
-    pref = preference(user_outcomes(con, run_id, control, treatment), control, treatment, alpha)
-    bal, shares = balance(con, run_id, control, treatment)
-    per = {a: g.sort_values("rep")["value"].to_numpy() for a, g in truth[truth["metric"] == "ctr"].groupby("arm")}
-    true_lift = paired_lift(per[control], per[treatment])[0] if {control, treatment} <= set(per) else None
-    lines = [headline(pref, true_lift)]
-    if bal.failed:
-        lines.append(f"WARNING: {bal.message()}: the team draft is not fair and the result is not trustworthy.")
-    credit = position_credit(con, run_id)
-    teams = credit.groupby("team")[["exposures", "clicks"]].sum().reset_index()
-    return {"interleave": {"preference": pref, "exposure_share": shares, "credit": credit, "true_ctr_lift": true_lift},
-            "srm": bal, "headline": lines, "arms": teams, "power": {},
-            "sequential": {"metric": "preference", "arms": {}, "note": "no sequential monitor for interleaving"}}
-
-
-def console_text(ctx: dict) -> str:
-    """What `sim run` / `sim report` print for an interleaving run."""
-    it = ctx["interleave"]
-    p = it["preference"]
-    rows = pd.DataFrame([{"treatment": p.treatment, "control": p.control, "share": f"{p.share:.4f}",
-                          "95% CI": f"[{p.ci[0]:.4f}, {p.ci[1]:.4f}]", "p": f"{p.p:.3g}", "users": p.users,
-                          "wins/losses/ties": f"{p.wins}/{p.losses}/{p.ties}",
-                          "sign test p": f"{p.sign_test_p:.3g}"}])
-    shares = ", ".join(f"{a} {s:.1%}" for a, s in it["exposure_share"].items())
-    return "\n".join([*ctx["headline"], "", rows.to_string(index=False),
-                      f"(share = requests won by {p.treatment}'s team / requests won by either team; exposures: "
-                      f"{shares}; {ctx['srm'].message()})"])

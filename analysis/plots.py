@@ -26,36 +26,62 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def forest(summary: pd.DataFrame) -> bytes:
-    """One panel per metric, each on its own scale (a 100x lift cannot squash the others); the
-    world oracle's true lift as a diamond, a guardrail's margin as a dashed line."""
-    plt = _plt()
-    s = summary.dropna(subset=["rel_lift"])
-    multi = summary["arm"].nunique() > 1
-    fig, axes = plt.subplots(max(len(s), 1), 1, figsize=(7.5, 0.55 * max(len(s), 1) + 1.0), squeeze=False)
-    for ax, r in zip(axes[:, 0], s.itertuples(), strict=False):
+def _forest_panel(ax, rows, multi: bool) -> None:
+    """One metric per line on one shared x-scale (precision comparable across metrics)."""
+    for y, r in enumerate(rows):
         c = ROLE_COLOR.get(r.role, "#555555")
-        ax.hlines(0, r.rel_ci_low * 100, r.rel_ci_high * 100, colors=c, lw=2.5)
-        ax.plot(r.rel_lift * 100, 0, "o", color=c, zorder=3)
-        xs = [r.rel_ci_low * 100, r.rel_ci_high * 100, 0.0]
-        if np.isfinite(getattr(r, "true_rel_lift", np.nan)):
-            ax.plot(r.true_rel_lift * 100, 0, "D", color="#2ca02c", ms=6, zorder=4, label="world oracle")
-            xs.append(r.true_rel_lift * 100)
-        if r.role == "guardrail" and np.isfinite(r.margin):
+        ax.hlines(y, r.rel_ci_low * 100, r.rel_ci_high * 100, colors=c, lw=2.5)
+        ax.plot(r.rel_lift * 100, y, "o", color=c, zorder=3)
+        if r.true_rel_lift is not None:
+            ax.plot(r.true_rel_lift * 100, y, "D", color="#2ca02c", ms=6, zorder=4)
+        if r.role == "guardrail" and r.margin is not None:
             m = (r.margin if not r.higher_is_better else -r.margin) * 100
-            ax.axvline(m, color="#d62728", ls="--", lw=0.8)
-            xs.append(m)
-        lo, hi = min(xs), max(xs)
-        pad = 0.15 * (hi - lo or 1.0)
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks([0], [f"{r.metric} ({r.arm})" if multi else r.metric])
-        ax.tick_params(axis="x", labelsize=8)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_title("Relative lift vs control (%), 95% CI, each metric on its own scale\n"
-                         "blue = primary, red = guardrail (dashed: margin), green diamond = true lift", fontsize=9)
+            ax.vlines(m, y - 0.4, y + 0.4, color="#d62728", ls="--", lw=1.0)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r.metric} ({r.arm})" if multi else r.metric for r in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def forest(effects) -> bytes:
+    """Relative lifts with 95% CIs, primary and secondary metrics on one shared scale, guardrails on
+    their own (with their margin dashed); the world oracle's true lift as a green diamond."""
+    plt = _plt()
+    rows = [e for e in effects if e.rel_lift is not None and e.rel_ci_low is not None]
+    groups = [g for g in ([e for e in rows if e.role != "guardrail"], [e for e in rows if e.role == "guardrail"]) if g]
+    multi = len({e.arm for e in effects}) > 1
+    if not groups:
+        fig, ax = plt.subplots(figsize=(7.5, 1.2))
+        ax.text(0.5, 0.5, "no relative lift could be estimated", ha="center", va="center")
+        ax.axis("off")
+        return _png(fig)
+    heights = [len(g) + 1.2 for g in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 0.38 * sum(heights) + 0.8), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, g in zip(axes[:, 0], groups, strict=True):
+        _forest_panel(ax, g, multi)
+        what = "guardrails (dashed: margin)" if g[0].role == "guardrail" else "primary and secondary metrics"
+        ax.set_xlabel(f"relative lift vs control (%), {what}", fontsize=8)
+    axes[0, 0].set_title("Relative lift vs control, 95% CI (one shared scale per panel)\n"
+                         "blue = primary, grey = secondary, red = guardrail, green diamond = true lift", fontsize=9)
     fig.tight_layout()
     return _png(fig)
+
+
+def _sequential_ylim(path: pd.DataFrame) -> tuple[float, float]:
+    """The y-range of the lift panel (%): the last look's confidence sequence and the estimates of
+    the second half of the run, with a margin; early looks' huge sequences run off the panel."""
+    c = path["control"].where(path["control"] > 0)
+    last = path.iloc[-1]
+    late = path.iloc[len(path) // 2:]
+    vals = np.r_[last["cs_low"] / c.iloc[-1], last["cs_high"] / c.iloc[-1], late["rel_lift"]] * 100
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return -10.0, 10.0
+    lo, hi = min(vals.min(), 0.0), max(vals.max(), 0.0)
+    pad = 0.25 * (hi - lo or 1.0)
+    return lo - pad, hi + pad
 
 
 def sequential(path: pd.DataFrame, metric: str, alpha: float) -> bytes:
@@ -73,10 +99,7 @@ def sequential(path: pd.DataFrame, metric: str, alpha: float) -> bytes:
         a1.plot(h, path["rel_lift"] * 100, ".-", color="#1f77b4", label="estimate")
         a2.plot(h, path["p_fixed"], ".-", color="#999999", label="fixed-horizon p")
         a2.plot(h, path["p_always_valid"], ".-", color="#1f77b4", label="always-valid p (mSPRT)")
-        late = path.iloc[len(path) // 3:]  # early looks' sequences are huge: scale to the rest
-        span = np.nanmax(np.abs(np.r_[late["cs_low"] / late["control"], late["cs_high"] / late["control"]])) * 100
-        if np.isfinite(span) and span > 0:
-            a1.set_ylim(-1.5 * span, 1.5 * span)
+        a1.set_ylim(*_sequential_ylim(path))
         a1.legend(fontsize=7)
     a1.axhline(0, color="black", lw=0.8)
     a1.set_ylabel(f"{metric}: relative lift (%)")
@@ -101,7 +124,8 @@ def cumulative(con, run_id: str) -> bytes:
                   "Cumulative CTR over simulated time", marker=".")
 
 
-def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, title: str, marker: str = "o") -> bytes:
+def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, title: str, marker: str = "o",
+           integer_x: bool = False) -> bytes:
     """One line per group of ``df``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
@@ -110,6 +134,10 @@ def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    if integer_x:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     return _png(fig)
@@ -125,7 +153,7 @@ def channels(con, run_id: str) -> bytes:
         piv = ch.pivot_table(index="arm", columns="channel", values=col, aggfunc="sum", fill_value=0)
         share = piv.div(piv.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
         share.plot.barh(stacked=True, ax=ax, legend=(col == "consumes"), width=0.6)
-        ax.set_title(f"share of {col} by channel")
+        ax.set_title(f"share of {col} by channel\n(an item found by several: the first in priority)", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylabel("")
     if axes[1].get_legend():
@@ -143,8 +171,8 @@ def latency(con, run_id: str) -> bytes:
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for arm, g in lat.groupby("arm"):
         v = np.sort(g["latency_ms"].to_numpy())
-        ax.plot(v, np.arange(1, v.size + 1) / v.size, label=f"{arm}: p50 {np.percentile(v, 50):.3g} ms, "
-                f"p99 {np.percentile(v, 99):.3g} ms")
+        ax.plot(v, np.arange(1, v.size + 1) / v.size, label=f"{arm}: mean {v.mean():.3g} ms (the guardrail's "
+                f"statistic), p50 {np.percentile(v, 50):.3g}, p99 {np.percentile(v, 99):.3g} ms")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -157,17 +185,8 @@ def latency(con, run_id: str) -> bytes:
     return _png(fig)
 
 
-def make_plots(con, run_id: str, summary: pd.DataFrame, path: pd.DataFrame | None, metric: str,
-               alpha: float) -> dict[str, bytes]:
-    plots = {"forest": forest(summary)}
-    if path is not None:
-        plots["sequential"] = sequential(path, metric, alpha)
-    plots.update(cumulative=cumulative(con, run_id), channels=channels(con, run_id), latency=latency(con, run_id))
-    return plots
-
-
 def credit(credit: pd.DataFrame) -> bytes:
     """Interleaving: click-through per slate position for each team."""
     ctr = credit.assign(ctr=credit["clicks"] / credit["exposures"].clip(lower=1))
     return _lines(ctr, "team", "position", "ctr", "slate position (0 = top)", "clicks / exposures",
-                  "Interleaving: click-through of each team's items by position")
+                  "Interleaving: click-through of each team's items by position", integer_x=True)

@@ -4,18 +4,21 @@ them as warnings; the Markdown/HTML report shows them on top)."""
 
 from __future__ import annotations
 
-import json
-
 from simulator.core.fingerprint import dataset_hash
 from simulator.core.snapshot import run_dataset
+
+from .views import run_config
 
 
 def _status_warning(con, info: dict) -> str | None:
     rid, status = info["run_id"], info.get("status")
-    if status == "complete":
-        return None
-    asked = (json.loads(info.get("config_json") or "{}") or {}).get("n_requests")
+    asked = run_config(info).get("n_requests")
     stored = con.execute("SELECT count(*) FROM requests WHERE run_id = ?", [rid]).fetchall()[0][0]
+    if status == "complete":
+        if asked and stored < int(asked):
+            return (f"run {rid} served only {stored:,} of the {int(asked):,} requests asked for (its replay log "
+                    "or its duration ran out first): its power is that of the requests served")
+        return None
     served = f"the {stored:,} requests stored" + (f" of {asked:,} asked for" if asked else "")
     if status == "running":
         return (f"run {rid} did not finish: it is marked 'running' but no process is writing it (it was killed); "

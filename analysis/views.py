@@ -9,6 +9,7 @@ in the dataset log before ``runs.sim_start``) when the dataset schema is availab
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -139,6 +140,16 @@ def run_info(con, run_id: str) -> dict:
         known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 5").fetchall()]
         raise NotFoundError(f"unknown run id {run_id!r} (recent runs: {', '.join(known) or 'none'})")
     return df.iloc[0].to_dict()
+
+
+def run_config(info: dict) -> dict:
+    """The run's stored experiment config (``runs.config_json``) as a dict: the one place it is
+    parsed ({} for a hand-made run without one)."""
+    try:
+        out = json.loads(info.get("config_json") or "{}")
+    except (json.JSONDecodeError, TypeError):
+        return {}
+    return out if isinstance(out, dict) else {}
 
 
 def _table_columns(con, schema: str, table: str) -> list[str]:

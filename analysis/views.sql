@@ -67,7 +67,7 @@ WITH um AS (
          sum(consumption) AS consumption, sum(hits) AS hits, sum(ndcg_sum) AS ndcg_sum
   FROM v_user_metrics GROUP BY ALL),
 lat AS (
-  SELECT run_id, arm, quantile_cont(latency_ms, 0.5) AS latency_p50_ms,
+  SELECT run_id, arm, avg(latency_ms) AS latency_mean_ms, quantile_cont(latency_ms, 0.5) AS latency_p50_ms,
          quantile_cont(latency_ms, 0.99) AS latency_p99_ms
   FROM requests GROUP BY ALL),
 cov AS (SELECT run_id, arm, count(DISTINCT item_id) AS distinct_items FROM exposures GROUP BY ALL)
@@ -78,7 +78,7 @@ SELECT um.run_id, um.arm, ar.role, ar.weight, um.users, um.requests, um.exposure
        um.ndcg_sum / nullif(um.requests, 0)     AS ndcg,
        um.consumption / nullif(um.users, 0)     AS consumption_per_user,
        um.requests / nullif(um.sessions, 0)     AS session_length,
-       lat.latency_p50_ms, lat.latency_p99_ms,
+       lat.latency_mean_ms, lat.latency_p50_ms, lat.latency_p99_ms,
        coalesce(cov.distinct_items, 0)          AS distinct_items
 FROM um
 LEFT JOIN arms ar USING (run_id, arm)

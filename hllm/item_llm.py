@@ -18,8 +18,11 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers.utils import logging as hf_logging
 
 from simulator.core.errors import ConfigError
+
+hf_logging.disable_progress_bar()  # no "Loading weights" bar: our own bars say what loads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -22,9 +22,12 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, LlamaConfig, LlamaModel
+from transformers.utils import logging as hf_logging
 
 from hllm.item_llm import minilm_path, smollm2_path
 from simulator.core.errors import ConfigError
+
+hf_logging.disable_progress_bar()  # no "Loading weights" bar: our own bars say what loads
 
 # decoder config keys that describe the checkpoint file, not the architecture
 _DROP_KEYS = ("architectures", "quantization_config", "_name_or_path", "_model_name_or_path", "name_or_path",

@@ -284,7 +284,8 @@ def fit_loop(model: torch.nn.Module, batches: Callable[[int], Iterable], step: C
         if track is not None:
             rec["best_step"] = track.best_step
         hist.append(rec)
-        bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k != "epoch" and isinstance(v, float)})
+        shown = [k for k in rec if k not in ("epoch", "seconds")][:1] + [k for k in (VALID_METRIC,) if k in rec]
+        bar.set_postfix_str(" ".join(f"{k}={rec[k]:.3g}" for k in shown))  # short: the bar keeps its width
         if stop != "max_epochs":
             break
     if hist:

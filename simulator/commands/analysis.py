@@ -9,72 +9,78 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from simulator.commands.common import catalog_path
+from simulator.commands.common import read_catalog as _connect
 from simulator.core.errors import ConfigError, NotFoundError, SimError
 
 _CATALOG = typer.Option(None, "--catalog", help="Catalog file (default $SIM_CATALOG or ./sim.duckdb).")
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def _connect(path: Optional[str]):
-    """The catalog, read-only, with file access off (analysis never writes to it)."""
-    from analysis.sqlguard import READ_ONLY_CONFIG
-    from simulator.core.catalog import connect, default_catalog_path
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
 
-    path = path or default_catalog_path()
-    if not Path(path).exists():
-        raise NotFoundError(f"catalog {path} does not exist")
-    return connect(path, read_only=True, config=READ_ONLY_CONFIG)
+
+class MetricKind(str, Enum):
+    proportion = "proportion"
+    mean = "mean"
+
+
+def _analysis_config_file(path: Optional[Path]) -> Optional[dict]:
+    if path is None:
+        return None
+    if not path.exists():
+        raise NotFoundError(f"analysis config {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
 
 
 def report(
-    run_id: str = typer.Argument(..., help="Run id (see `sim query \"SELECT run_id FROM runs\"`)."),
-    out: Path = typer.Option(Path("reports"), "--out", help="Reports folder (a sub-folder per run)."),
+    run_id: str = typer.Argument(..., help="Run id, a unique prefix of one, its name or 'latest' (see `sim runs list`)."),
+    out: Path = typer.Option(Path("reports"), "--out", help="Reports folder (a sub-folder per run).",
+                             show_default=True),
     analysis_config: Optional[Path] = typer.Option(None, "--analysis-config",
                                                    help="JSON: primary, guardrails, alpha, user-defined metrics."),
-    fmt: str = typer.Option("table", "--format", help="table (the answer + effect table) | json (report.json)"),
+    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format",
+                                     help="table: write the report files and print the answer + effect table; "
+                                          "json: print report.json only (writes nothing)."),
     catalog: Optional[str] = _CATALOG,
 ) -> None:
     """Write the Markdown + self-contained HTML report (and report.json) of a run; print its answer."""
-    from analysis.report import write_report
-
-    if fmt not in ("table", "json"):
-        raise ConfigError(f"--format must be table or json, got {fmt!r}")
-
-    cfg = None
-    if analysis_config is not None:
-        if not analysis_config.exists():
-            raise NotFoundError(f"analysis config {analysis_config} does not exist")
-        try:
-            cfg = json.loads(analysis_config.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{analysis_config}:{e.lineno}: invalid JSON: {e.msg}") from None
     from analysis.provenance import run_warnings
+    from analysis.report import build_report, render_json, write_report
     from analysis.sqlguard import lock_down
-    from analysis.srm import srm_for_run
     from analysis.views import install_views, run_info
+    from simulator.commands.common import store_effects
+    from simulator.core.runs import resolve_run
 
+    cfg = _analysis_config_file(analysis_config)
     con = _connect(catalog)
     try:
         install_views(con)
         lock_down(con)  # user metric SQL runs here too: no file access, no settings changes
+        run_id = resolve_run(con, run_id)
+        if fmt == ReportFormat.json:
+            typer.echo(render_json(build_report(con, run_id, cfg)[0]))
+            return
         for w in run_warnings(con, run_info(con, run_id)):  # unknown run id: one line, before anything else
             typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-        srm = srm_for_run(con, run_id)
-        if srm.failed:
-            typer.secho(f"WARNING: {srm.message()}", fg=typer.colors.RED, err=True)
         paths = write_report(con, run_id, out, cfg)
-        if fmt == "table":
-            typer.echo(paths["text"])
     finally:
         con.close()
-    if fmt == "json":
-        typer.echo(Path(paths["json"]).read_text())
-        return
+    if paths["report"].srm.failed:
+        typer.secho(f"WARNING: {paths['report'].srm.message}", fg=typer.colors.RED, err=True)
+    store_effects(catalog_path(catalog), run_id, paths["report"])
+    typer.echo(paths["text"])
     typer.echo(f"report: {paths['html']}  ({paths['md']}, {paths['json']})")
 
 
@@ -185,7 +191,7 @@ def _emit(table, fmt: str, output: Optional[Path], limit: int) -> None:
         return
     df = table.to_pandas()
     if fmt == "table":
-        text = df.head(limit).to_string(index=False) + (f"\n... {len(df) - limit} more rows" if len(df) > limit else "")
+        text = df.head(limit).to_string(index=False, na_rep="NULL") + (f"\n... {len(df) - limit} more rows" if len(df) > limit else "")
     elif fmt == "csv":
         text = df.to_csv(index=False)
     else:
@@ -201,23 +207,30 @@ def power(
     baseline: Optional[float] = typer.Option(None, "--baseline", help="Control mean (a proportion for --kind proportion)."),
     mde: Optional[float] = typer.Option(None, "--mde", help="Relative lift to detect, e.g. 0.02 = +2%."),
     n: Optional[float] = typer.Option(None, "--n", help="Users per arm: report the MDE instead."),
-    kind: str = typer.Option("proportion", "--kind", help="proportion | mean"),
+    kind: MetricKind = typer.Option(MetricKind.proportion, "--kind",
+                                    help="proportion: each user one 0/1 outcome with mean --baseline (e.g. "
+                                         "'clicked at all'); mean: a per-user mean with --sd."),
     sd: Optional[float] = typer.Option(None, "--sd", help="Per-user standard deviation (mean metrics)."),
     alpha: float = typer.Option(0.05, "--alpha"),
     power_: float = typer.Option(0.8, "--power"),
     ratio: float = typer.Option(1.0, "--ratio", help="treatment users / control users"),
     from_run: Optional[str] = typer.Option(None, "--from-run", help="Plan from a finished (pilot) run: its primary "
                                            "metric's observed variance replaces --baseline/--kind/--sd."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", help="table (text) | json"),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     catalog: Optional[str] = _CATALOG,
 ) -> None:
-    """Sample size per arm for a relative MDE, or the MDE for a given n (statsmodels power)."""
+    """Sample size per arm for a relative MDE, or the MDE for a given n (statsmodels power).
+
+    Plans per user (n = users per arm). For a per-exposure ratio such as CTR use --from-run RUN."""
     from analysis.power import mde as mde_fn
     from analysis.power import sample_size
 
     if (mde is None) == (n is None):
         raise ConfigError("give exactly one of --mde (-> sample size) or --n (-> MDE)")
-    label = f"{kind} metric"
+    kind = kind.value
+    label = ("per-user proportion (each user one 0/1 outcome)" if kind == "proportion" else
+             "per-user mean") + "; planned per user (n = users per arm)"
     if from_run is not None:
         r, label = _plan_from_run(from_run, catalog, mde, n, alpha, power_)
     elif baseline is None:
@@ -226,8 +239,8 @@ def power(
         r = sample_size(baseline, mde, kind=kind, sd=sd, alpha=alpha, power=power_, ratio=ratio)
     else:
         r = mde_fn(baseline, n, kind=kind, sd=sd, alpha=alpha, power=power_, ratio=ratio)
-    if as_json:
-        typer.echo(json.dumps(r.as_dict()))
+    if as_json or fmt == ReportFormat.json:
+        typer.echo(json.dumps({**r.as_dict(), "unit": "user", "plans": label}))
         return
     typer.echo(f"{label}, baseline {r.baseline:g}, sd {r.sd:.4g}, alpha {alpha:g}, power {power_:g}")
     typer.echo(f"users per arm: {r.n_per_arm:,.0f}   MDE: {r.mde_rel * 100:+.2f}% relative ({r.mde_abs:+.4g} absolute)")
@@ -252,4 +265,5 @@ def _plan_from_run(run_id: str, catalog: Optional[str], mde: Optional[float], n:
     r = prim.iloc[0]
     plan = plan_from_run(float(r.rel_se), float(min(r.n_control, r.n_treatment)), float(r.control), mde_rel=mde, n=n,
                          alpha=alpha, power=power_)
-    return plan, f"{r.metric} (primary metric of run {run_id}, {r.arm} vs {r.control_arm})"
+    return plan, (f"{r.metric} (primary metric of run {run_id}, {r.arm} vs {r.control_arm}, at its observed "
+                  "standard error); planned per user")

@@ -124,7 +124,7 @@ def dataset_stats(cat, name: str) -> dict:
         "name": info.name, "format": info.format, "source": info.source, "n_users": info.n_users,
         "n_items": info.n_items, "n_items_interacted": int(t[2]), "n_interactions": info.n_interactions,
         "n_skipped": info.n_skipped, "sparsity": round(1.0 - info.n_interactions / cells, 6),
-        "ts_min": t[0], "ts_max": t[1],
+        "ts_min": t[0], "ts_max": t[1], "time_min": _iso(t[0]), "time_max": _iso(t[1]),
         "seq_len": {"min": int(lengths.min()), "median": float(np.median(lengths)), "mean": round(float(lengths.mean()), 2),
                     "max": int(lengths.max())},
         "seq_len_histogram": dict(_histogram(lengths)),
@@ -135,20 +135,34 @@ def dataset_stats(cat, name: str) -> dict:
     }
 
 
+def _iso(ts) -> str | None:
+    """An epoch-seconds timestamp as ISO 8601 (UTC, seconds)."""
+    import datetime as dt
+
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @app.command("info")
 def info(name: str = typer.Argument(..., help="Dataset name ('ml-100k' and 'synthetic' load on first use)."),
          catalog: Optional[str] = _CATALOG,
-         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Counts, sparsity and the sequence-length histogram of a dataset."""
+         fmt: str = typer.Option("table", "--format", help="table | json", show_default=True),
+         as_json: bool = typer.Option(False, "--json", help="Same as --format json.")) -> None:
+    """Counts, sparsity and the sequence-length histogram of a dataset (times as ISO 8601, UTC)."""
+    from simulator.core.errors import ConfigError
+
+    if fmt not in ("table", "json"):
+        raise ConfigError(f"--format must be table or json, got {fmt!r}")
     with _catalog(catalog) as cat:
         st = dataset_stats(cat, name)
-    if as_json:
+    if as_json or fmt == "json":
         typer.echo(json.dumps(st, indent=2, default=str))
         return
     typer.echo(f"{st['name']}  ({st['format']}, from {st['source']})")
     typer.echo(f"  users {st['n_users']:,}  items {st['n_items']:,}  interactions {st['n_interactions']:,}  "
                f"skipped lines {st['n_skipped']:,}")
-    typer.echo(f"  sparsity {st['sparsity']:.4%}  time {st['ts_min']} .. {st['ts_max']}")
+    typer.echo(f"  sparsity {st['sparsity']:.4%}  time {st['time_min']} .. {st['time_max']} (UTC)")
     for note in st["notes"]:
         typer.echo(f"  note: {note}")
     pp = {k: v for k, v in st["preprocess_stats"].items() if k.startswith("dropped") and v}

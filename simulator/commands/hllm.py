@@ -45,7 +45,7 @@ def _policy(model: Path):
 @app.command("presets")
 def presets() -> None:
     """Show the recipe presets (fast = the policy's default, quick = `sim run`'s budget, paper = paper-faithful)."""
-    from hllm.recipe import PRESET_LABELS, PRESETS
+    from hllm.presets import PRESET_LABELS, PRESETS  # not hllm.recipe: no torch for a listing
 
     for name, vals in PRESETS.items():
         typer.echo(f"{name}: {PRESET_LABELS[name]}\n  {json.dumps(vals)}")

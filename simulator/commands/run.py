@@ -64,8 +64,12 @@ def run(
     catalog: Optional[str] = typer.Option(None, "--catalog", help="Catalog DuckDB file (default ./sim.duckdb or $SIM_CATALOG)."),
     artifacts: Optional[str] = typer.Option(None, "--artifacts", help="Where trained arms are cached."),
     actors: Optional[int] = typer.Option(None, "--actors", help="Pipeline actors per arm (Ray)."),
-    report_dir: Path = typer.Option(Path("reports"), "--report-dir", help="Where the report is written."),
+    report_dir: Path = typer.Option(Path("reports"), "--out", "--report-dir",
+                                    help="Reports folder (a sub-folder per run), as `sim report --out`.",
+                                    show_default=True),
     resume: Optional[str] = typer.Option(None, "--resume", help="Finish an unfinished run by id (only its missing phases run)."),
+    name: Optional[str] = typer.Option(None, "--name", help="A unique name for the run (usable as its id)."),
+    tags: Optional[list[str]] = typer.Option(None, "--tag", help="A tag for the run (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run an A/B test in simulation, e.g. `sim run --treatment hllm --control sasrec`."""
@@ -76,13 +80,17 @@ def run(
                             "artifacts": artifacts, "duration_s": duration, "actors_per_arm": actors,
                             "ray_address": ray_address,
                             "runtime": "ray" if ray_address and not runtime else runtime}.items() if v is not None}
-    given = {"--treatment": treatment, "--control": control, "--arms": arms, "--config": config}
+    given = {"--treatment": treatment, "--control": control, "--arms": arms, "--config": config, "--name": name,
+             "--tag": tags or None}
     check_options(ov, resume=resume, given=given)
     if not resume:
         build_config(treatment, control, arms, config, ov)  # every value checked before a file is touched
     written: dict = {}
     with opened_catalog(catalog) as cat:
+        _check_name_free(cat, name)
+
         def report(run_id: str) -> None:
+            _label(cat, run_id, name, tags)  # before the report, which shows them
             written.update(write_run_report(cat, run_id, report_dir))
 
         try:
@@ -97,6 +105,8 @@ def run(
                 check_analysis_block(cfg)  # run_experiment validates the rest before any work
                 run_id = run_experiment(cfg, cat, progress=not quiet, report=report)
         except RunInterrupted as e:
+            if not resume:
+                _label(cat, e.run_id, name, tags)
             verb = "terminated" if e.exit_code == 143 else "interrupted"
             typer.secho(f"\n{verb}: run {e.run_id} kept as incomplete; continue with `sim run --resume {e.run_id}`",
                         err=True)
@@ -133,6 +143,35 @@ def opened_catalog(path: Optional[str]):
         raise
     finally:
         cat.close()  # now, not whenever the garbage collector gets to it: other commands may open the file
+
+
+def _check_name_free(cat, name: Optional[str]) -> None:
+    """A run name must be unique (a name finds one run): refused before any work."""
+    from simulator.core.runs import resolve_run
+
+    if name is None:
+        return
+    if name == "latest" or not name.strip():
+        raise ConfigError(f"--name cannot be {name!r}")
+    try:
+        other = resolve_run(cat.con, name)
+    except SimError:
+        return
+    if other == name or _name_of(cat, other) == name:
+        raise ConfigError(f"--name {name!r} is taken by run {other}; choose another (or `sim runs rename`)")
+
+
+def _name_of(cat, run_id: str) -> Optional[str]:
+    from simulator.core.runs import labels
+
+    return labels(cat.con, run_id)[0]
+
+
+def _label(cat, run_id: str, name: Optional[str], tags: Optional[list[str]]) -> None:
+    if name is not None or tags:
+        from simulator.core.runs import set_labels
+
+        set_labels(cat.con, run_id, name=name, add=tuple(tags or ()))
 
 
 _OPTION_NAMES = {"design": "--design", "dataset": "--data", "n_requests": "--requests", "seed": "--seed",
@@ -182,9 +221,12 @@ def write_run_report(cat, run_id: str, report_dir: Path) -> dict:
     """The report phase of a run: write the report (its paths and console text), or, if the analysis
     fails, a warning (the run's events are safe; `sim report` can try again)."""
     from analysis.report import write_report
+    from simulator.commands.common import store_effects
 
     try:
-        return write_report(cat.con, run_id, report_dir)
+        paths = write_report(cat.con, run_id, report_dir)
+        store_effects(cat.path, run_id, paths["report"], con=cat.con)
+        return paths
     except Exception as e:  # noqa: BLE001 - the run's events are safe; fall back to the plain summary
         typer.secho(f"warning: analysis report failed ({type(e).__name__}: {e}); plain summary follows",
                     err=True, fg=typer.colors.YELLOW)

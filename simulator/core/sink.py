@@ -35,6 +35,17 @@ CREATE TABLE IF NOT EXISTS feedback(run_id VARCHAR, request_id BIGINT, user_id B
   PRIMARY KEY (run_id, request_id, item_id, event));
 CREATE TABLE IF NOT EXISTS truth(run_id VARCHAR, arm VARCHAR, metric VARCHAR, rep INTEGER, value DOUBLE,
   window_start DOUBLE, window_end DOUBLE, PRIMARY KEY (run_id, arm, metric, rep));
+-- written with each report (`sim run`, `sim report`): one row per treatment arm x metric, the
+-- report's numbers (result: significant | ok | inconclusive | violated | ''); an interleaving run
+-- has one row, metric 'preference' (control 0.5, treatment = the preference share)
+CREATE TABLE IF NOT EXISTS effects(run_id VARCHAR, arm VARCHAR, metric VARCHAR, role VARCHAR,
+  control_arm VARCHAR, method VARCHAR, control DOUBLE, treatment DOUBLE, abs_lift DOUBLE, rel_lift DOUBLE,
+  rel_ci_low DOUBLE, rel_ci_high DOUBLE, p DOUBLE, p_adj DOUBLE, result VARCHAR, n_control BIGINT,
+  n_treatment BIGINT, true_rel_lift DOUBLE, higher_is_better BOOLEAN, note VARCHAR, report_schema INTEGER,
+  written_at TIMESTAMP,
+  PRIMARY KEY (run_id, arm, metric));
+-- a run's name and tags (`sim run --name/--tag`, `sim runs rename/tag`)
+CREATE TABLE IF NOT EXISTS run_labels(run_id VARCHAR PRIMARY KEY, name VARCHAR, tags VARCHAR[]);
 """
 
 TABLE_COLUMNS = {

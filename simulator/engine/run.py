@@ -87,10 +87,8 @@ def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Scenario:
 
 def train_arms(cfg: ExperimentConfig, setup: Scenario, progress: bool = True) -> dict:
     out = {}
-    for name in cfg.all_policies():
+    for name in cfg.all_policies():  # fit_or_load says whether it trains or loads from the cache
         signals.fault_point("training")
-        if progress:
-            tqdm.write(f"[sim] training {name} on {len(setup.split.train)} interactions ...")
         out[name] = fit_or_load(name, setup.train_dataset, setup.split, cfg.policies.get(name), root=cfg.artifacts,
                                 progress=progress)
     return out

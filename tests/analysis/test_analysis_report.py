@@ -105,12 +105,14 @@ def test_summary_recovers_injected_lift(fake_db):
     sec = s[s.role == "secondary"]
     assert (sec.p_adj >= sec.p - 1e-15).all() and sec.p_adj.notna().all()
     assert ctr.p_adj == ctr.p  # the primary is tested at alpha, unadjusted (one treatment arm)
-    from analysis.report import format_summary
+    from analysis.report import build_report, render_console
 
-    lines = format_summary(s).splitlines()
-    assert lines[0].startswith("treatment beats control on ctr: +")  # the answer comes first
-    table = lines[lines.index("") + 1:]
-    assert table[1].split()[:2] == ["ctr", "*"] and any(x.strip().startswith("latency_ms (g)") for x in table)
+    for width in (80, 120):
+        lines = render_console(*build_report(con, "lift"), width=width).splitlines()
+        assert lines[0].startswith("treatment beats control on ctr: +")  # the answer comes first
+        table = lines[lines.index("") + 1:]
+        assert table[1].split()[:2] == ["ctr", "*"] and any(x.strip().startswith("latency_ms (g)") for x in table)
+        assert max(map(len, lines)) <= width  # fits the terminal: rich folds, never wraps
     con.close()
 
 
@@ -163,6 +165,34 @@ def test_html_report_parses_and_embeds_plots(fake_db, tmp_path):
     md = open(paths["md"]).read()
     assert "| ctr | primary |" in md and "![relative lifts](forest.png)" in md
     assert (tmp_path / "lift" / "forest.png").exists()
+
+
+def test_report_json_validates_against_the_models_schema(fake_db, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    from analysis.report import SCHEMA_VERSION, Report, report_schema
+
+    paths = write_report(str(fake_db), "lift", tmp_path)
+    js = json.loads(open(paths["json"]).read())
+    jsonschema.validate(js, report_schema())
+    assert js["schema_version"] == SCHEMA_VERSION and js["package_version"] and "dataset_hash" in js
+    assert Report.model_validate(js) == paths["report"]  # the file round-trips to the model
+    js["effects"][0]["p"] = "small"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(js, report_schema())
+
+
+def test_every_warning_reaches_report_json_and_the_html(tmp_path):
+    """A complete run that served fewer requests than asked for (a replay log that ran out) says so
+    in report.json and on the page, not only on the console; the answer still comes first."""
+    con = duckdb.connect()
+    make_fake_run(con, "short", n_users=300, write_dataset=False, config={"n_requests": 99999})
+    paths = write_report(con, "short", tmp_path)
+    js = json.loads(open(paths["json"]).read())
+    short = [w for w in js["warnings"] if "served only" in w]
+    assert len(short) == 1 and "of the 99,999 requests asked for" in short[0]
+    html = open(paths["html"]).read()
+    assert html.index('id="answer"') < html.index("served only") < html.index("Effects (treatment vs control)")
+    assert "served only" in open(paths["md"]).read()
 
 
 def test_srm_warning_on_top(fake_db, tmp_path):
@@ -224,16 +254,27 @@ def test_three_arms_one_without_users():
     assert not srm_for_run(con, "m3").failed
 
 
-def test_effect_colour_follows_the_absolute_lift_when_the_relative_one_is_undefined():
-    """Over a non-positive control the relative lift is NaN; the row is still coloured by treatment - control."""
-    import numpy as np
-    import pandas as pd
+def test_only_significant_effects_are_coloured_by_the_absolute_lift():
+    """A row is coloured only when its result is significant (or a guardrail's verdict), good or bad
+    by treatment - control (the relative lift is undefined over a non-positive control)."""
+    from analysis.report import EffectRow
 
-    from analysis.render import effect_rows
+    rows = [EffectRow(metric="m", arm="t", role="secondary", abs_lift=0.3, rel_lift=float("nan"), result="significant"),
+            EffectRow(metric="m2", arm="t", role="secondary", abs_lift=-0.3, result="significant"),
+            EffectRow(metric="m3", arm="t", role="secondary", abs_lift=0.3, result=""),
+            EffectRow(metric="lat", arm="t", role="guardrail", abs_lift=0.3, rel_lift=0.1, higher_is_better=False,
+                      result="violated")]
+    assert [r.good for r in rows] == [True, False, None, False] and rows[0].rel_lift is None
 
-    rows = pd.DataFrame([
-        {"metric": "m", "arm": "t", "role": "secondary", "abs_lift": 0.3, "rel_lift": np.nan, "higher_is_better": True},
-        {"metric": "m2", "arm": "t", "role": "secondary", "abs_lift": -0.3, "rel_lift": np.nan, "higher_is_better": True},
-        {"metric": "lat", "arm": "t", "role": "guardrail", "abs_lift": 0.3, "rel_lift": 0.1, "higher_is_better": False},
-    ])
-    assert [r["sign"] for r in effect_rows(rows)] == [True, False, False]
+
+def test_sequential_plot_scales_to_the_late_looks_not_the_first_ones():
+    """Early looks' confidence sequences are huge (the ±1000% axis of ML-100K); the panel is scaled
+    to the last look's sequence and the late estimates, so the end of the run is readable."""
+    from analysis.plots import _sequential_ylim
+
+    looks = 10
+    path = pd.DataFrame({"control": [0.05] * looks, "rel_lift": [0.5, 0.3] + [0.1] * (looks - 2),
+                         "cs_low": [-0.5] + [-0.02] * (looks - 2) + [0.001],
+                         "cs_high": [0.5] + [0.03] * (looks - 2) + [0.01]})
+    lo, hi = _sequential_ylim(path)
+    assert -10 < lo <= 0 and 20 <= hi < 30  # last look: [+2%, +20%]; estimates +10%; not the first look's ±1000%

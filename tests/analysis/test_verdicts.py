@@ -102,6 +102,7 @@ def test_report_json_sequential_monitor_and_cli_json(world, tmp_path):
     paths = write_report(cat, rid, tmp_path)
     js = json.loads(open(paths["json"]).read())
     assert js["run"]["run_id"] == rid and js["run"]["config_hash"] and js["srm"]["p"] > 0
+    assert len(js["dataset_hash"]) >= 8 and js["schema_version"] >= 1  # the data the numbers come from
     assert js["headline"][0].startswith(("popularity beats random on ctr", "No detectable difference in ctr"))
     assert {e["metric"] for e in js["effects"]} >= {"ctr", "latency_ms"} and js["truth"]
     assert js["pipelines"]["popularity"] == ["retrieval: popularity (20)", "coarse: none", "fine: none",
@@ -124,5 +125,4 @@ def test_sim_report_format_json_prints_report_json(tmp_path):
                         "--out", str(tmp_path / "rep")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     js = json.loads(r.stdout)
-    assert js["run"]["run_id"] == rid and (tmp_path / "rep" / rid / "report.json").exists()
-    assert js == json.loads((tmp_path / "rep" / rid / "report.json").read_text())
+    assert js["run"]["run_id"] == rid and not (tmp_path / "rep").exists()  # no side effects: nothing written

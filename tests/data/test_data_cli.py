@@ -27,8 +27,10 @@ def test_synth_info_list(tmp_path):
     st = json.loads(r.output)
     assert st["n_users"] == 100 and st["synthetic"] and 0 < st["sparsity"] < 1
     assert sum(st["seq_len_histogram"].values()) == 100
+    assert _run("data", "info", "w", "--catalog", cat, "--format", "json").output == r.output
     r = _run("data", "info", "w", "--catalog", cat)
     assert "sequence length" in r.output and "#" in r.output
+    assert f"time {st['time_min']} .. {st['time_max']} (UTC)" in r.output and st["time_min"].startswith(("19", "20"))
     r = _run("data", "list", "--catalog", cat)
     assert "w " in r.output and "synthetic" in r.output
     r = _run("data", "split", "w", "--kind", "temporal", "--catalog", cat)

@@ -111,3 +111,6 @@ def test_interleave_report_answers_first(world, tmp_path):
     assert js["interleave"]["true_ctr_lift"] > 0  # the world oracle's A/B truth agrees in sign
     html = open(paths["html"]).read()
     assert "Interleaving (team draft)" in html and "preference share" in html and "Effects (treatment" not in html
+    arms = html.split("<h2>Arms</h2>")[1].split("</table>")[0]  # the teams are labelled (the team key is kept)
+    assert '<th class="l">team</th>' in arms and '<td class="l">c</td>' in arms and '<td class="l">t</td>' in arms
+    assert [a["team"] for a in js["arms"]] == ["c", "t"] and js["effects"] == []
