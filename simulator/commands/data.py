@@ -77,6 +77,10 @@ def synth(
     scale: float = typer.Option(1.0, "--scale", help="Multiply users and items (20 gives ~1M+ interactions)."),
     topics: int = typer.Option(20, "--topics", help="Number of latent topics."),
     days: float = typer.Option(60.0, "--days", help="Length of the logged period in days."),
+    text_signal: Optional[float] = typer.Option(None, "--text-signal", help="RHO in [0, 1]: share of the "
+                                                "within-topic utility variance the item text explains."),
+    arrivals: float = typer.Option(0.0, "--arrivals", help="FRAC of the catalog released during the "
+                                   "simulated window (with their text), after the logged period."),
     catalog: Optional[str] = _CATALOG,
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of this name."),
 ) -> None:
@@ -87,7 +91,8 @@ def synth(
     from simulator.core.synthetic import WorldConfig, write_world
 
     try:
-        cfg = WorldConfig(n_users=users, n_items=items, seed=seed, scale=scale, n_topics=topics, days=days)
+        cfg = WorldConfig(n_users=users, n_items=items, seed=seed, scale=scale, n_topics=topics, days=days,
+                          text_signal=text_signal, arrivals=arrivals)
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"bad option {err['loc'][0]}: {err['msg']}") from None

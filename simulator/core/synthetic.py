@@ -2,8 +2,10 @@
 
 - Items: a latent vector near one of ``n_topics`` topic centres, a quality (log-normal, so
   popularity has a long tail), a release time (``new_item_frac`` arrive during the log: cold
-  start), and generated text whose words carry the topic (topic vocabularies + shared filler),
-  so a text model can learn from it.
+  start; ``arrivals`` after it, during the simulated window), and generated text whose words
+  carry the topic (topic vocabularies + shared filler), so a text model can learn from it. With
+  ``text_signal`` RHO the text also carries descriptive words whose latent meanings make up the
+  share RHO of what distinguishes an item within its topic (offset and quality).
 - Users: tastes mixed from 1-3 topics, drifting linearly over time; sessions arrive as a
   Poisson process; each session is a run of consecutive choices.
 - Choice: multinomial logit over a slate with a no-click option, position bias and fatigue
@@ -26,6 +28,22 @@ _CONS = "bcdfghjklmnprstvz"
 _VOW = "aeiou"
 
 
+# descriptive words whose (seeded) latent meanings carry the text signal (``WorldConfig.text_signal``)
+SIGNAL_VOCAB = tuple("""
+amber ancient angry bitter blazing bold brave breezy bright brisk broken calm candid careful cheerful
+chilly clever cloudy cold cosmic cozy crisp cruel curious daring dark dazzling deep delicate dense
+distant dreamy dusty eager earthy eerie elegant electric empty endless epic exotic faded fierce fiery
+fragile frantic fresh frosty gentle gloomy golden graceful grim gritty hazy heavy hidden hollow humble
+icy idle intimate ironic jagged jolly lavish lazy lively lonely loud lucky lunar lush magnetic mellow
+merry misty modern moody mystic narrow noble noisy nostalgic ornate pale patient peaceful playful
+polished proud quiet radiant rapid raw restless rich rigid romantic rough royal rustic sacred salty
+savage scarlet serene shadowy sharp shiny silent silky sleek slow smoky smooth soft solar solemn sour
+spicy steady stormy strange sturdy subtle sunny sweet swift tender tense thorny tidal timid tranquil
+tropical twisted urban vast velvet vibrant vivid wandering warm weary wicked wild windy wintry wise
+witty wooden young zealous
+""".split())
+
+
 class WorldConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     n_users: int = Field(2000, ge=2)
@@ -44,6 +62,13 @@ class WorldConfig(BaseModel):
     position_decay: float = Field(0.3, ge=0, description="log-utility lost per slate position")
     fatigue: float = Field(2.0, ge=0, description="utility penalty for an item already consumed")
     scale: float = Field(1.0, gt=0, description="multiplies users and items (scale 20 gives ~1M+ interactions)")
+    text_signal: float | None = Field(None, ge=0, le=1, description="share of the within-topic utility variance "
+                                      "that the item text explains (None: text carries only the topic)")
+    signal_words: int = Field(8, ge=1, le=40, description="descriptive words per item that carry the text signal")
+    arrivals: float = Field(0.0, ge=0, lt=1, description="share of the catalog released after the logged period, "
+                            "during the simulated window (new items, with their text)")
+    arrival_window_s: float = Field(3600.0, gt=0, description="the arrivals are released uniformly over this "
+                                    "many seconds after the logged period")
 
     @property
     def users(self) -> int:
@@ -82,8 +107,35 @@ class World:
         self.topic_vocab = [_words(rng, 12, 2) for _ in range(T)]
         self.filler = _words(rng, 40, 2)
         self._text_rng_seed = cfg.seed + 1
+        self.item_words: np.ndarray | None = None  # (NI, signal_words) indices into SIGNAL_VOCAB
+        if cfg.text_signal is not None:
+            self._mix_text_signal(cfg.text_signal)
+        if cfg.arrivals > 0:  # released after the log, during the simulated window (own stream)
+            arng = np.random.default_rng([cfg.seed, 29])
+            new = arng.choice(NI, int(round(cfg.arrivals * NI)), replace=False)
+            self.item_release[new] = cfg.days * DAY + arng.uniform(0, cfg.arrival_window_s, len(new))
         # simulator-time state: consumption counts for fatigue (sparse, per user)
         self._consumed: dict[int, dict[int, int]] = {}
+
+    def _mix_text_signal(self, rho: float) -> None:
+        """Each item's within-topic offset and quality become ``sqrt(rho) * text part + sqrt(1 - rho)
+        * ID-only part``: the text part is the sum of the latent vectors of the item's descriptive
+        words (written into its text), the ID-only part the offset and quality drawn above. Both parts
+        have the same distribution, so ``rho`` is the share of the within-topic utility variance the
+        text explains; the quality stays normal (popularity ``exp(quality)`` keeps its long tail)."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, 23])  # its own stream: the rest of the world is unchanged
+        NI, D, m = cfg.items, cfg.dim, cfg.signal_words
+        V = len(SIGNAL_VOCAB)
+        word_vec = rng.normal(size=(V, D)) / np.sqrt(D) * 0.6  # like the ID offsets' scale
+        word_q = rng.normal(0.0, 0.8, size=V)
+        self.item_words = np.stack([rng.choice(V, m, replace=False) for _ in range(NI)])
+        text_off = word_vec[self.item_words].sum(1) / np.sqrt(m)
+        text_q = word_q[self.item_words].sum(1) / np.sqrt(m)
+        centre = self.topic_centres[self.item_topic]
+        id_off = self.item_vec - centre
+        self.item_vec = centre + np.sqrt(rho) * text_off + np.sqrt(1.0 - rho) * id_off
+        self.item_quality = np.sqrt(rho) * text_q + np.sqrt(1.0 - rho) * self.item_quality
 
     # ------------------------------------------------------------------ ground truth
     def taste(self, user_ids: np.ndarray, now: np.ndarray) -> np.ndarray:
@@ -150,6 +202,8 @@ class World:
             titles.append(" ".join(w.capitalize() for w in tw + [self.filler[rng.integers(len(self.filler))]]))
             words = [vocab[j] for j in rng.choice(len(vocab), 4)] + [self.filler[j] for j in rng.choice(len(self.filler), 4)]
             rng.shuffle(words)
+            if self.item_words is not None:  # the descriptive words that carry the text signal
+                words += [SIGNAL_VOCAB[j] for j in self.item_words[i]]
             descs.append(" ".join(words))
         genres = [self.topic_names[t] if rng.random() < 0.7 else None for t in self.item_topic]
         return pd.DataFrame({"item": [str(i) for i in range(NI)], "title": titles, "genres": genres,
