@@ -108,6 +108,9 @@ class ExperimentConfig(BaseModel):
                                                 "team-draft interleaving of the two arms' rankings in every slate")
     oracle_reps: int = Field(2, ge=0, le=100, description="world: counterfactual passes per arm that give each arm's "
                              "true metric values (the world oracle); 0 = off")
+    retrain_every: float | None = Field(None, gt=0, description="refit every arm's policies every this many simulated "
+                                        "seconds on the data logged so far (the pre-period and what users consumed "
+                                        "from the slates shown); None = never")
     replay_window: int = Field(10, ge=1, description="replay: a hit is among the user's next N logged items")
     replay_start_quantile: float = Field(0.8, gt=0, lt=1, description="replay: requests after this quantile of log time")
     runtime: Literal["local", "ray"] = "local"

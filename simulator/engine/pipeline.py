@@ -16,6 +16,25 @@ from policies.rerank import make_reranker
 from simulator.engine.config import ArmConfig
 
 
+@dataclass(frozen=True)
+class ItemAvailability:
+    """What an arm may serve at a request: only items released by the request time, and of those only
+    the items each policy can score (an ID model: the items of the data it was fitted on; a model
+    that embeds items from their text: every released item). Policies not in ``known``: every item."""
+
+    release: np.ndarray  # (N,) float64 release time per item
+    known: dict[str, np.ndarray]  # policy -> (N,) bool
+
+    def allowed(self, name: str, now: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """(B, N) or, with candidate ``ids`` (B, C), (B, C): True where policy ``name`` may serve it."""
+        cols = np.arange(len(self.release)) if ids is None else np.clip(ids, 0, None)
+        ok = self.release[cols] <= now[:, None]
+        known = self.known.get(name)
+        if known is not None:
+            ok &= known[cols]
+        return ok if ids is None else ok & (ids >= 0)
+
+
 @dataclass
 class PipelineResult:
     slate: Slate
@@ -65,9 +84,11 @@ def rerank_spec(arm: ArmConfig) -> list[dict]:
 class Pipeline:
     """Runs one arm's stages with the given fitted policies (name -> policy)."""
 
-    def __init__(self, arm: ArmConfig, policies: dict, dataset=None) -> None:
+    def __init__(self, arm: ArmConfig, policies: dict, dataset=None,
+                 availability: ItemAvailability | None = None) -> None:
         self.arm = arm
         self.policies = policies
+        self.availability = availability
         self.reranker = make_reranker(rerank_spec(arm), dataset)
         # merge priority: by weight (stable: equal weights keep the listed order)
         self.channels = sorted(arm.channels, key=lambda c: -c.weight)
@@ -85,13 +106,22 @@ class Pipeline:
                 return None
             if name not in full:
                 full[name] = np.asarray(pol.score_all(users), dtype=np.float32)
+                if self.availability is not None:
+                    full[name][~self.availability.allowed(name, users.now)] = -np.inf
             return full[name]
+
+        def available(name: str, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            if self.availability is None:
+                return scores
+            return np.where(self.availability.allowed(name, users.now, ids), scores, -np.inf).astype(np.float32)
 
         parts = []
         for c in self.channels:
             sc_all = all_scores(c.policy)
             if sc_all is None:
-                parts.append(self.policies[c.policy].retrieve(users, c.quota, exclude))
+                got = self.policies[c.policy].retrieve(users, c.quota, exclude)
+                sc = available(c.policy, got.item_ids, got.scores)
+                parts.append(Candidates(np.where(np.isfinite(sc), got.item_ids, PAD), sc))
             else:
                 ids, top = topk_excluding(sc_all.copy(), c.quota, exclude)
                 parts.append(Candidates(ids, top))
@@ -104,7 +134,7 @@ class Pipeline:
             t = time.perf_counter()
             sc_all = all_scores(st.policy)
             if sc_all is None:
-                s = self.policies[st.policy].score(users, cands.item_ids)
+                s = available(st.policy, cands.item_ids, self.policies[st.policy].score(users, cands.item_ids))
             else:
                 s = np.take_along_axis(sc_all, np.clip(cands.item_ids, 0, None), 1)
             cands, scores = cut(cands, s, st.keep)

@@ -29,6 +29,7 @@ from simulator.engine.design import DESIGNS
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import Truth, world_truth
 from simulator.engine.records import finish_run, start_run
+from simulator.engine.retrain import Retrainer
 from simulator.engine.runtime import RUNTIMES, LocalRuntime
 from simulator.engine.scenario import Scenario, build_scenario
 from simulator.engine.story import Simulation, Timing
@@ -133,7 +134,8 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
             with holding(catalog.path, run_id):
                 log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
                 try:
-                    simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
+                    simulation(cfg, setup, design, runtime, log, cfg.seed, policies=policies,
+                               progress=progress).run(progress, on_batch)
                     status = "complete"
                 except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
                     if not signals.is_stop(e):
@@ -158,7 +160,8 @@ def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
     kw = ({"address": cfg.ray_address, "max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
           if cfg.runtime == "ray" else {})
     return RUNTIMES[cfg.runtime](list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
-                                 chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
+                                 chunk_size=cfg.chunk_size, threads=cfg.threads,
+                                 availability=setup.availability(policies, setup.train_dataset), **kw)
 
 
 def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, con, run_id: str, progress: bool):
@@ -179,23 +182,26 @@ def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, con, run_id:
 
 
 def simulation(cfg: ExperimentConfig, setup: Scenario, design, runtime, log, seed: int,
-               stop_at: float | None = None) -> Simulation:
-    """The run's story with the given design, event log and seed (``stop_at``: end of the window)."""
+               stop_at: float | None = None, *, policies: dict, progress: bool = False) -> Simulation:
+    """The run's story with the given design, event log and seed (``stop_at``: end of the window);
+    ``policies``: the fitted policies the run starts with (what a scheduled retrain restores)."""
     timing = Timing.from_config(cfg, setup.sim_start)
     if stop_at is not None:
         timing = dataclasses.replace(timing, n_requests=float("inf"), stop_at=stop_at)
-    return Simulation(timing, design, runtime, setup, log, seed=seed)
+    retrainer = Retrainer(cfg, setup, policies, progress) if cfg.retrain_every is not None else None
+    return Simulation(timing, design, runtime, setup, log, seed=seed, retrainer=retrainer)
 
 
 def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tuple[float, float],
               progress: bool = False) -> Truth:
     """The world oracle for this run's window (in-process: results do not depend on the runtime)."""
     runtime = LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset), chunk_size=cfg.chunk_size,
-                           threads=cfg.threads)
+                           threads=cfg.threads, availability=setup.availability(policies, setup.train_dataset))
     stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
     if progress:
         tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...")
-    return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop),
+    return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop,
+                                                            policies=policies),
                        tuple(a.name for a in cfg.arms), setup.dataset.n_users, setup.user_model, cfg.seed,
                        cfg.oracle_reps, window)
 

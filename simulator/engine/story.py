@@ -47,8 +47,10 @@ class Timing:
 
 
 class Simulation:
-    def __init__(self, timing: Timing, design: Design, runtime, scenario: Scenario, log, *, seed: int) -> None:
+    def __init__(self, timing: Timing, design: Design, runtime, scenario: Scenario, log, *, seed: int,
+                 retrainer=None) -> None:
         self.t, self.design, self.runtime, self.log = timing, design, runtime, log
+        self.retrainer = retrainer  # a simulator.engine.retrain.Retrainer, or None (never refit)
         self.scenario, self.user_model, self.seed = scenario, scenario.user_model, seed
         self.histories = [list(h) for h in scenario.histories]  # this run's copy: grows with consumption
         # and the matching times, grown with the consumption times (arrays are replaced, not edited)
@@ -60,6 +62,8 @@ class Simulation:
         t = self.t
         clock = Clock(t.sim_start, t.n_requests, None if t.stop_at is None else t.stop_at - t.sim_start)
         self.user_model.reset()
+        if self.retrainer is not None:
+            self.retrainer.start(self.runtime)
         self.scenario.arrivals(clock, t, self.seed)
         bar = tqdm(total=t.n_requests if np.isfinite(t.n_requests) else None, desc="simulate", unit="req",
                    disable=not progress)
@@ -67,6 +71,8 @@ class Simulation:
 
         def serve_batch(batch) -> np.ndarray:
             signals.check()  # Ctrl-C / SIGTERM stop the run here, between batches
+            if self.retrainer is not None:  # refits see the histories as they are before this batch
+                self.retrainer.maybe_refit(clock.env.now, self.histories, self.history_times, self.runtime)
             clicks = np.full(len(batch), -1, np.int64)
             for s in range(0, len(batch), t.max_batch):
                 part = batch[s:s + t.max_batch]

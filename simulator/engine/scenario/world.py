@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policies.base import FullScorePolicy
 from simulator.core.sequences import Dataset
 from simulator.engine.env import tracked, world_sessions
 from simulator.engine.scenario.base import Scenario
@@ -35,6 +36,20 @@ class WorldScenario(Scenario):
         split, hist, times = cls.histories_of(ds)
         user_model = WorldUser(world, raw_to_world(ds.user_raw_ids), raw_to_world(ds.item_raw_ids))
         return cls(ds, ds, split, sim_start, hist, times, user_model, np.arange(ds.n_users))
+
+    def availability(self, policies: dict, fitted_on: Dataset):
+        """With items released during the run: nothing is served before its release; an ID policy
+        scores only the items of the data it was fitted on (a new item once a retrain has seen it), a
+        policy that embeds item text every released item."""
+        release = np.asarray(self.dataset.item_attrs.get("release_ts", ()), np.float64)
+        if not len(release) or release.max(initial=0.0) <= self.sim_start:
+            return None
+        from simulator.engine.pipeline import ItemAvailability
+
+        seen = np.bincount(fitted_on.sequences.items, minlength=self.dataset.n_items) > 0
+        known = {name: seen for name, pol in policies.items()
+                 if not (isinstance(pol, FullScorePolicy) and pol.embeds_item_text)}
+        return ItemAvailability(release, known)
 
     def arrivals(self, clock, timing, seed: int) -> None:
         rng = np.random.default_rng(seed)
