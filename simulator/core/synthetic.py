@@ -174,11 +174,15 @@ class World:
     def choose(self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
         """Index of the chosen slate position per user (B,), -1 for no click."""
-        p = self.choice_probs(user_ids, item_ids, now)
+        return self.sample(self.choice_probs(user_ids, item_ids, now), rng)
+
+    @staticmethod
+    def sample(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A draw from choice probabilities ``p`` (B, K+1): the slate position, -1 for no click."""
         cdf = np.cumsum(p, axis=1)
         r = rng.random((p.shape[0], 1)) * cdf[:, -1:]
         idx = (cdf < r).sum(axis=1)
-        return np.where(idx >= item_ids.shape[1], -1, idx).astype(np.int64)
+        return np.where(idx >= p.shape[1] - 1, -1, idx).astype(np.int64)
 
     def update(self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray | None = None) -> None:
         """Record consumption (fatigue); ``item_ids`` < 0 are ignored."""

@@ -38,12 +38,15 @@ class Timing:
     start_horizon_s: float
     sessions_per_day: float
     feedback_delay_s: float
+    satisfaction: float = 0.0
+    satisfaction_ref: float = 1.0
 
     @classmethod
     def from_config(cls, cfg, sim_start: float) -> Timing:
         stop = sim_start + cfg.duration_s if cfg.duration_s is not None else None
         return cls(sim_start, cfg.n_requests, stop, cfg.batch_window_s, cfg.max_batch, cfg.session_gap_s,
-                   cfg.abandon_prob, cfg.start_horizon_s, cfg.sessions_per_day, cfg.feedback_delay_s)
+                   cfg.abandon_prob, cfg.start_horizon_s, cfg.sessions_per_day, cfg.feedback_delay_s,
+                   cfg.satisfaction, cfg.satisfaction_ref)
 
 
 class Simulation:
@@ -74,14 +77,15 @@ class Simulation:
             if self.retrainer is not None:  # refits see the histories as they are before this batch
                 self.retrainer.maybe_refit(clock.env.now, self.histories, self.history_times, self.runtime)
             clicks = np.full(len(batch), -1, np.int64)
+            sat = np.zeros(len(batch))
             for s in range(0, len(batch), t.max_batch):
                 part = batch[s:s + t.max_batch]
-                clicks[s:s + len(part)] = self._serve(clock, part)
+                clicks[s:s + len(part)], sat[s:s + len(part)] = self._serve(clock, part)
                 if on_batch is not None:
                     on_batch(self.batch_no, self.runtime)
             bar.update(len(batch))
             served[0] += len(batch)
-            return clicks
+            return list(zip(clicks.tolist(), sat.tolist(), strict=True))  # each user's reply
 
         clock.env.process(batcher(clock, t.batch_window_s, serve_batch))
         clock.env.run(until=clock.done)
@@ -89,7 +93,7 @@ class Simulation:
         return served[0]
 
 
-    def _serve(self, clock: Clock, part) -> np.ndarray:
+    def _serve(self, clock: Clock, part) -> tuple[np.ndarray, np.ndarray]:
         """One batch: design -> runtime -> design -> user model -> log -> state."""
         users = np.array([r.user_id for r in part], np.int64)
         now = np.array([r.ts for r in part], np.float64)
@@ -117,7 +121,7 @@ class Simulation:
         if len(hit):
             clock.env.process(_deliver(clock.env, self.t.feedback_delay_s, self.histories, self.history_times,
                                        users[hit], items[hit], now[hit]))
-        return resp.position
+        return resp.position, (np.zeros(len(part)) if resp.satisfaction is None else resp.satisfaction)
 
 
 def _deliver(env, delay: float, histories: list, times: list, users: np.ndarray, items: np.ndarray,

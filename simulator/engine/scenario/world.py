@@ -8,7 +8,7 @@ import numpy as np
 
 from policies.base import FullScorePolicy
 from simulator.core.sequences import Dataset
-from simulator.engine.env import tracked, world_sessions
+from simulator.engine.env import Leaving, tracked, world_sessions
 from simulator.engine.scenario.base import Scenario
 from simulator.engine.users import WorldUser, raw_to_world
 
@@ -53,8 +53,8 @@ class WorldScenario(Scenario):
 
     def arrivals(self, clock, timing, seed: int) -> None:
         rng = np.random.default_rng(seed)
+        leaving = Leaving(timing.abandon_prob, DAY / timing.sessions_per_day, timing.satisfaction,
+                          timing.satisfaction_ref)
         for u in self.users:
             tracked(clock, world_sessions(clock, int(u), np.random.default_rng([seed, int(u)]),
-                                          timing.session_gap_s, timing.abandon_prob,
-                                          float(rng.uniform(0, timing.start_horizon_s)),
-                                          DAY / timing.sessions_per_day))
+                                          timing.session_gap_s, leaving, float(rng.uniform(0, timing.start_horizon_s))))
