@@ -8,6 +8,7 @@ import numpy as np
 
 from policies.base import FullScorePolicy
 from simulator.core.sequences import Dataset
+from simulator.engine.availability import ItemAvailability
 from simulator.engine.env import Leaving, tracked, world_sessions
 from simulator.engine.scenario.base import Scenario
 from simulator.engine.users import WorldUser, raw_to_world
@@ -44,8 +45,6 @@ class WorldScenario(Scenario):
         release = np.asarray(self.dataset.item_attrs.get("release_ts", ()), np.float64)
         if not len(release) or release.max(initial=0.0) <= self.sim_start:
             return None
-        from simulator.engine.pipeline import ItemAvailability
-
         seen = np.bincount(fitted_on.sequences.items, minlength=self.dataset.n_items) > 0
         known = {name: seen for name, pol in policies.items()
                  if not (isinstance(pol, FullScorePolicy) and pol.embeds_item_text)}
