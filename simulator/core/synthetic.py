@@ -67,6 +67,8 @@ class WorldConfig(BaseModel):
     signal_words: int = Field(8, ge=1, le=40, description="descriptive words per item that carry the text signal")
     arrivals: float = Field(0.0, ge=0, lt=1, description="share of the catalog released after the logged period, "
                             "during the simulated window (new items, with their text)")
+    source: str | None = Field(None, description="semi-synthetic: the catalog dataset whose real items, texts and "
+                               "users' histories the world is built on (simulator.core.semisynthetic)")
     arrival_window_s: float = Field(3600.0, gt=0, description="the arrivals are released uniformly over this "
                                     "many seconds after the logged period")
 
@@ -94,6 +96,7 @@ class World:
         self.cfg = cfg = cfg or WorldConfig()
         rng = np.random.default_rng(cfg.seed)
         U, NI, T, D = cfg.users, cfg.items, cfg.n_topics, cfg.dim
+        self.n_users, self.n_items = U, NI
         self.topic_centres = rng.normal(size=(T, D)) / np.sqrt(D) * 2.0
         self.item_topic = rng.integers(0, T, size=NI)
         self.item_vec = self.topic_centres[self.item_topic] + rng.normal(size=(NI, D)) / np.sqrt(D) * 0.6
@@ -110,12 +113,17 @@ class World:
         self.item_words: np.ndarray | None = None  # (NI, signal_words) indices into SIGNAL_VOCAB
         if cfg.text_signal is not None:
             self._mix_text_signal(cfg.text_signal)
-        if cfg.arrivals > 0:  # released after the log, during the simulated window (own stream)
-            arng = np.random.default_rng([cfg.seed, 29])
-            new = arng.choice(NI, int(round(cfg.arrivals * NI)), replace=False)
-            self.item_release[new] = cfg.days * DAY + arng.uniform(0, cfg.arrival_window_s, len(new))
+        self._release_arrivals()
         # simulator-time state: consumption counts for fatigue (sparse, per user)
         self._consumed: dict[int, dict[int, int]] = {}
+
+    def _release_arrivals(self) -> None:
+        """``arrivals`` of the items are released after the log, during the simulated window (own stream)."""
+        cfg = self.cfg
+        if cfg.arrivals > 0:
+            arng = np.random.default_rng([cfg.seed, 29])
+            new = arng.choice(self.n_items, int(round(cfg.arrivals * self.n_items)), replace=False)
+            self.item_release[new] = cfg.days * DAY + arng.uniform(0, cfg.arrival_window_s, len(new))
 
     def _mix_text_signal(self, rho: float) -> None:
         """Each item's within-topic offset and quality become ``sqrt(rho) * text part + sqrt(1 - rho)
@@ -219,7 +227,7 @@ class World:
         draws are not logged)."""
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed + 2)
-        U, NI = cfg.users, cfg.items
+        U, NI = self.n_users, self.n_items
         n_sess = rng.poisson(cfg.sessions_per_user, size=U) + 1
         su = np.repeat(np.arange(U), n_sess)
         st = rng.uniform(0, cfg.days * DAY, size=len(su))
@@ -251,15 +259,16 @@ def write_world(catalog, name: str, cfg: WorldConfig, replace: bool = False) -> 
     """Generate the world's catalog and logs and write them as dataset ``name`` (an existing
     ``name`` only with ``replace``)."""
     catalog.check_new_name(name, replace)
-    w = World(cfg)
+    w = make_world(catalog, cfg)
     items = w.item_table()
     from simulator.core.preprocess import item_text_sql
 
     con = catalog.con
     con.register("_world_items", items)
-    items_txt = con.sql(f"SELECT *, {item_text_sql(['title', 'genres', 'description'])} AS text FROM _world_items")
+    text = "" if "text" in items else f", {item_text_sql(['title', 'genres', 'description'])} AS text"
+    items_txt = con.sql(f"SELECT *{text} FROM _world_items")
     logs = w.logs()
-    users = pd.DataFrame({"user": [str(u) for u in range(cfg.users)]})
+    users = pd.DataFrame({"user": [str(u) for u in range(w.n_users)]})
     info = catalog.write_dataset(name, interactions=logs, items=items_txt.df(), users=users, source="synthetic",
                                  format="synthetic", meta={"world": json.loads(cfg.model_dump_json())},
                                  keep_all_users=True, replace=replace)
@@ -274,4 +283,13 @@ def world_for(catalog, name: str) -> World:
         from simulator.core.errors import SimError
 
         raise SimError(f"dataset {name!r} is not a synthetic world (no ground-truth user model)")
-    return World(WorldConfig(**info.meta["world"]))
+    return make_world(catalog, WorldConfig(**info.meta["world"]))
+
+
+def make_world(catalog, cfg: WorldConfig) -> World:
+    """The world of ``cfg``: generated, or semi-synthetic on the catalog dataset ``cfg.source``."""
+    if cfg.source is None:
+        return World(cfg)
+    from simulator.core.semisynthetic import SourcedWorld
+
+    return SourcedWorld.from_catalog(catalog, cfg)
