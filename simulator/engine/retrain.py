@@ -17,7 +17,7 @@ from simulator.core.sequences import LeaveOneOut, Sequences
 
 
 class Retrainer:
-    """Owns the refit schedule of one Simulation; ``start`` restores the initial policies (a new
+    """Owns the refit schedule of one Simulation; ``start`` restores the initial policies (every
     pass of the story begins with the models the run began with)."""
 
     def __init__(self, cfg, scenario, policies: dict, progress: bool = False) -> None:
@@ -26,9 +26,10 @@ class Retrainer:
         self.refits = 0
 
     def start(self, runtime) -> None:
+        """Serve with the initial policies (a runtime shared by several passes, such as the oracle's,
+        may still hold an earlier pass's refits) and schedule the first refit."""
         self.next_at = self.scenario.sim_start + self.cfg.retrain_every
-        if self.refits:
-            runtime.reload(self.initial, self.scenario.availability(self.initial, self.scenario.train_dataset))
+        runtime.reload(self.initial, self.scenario.availability(self.initial, self.scenario.train_dataset))
         self.refits = 0
 
     def maybe_refit(self, now: float, histories: list, times: list, runtime) -> bool:

@@ -72,3 +72,28 @@ def test_retrain_runs_are_deterministic_and_resumable(arrivals_world):
         got = event_frames(cat, rid)
         for t, df in want.items():
             pd.testing.assert_frame_equal(got[t], df, check_exact=True, obj=t)
+
+
+def test_every_pass_starts_with_the_initial_policies(arrivals_world):
+    """The oracle's passes share one runtime: a pass must not inherit the previous pass's refits."""
+    from simulator.engine.retrain import Retrainer
+    from simulator.engine.run import prepare
+
+    cat, art = arrivals_world
+    cfg = _config(art)
+    setup = prepare(cfg, cat)
+
+    class Runtime:
+        def __init__(self):
+            self.loaded = []
+
+        def reload(self, policies, availability):
+            self.loaded.append((policies, availability))
+
+    initial, rt = {"sasrec": object(), "hllm": object()}, Runtime()
+    r = Retrainer(cfg, setup, initial)
+    r.start(rt)
+    assert rt.loaded[-1][0] is initial and rt.loaded[-1][1] is not None  # new items: an availability
+    assert not r.maybe_refit(setup.sim_start + EVERY - 1, setup.histories, setup.history_times, rt)
+    r.start(rt)
+    assert rt.loaded[-1][0] is initial and len(rt.loaded) == 2
