@@ -69,9 +69,10 @@ class Effect:
     note: str = ""
     extra: dict = field(default_factory=dict)
     rel_se: float = float("nan")
+    dof: float = float("inf")  # degrees of freedom of the test statistic (inf: normal)
 
     def __post_init__(self) -> None:
-        for k in ("control", "treatment", "abs_lift", "rel_lift", "p", "se", "rel_se"):
+        for k in ("control", "treatment", "abs_lift", "rel_lift", "p", "se", "rel_se", "dof"):
             setattr(self, k, float(getattr(self, k)))
         self.ci = tuple(map(float, self.ci))
         self.rel_ci = tuple(map(float, self.rel_ci))
@@ -425,7 +426,7 @@ class BatchRatio(Estimator):
         n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
                       treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
-                      p=2 * stats.t.sf(abs(d) / se, B - 1), n_by_arm=n, se=se, rel_se=rel_se,
+                      p=2 * stats.t.sf(abs(d) / se, B - 1), n_by_arm=n, se=se, rel_se=rel_se, dof=B - 1,
                       note=f"n = serving batches ({B}), not users")
 
 

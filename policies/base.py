@@ -88,13 +88,25 @@ class Candidates:
 
 
 @dataclass(frozen=True)
+class Propensity:
+    """A stochastic slate's logging probabilities (NaN at PAD positions): of the shown item at
+    each position (marginal), of the prefix up to each position (cascade) and of the slate."""
+
+    position: np.ndarray  # (B, K) float64
+    cascade: np.ndarray  # (B, K) float64
+    slate: np.ndarray  # (B,) float64
+
+
+@dataclass(frozen=True)
 class Slate:
-    """The ranked list shown to each user: (B, K) ids (PAD where shorter), scores, channel."""
+    """The ranked list shown to each user: (B, K) ids (PAD where shorter), scores, channel, and
+    the logging propensities when the slate was sampled (None: a deterministic slate)."""
 
     item_ids: np.ndarray  # (B, K) int64
     scores: np.ndarray  # (B, K) float32
     channel: np.ndarray | None = None  # (B, K) int16
     channel_names: tuple[str, ...] = ()
+    propensity: Propensity | None = None
 
 
 @runtime_checkable

@@ -1,7 +1,9 @@
 """A multi-stage recommendation pipeline for one arm (pure: no Ray, no I/O).
 
 channels -> merge (de-dup, channel order = priority, per-channel quotas) -> coarse ranker
-(keep N) -> fine ranker (keep M) -> reranker -> Slate of K. Every stage is batched over users.
+(keep N) -> fine ranker (keep M) -> reranker -> Slate of K (an exploring arm samples its K from the
+reranker's best ``pool`` and records the propensities: simulator.engine.explore). Every stage is
+batched over users.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from policies.base import PAD, Candidates, FullScorePolicy, Slate, UserBatch, to
 from policies.rerank import make_reranker
 from simulator.engine.availability import ItemAvailability
 from simulator.engine.config import ArmConfig
+from simulator.engine.explore import make_explorer
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Pipeline:
         self.policies = policies
         self.availability = availability
         self.reranker = make_reranker(rerank_spec(arm), dataset)
+        self.explorer = make_explorer(arm.explore)  # None: the slate is the reranker's top
         # merge priority: by weight (stable: equal weights keep the listed order)
         self.channels = sorted(arm.channels, key=lambda c: -c.weight)
         self.channel_names = tuple(c.policy for c in self.channels)
@@ -122,6 +126,10 @@ class Pipeline:
             cands, scores = cut(cands, s, st.keep)
             ms[name] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        slate = self.reranker.rerank(users, cands, scores, self.arm.slate_size)
+        if self.explorer is None:
+            slate = self.reranker.rerank(users, cands, scores, self.arm.slate_size)
+        else:  # sample the slate from the reranker's best `pool`, with its propensities
+            pool = self.reranker.rerank(users, cands, scores, self.arm.explore_pool())
+            slate = self.explorer.sample(pool, users, self.arm.slate_size)
         ms["rerank"] = (time.perf_counter() - t) * 1e3
         return PipelineResult(slate, ms)

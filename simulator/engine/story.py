@@ -85,6 +85,7 @@ class Simulation:
                     on_batch(self.batch_no, self.runtime)
             bar.update(len(batch))
             served[0] += len(batch)
+            signals.fault_point("simulate")
             return list(zip(clicks.tolist(), sat.tolist(), strict=True))  # each user's reply
 
         clock.env.process(batcher(clock, t.batch_window_s, serve_batch))
