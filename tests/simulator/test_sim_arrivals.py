@@ -66,7 +66,7 @@ def test_retrain_runs_are_deterministic_and_resumable(arrivals_world):
 
     with pytest.raises(KeyboardInterrupt) as ei:
         run_experiment(cfg, cat, progress=False, on_batch=stop)
-    resumed = resume_experiment(ei.value.args[0], cat, progress=False)
+    resumed = resume_experiment(ei.value.args[0], cat, progress=False).run_id
     want = event_frames(cat, base)
     for rid in (again, resumed):
         got = event_frames(cat, rid)
