@@ -12,7 +12,9 @@ Protocol: leave-one-out, full ranking over all items, history items excluded
 (``policies.evaluate.evaluate``); validation (early stopping of every model) on every user's
 seq[:-2] -> seq[-2], test on seq[:-1] -> seq[-1]. Every model: the same split, the same
 early stopping, negatives only from items of the training data. Variants (``VARIANTS``):
-  random, popularity   reference rows (not trained; never the "best ID model")
+  random               reference row (never the bar)
+  popularity, textknn  not trained on sequences; part of the bar (text-kNN: HLLM's frozen item encoder,
+                       user = mean of the history's item vectors, cosine)
   sasrec, hstu         ID models (all history windows); ``*_last``: only the last 50 items per user
   hllm_fast            preset fast = frozen MiniLM sentence encoder + MLP adapter + user transformer;
                        NOT the paper's HLLM (whose item LLM is fine-tuned end to end)
@@ -24,7 +26,11 @@ Sparse: ``--train-users F`` trains on a random fraction F of the users' historie
 Tail: metrics on the test users whose target item has at most ``--tail`` training interactions.
 Several invocations can be merged into one table: ``--merge a.json b.json``; runs of the same
 variant with different ``--seed`` are averaged (metrics, and per-user NDCG@10 before the bootstrap).
-Every HLLM/ID ratio comes with a paired bootstrap 95% interval over test users.
+The headline (``headline``): every HLLM variant over the best non-HLLM model of the table (ID models,
+popularity, text-kNN), as a ratio and a difference of NDCG@10, each with a paired bootstrap 95%
+interval that resamples seeds (merged files sharing seeds) and test users; the ratio's interval is
+undefined (None, with a note) when the denominator hits fewer than MIN_HITS test users. Every row
+records ``steps``, ``epochs``, ``best_step`` and ``capped`` (a maximum bound ended its training).
 Cold start: 10% of items (``--split-seed``) never appear in training (inputs or targets) and no
 model trains them as negatives; Recall@10/50 over the test users whose target is one of them,
 with random and popularity beside the models.
@@ -42,14 +48,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import hllm.textknn  # noqa: E402, F401  (registers textknn where the installed entry points predate it)
 from hllm.recipe import PRESET_LABELS  # noqa: E402
 from policies import registry  # noqa: E402
 from policies.evaluate import evaluate  # noqa: E402
+from policies.train import training_record  # noqa: E402
 from simulator.core import get_dataset  # noqa: E402
 from simulator.core.errors import DataError, SimError  # noqa: E402
 from simulator.core.splits import cold_items, sparse_users  # noqa: E402
@@ -60,6 +67,8 @@ PROTOCOL = ("leave-one-out, full ranking, history excluded; every model early-st
 # "fast" = frozen MiniLM + residual-MLP adapter + all history windows (the strongest CPU recipe)
 TOP1 = {"preset": "fast", "item_trainable_layers": 1, "stage1_epochs": 3, "stage1_max_len": 50,
         "stage1_batch_size": 128, "stage1_negatives": 512, "item_lr": 1e-4}
+EQUAL_STEPS, EQUAL_STAGE1 = 300, 150
+EQUAL = {"min_steps": EQUAL_STEPS, "max_steps": EQUAL_STEPS, "eval_every_steps": 30}
 HLLM_VARIANTS = {
     "hllm_fast": {"preset": "fast"},  # the policy default (sim run trains it on the quick budget)
     "hllm_fast_bs128": {"preset": "fast", "batch_size": 128},  # the previous preset (half the steps)
@@ -80,16 +89,26 @@ HLLM_VARIANTS = {
     "hllm_paper_frozen": {"preset": "paper", "stage1_epochs": 0},  # the same recipe with the item LLM frozen
     "hllm_paper_random_item": {"preset": "paper", "item_llm_pretrained": False},  # fine-tuned from random weights
     "hllm_paper_mean_pool": {"preset": "paper", "pooling": "mean"},
+    # at equal steps: stage 2 runs exactly EQUAL_STEPS steps (min = max; the best validated weights kept),
+    # paper's stage 1 adds EQUAL_STAGE1 steps of end-to-end fine-tuning (the official lr scheme)
+    "hllm_fast_eq": {"preset": "fast", **EQUAL},
+    "hllm_paper_eq": {"preset": "paper", **EQUAL, "stage1_max_steps": EQUAL_STAGE1},
+    "hllm_paper_frozen_eq": {"preset": "paper", **EQUAL, "stage1_epochs": 0},
 }
 PER_USER = "per_user_ndcg@10"  # test users' NDCG@10 in user-id order (paired bootstrap, seed averaging)
+PER_SEED_USER = "per_seed_per_user_ndcg@10"  # (seeds, users): what the bootstrap resamples
 ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {}),
                "sasrec_last": ("sasrec", {"windows": "last"}), "hstu_last": ("hstu", {"windows": "last"}),
                # the HLLM recipe's smaller batch, given to the ID models too (the best ID variant is the bar)
                "sasrec_bs64": ("sasrec", {"batch_size": 64}), "hstu_bs64": ("hstu", {"batch_size": 64}),
                "hstu_no_time": ("hstu", {"use_time_bias": False})}
-REFERENCES = {"random": ("random", {}), "popularity": ("popularity", {})}  # not trained; never the bar
+# not trained on sequences; popularity and textknn (HLLM's frozen item encoder, user = mean of the history's
+# item vectors) count as the bar ("best non-HLLM model"), random does not
+REFERENCES = {"random": ("random", {}), "popularity": ("popularity", {}), "textknn": ("textknn", {})}
+MIN_HITS = 10  # a ratio's CI needs the denominator to hit at least this many test users
 LABELS = {
     "random": "random scores", "popularity": "training-interaction counts",
+    "textknn": "text-kNN: HLLM's frozen item encoder, user = mean of history item vectors, cosine",
     "sasrec": "SASRec (ID)", "hstu": "HSTU (ID)", "hstu_no_time": "HSTU without the time bias (ID)",
     "hllm_fast": f"HLLM fast: {PRESET_LABELS['fast']}",
     "hllm_fast_random_item": "fast with a randomly initialised (frozen) MiniLM",
@@ -124,47 +143,63 @@ def fit(name: str, dataset, split, seed: int = 0):
     return pol, time.perf_counter() - t0
 
 
-def paired_ratio_ci(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of mean(a) / mean(b), resampling the same users for both."""
-    res = stats.bootstrap((np.asarray(a, np.float64), np.asarray(b, np.float64)),
-                          lambda x, y, axis=-1: x.mean(axis) / np.maximum(y.mean(axis), 1e-12),
-                          paired=True, vectorized=True, n_resamples=reps, method="percentile",
-                          rng=np.random.default_rng(seed))
-    lo, hi = res.confidence_interval
-    return round(float(lo), 3), round(float(hi), 3)
+def seed_user_matrix(m: dict) -> tuple[list, np.ndarray]:
+    """(seeds, (S, U) per-user NDCG@10 of each seed) of a model entry (one seed: one row)."""
+    if PER_SEED_USER in m:
+        return list(m["seeds"]), np.asarray(m[PER_SEED_USER], np.float64)
+    return [m.get("seed", 0)], np.asarray(m[PER_USER], np.float64)[None]
+
+
+def paired_compare(a: dict, b: dict, users: np.ndarray | None = None, reps: int = 2000, seed: int = 0) -> dict:
+    """mean(a) / mean(b) and mean(a) - mean(b) of per-user NDCG@10, with 95% percentile intervals
+    from a paired bootstrap that resamples seeds (when both models share them) and test users.
+    The ratio's interval is None (undefined) when ``b`` hits fewer than MIN_HITS users."""
+    sa, A = seed_user_matrix(a)
+    sb, B = seed_user_matrix(b)
+    if sa == sb:
+        pass
+    else:  # different seeds: pair the seed means (users only are resampled)
+        A, B = A.mean(0, keepdims=True), B.mean(0, keepdims=True)
+    if users is not None:
+        A, B = A[:, users], B[:, users]
+    rng = np.random.default_rng(seed)
+    S, U = A.shape
+    u_idx = rng.integers(0, U, (reps, U))
+    s_idx = rng.integers(0, S, (reps, S))
+    ma = np.take_along_axis(A[:, u_idx].mean(2).T, s_idx, 1).mean(1)  # (reps,) seeds and users resampled
+    mb = np.take_along_axis(B[:, u_idx].mean(2).T, s_idx, 1).mean(1)
+    hits = int((B.mean(0) > 0).sum())
+    out = {"ratio": round(float(A.mean() / B.mean()), 3) if B.mean() > 0 else None,
+           "diff": round(float(A.mean() - B.mean()), 5),
+           "diff_ci95": [round(float(x), 5) for x in np.percentile(ma - mb, [2.5, 97.5])],
+           "denominator_hits": hits, "seeds_resampled": S, "users": U}
+    if hits < MIN_HITS or out["ratio"] is None:
+        out["ratio_ci95"] = None
+        out["ratio_ci_note"] = f"undefined: the denominator hits {hits} test users (< {MIN_HITS})"
+    else:
+        out["ratio_ci95"] = [round(float(x), 3) for x in np.percentile(ma / mb, [2.5, 97.5])]
+    return out
 
 
 def add_ratios(res: dict) -> None:
-    """NDCG@10 of every HLLM variant relative to the best ID-based model of the same table.
-
-    With per-user NDCG@10 stored (``per_user_ndcg@10``, test users in one order), each ratio gets a
-    paired bootstrap 95% interval: with 943 test users, NDCG@10 differences under ~7% are noise.
-    """
+    """The headline: NDCG@10 of every HLLM variant over the best non-HLLM model of the same table
+    (ID models, popularity, text-kNN; not random), ratio and difference with paired 95% intervals
+    that resample seeds and test users; the same on the tail."""
     m = res["models"]
-    ids = [k for k in ID_VARIANTS if k in m]
-    if ids:
-        best = max(ids, key=lambda k: m[k]["ndcg@10"])
-        res["best_id_model"] = best
-        hllm = [k for k in m if k.startswith("hllm")]
-        res["ratio_vs_best_id"] = {k: round(m[k]["ndcg@10"] / m[best]["ndcg@10"], 3) for k in hllm}
-        res["ratio_vs_best_id_ci95"] = {k: paired_ratio_ci(m[k][PER_USER], m[best][PER_USER]) for k in hllm
-                                        if PER_USER in m[k] and PER_USER in m[best]
-                                        and len(m[k][PER_USER]) == len(m[best][PER_USER])}
-        add_tail_ratios(res, ids, hllm)
-
-
-def add_tail_ratios(res: dict, ids: list[str], hllm: list[str]) -> None:
-    """Tail-target NDCG@10 of every HLLM variant over the best ID model on the tail, paired 95% CI."""
-    m, users = res["models"], res.get("tail", {}).get("users")
-    have = [k for k in ids if "tail_ndcg@10" in m[k]]
-    if not users or not have or any(PER_USER not in m[k] for k in hllm + have):
+    hllm = [k for k in m if k.startswith("hllm")]
+    bars = [k for k in m if not k.startswith("hllm") and k != "random"]
+    if not bars:
         return
-    best = max(have, key=lambda k: m[k]["tail_ndcg@10"])
-    res["tail"]["best_id_model"] = best
-    on_tail = {k: np.asarray(m[k][PER_USER])[users] for k in hllm + [best]}
-    res["tail"]["ratio_vs_best_id"] = {k: round(float(on_tail[k].mean() / max(on_tail[best].mean(), 1e-12)), 3)
-                                       for k in hllm}
-    res["tail"]["ratio_vs_best_id_ci95"] = {k: paired_ratio_ci(on_tail[k], on_tail[best]) for k in hllm}
+    best = max(bars, key=lambda k: m[k]["ndcg@10"])
+    res["best_non_hllm_model"] = best
+    res["headline"] = {k: paired_compare(m[k], m[best]) for k in hllm if PER_USER in m[k] and PER_USER in m[best]}
+    users = res.get("tail", {}).get("users")
+    have = [k for k in bars if "tail_ndcg@10" in m[k]]
+    if users and have:
+        tbest = max(have, key=lambda k: m[k]["tail_ndcg@10"])
+        res["tail"]["best_non_hllm_model"] = tbest
+        res["tail"]["headline"] = {k: paired_compare(m[k], m[tbest], np.asarray(users)) for k in hllm
+                                   if PER_USER in m[k]}
 
 
 def add_base_ratios(res: dict, base: str) -> None:
@@ -172,22 +207,25 @@ def add_base_ratios(res: dict, base: str) -> None:
     m = res["models"]
     if base not in m:
         raise SystemExit(f"--vs {base}: not in this table ({', '.join(m)})")
-    others = [k for k in m if k != base and k not in REFERENCES]
-    res[f"ratio_vs_{base}"] = {k: round(m[k]["ndcg@10"] / m[base]["ndcg@10"], 3) for k in others}
-    res[f"ratio_vs_{base}_ci95"] = {k: paired_ratio_ci(m[k][PER_USER], m[base][PER_USER]) for k in others
-                                    if PER_USER in m[k] and PER_USER in m[base]
-                                    and len(m[k][PER_USER]) == len(m[base][PER_USER])}
+    res[f"vs_{base}"] = {k: paired_compare(m[k], m[base]) for k in m if k != base and k != "random"}
 
 
-def average_seeds(runs: list[dict]) -> dict:
-    """One model entry from the same variant run with several seeds: metric means, per-seed NDCG@10,
-    and per-user NDCG@10 averaged over seeds (what the paired bootstrap then resamples)."""
+def average_seeds(runs: list[dict], seeds: list[int]) -> dict:
+    """One model entry from the same variant run with several seeds: metric means (``capped``: the
+    fraction of seeds whose cap bound), per-seed NDCG@10 and steps, per-user NDCG@10 averaged over
+    seeds and kept per seed (the bootstrap resamples both)."""
     out = {k: round(float(np.mean([r[k] for r in runs])), 5) for k, v in runs[0].items()
-           if isinstance(v, (int, float)) and all(k in r for r in runs)}
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and all(k in r for r in runs)}
+    out["capped"] = round(float(np.mean([bool(r.get("capped")) for r in runs])), 3)
     out["per_seed_ndcg@10"] = [r["ndcg@10"] for r in runs]
+    out["per_seed_steps"] = [r.get("steps") for r in runs]
+    out["seeds"] = list(seeds)
     out["overrides"], out["label"] = runs[0].get("overrides"), runs[0].get("label")
+    if any("item_llm_movement" in r for r in runs):
+        out["item_llm_movement"] = [r.get("item_llm_movement") for r in runs]
     if all(PER_USER in r for r in runs):
         out[PER_USER] = [round(float(x), 5) for x in np.mean([r[PER_USER] for r in runs], axis=0)]
+        out[PER_SEED_USER] = [r[PER_USER] for r in runs]
     return out
 
 
@@ -243,12 +281,13 @@ def merge(files: list[str], out: str | None, vs: str | None = None, catalog: str
         if d.get("cold_start"):
             colds.append(d["cold_start"])
         for k, v in d.items():
-            if k not in ("models", "cold_start", "best_id_model", "seed", "commit") and not k.startswith("ratio_vs_"):
+            if k not in ("models", "cold_start", "best_id_model", "best_non_hllm_model", "headline", "seed",
+                         "commit") and not k.startswith(("ratio_vs_", "vs_")):
                 res.setdefault(k, v)
     res["commits"] = sorted({json.loads(Path(f).read_text()).get("commit", "") for f in files})
     res["seeds"] = sorted({seed for by_seed in runs.values() for seed in by_seed})
-    res["models"] = {k: next(iter(v.values())) if len(v) == 1 else average_seeds([v[s] for s in sorted(v)])
-                     for k, v in runs.items()}
+    res["models"] = {k: {**next(iter(v.values())), "seed": next(iter(v))} if len(v) == 1
+                     else average_seeds([v[s] for s in sorted(v)], sorted(v)) for k, v in runs.items()}
     res["cold_start"] = merge_cold(colds)
     if res.get("tail") and "users" not in res["tail"] and catalog:
         ds = get_dataset(res["dataset"], catalog)  # older files: the same split, recomputed
@@ -264,7 +303,7 @@ def merge(files: list[str], out: str | None, vs: str | None = None, catalog: str
 
 
 def without_per_user(model: dict) -> dict:
-    return {k: x for k, x in model.items() if k not in (PER_USER, "history")}
+    return {k: x for k, x in model.items() if k not in (PER_USER, PER_SEED_USER, "history")}
 
 
 def emit(res: dict, out: str | None) -> None:
@@ -272,6 +311,7 @@ def emit(res: dict, out: str | None) -> None:
     short = {**res, "models": {k: without_per_user(m) for k, m in res["models"].items()}}
     if "users" in res.get("tail", {}):
         short["tail"] = {k: v for k, v in res["tail"].items() if k != "users"}
+    short["command"] = res["command"] = "python " + " ".join(sys.argv)
     print(json.dumps(short, indent=2))
     if out:
         Path(out).write_text(json.dumps(res))
@@ -308,6 +348,12 @@ def model_row(name: str, pol, secs: float, ds, split, tail_users: np.ndarray) ->
            **{f"tail_{k}": round(float(tail[k]), 5) for k in ("ndcg@10", "hr@10", "hr@50") if k in tail},
            PER_USER: [round(float(x), 5) for x in per_user["ndcg@10"]]}
     hist = getattr(pol, "history", None) or []
+    rec = training_record(hist)  # every model: how long it trained and whether a cap bound
+    row.update(steps=rec["steps"], epochs=rec["epochs"], best_step=rec["best_step"], capped=rec["capped"],
+               training=rec["stages"])
+    moved = [h["item_llm_movement"] for h in hist if "item_llm_movement" in h]
+    if moved:
+        row["item_llm_movement"] = moved[-1]
     if name.startswith("hllm"):
         for stage in (1, 2):
             row[f"stage{stage}_seconds"] = round(sum(h["seconds"] for h in hist if h["stage"] == f"hllm stage {stage}"), 1)
@@ -316,7 +362,7 @@ def model_row(name: str, pol, secs: float, ds, split, tail_users: np.ndarray) ->
     row["history"] = [{k: round(v, 5) if isinstance(v, float) else v for k, v in h.items() if k in keep} for h in hist]
     valid = [h["valid_ndcg@10"] for h in hist if "valid_ndcg@10" in h]
     if valid:
-        row["best_valid_ndcg@10"], row["epochs"] = round(max(valid), 5), len([h for h in hist if h.get("stage", "") != "hllm stage 1"])
+        row["best_valid_ndcg@10"] = round(max(valid), 5)
     return row
 
 

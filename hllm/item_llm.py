@@ -105,6 +105,33 @@ def backbone_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     raise ConfigError(f"item LLM {type(model).__name__}: cannot find its {n} transformer layers")
 
 
+def layer_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    """The backbone's parameters by layer: ``layer.0`` ... ``layer.{n-1}`` (the transformer blocks)
+    and ``other`` (token embeddings, final norms)."""
+    layers = backbone_layers(model)
+    groups: dict[str, list[torch.nn.Parameter]] = {f"layer.{i}": list(b.parameters()) for i, b in enumerate(layers)}
+    inside = {id(p) for p in layers.parameters()}
+    groups["other"] = [p for p in model.parameters() if id(p) not in inside]
+    return groups
+
+
+@torch.no_grad()
+def weight_movement(before: dict[str, list[torch.Tensor]], model: torch.nn.Module) -> dict[str, float]:
+    """How far fine-tuning moved each layer: ||W_after - W_before|| / ||W_before|| (relative RMS change,
+    over all of the layer's weights) against a ``snapshot`` taken before."""
+    out = {}
+    for name, params in layer_groups(model).items():
+        diff = sum(float(((p.detach().float().cpu() - b) ** 2).sum()) for p, b in zip(params, before[name], strict=True))
+        norm = sum(float((b ** 2).sum()) for b in before[name])
+        out[name] = round((diff / norm) ** 0.5, 6) if norm > 0 else 0.0
+    return out
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
+    """A CPU copy of the backbone's weights by layer (for :func:`weight_movement`)."""
+    return {k: [p.detach().float().cpu().clone() for p in ps] for k, ps in layer_groups(model).items()}
+
+
 def trainable_item_parameters(model: torch.nn.Module, top_layers: int | None) -> list[torch.nn.Parameter]:
     """Parameters to fine-tune: all (``None``) or only the top ``top_layers`` blocks (+ final norm).
 

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from policies.train import epoch_means, fit_loop, minibatches, optimizer_step, trained_items
+from policies.train import Bounds, StepBudget, fit_loop, minibatches, optimizer_step, trained_items
 
 
-class RankerConfig(BaseModel):
+class RankerConfig(StepBudget):
     model_config = ConfigDict(extra="forbid")
     fusion: Literal["early", "late"] = "late"
     tasks: tuple[str, ...] = ("click", "like")
@@ -152,9 +152,10 @@ def fit_ranker(policy, dataset, split, cfg: RankerConfig | None = None, progress
             loss = loss + cfg.lam * nce.loss
         return {"loss": optimizer_step(opt, loss)}
 
-    def train_epoch(epoch: int) -> dict[str, float]:
-        return epoch_means(minibatches(rng.permutation(len(rows)), cfg.batch_size), step)
+    def batches(epoch: int):
+        return minibatches(rng.permutation(len(rows)), cfg.batch_size)
 
-    hist = fit_loop(ranker, train_epoch, epochs=cfg.epochs, validation=None, desc="hllm ranker", progress=progress)
+    hist = fit_loop(ranker, batches, step, bounds=Bounds.of(cfg.epochs, cfg), validation=None, desc="hllm ranker",
+                    progress=progress)
     policy.refresh_table()
     return ranker, hist

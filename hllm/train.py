@@ -4,8 +4,11 @@ Stage 1 (end-to-end): item LLM + projection + user LLM trained jointly on short 
 each step encodes the unique items of the batch and of a random negative pool.
 Stage 2 (long sequences): the item LLM is frozen, its features cached once
 (``encode_items``), and projection + user LLM train on long sequences from the cache.
-Both use InfoNCE with a shared negative pool (in-batch positives + random ids), same-id
-negatives masked; the number of unmasked negatives is logged as a collapse guard.
+Both use InfoNCE with a shared negative pool (in-batch positives + random ids; in stage 2 with
+``negatives="all"`` every trained item, i.e. a full softmax), same-id negatives masked; the
+number of unmasked negatives is logged as a collapse guard. The warm-up + cosine schedule spans
+the stage's bounds (its epochs, or ``max_steps`` when smaller): under early stopping with the ID
+models' 200-epoch bound the learning rate stays near its peak, as the ID models' constant one.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from policies.tensors import device
-from policies.train import Validation, epoch_means, fit_loop, minibatches, optimizer_step, training_windows
+from policies.train import Validation, fit_loop, minibatches, optimizer_step, training_windows
 
 
 @torch.no_grad()
@@ -82,21 +85,29 @@ def run_stage(model, split, emb_of, params, cfg, stage: int, *, validation: Vali
     seen = torch.from_numpy(np.unique(split.train.items))  # negatives come from training items only
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     flat = [q for g in opt.param_groups for q in g["params"]]
-    sched = warmup_cosine(opt, max(1, budget.epochs * ((len(x_all) + budget.batch_size - 1) // budget.batch_size)))
+    per_epoch = (len(x_all) + budget.batch_size - 1) // budget.batch_size
+    total = budget.bounds.epochs * per_epoch
+    if budget.bounds.max_steps is not None:
+        total = min(total, budget.bounds.max_steps)
+    sched = warmup_cosine(opt, max(1, total))
 
     def step(b: torch.Tensor) -> dict[str, float]:
-        pool = seen[torch.randint(0, len(seen), (budget.n_negatives,), generator=gen)]
+        pool = seen if budget.all_negatives else seen[torch.randint(0, len(seen), (budget.n_negatives,),
+                                                                     generator=gen)]
         with autocast(cfg.bf16):
             out = _step_loss(model, emb_of, x_all[b].to(dev), ts_all[b].to(dev), pool.to(dev), cfg.in_batch_negatives)
         return {"loss": optimizer_step(opt, out.loss, clip=(flat, 1.0), sched=sched),
                 "unmasked_negatives": out.unmasked_negatives, "guarded_rows": out.guarded_rows}
 
-    def train_epoch(epoch: int) -> dict[str, float]:
-        rec = epoch_means(minibatches(torch.randperm(len(x_all), generator=gen), budget.batch_size), step)
+    def batches(epoch: int):
+        return minibatches(torch.randperm(len(x_all), generator=gen), budget.batch_size)
+
+    def end_epoch(rec: dict[str, float]) -> dict[str, float]:
         if rec.get("unmasked_negatives", 0.0) < 1.0:
             raise RuntimeError("HLLM: almost every negative is masked (embedding collapse); "
                                "lower the learning rate or raise false_negative_cos")
-        return {**rec, "temperature": float(1 / model.scale().detach())}
+        return {"temperature": float(1 / model.scale().detach())}
 
-    hist = fit_loop(model, train_epoch, epochs=budget.epochs, validation=validation, desc=desc, progress=progress)
+    hist = fit_loop(model, batches, step, bounds=budget.bounds, validation=validation, desc=desc,
+                    progress=progress, end_epoch=end_epoch)
     return [{"stage": desc, **rec} for rec in hist]

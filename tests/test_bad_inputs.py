@@ -58,6 +58,13 @@ def _files(d: Path) -> None:
     (d / "comma").mkdir()
     (d / "comma" / "comma.inter").write_text("user_id:token,item_id:token,timestamp:float\n1,2,3\n")
     (d / "quote.csv").write_text('user,it"em,ts\n1,2,3\n')
+    item = '{"1": {"title": "a"}}'
+    for name, (inter, items) in {"ajbadjson": ('{"u": [1, 2,\n', item), "ajnotlist": ('{"u": 3}', item),
+                                 "ajnotobj": ('{"u": [1]}', '{"1": "a"}'), "ajnoitem": ('{"u": [1]}', None)}.items():
+        (d / name).mkdir()
+        (d / name / f"{name}.inter.json").write_text(inter)
+        if items is not None:
+            (d / name / f"{name}.item.json").write_text(items)
     (d / "ok.csv").write_text("user,item,ts\n1,2,3\n2,2,4\n")
     (d / "typo.toml").write_text('dataset = "w"\nn_requests = 10\n[[arms]]\nname = "c"\nrole = "control"\n'
                                  'channels = [{policy = "popularity", quota = 20, wieght = 2.0}]\n'
@@ -82,6 +89,17 @@ CASES = [
      2, r"^error: dataset 'w' already exists in catalog .*c\.duckdb; add --replace to overwrite it$"),
     ("load over a name without --replace", ["data", "load", "csv", "DIR/ok.csv", "--name", "r", "--catalog", "CAT"],
      2, r"^error: dataset 'r' already exists in catalog .*c\.duckdb; add --replace to overwrite it$"),
+    # amazon-json pairs: one line naming the file (and line or field)
+    ("amazon-json: bad JSON", ["data", "load", "amazon-json", "DIR/ajbadjson", "--name", "x", "--catalog", "CAT"],
+     2, r"^error: .*ajbadjson\.inter\.json:2: not valid JSON: .*$"),
+    ("amazon-json: not a list", ["data", "load", "amazon-json", "DIR/ajnotlist", "--name", "x", "--catalog", "CAT"],
+     2, r"^error: .*ajnotlist\.inter\.json, field 'u': user 'u': expected a list of item ids$"),
+    ("amazon-json: item not an object", ["data", "load", "amazon-json", "DIR/ajnotobj", "--name", "x", "--catalog",
+                                         "CAT"], 2,
+     r"^error: .*ajnotobj\.item\.json, field '1': item '1': expected an object of text fields$"),
+    ("amazon-json: no item file", ["data", "load", "amazon-json", "DIR/ajnoitem", "--name", "x", "--catalog", "CAT"],
+     2, r"^error: .*ajnoitem: expected exactly one \*\.inter\.json and one \*\.item\.json, found: "
+        r"ajnoitem\.inter\.json$"),
     # 3. bad values
     ("NaN rating", ["data", "load", "recbole", "DIR/nan", "--name", "x", "--catalog", "CAT"], 2,
      r"^error: .*nan\.inter:3, field 'rating:float': value 'nan' is not a finite number: timestamps and ratings "

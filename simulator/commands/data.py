@@ -27,7 +27,7 @@ def _catalog(path: Optional[str], read_only: bool = False):
 
 @app.command("load")
 def load(
-    fmt: str = typer.Argument(..., help="Format: recbole, movielens, amazon, pixelrec (alias hllm), csv, parquet."),
+    fmt: str = typer.Argument(..., help="Format: recbole, movielens, amazon, amazon-json, pixelrec (alias hllm), csv, parquet."),
     path: Path = typer.Argument(..., help="File or folder to read."),
     name: str = typer.Option(..., "--name", help="Dataset name in the catalog."),
     catalog: Optional[str] = _CATALOG,

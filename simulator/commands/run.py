@@ -15,7 +15,7 @@ def build_config(treatment: Optional[str], control: Optional[str], arms: Optiona
                  overrides: dict, n_items: Optional[int] = None):
     """The experiment config of a `sim run` command line; ``n_items`` (catalog size) caps the
     default arms' quotas. The same model twice (an A/A) names its arms ``m`` and ``m-b``."""
-    from simulator.engine.config import default_arm, load_config, parse_config
+    from simulator.engine.config import QUICK_BUDGET, default_arm, load_config, parse_config
 
     if config is not None:
         cfg = load_config(config)
@@ -47,12 +47,6 @@ def _arm_names(models: list[str]) -> list[str]:
     return out
 
 
-# the quick budget: what the no-config `sim run` trains (a few minutes on 2 cores, training included),
-# named overrides of each policy's own defaults; HLLM's is its "quick" preset (hllm.recipe.PRESETS)
-QUICK_BUDGET = {"sasrec": {"epochs": 10, "patience": 2}, "hstu": {"epochs": 10, "patience": 2},
-                "hllm": {"preset": "quick"}}
-
-
 def run(
     treatment: Optional[str] = typer.Option(None, "--treatment", "-t", help="Treatment arm model (default hllm)."),
     control: Optional[str] = typer.Option(None, "--control", "-c", help="Control arm model (default sasrec)."),
@@ -76,7 +70,7 @@ def run(
 ) -> None:
     """Run an A/B test in simulation, e.g. `sim run --treatment hllm --control sasrec`."""
     from simulator.core.errors import RunInterrupted
-    from simulator.engine.run import resume_experiment, run_experiment, validate
+    from simulator.engine.run import resume_experiment, run_experiment
 
     ov = {k: v for k, v in {"design": design, "dataset": data, "n_requests": requests, "seed": seed, "salt": salt,
                             "artifacts": artifacts, "duration_s": duration, "actors_per_arm": actors,
@@ -100,8 +94,7 @@ def run(
                     return
             else:
                 cfg = build_config(treatment, control, arms, config, ov, _default_arm_items(config, data, cat))
-                validate(cfg, cat)  # unknown policy / dataset, impossible quotas: one line, before any work
-                check_analysis_block(cfg)
+                check_analysis_block(cfg)  # run_experiment validates the rest before any work
                 run_id = run_experiment(cfg, cat, progress=not quiet, report=report)
         except RunInterrupted as e:
             verb = "terminated" if e.exit_code == 143 else "interrupted"

@@ -125,7 +125,7 @@ def evaluate(
         r = run_eval(pol, split, which=split_name, exclude_history=exclude_history)
         secs = time.perf_counter() - t0
         eid = save_eval(cat, r, dataset=data, model=model, config_hash=config_hash(model, cfg), split=split_name,
-                        exclude_history=exclude_history)
+                        exclude_history=exclude_history, history=getattr(pol, "history", []))
         _print_table(f"{model} on {data}, {split_name} ({int(r.summary['n_users'])} users, {secs:.2f}s)",
                      {model: {k: v for k, v in r.summary.items() if k != "n_users"}})
         typer.echo(f"eval_id {eid} -> {cat.path} (eval_summary, eval_results)")

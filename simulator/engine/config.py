@@ -287,6 +287,12 @@ DEFAULT_QUOTA, BACKUP_QUOTA, DEFAULT_SLATE = 100, 50, 10
 HYBRID = "hllm_hybrid"
 
 
+# the quick budget: what the no-config `sim run` trains (a few minutes on 2 cores, training included),
+# named overrides of each policy's own defaults; HLLM's is its "quick" preset (hllm.recipe.PRESETS)
+QUICK_BUDGET = {"sasrec": {"epochs": 10, "patience": 2}, "hstu": {"epochs": 10, "patience": 2},
+                "hllm": {"preset": "quick"}}
+
+
 def default_arm(name: str, role: str, *, slate_size: int = DEFAULT_SLATE, n_items: int | None = None) -> dict:
     """The default pipeline for a name used by ``sim run --treatment X --control Y``.
 

@@ -51,7 +51,8 @@ def test_runs_on_any_loaded_dataset_and_merges_seeds(catalog, tmp_path, monkeypa
     merged = tmp_path / "m.json"
     _bench(monkeypatch, "--merge", *outs, "--out", str(merged), "--vs", "popularity")
     m = json.loads(merged.read_text())
-    assert m["ratio_vs_popularity"] == {}  # references are never compared
+    assert set(m["vs_popularity"]) == set()  # random is never compared
+    assert m["models"]["popularity"]["steps"] == 0 and m["models"]["popularity"]["capped"] == 0
     with pytest.raises(SystemExit, match="--vs hllm_fast: not in this table"):
         _bench(monkeypatch, "--merge", *outs, "--vs", "hllm_fast")
     assert m["seeds"] == [0, 1] and m["models"]["random"]["per_seed_ndcg@10"]
@@ -81,17 +82,43 @@ def test_wilson_interval():
     assert lo == pytest.approx(0.404, abs=1e-3) and hi == pytest.approx(0.596, abs=1e-3)
 
 
-def test_tail_ratio_is_over_the_best_id_model_on_the_tail_users():
+def test_headline_is_over_the_best_non_hllm_model_and_on_the_tail_users():
     pu = "per_user_ndcg@10"
     res = {"tail": {"users": [1, 3]}, "models": {
-        "sasrec": {"ndcg@10": 0.5, "tail_ndcg@10": 0.1, pu: [0.9, 0.0, 0.9, 0.2]},  # best overall, not on the tail
-        "hstu": {"ndcg@10": 0.4, "tail_ndcg@10": 0.2, pu: [0.6, 0.2, 0.6, 0.2]},
+        "random": {"ndcg@10": 0.9, "tail_ndcg@10": 0.9, pu: [0.9] * 4},  # never the bar
+        "sasrec": {"ndcg@10": 0.4, "tail_ndcg@10": 0.1, pu: [0.6, 0.0, 0.6, 0.2]},
+        "popularity": {"ndcg@10": 0.5, "tail_ndcg@10": 0.2, pu: [0.6, 0.2, 0.6, 0.2]},  # best overall
         "hllm_fast": {"ndcg@10": 0.4, "tail_ndcg@10": 0.3, pu: [0.5, 0.3, 0.5, 0.3]}}}
-    hllm_quality.add_ratios(res)
-    assert res["best_id_model"] == "sasrec" and res["tail"]["best_id_model"] == "hstu"
-    assert res["tail"]["ratio_vs_best_id"] == {"hllm_fast": 1.5}  # 0.3 / 0.2 on users 1 and 3 only
-    lo, hi = res["tail"]["ratio_vs_best_id_ci95"]["hllm_fast"]
-    assert lo == hi == 1.5  # both tail users have the same ratio: nothing to resample
+    hllm_quality.MIN_HITS, old = 2, hllm_quality.MIN_HITS
+    try:
+        hllm_quality.add_ratios(res)
+    finally:
+        hllm_quality.MIN_HITS = old
+    assert res["best_non_hllm_model"] == "popularity" and res["tail"]["best_non_hllm_model"] == "popularity"
+    tail = res["tail"]["headline"]["hllm_fast"]
+    assert tail["ratio"] == 1.5 and tail["diff"] == pytest.approx(0.1)  # 0.3 / 0.2 on users 1 and 3 only
+    assert tail["ratio_ci95"] == [1.5, 1.5]  # both tail users have the same ratio: nothing to resample
+
+
+def test_ratio_ci_is_undefined_when_the_denominator_hits_too_few_users():
+    pu = "per_user_ndcg@10"
+    few = {"ndcg@10": 0.01, pu: [0.0] * 98 + [0.5, 0.5]}  # 2 hits
+    out = hllm_quality.paired_compare({"ndcg@10": 0.3, pu: [0.3] * 100}, few)
+    assert out["ratio_ci95"] is None and "hits 2 test users" in out["ratio_ci_note"]
+    lo, hi = out["diff_ci95"]
+    assert lo < out["diff"] < hi  # the difference keeps its interval
+
+
+def test_bootstrap_resamples_seeds_as_well_as_users():
+    ps = "per_seed_per_user_ndcg@10"
+    users = [0.5] * 50
+    a = {"seeds": [0, 1, 2], ps: [users, [0.1] * 50, [0.9] * 50]}  # seeds disagree; users agree
+    b = {"seeds": [0, 1, 2], ps: [users, users, users]}
+    out = hllm_quality.paired_compare(a, b)
+    lo, hi = out["ratio_ci95"]
+    assert out["seeds_resampled"] == 3 and lo < 0.8 and hi > 1.2  # the seed spread shows in the interval
+    one = hllm_quality.paired_compare({"seeds": [0], ps: [users]}, {"seeds": [0], ps: [users]})
+    assert one["ratio_ci95"] == [1.0, 1.0]
 
 
 def test_merge_recomputes_tail_users_of_older_files(catalog, tmp_path, monkeypatch):

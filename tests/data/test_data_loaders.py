@@ -182,6 +182,28 @@ def test_amazon_2018_and_2023(tmp_path, cat):
     assert ds.item_text[1] == ""
 
 
+def test_amazon_json_pair_keeps_order_and_decodes_html(tmp_path, cat):
+    d = tmp_path / "office"
+    d.mkdir()
+    _write(d / "Office.inter.json", json.dumps({"0": [5, 2, 9], "1": [2, 5]}))
+    _write(d / "Office.item.json", json.dumps({
+        "5": {"title": "AT&amp;T Phone", "description": "", "brand": "AT&amp;T",
+              "categories": "Office Electronics, Phones"},
+        "2": {"title": "Pen &quot;Red&quot;", "description": "Writes   red.", "brand": None,
+              "categories": [["Office", "Pens"], ["Office"]]},
+        "7": {"title": "never seen"}}))  # item 9 has no text; item 7 no interaction
+    info = load_into_catalog(cat, "amazon-json", d, "office")
+    ds = cat.load_dataset("office")
+    assert info.format == "amazon-json" and (ds.n_users, ds.n_items, info.n_interactions) == (2, 3, 5)
+    seqs = [[ds.item_text[i] for i in s] for s in ds.sequences.as_lists()]
+    assert seqs[0][0] == "Title: AT&T Phone. Categories: Office Electronics, Phones. Brand: AT&T"  # order kept
+    assert seqs[0][1] == 'Title: Pen "Red". Categories: Office, Pens. Description: Writes red.'
+    assert seqs[0][2] == "" and seqs[1] == seqs[0][1::-1]
+    assert "never seen" not in " ".join(ds.item_text)  # items nobody interacted with are dropped
+    assert [ts.tolist() for ts in np.split(ds.sequences.ts, ds.sequences.indptr[1:-1])] == [[0, 1, 2], [0, 1]]
+    assert len(info.meta["notes"]) == 1 and "no timestamps" in info.meta["notes"][0]
+
+
 def test_pixelrec_hllm_layout(tmp_path, cat):
     (tmp_path / "dataset").mkdir()
     (tmp_path / "information").mkdir()

@@ -63,7 +63,9 @@ def test_train_and_eval_store_results(app, tmp_path):
         assert r.exit_code == 0, r.output
     with Catalog(cat) as c:
         summ = c.con.execute("SELECT model, count(*) FROM eval_summary GROUP BY model ORDER BY model").fetchall()
-        assert summ == [("popularity", 7), ("sasrec", 7)]
+        assert summ == [("popularity", 11), ("sasrec", 11)]  # 7 quality metrics + 4 of training
+        steps = dict(c.con.execute("SELECT model, value FROM eval_summary WHERE metric='train_steps'").fetchall())
+        assert steps["popularity"] == 0 and steps["sasrec"] > 0  # one epoch of SASRec's steps
         n = c.con.execute("SELECT count(DISTINCT user_id) FROM eval_results WHERE model='popularity'").fetchall()[0][0]
         assert n == 40
         row = c.con.execute("SELECT value FROM eval_summary WHERE model='popularity' AND metric='ndcg@10'").fetchall()

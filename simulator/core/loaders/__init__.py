@@ -13,6 +13,7 @@ from pathlib import Path
 from simulator.core.catalog import Catalog, DatasetInfo
 from simulator.core.errors import SimError
 from simulator.core.loaders.amazon import load_amazon
+from simulator.core.loaders.amazon_json import load_amazon_json
 from simulator.core.loaders.movielens import load_movielens
 from simulator.core.loaders.pixelrec import load_pixelrec
 from simulator.core.loaders.recbole import load_recbole
@@ -28,6 +29,7 @@ LOADERS: dict[str, Callable[..., Canonical]] = {
     "recbole": load_recbole,
     "movielens": load_movielens,
     "amazon": load_amazon,
+    "amazon-json": load_amazon_json,
     "pixelrec": load_pixelrec,
     "hllm": load_pixelrec,
     "csv": load_table,
