@@ -108,6 +108,8 @@ DEFAULT_METRICS: tuple[Metric, ...] = (
     Metric(name="consumption", kind="mean", num="consumption", description="consumed value per user"),
     Metric(name="click_any", kind="proportion", num="any_click", description="users with >=1 click"),
     Metric(name="session_length", kind="ratio", num="requests", den="sessions", description="requests per session"),
+    Metric(name="return_rate", kind="proportion", num="returned", description="users who came back for a second session"),
+    Metric(name="active_days", kind="mean", num="active_days", description="days with a request per user"),
     Metric(name="novelty", kind="ratio", num="novelty_sum", den="exposures",
            description="mean -log2 popularity of exposed items"),
     Metric(name="diversity", kind="ratio", num="ild_sum", den="requests",

@@ -36,6 +36,7 @@ WITH u AS (
   SELECT run_id, user_id, arm,
          count(*)                    AS requests,
          count(DISTINCT session_id)  AS sessions,
+         count(DISTINCT floor(ts / 86400)) AS active_days,
          sum(exposures)              AS exposures,
          sum(clicks)                 AS clicks,
          sum(consumes)               AS consumes,
@@ -55,7 +56,10 @@ SELECT a.run_id, a.arm, a.user_id, a.first_ts,
        coalesce(u.hits, 0)        AS hits,
        coalesce(u.ndcg_sum, 0)    AS ndcg_sum,
        coalesce(u.latency_sum, 0) AS latency_sum,
-       CASE WHEN coalesce(u.clicks, 0) > 0 THEN 1 ELSE 0 END AS any_click
+       CASE WHEN coalesce(u.clicks, 0) > 0 THEN 1 ELSE 0 END AS any_click,
+       -- retention: came back for a second session; distinct (UTC) days with a request
+       CASE WHEN coalesce(u.sessions, 0) >= 2 THEN 1 ELSE 0 END AS returned,
+       coalesce(u.active_days, 0) AS active_days
 FROM assignments a
 LEFT JOIN u ON u.run_id = a.run_id AND u.user_id = a.user_id;
 

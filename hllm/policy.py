@@ -107,6 +107,8 @@ def read_policy_json(cls, config_cls: type[BaseModel], p: Path):
 class HLLMPolicy(AnnServing):
     """HLLM: item LLM (text -> embedding) + user LLM (sequence of embeddings -> next item)."""
 
+    embeds_item_text = True  # new items are embedded from their text by the frozen item LLM
+
     def __init__(self, cfg: HLLMPolicyConfig | None = None) -> None:
         self.cfg = cfg or HLLMPolicyConfig()
         self.hf_config = self.cfg.to_hf()

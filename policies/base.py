@@ -203,6 +203,9 @@ class FullScorePolicy:
     """
 
     n_items: int
+    # True for a model that scores an item from its text (it can serve an item released after its
+    # fit); False: an ID model, which knows only the items of the data it was fitted on
+    embeds_item_text: ClassVar[bool] = False
 
     def score_all(self, users: UserBatch) -> np.ndarray:  # (B, n_items) float32
         raise NotImplementedError

@@ -120,6 +120,11 @@ CASES = [
      r"^error: .*comma\.inter, field 'item_id': missing column\(s\) item_id; found "
      r"user_id:token,item_id:token,timestamp:float \(the header is one column: the file looks comma-separated; "
      r"RecBole atomic files are tab-separated\)$"),
+    ("text signal out of range", ["data", "synth", "--name", "x", "--text-signal", "1.5", "--catalog", "CAT"], 2,
+     r"^error: bad option text_signal: Input should be less than or equal to 1$"),
+    ("semi-synthetic world from an unknown dataset", ["data", "synth", "--name", "x", "--from", "nope",
+                                                      "--catalog", "CAT"], 2,
+     r"^error: unknown dataset 'nope' in catalog .*c\.duckdb \(known: .*\)$"),
     ("names sharing a schema", ["data", "synth", "--name", "W", "--users", "60", "--items", "30", "--catalog", "CAT"],
      2, r"^error: dataset name 'W' clashes with existing dataset 'w' \(both are stored as ds_w\); choose another name$"),
     ("'my_data' next to 'my-data'", ["data", "load", "csv", "DIR/ok.csv", "--name", "my_data", "--catalog", "CAT"], 2,

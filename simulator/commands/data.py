@@ -77,6 +77,12 @@ def synth(
     scale: float = typer.Option(1.0, "--scale", help="Multiply users and items (20 gives ~1M+ interactions)."),
     topics: int = typer.Option(20, "--topics", help="Number of latent topics."),
     days: float = typer.Option(60.0, "--days", help="Length of the logged period in days."),
+    text_signal: Optional[float] = typer.Option(None, "--text-signal", help="RHO in [0, 1]: share of the "
+                                                "within-topic utility variance the item text explains."),
+    arrivals: float = typer.Option(0.0, "--arrivals", help="FRAC of the catalog released during the "
+                                   "simulated window (with their text), after the logged period."),
+    source: Optional[str] = typer.Option(None, "--from", help="Semi-synthetic: build the world on this catalog "
+                                         "dataset's real items, texts and users (e.g. ml-100k)."),
     catalog: Optional[str] = _CATALOG,
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of this name."),
 ) -> None:
@@ -87,12 +93,17 @@ def synth(
     from simulator.core.synthetic import WorldConfig, write_world
 
     try:
-        cfg = WorldConfig(n_users=users, n_items=items, seed=seed, scale=scale, n_topics=topics, days=days)
+        cfg = WorldConfig(n_users=users, n_items=items, seed=seed, scale=scale, n_topics=topics, days=days,
+                          text_signal=text_signal, arrivals=arrivals, source=source)
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"bad option {err['loc'][0]}: {err['msg']}") from None
     t0 = time.perf_counter()
     with _catalog(catalog) as cat:
+        if source is not None:
+            from simulator.core import ensure_dataset
+
+            ensure_dataset(source, cat)  # a built-in (ml-100k) loads on first use; else NotFoundError
         info = write_world(cat, name, cfg, replace=replace)
     typer.echo(f"synthesized {info.name}: {info.n_users} users, {info.n_items} items, "
                f"{info.n_interactions} interactions in {time.perf_counter() - t0:.2f}s")

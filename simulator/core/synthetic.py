@@ -2,8 +2,10 @@
 
 - Items: a latent vector near one of ``n_topics`` topic centres, a quality (log-normal, so
   popularity has a long tail), a release time (``new_item_frac`` arrive during the log: cold
-  start), and generated text whose words carry the topic (topic vocabularies + shared filler),
-  so a text model can learn from it.
+  start; ``arrivals`` after it, during the simulated window), and generated text whose words
+  carry the topic (topic vocabularies + shared filler), so a text model can learn from it. With
+  ``text_signal`` RHO the text also carries descriptive words whose latent meanings make up the
+  share RHO of what distinguishes an item within its topic (offset and quality).
 - Users: tastes mixed from 1-3 topics, drifting linearly over time; sessions arrive as a
   Poisson process; each session is a run of consecutive choices.
 - Choice: multinomial logit over a slate with a no-click option, position bias and fatigue
@@ -26,6 +28,22 @@ _CONS = "bcdfghjklmnprstvz"
 _VOW = "aeiou"
 
 
+# descriptive words whose (seeded) latent meanings carry the text signal (``WorldConfig.text_signal``)
+SIGNAL_VOCAB = tuple("""
+amber ancient angry bitter blazing bold brave breezy bright brisk broken calm candid careful cheerful
+chilly clever cloudy cold cosmic cozy crisp cruel curious daring dark dazzling deep delicate dense
+distant dreamy dusty eager earthy eerie elegant electric empty endless epic exotic faded fierce fiery
+fragile frantic fresh frosty gentle gloomy golden graceful grim gritty hazy heavy hidden hollow humble
+icy idle intimate ironic jagged jolly lavish lazy lively lonely loud lucky lunar lush magnetic mellow
+merry misty modern moody mystic narrow noble noisy nostalgic ornate pale patient peaceful playful
+polished proud quiet radiant rapid raw restless rich rigid romantic rough royal rustic sacred salty
+savage scarlet serene shadowy sharp shiny silent silky sleek slow smoky smooth soft solar solemn sour
+spicy steady stormy strange sturdy subtle sunny sweet swift tender tense thorny tidal timid tranquil
+tropical twisted urban vast velvet vibrant vivid wandering warm weary wicked wild windy wintry wise
+witty wooden young zealous
+""".split())
+
+
 class WorldConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     n_users: int = Field(2000, ge=2)
@@ -44,6 +62,15 @@ class WorldConfig(BaseModel):
     position_decay: float = Field(0.3, ge=0, description="log-utility lost per slate position")
     fatigue: float = Field(2.0, ge=0, description="utility penalty for an item already consumed")
     scale: float = Field(1.0, gt=0, description="multiplies users and items (scale 20 gives ~1M+ interactions)")
+    text_signal: float | None = Field(None, ge=0, le=1, description="share of the within-topic utility variance "
+                                      "that the item text explains (None: text carries only the topic)")
+    signal_words: int = Field(8, ge=1, le=40, description="descriptive words per item that carry the text signal")
+    arrivals: float = Field(0.0, ge=0, lt=1, description="share of the catalog released after the logged period, "
+                            "during the simulated window (new items, with their text)")
+    source: str | None = Field(None, description="semi-synthetic: the catalog dataset whose real items, texts and "
+                               "users' histories the world is built on (SourcedWorld)")
+    arrival_window_s: float = Field(3600.0, gt=0, description="the arrivals are released uniformly over this "
+                                    "many seconds after the logged period")
 
     @property
     def users(self) -> int:
@@ -69,6 +96,7 @@ class World:
         self.cfg = cfg = cfg or WorldConfig()
         rng = np.random.default_rng(cfg.seed)
         U, NI, T, D = cfg.users, cfg.items, cfg.n_topics, cfg.dim
+        self.n_users, self.n_items = U, NI
         self.topic_centres = rng.normal(size=(T, D)) / np.sqrt(D) * 2.0
         self.item_topic = rng.integers(0, T, size=NI)
         self.item_vec = self.topic_centres[self.item_topic] + rng.normal(size=(NI, D)) / np.sqrt(D) * 0.6
@@ -82,8 +110,40 @@ class World:
         self.topic_vocab = [_words(rng, 12, 2) for _ in range(T)]
         self.filler = _words(rng, 40, 2)
         self._text_rng_seed = cfg.seed + 1
+        self.item_words: np.ndarray | None = None  # (NI, signal_words) indices into SIGNAL_VOCAB
+        if cfg.text_signal is not None:
+            self._mix_text_signal(cfg.text_signal)
+        self._release_arrivals()
         # simulator-time state: consumption counts for fatigue (sparse, per user)
         self._consumed: dict[int, dict[int, int]] = {}
+
+    def _release_arrivals(self) -> None:
+        """``arrivals`` of the items are released after the log, during the simulated window (own stream)."""
+        cfg = self.cfg
+        if cfg.arrivals > 0:
+            arng = np.random.default_rng([cfg.seed, 29])
+            new = arng.choice(self.n_items, int(round(cfg.arrivals * self.n_items)), replace=False)
+            self.item_release[new] = cfg.days * DAY + arng.uniform(0, cfg.arrival_window_s, len(new))
+
+    def _mix_text_signal(self, rho: float) -> None:
+        """Each item's within-topic offset and quality become ``sqrt(rho) * text part + sqrt(1 - rho)
+        * ID-only part``: the text part is the sum of the latent vectors of the item's descriptive
+        words (written into its text), the ID-only part the offset and quality drawn above. Both parts
+        have the same distribution, so ``rho`` is the share of the within-topic utility variance the
+        text explains; the quality stays normal (popularity ``exp(quality)`` keeps its long tail)."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, 23])  # its own stream: the rest of the world is unchanged
+        NI, D, m = cfg.items, cfg.dim, cfg.signal_words
+        V = len(SIGNAL_VOCAB)
+        word_vec = rng.normal(size=(V, D)) / np.sqrt(D) * 0.6  # like the ID offsets' scale
+        word_q = rng.normal(0.0, 0.8, size=V)
+        self.item_words = np.stack([rng.choice(V, m, replace=False) for _ in range(NI)])
+        text_off = word_vec[self.item_words].sum(1) / np.sqrt(m)
+        text_q = word_q[self.item_words].sum(1) / np.sqrt(m)
+        centre = self.topic_centres[self.item_topic]
+        id_off = self.item_vec - centre
+        self.item_vec = centre + np.sqrt(rho) * text_off + np.sqrt(1.0 - rho) * id_off
+        self.item_quality = np.sqrt(rho) * text_q + np.sqrt(1.0 - rho) * self.item_quality
 
     # ------------------------------------------------------------------ ground truth
     def taste(self, user_ids: np.ndarray, now: np.ndarray) -> np.ndarray:
@@ -122,11 +182,15 @@ class World:
     def choose(self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
         """Index of the chosen slate position per user (B,), -1 for no click."""
-        p = self.choice_probs(user_ids, item_ids, now)
+        return self.sample(self.choice_probs(user_ids, item_ids, now), rng)
+
+    @staticmethod
+    def sample(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A draw from choice probabilities ``p`` (B, K+1): the slate position, -1 for no click."""
         cdf = np.cumsum(p, axis=1)
         r = rng.random((p.shape[0], 1)) * cdf[:, -1:]
         idx = (cdf < r).sum(axis=1)
-        return np.where(idx >= item_ids.shape[1], -1, idx).astype(np.int64)
+        return np.where(idx >= p.shape[1] - 1, -1, idx).astype(np.int64)
 
     def update(self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray | None = None) -> None:
         """Record consumption (fatigue); ``item_ids`` < 0 are ignored."""
@@ -150,6 +214,8 @@ class World:
             titles.append(" ".join(w.capitalize() for w in tw + [self.filler[rng.integers(len(self.filler))]]))
             words = [vocab[j] for j in rng.choice(len(vocab), 4)] + [self.filler[j] for j in rng.choice(len(self.filler), 4)]
             rng.shuffle(words)
+            if self.item_words is not None:  # the descriptive words that carry the text signal
+                words += [SIGNAL_VOCAB[j] for j in self.item_words[i]]
             descs.append(" ".join(words))
         genres = [self.topic_names[t] if rng.random() < 0.7 else None for t in self.item_topic]
         return pd.DataFrame({"item": [str(i) for i in range(NI)], "title": titles, "genres": genres,
@@ -161,7 +227,7 @@ class World:
         draws are not logged)."""
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed + 2)
-        U, NI = cfg.users, cfg.items
+        U, NI = self.n_users, self.n_items
         n_sess = rng.poisson(cfg.sessions_per_user, size=U) + 1
         su = np.repeat(np.arange(U), n_sess)
         st = rng.uniform(0, cfg.days * DAY, size=len(su))
@@ -189,19 +255,93 @@ class World:
         return df
 
 
+# ---------------------------------------------------------------------- semi-synthetic worlds
+# A semi-synthetic world on a real catalog (``sim data synth --from DATASET``).
+#
+# Items are the dataset's real items with their real texts; users are its real users. Each item's
+# latent vector (and quality) is ``sqrt(RHO) * text part + sqrt(1 - RHO) * ID-only part``: the text
+# part is a projection of an *independent* text representation of the item's real text (TF-IDF +
+# truncated SVD with scikit-learn, never the HLLM item LLM, so the world does not favour the model
+# under test), standardised to the ID part's scale, so RHO (``text_signal``, 0.5 when unset) is the
+# share of the item-specific utility variance the text explains. Quality is normal, so popularity
+# ``exp(quality)`` keeps a long tail. A user's taste is the mean latent vector of the items of the
+# user's real history (plus noise), so tastes live in the item space and follow real co-consumption.
+# The logs, choices and state are the synthetic world's (:class:`~simulator.core.synthetic.World`).
+
+ITEM_SCALE = 2.0  # latent scale of an item vector's coordinates (x 1/sqrt(dim)), like the topic centres
+QUALITY_SD = 0.8
+
+
+def text_representation(texts: list[str], dim: int, seed: int) -> np.ndarray:
+    """(N, dim) TF-IDF (words and word pairs) -> truncated SVD, each column standardised."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    X = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1).fit_transform(texts)
+    k = max(1, min(dim, X.shape[1] - 1, X.shape[0] - 1))
+    Z = TruncatedSVD(k, random_state=seed).fit_transform(X)
+    if k < dim:  # a tiny vocabulary: the missing directions carry no text
+        Z = np.pad(Z, ((0, 0), (0, dim - k)))
+    sd = Z.std(0)
+    return (Z - Z.mean(0)) / np.where(sd > 0, sd, 1.0)
+
+
+class SourcedWorld(World):
+    """The synthetic world's ground truth on a real catalog (see module doc)."""
+
+    def __init__(self, cfg: WorldConfig, texts: list[str], histories: list[np.ndarray],
+                 attrs: dict | None = None) -> None:
+        self.cfg = cfg
+        rng = np.random.default_rng([cfg.seed, 31])
+        NI, U, D = len(texts), len(histories), cfg.dim
+        self.n_users, self.n_items = U, NI
+        rho = 0.5 if cfg.text_signal is None else cfg.text_signal
+        text = text_representation(list(texts), D, cfg.seed)
+        ids = rng.normal(size=(NI, D))
+        self.item_vec = (np.sqrt(rho) * text + np.sqrt(1 - rho) * ids) * ITEM_SCALE / np.sqrt(D)
+        q_text = text @ rng.normal(size=D)
+        q_text = (q_text - q_text.mean()) / max(q_text.std(), 1e-9)
+        self.item_quality = QUALITY_SD * (np.sqrt(rho) * q_text + np.sqrt(1 - rho) * rng.normal(size=NI))
+        self.item_topic = np.zeros(NI, np.int64)
+        self.attrs = {k: list(v) for k, v in (attrs or {}).items()
+                      if k not in ("topic", "release_ts", "quality", "text", "item")}
+        self.texts = list(texts)
+        self.item_release = np.zeros(NI)
+        self._release_arrivals()
+        mean = np.stack([self.item_vec[h].mean(0) if len(h) else np.zeros(D) for h in histories])
+        mean /= max(float(np.sqrt((mean ** 2).sum(1)).mean()), 1e-9)  # unit mean norm, then a taste's scale
+        self.user_taste = mean * ITEM_SCALE + rng.normal(size=(U, D)) / np.sqrt(D) * 0.3
+        self.user_drift = rng.normal(size=(U, D)) / np.sqrt(D) * cfg.drift
+        self.item_words = None
+        self._consumed: dict[int, dict[int, int]] = {}
+
+    @classmethod
+    def from_catalog(cls, catalog, cfg: WorldConfig) -> SourcedWorld:
+        ds = catalog.load_dataset(cfg.source)
+        hist = [ds.sequences.seq(u) for u in range(ds.n_users)]
+        return cls(cfg, [str(t) for t in ds.item_text], hist, ds.item_attrs)
+
+    def item_table(self) -> pd.DataFrame:
+        """The real items with their attributes and texts; world ids '0'..'N-1' in the source's id order."""
+        return pd.DataFrame({"item": [str(i) for i in range(self.n_items)], **self.attrs, "text": self.texts,
+                             "topic": self.item_topic, "release_ts": self.item_release,
+                             "quality": self.item_quality})
+
+
 def write_world(catalog, name: str, cfg: WorldConfig, replace: bool = False) -> object:
     """Generate the world's catalog and logs and write them as dataset ``name`` (an existing
     ``name`` only with ``replace``)."""
     catalog.check_new_name(name, replace)
-    w = World(cfg)
+    w = make_world(catalog, cfg)
     items = w.item_table()
     from simulator.core.preprocess import item_text_sql
 
     con = catalog.con
     con.register("_world_items", items)
-    items_txt = con.sql(f"SELECT *, {item_text_sql(['title', 'genres', 'description'])} AS text FROM _world_items")
+    text = "" if "text" in items else f", {item_text_sql(['title', 'genres', 'description'])} AS text"
+    items_txt = con.sql(f"SELECT *{text} FROM _world_items")
     logs = w.logs()
-    users = pd.DataFrame({"user": [str(u) for u in range(cfg.users)]})
+    users = pd.DataFrame({"user": [str(u) for u in range(w.n_users)]})
     info = catalog.write_dataset(name, interactions=logs, items=items_txt.df(), users=users, source="synthetic",
                                  format="synthetic", meta={"world": json.loads(cfg.model_dump_json())},
                                  keep_all_users=True, replace=replace)
@@ -216,4 +356,11 @@ def world_for(catalog, name: str) -> World:
         from simulator.core.errors import SimError
 
         raise SimError(f"dataset {name!r} is not a synthetic world (no ground-truth user model)")
-    return World(WorldConfig(**info.meta["world"]))
+    return make_world(catalog, WorldConfig(**info.meta["world"]))
+
+
+def make_world(catalog, cfg: WorldConfig) -> World:
+    """The world of ``cfg``: generated, or semi-synthetic on the catalog dataset ``cfg.source``."""
+    if cfg.source is None:
+        return World(cfg)
+    return SourcedWorld.from_catalog(catalog, cfg)

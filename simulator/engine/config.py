@@ -149,6 +149,11 @@ class ExperimentConfig(BaseModel):
     max_batch: int = Field(512, ge=1)
     session_gap_s: float = Field(30.0, gt=0, description="mean think time between requests within a session")
     abandon_prob: float = Field(0.3, ge=0, le=1, description="chance a session ends after a slate with no click")
+    satisfaction: float = Field(0.0, ge=0, description="world: how much leaving and returning depend on the "
+                                "slates' satisfaction (-log P(no click)); 0 = leave only after a no-click slate, "
+                                "with abandon_prob, and return at sessions_per_day whatever was shown")
+    satisfaction_ref: float = Field(1.0, ge=0, description="world: the satisfaction at which leaving and "
+                                    "returning are as at satisfaction 0's rates")
     feedback_delay_s: float = Field(5.0, ge=0, description="delay before a click is recorded (and the item "
                                     "reaches the user's history)")
     consume_delay_s: float = Field(300.0, ge=0, description="delay from click to the 'consume' event")
@@ -156,6 +161,9 @@ class ExperimentConfig(BaseModel):
                                                 "team-draft interleaving of the two arms' rankings in every slate")
     oracle_reps: int = Field(2, ge=0, le=100, description="world: counterfactual passes per arm that give each arm's "
                              "true metric values (the world oracle); 0 = off")
+    retrain_every: float | None = Field(None, gt=0, description="refit every arm's policies every this many simulated "
+                                        "seconds on the data logged so far (the pre-period and what users consumed "
+                                        "from the slates shown); None = never")
     replay_window: int = Field(10, ge=1, description="replay: a hit is among the user's next N logged items")
     replay_start_quantile: float = Field(0.8, gt=0, lt=1, description="replay: requests after this quantile of log time")
     runtime: Literal["local", "ray"] = "local"

@@ -2,7 +2,8 @@
 
 Users' processes put requests into a queue; the batcher wakes every ``batch_window_s`` of
 simulated time, serves everything that arrived (sorted by (time, user) so request ids are
-deterministic) and answers each waiting user with the position they clicked (-1 = none).
+deterministic) and answers each waiting user with (the position they clicked (-1 = none), the
+slate's satisfaction).
 """
 
 from __future__ import annotations
@@ -55,23 +56,53 @@ def tracked(clock: Clock, gen):
     return clock.env.process(proc())
 
 
-def world_sessions(clock: Clock, user_id: int, rng: np.random.Generator, gap_s: float, abandon: float,
-                   first_at: float, session_every_s: float, max_per_session: int = 20):
-    """A synthetic user: sessions of requests; a session ends on abandonment or at its cap."""
+@dataclass(frozen=True)
+class Leaving:
+    """When a world user ends a session and returns. ``satisfaction`` 0: a session ends after a slate
+    with no click with probability ``abandon``, the next starts after an exponential gap of mean
+    ``session_every_s``. ``satisfaction`` > 0 (KuaiSim-style leave and return): after every slate the
+    user leaves with probability sigmoid(logit(abandon) - satisfaction * (s - ref)), s the slate's
+    satisfaction, and the mean gap to the next session is ``session_every_s * exp(-satisfaction *
+    (mean s of the session - ref))``: better slates keep users longer and bring them back sooner."""
+
+    abandon: float
+    session_every_s: float
+    satisfaction: float = 0.0
+    ref: float = 1.0
+
+    def leaves(self, clicked: int, s: float, rng: np.random.Generator) -> bool:
+        if self.satisfaction == 0:
+            return clicked < 0 and rng.random() < self.abandon
+        a = min(max(self.abandon, 1e-6), 1 - 1e-6)
+        logit = np.log(a / (1 - a)) - self.satisfaction * (s - self.ref)
+        return rng.random() < 1.0 / (1.0 + np.exp(-logit))
+
+    def gap(self, sats: list[float], rng: np.random.Generator) -> float:
+        if self.satisfaction == 0 or not sats:
+            return rng.exponential(self.session_every_s)
+        z = float(np.clip(-self.satisfaction * (np.mean(sats) - self.ref), -5, 5))
+        return rng.exponential(self.session_every_s * np.exp(z))
+
+
+def world_sessions(clock: Clock, user_id: int, rng: np.random.Generator, gap_s: float, leaving: Leaving,
+                   first_at: float, max_per_session: int = 20):
+    """A synthetic user: sessions of requests; a session ends when the user leaves or at its cap."""
     env = clock.env
     yield env.timeout(first_at)
     session = 0
     while True:
+        sats: list[float] = []
         for _ in range(max_per_session):
             ev = clock.request(user_id, session)
             if ev is None:
                 return
-            clicked = yield ev
-            if clicked < 0 and rng.random() < abandon:
+            clicked, s = yield ev
+            sats.append(s)
+            if leaving.leaves(clicked, s, rng):
                 break
             yield env.timeout(rng.exponential(gap_s))
         session += 1
-        yield env.timeout(rng.exponential(session_every_s))
+        yield env.timeout(leaving.gap(sats, rng))
 
 
 def replay_requests(clock: Clock, user_id: int, times: np.ndarray, session_gap_s: float = 1800.0):
@@ -93,7 +124,7 @@ def replay_requests(clock: Clock, user_id: int, times: np.ndarray, session_gap_s
 
 
 def batcher(clock: Clock, window_s: float, serve_batch):
-    """Every ``window_s``: serve all pending requests (``serve_batch(list[Request]) -> clicks``)."""
+    """Every ``window_s``: serve all pending requests (``serve_batch(list[Request]) -> replies``)."""
     env = clock.env
     while True:
         yield env.timeout(window_s)
@@ -102,7 +133,7 @@ def batcher(clock: Clock, window_s: float, serve_batch):
             clock.pending = []
             clicks = serve_batch(batch)
             for r, c in zip(batch, clicks, strict=True):
-                r.reply.succeed(int(c))
+                r.reply.succeed(c)
         over = clock.issued >= clock.n_requests or env.now >= clock.stop_at
         if (over or clock.active_users == 0) and not clock.pending:
             if not clock.done.triggered:

@@ -23,7 +23,8 @@ from simulator.engine.design import SingleArm, SlateBatch
 from simulator.engine.users import Response
 
 # metrics the oracle knows (names as in analysis.views.DEFAULT_METRICS)
-TRUTH_METRICS = ("ctr", "ndcg", "consumption", "click_any", "session_length")
+TRUTH_METRICS = ("ctr", "ndcg", "consumption", "click_any", "session_length", "return_rate", "active_days")
+DAY = 86400.0
 
 
 class TruthLog:
@@ -38,6 +39,7 @@ class TruthLog:
         self.dcg = np.zeros(n_users)  # expected
         self.sampled = np.zeros(n_users)  # sampled clicks (click_any)
         self.sessions: set[tuple[int, int]] = set()
+        self.days: set[tuple[int, int]] = set()  # (user, day) with a request
 
     def new_requests(self, n: int) -> np.ndarray:
         self.next_id += n
@@ -53,6 +55,7 @@ class TruthLog:
         np.add.at(self.dcg, users, p @ gain)
         np.add.at(self.sampled, users, (resp.position >= 0).astype(float))
         self.sessions.update(zip(users.tolist(), sess.tolist(), strict=True))
+        self.days.update(zip(users.tolist(), np.floor(np.asarray(now) / DAY).astype(np.int64).tolist(), strict=True))
 
     def flush(self) -> None:
         pass
@@ -64,7 +67,14 @@ class TruthLog:
                 "ndcg": self.dcg.sum() / max(self.requests.sum(), 1.0),
                 "consumption": self.clicks.sum() / n,  # the world consumes each click with value 1
                 "click_any": float((self.sampled[active] > 0).mean()) if active.any() else float("nan"),
-                "session_length": self.requests.sum() / max(len(self.sessions), 1)}
+                "session_length": self.requests.sum() / max(len(self.sessions), 1),
+                "return_rate": self._per_user(self.sessions, lambda c: c >= 2, n),
+                "active_days": self._per_user(self.days, lambda c: c, n)}
+
+    def _per_user(self, pairs: set[tuple[int, int]], f, n: int) -> float:
+        """Mean over active users of ``f(count of the user's pairs)`` (sessions, days)."""
+        counts = np.bincount(np.fromiter((u for u, _ in pairs), np.int64, len(pairs)), minlength=len(self.requests))
+        return float(np.sum(f(counts[self.requests > 0]))) / n if n else float("nan")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 
 from policies.base import PAD, Candidates, FullScorePolicy, Slate, UserBatch, topk_excluding
 from policies.rerank import make_reranker
+from simulator.engine.availability import ItemAvailability
 from simulator.engine.config import ArmConfig
 from simulator.engine.explore import make_explorer
 
@@ -72,9 +73,11 @@ def rerank_spec(arm: ArmConfig) -> list[dict]:
 class Pipeline:
     """Runs one arm's stages with the given fitted policies (name -> policy)."""
 
-    def __init__(self, arm: ArmConfig, policies: dict, dataset=None) -> None:
+    def __init__(self, arm: ArmConfig, policies: dict, dataset=None,
+                 availability: ItemAvailability | None = None) -> None:
         self.arm = arm
         self.policies = policies
+        self.availability = availability
         self.reranker = make_reranker(rerank_spec(arm), dataset)
         self.explorer = make_explorer(arm.explore)  # None: the slate is the reranker's top
         # merge priority: by weight (stable: equal weights keep the listed order)
@@ -94,13 +97,22 @@ class Pipeline:
                 return None
             if name not in full:
                 full[name] = np.asarray(pol.score_all(users), dtype=np.float32)
+                if self.availability is not None:
+                    full[name][~self.availability.allowed(name, users.now)] = -np.inf
             return full[name]
+
+        def available(name: str, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            if self.availability is None:
+                return scores
+            return np.where(self.availability.allowed(name, users.now, ids), scores, -np.inf).astype(np.float32)
 
         parts = []
         for c in self.channels:
             sc_all = all_scores(c.policy)
             if sc_all is None:
-                parts.append(self.policies[c.policy].retrieve(users, c.quota, exclude))
+                got = self.policies[c.policy].retrieve(users, c.quota, exclude)
+                sc = available(c.policy, got.item_ids, got.scores)
+                parts.append(Candidates(np.where(np.isfinite(sc), got.item_ids, PAD), sc))
             else:
                 ids, top = topk_excluding(sc_all.copy(), c.quota, exclude)
                 parts.append(Candidates(ids, top))
@@ -113,7 +125,7 @@ class Pipeline:
             t = time.perf_counter()
             sc_all = all_scores(st.policy)
             if sc_all is None:
-                s = self.policies[st.policy].score(users, cands.item_ids)
+                s = available(st.policy, cands.item_ids, self.policies[st.policy].score(users, cands.item_ids))
             else:
                 s = np.take_along_axis(sc_all, np.clip(cands.item_ids, 0, None), 1)
             cands, scores = cut(cands, s, st.keep)

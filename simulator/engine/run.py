@@ -31,6 +31,7 @@ from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import Truth, world_truth
 from simulator.engine.records import PHASES, finish_run, mark_phase, phase_index, start_run, stored_phase
+from simulator.engine.retrain import Retrainer
 from simulator.engine.runtime import RUNTIMES, LocalRuntime
 from simulator.engine.scenario import Scenario, build_scenario
 from simulator.engine.story import Simulation, Timing
@@ -138,7 +139,7 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
             with holding(catalog.path, run_id):
                 try:
                     if done is None:
-                        _simulate(cfg, setup, runtime, con, run_id, progress, on_batch)
+                        _simulate(cfg, setup, runtime, policies, con, run_id, progress, on_batch)
                     if phase_index(done) < phase_index("oracle"):
                         _oracle(cfg, setup, policies, con, run_id, progress)
                     status = "complete"
@@ -167,13 +168,15 @@ def report_phase(con, run_id: str, report: Callable[[str], None]) -> None:
     mark_phase(con, run_id, "report")
 
 
-def _simulate(cfg: ExperimentConfig, setup: Scenario, runtime, con, run_id: str, progress: bool, on_batch) -> None:
+def _simulate(cfg: ExperimentConfig, setup: Scenario, runtime, policies: dict, con, run_id: str, progress: bool,
+              on_batch) -> None:
     """The simulate phase: serve the requests and flush every event (also when a signal stops it)."""
     names = tuple(a.name for a in cfg.arms)
     design = make_design(cfg)
     log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
     try:
-        simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
+        simulation(cfg, setup, design, runtime, log, cfg.seed, policies=policies, progress=progress).run(
+            progress, on_batch)
     finally:
         signals.fault_point("flush")
         log.flush()
@@ -184,7 +187,8 @@ def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
     kw = ({"address": cfg.ray_address, "max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
           if cfg.runtime == "ray" else {})
     return RUNTIMES[cfg.runtime](list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
-                                 chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
+                                 chunk_size=cfg.chunk_size, threads=cfg.threads,
+                                 availability=setup.availability(policies, setup.train_dataset), **kw)
 
 
 def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, con, run_id: str, progress: bool) -> None:
@@ -197,23 +201,26 @@ def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, con, run_id:
 
 
 def simulation(cfg: ExperimentConfig, setup: Scenario, design, runtime, log, seed: int,
-               stop_at: float | None = None) -> Simulation:
-    """The run's story with the given design, event log and seed (``stop_at``: end of the window)."""
+               stop_at: float | None = None, *, policies: dict, progress: bool = False) -> Simulation:
+    """The run's story with the given design, event log and seed (``stop_at``: end of the window);
+    ``policies``: the fitted policies the run starts with (what a scheduled retrain restores)."""
     timing = Timing.from_config(cfg, setup.sim_start)
     if stop_at is not None:
         timing = dataclasses.replace(timing, n_requests=float("inf"), stop_at=stop_at)
-    return Simulation(timing, design, runtime, setup, log, seed=seed)
+    retrainer = Retrainer(cfg, setup, policies, progress) if cfg.retrain_every is not None else None
+    return Simulation(timing, design, runtime, setup, log, seed=seed, retrainer=retrainer)
 
 
 def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tuple[float, float],
               progress: bool = False) -> Truth:
     """The world oracle for this run's window (in-process: results do not depend on the runtime)."""
     runtime = LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset), chunk_size=cfg.chunk_size,
-                           threads=cfg.threads)
+                           threads=cfg.threads, availability=setup.availability(policies, setup.train_dataset))
     stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
     if progress:
         tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...")
-    return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop),
+    return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop,
+                                                            policies=policies),
                        tuple(a.name for a in cfg.arms), setup.dataset.n_users, setup.user_model, cfg.seed,
                        cfg.oracle_reps, window)
 

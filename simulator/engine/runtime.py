@@ -90,10 +90,16 @@ class LocalRuntime:
     name = "local"
 
     def __init__(self, arms: list[ArmConfig], policies: dict, dataset=None, actors_per_arm: int = 1,
-                 chunk_size: int = 128, threads: int = 1) -> None:
-        self.pipes = {a.name: Pipeline(a, {p: policies[p] for p in a.policies()}, dataset) for a in arms}
+                 chunk_size: int = 128, threads: int = 1, availability=None) -> None:
+        self.arms, self.dataset = arms, dataset
         self.chunk = chunk_size
         self.threads = threads
+        self.reload(policies, availability)
+
+    def reload(self, policies: dict, availability=None) -> None:
+        """Serve with these (refitted) policies and item availability from the next batch on."""
+        self.pipes = {a.name: Pipeline(a, {p: policies[p] for p in a.policies()}, self.dataset, availability)
+                      for a in self.arms}
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
         with _threads(self.threads):
@@ -109,25 +115,31 @@ class RayRuntime:
 
     def __init__(self, arms: list[ArmConfig], policies: dict, dataset=None, actors_per_arm: int = 1,
                  chunk_size: int = 128, threads: int = 1, address: str | None = None, max_restarts: int = -1,
-                 max_task_retries: int = 5) -> None:
+                 max_task_retries: int = 5, availability=None) -> None:
         import ray
 
         from simulator.engine.raycluster import init_ray
 
         init_ray(address)  # no address: a fresh local instance; an address: bounded, one-line failures
         self.ray = ray
-        actor_cls = ray.remote(num_cpus=0, max_restarts=max_restarts,
-                               max_task_retries=max_task_retries)(_PipelineActor)
-        refs = {p: ray.put(policies[p]) for a in arms for p in a.policies()}
-        genres_ref = ray.put(dataset)
-        # the driver keeps the constructor arguments alive so a killed actor can be rebuilt
-        self._keep = (refs, genres_ref)
-        self.actors = {a.name: [actor_cls.remote(a.model_dump_json(), {p: refs[p] for p in a.policies()}, genres_ref,
-                                                 threads)
-                                for _ in range(actors_per_arm)] for a in arms}
+        self.actor_cls = ray.remote(num_cpus=0, max_restarts=max_restarts,
+                                    max_task_retries=max_task_retries)(_PipelineActor)
+        self.arms, self.dataset, self.threads = arms, ray.put(dataset), threads
         self.k = actors_per_arm
         self.chunk = chunk_size
-        ray.get([a.ping.remote() for actors in self.actors.values() for a in actors])  # started and loaded
+        self.actors: dict = {}
+        self.reload(policies, availability)
+
+    def reload(self, policies: dict, availability=None) -> None:
+        """New actors serving these (refitted) policies and item availability from the next batch on."""
+        self.close()
+        refs = {p: self.ray.put(policies[p]) for a in self.arms for p in a.policies()}
+        # the driver keeps the constructor arguments alive so a killed actor can be rebuilt
+        self._keep = (refs, self.dataset)
+        self.actors = {a.name: [self.actor_cls.remote(a.model_dump_json(), {p: refs[p] for p in a.policies()},
+                                                      self.dataset, self.threads, availability)
+                                for _ in range(self.k)] for a in self.arms}
+        self.ray.get([a.ping.remote() for actors in self.actors.values() for a in actors])  # started and loaded
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
         futures = {}
@@ -145,13 +157,13 @@ class RayRuntime:
 class _PipelineActor:
     """One arm's pipeline inside a Ray actor (policies arrive through the object store)."""
 
-    def __init__(self, arm_json: str, policy_refs: dict, dataset, threads: int = 1) -> None:
+    def __init__(self, arm_json: str, policy_refs: dict, dataset, threads: int = 1, availability=None) -> None:
         import ray
 
         _threads(threads).__enter__()  # for the actor's lifetime
         arm = ArmConfig.model_validate_json(arm_json)
         pols = {k: (ray.get(v) if isinstance(v, ray.ObjectRef) else v) for k, v in policy_refs.items()}
-        self.pipe = Pipeline(arm, pols, dataset)
+        self.pipe = Pipeline(arm, pols, dataset, availability)
 
     def run_packed(self, packed: tuple) -> SlateParts:
         return _run_pipeline(self.pipe, _unpack(packed))

@@ -38,17 +38,22 @@ class Timing:
     start_horizon_s: float
     sessions_per_day: float
     feedback_delay_s: float
+    satisfaction: float = 0.0
+    satisfaction_ref: float = 1.0
 
     @classmethod
     def from_config(cls, cfg, sim_start: float) -> Timing:
         stop = sim_start + cfg.duration_s if cfg.duration_s is not None else None
         return cls(sim_start, cfg.n_requests, stop, cfg.batch_window_s, cfg.max_batch, cfg.session_gap_s,
-                   cfg.abandon_prob, cfg.start_horizon_s, cfg.sessions_per_day, cfg.feedback_delay_s)
+                   cfg.abandon_prob, cfg.start_horizon_s, cfg.sessions_per_day, cfg.feedback_delay_s,
+                   cfg.satisfaction, cfg.satisfaction_ref)
 
 
 class Simulation:
-    def __init__(self, timing: Timing, design: Design, runtime, scenario: Scenario, log, *, seed: int) -> None:
+    def __init__(self, timing: Timing, design: Design, runtime, scenario: Scenario, log, *, seed: int,
+                 retrainer=None) -> None:
         self.t, self.design, self.runtime, self.log = timing, design, runtime, log
+        self.retrainer = retrainer  # a simulator.engine.retrain.Retrainer, or None (never refit)
         self.scenario, self.user_model, self.seed = scenario, scenario.user_model, seed
         self.histories = [list(h) for h in scenario.histories]  # this run's copy: grows with consumption
         # and the matching times, grown with the consumption times (arrays are replaced, not edited)
@@ -60,6 +65,8 @@ class Simulation:
         t = self.t
         clock = Clock(t.sim_start, t.n_requests, None if t.stop_at is None else t.stop_at - t.sim_start)
         self.user_model.reset()
+        if self.retrainer is not None:
+            self.retrainer.start(self.runtime)
         self.scenario.arrivals(clock, t, self.seed)
         bar = tqdm(total=t.n_requests if np.isfinite(t.n_requests) else None, desc="simulate", unit="req",
                    disable=not progress)
@@ -67,16 +74,19 @@ class Simulation:
 
         def serve_batch(batch) -> np.ndarray:
             signals.check()  # Ctrl-C / SIGTERM stop the run here, between batches
+            if self.retrainer is not None:  # refits see the histories as they are before this batch
+                self.retrainer.maybe_refit(clock.env.now, self.histories, self.history_times, self.runtime)
             clicks = np.full(len(batch), -1, np.int64)
+            sat = np.zeros(len(batch))
             for s in range(0, len(batch), t.max_batch):
                 part = batch[s:s + t.max_batch]
-                clicks[s:s + len(part)] = self._serve(clock, part)
+                clicks[s:s + len(part)], sat[s:s + len(part)] = self._serve(clock, part)
                 if on_batch is not None:
                     on_batch(self.batch_no, self.runtime)
             bar.update(len(batch))
             served[0] += len(batch)
             signals.fault_point("simulate")
-            return clicks
+            return list(zip(clicks.tolist(), sat.tolist(), strict=True))  # each user's reply
 
         clock.env.process(batcher(clock, t.batch_window_s, serve_batch))
         clock.env.run(until=clock.done)
@@ -84,7 +94,7 @@ class Simulation:
         return served[0]
 
 
-    def _serve(self, clock: Clock, part) -> np.ndarray:
+    def _serve(self, clock: Clock, part) -> tuple[np.ndarray, np.ndarray]:
         """One batch: design -> runtime -> design -> user model -> log -> state."""
         users = np.array([r.user_id for r in part], np.int64)
         now = np.array([r.ts for r in part], np.float64)
@@ -112,7 +122,7 @@ class Simulation:
         if len(hit):
             clock.env.process(_deliver(clock.env, self.t.feedback_delay_s, self.histories, self.history_times,
                                        users[hit], items[hit], now[hit]))
-        return resp.position
+        return resp.position, (np.zeros(len(part)) if resp.satisfaction is None else resp.satisfaction)
 
 
 def _deliver(env, delay: float, histories: list, times: list, users: np.ndarray, items: np.ndarray,

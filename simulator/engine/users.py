@@ -26,6 +26,9 @@ class Response:
 
     position: np.ndarray  # (B,) int64
     value: np.ndarray  # (B,) float64
+    # (B,) how good the slate was for the user (world: -log P(no click), the slate's inclusive value
+    # over not clicking); None when the user model cannot say (replay)
+    satisfaction: np.ndarray | None = None
 
 
 class UserModel(Protocol):
@@ -53,8 +56,9 @@ class WorldUser:
 
     def respond(self, user_ids, slate, now, rng) -> Response:
         wu, ws = self._to_world(user_ids, slate)
-        pos = self.world.choose(wu, ws, now, rng)
-        return Response(pos, np.ones(len(pos)))
+        p = self.world.choice_probs(wu, ws, now)
+        pos = self.world.sample(p, rng)
+        return Response(pos, np.ones(len(pos)), -np.log(np.maximum(p[:, -1], 1e-300)))
 
     def click_probs(self, user_ids, slate, now) -> np.ndarray:
         """(B, K) probability that each position is clicked (no sampling: the oracle's input)."""

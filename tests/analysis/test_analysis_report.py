@@ -100,8 +100,8 @@ def test_summary_recovers_injected_lift(fake_db):
     lat = s[s.metric == "latency_ms"].iloc[0]
     assert lat.role == "guardrail" and bool(lat.guardrail_violated)  # treatment is slower by construction
     assert lat.guardrail_status == "violated" and lat.method == "batch" and "serving batches" in lat.note
-    assert set(s.metric) == {"ctr", "ndcg", "consumption", "click_any", "session_length", "novelty", "diversity",
-                             "latency_ms"}
+    assert set(s.metric) == {"ctr", "ndcg", "consumption", "click_any", "session_length", "return_rate",
+                             "active_days", "novelty", "diversity", "latency_ms"}
     sec = s[s.role == "secondary"]
     assert (sec.p_adj >= sec.p - 1e-15).all() and sec.p_adj.notna().all()
     assert ctr.p_adj == ctr.p  # the primary is tested at alpha, unadjusted (one treatment arm)
@@ -246,7 +246,7 @@ def test_three_arms_one_without_users():
                   weights={"control": 0.5, "b": 0.5, "c": 0.0})
     s = summarize(con, "m3")
     c = s[s.arm == "c"]
-    assert len(c) == 8 and c.p.isna().all() and (c.n_treatment == 0).all()
+    assert len(c) == 10 and c.p.isna().all() and (c.n_treatment == 0).all()  # one row per default metric
     assert (c.note == [f"metric '{m}': arm 'c' has " + ("no measured batches" if m == "latency_ms" else "zero users")
                        for m in c.metric]).all()
     b = s[s.arm == "b"]

@@ -47,6 +47,11 @@ class Scenario:
         """Start one SimPy request process per user in :attr:`users` on ``clock``."""
         raise NotImplementedError
 
+    def availability(self, policies: dict, fitted_on: Dataset):
+        """The :class:`~simulator.engine.pipeline.ItemAvailability` of arms serving ``policies`` fitted
+        on ``fitted_on``, or None when every item can be served all along (no release schedule)."""
+        return None
+
     def announce(self, cfg) -> None:
         """Say (stderr, one line) what the user should know before the run starts."""
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policies.base import FullScorePolicy
 from simulator.core.sequences import Dataset
-from simulator.engine.env import tracked, world_sessions
+from simulator.engine.availability import ItemAvailability
+from simulator.engine.env import Leaving, tracked, world_sessions
 from simulator.engine.scenario.base import Scenario
 from simulator.engine.users import WorldUser, raw_to_world
 
@@ -36,10 +38,22 @@ class WorldScenario(Scenario):
         user_model = WorldUser(world, raw_to_world(ds.user_raw_ids), raw_to_world(ds.item_raw_ids))
         return cls(ds, ds, split, sim_start, hist, times, user_model, np.arange(ds.n_users))
 
+    def availability(self, policies: dict, fitted_on: Dataset):
+        """With items released during the run: nothing is served before its release; an ID policy
+        scores only the items of the data it was fitted on (a new item once a retrain has seen it), a
+        policy that embeds item text every released item."""
+        release = np.asarray(self.dataset.item_attrs.get("release_ts", ()), np.float64)
+        if not len(release) or release.max(initial=0.0) <= self.sim_start:
+            return None
+        seen = np.bincount(fitted_on.sequences.items, minlength=self.dataset.n_items) > 0
+        known = {name: seen for name, pol in policies.items()
+                 if not (isinstance(pol, FullScorePolicy) and pol.embeds_item_text)}
+        return ItemAvailability(release, known)
+
     def arrivals(self, clock, timing, seed: int) -> None:
         rng = np.random.default_rng(seed)
+        leaving = Leaving(timing.abandon_prob, DAY / timing.sessions_per_day, timing.satisfaction,
+                          timing.satisfaction_ref)
         for u in self.users:
             tracked(clock, world_sessions(clock, int(u), np.random.default_rng([seed, int(u)]),
-                                          timing.session_gap_s, timing.abandon_prob,
-                                          float(rng.uniform(0, timing.start_horizon_s)),
-                                          DAY / timing.sessions_per_day))
+                                          timing.session_gap_s, leaving, float(rng.uniform(0, timing.start_horizon_s))))
