@@ -50,6 +50,18 @@ class Scenario:
     def announce(self, cfg) -> None:
         """Say (stderr, one line) what the user should know before the run starts."""
 
+    def warnings(self, cfg) -> list[str]:
+        """Sentences about this scenario a report must show (stored with the run)."""
+        return []
+
+    def seen(self, users: np.ndarray, now: np.ndarray, histories: list[list[int]],
+             history_times: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """What the arms see before each request of a batch (items, times per request).
+
+        ``histories``/``history_times`` are the simulation's: :attr:`histories` grown with what each
+        user consumed in the simulation (after the feedback delay). By default that is all they see."""
+        return [np.asarray(histories[u], np.int64) for u in users], [history_times[u] for u in users]
+
     @staticmethod
     def histories_of(train: Dataset) -> tuple[LeaveOneOut, list[list[int]], list[np.ndarray]]:
         """The training split and every user's history (items, times) at the simulation start."""
