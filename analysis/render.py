@@ -84,6 +84,23 @@ def _truth_display(ctx: dict) -> pd.DataFrame | None:
     return t.pivot(index="metric", columns="arm", values="text").reset_index()
 
 
+SEGMENT_TEXT = ("new = users with no interaction before the run's start, returning = the others; plain estimates "
+                "(no CUPED); p adj: Holm over the segment x arm tests of each metric")
+
+
+def _segments_display(ctx: dict) -> pd.DataFrame | None:
+    """The per-segment effects (analysis/segments.py) as a table, or None when the run has one segment."""
+    rep = ctx.get("segments")
+    if rep is None:
+        return None
+    pct = lambda v: "-" if v is None else f"{v * 100:+.2f}%"  # noqa: E731
+    return pd.DataFrame([{"metric": e.metric, "segment": e.segment, "arm": e.arm, "users c/t": f"{e.n_control}/{e.n_treatment}",
+                          "rel lift": pct(e.rel_lift),
+                          "95% CI": "" if e.rel_ci_low is None else f"[{pct(e.rel_ci_low)}, {pct(e.rel_ci_high)}]",
+                          "p adj": "-" if e.p_adj is None else f"{e.p_adj:.3g}",
+                          "result": "significant" if e.significant else "", "note": e.note} for e in rep.effects])
+
+
 def render_markdown(ctx: dict, images: dict[str, str]) -> str:
     info, summary, srm = ctx["info"], ctx["summary"], ctx["srm"]
     text, failed = _srm_text(srm)
@@ -102,6 +119,9 @@ def render_markdown(ctx: dict, images: dict[str, str]) -> str:
     truth = _truth_display(ctx)
     if truth is not None:
         lines += ["## World oracle (true values)", "", ORACLE_TEXT, "", _md_table(truth), ""]
+    segs = _segments_display(ctx)
+    if segs is not None:
+        lines += ["## By segment (new vs returning users)", "", SEGMENT_TEXT, "", _md_table(segs), ""]
     lines += ["## Arms", "", _md_table(_arms_display(ctx["arms"])), "", _md_table(_pipelines(ctx)),
               "", f"![cumulative]({images['cumulative']})", "", f"![latency]({images['latency']})", "",
               "## Per-channel contribution", "", f"![channels]({images['channels']})", "",
@@ -239,6 +259,10 @@ def render_html(ctx: dict, images: dict[str, str]) -> str:
     truth = _truth_display(ctx)
     truth_html = ("" if truth is None else
                   f"<h2>World oracle (true values)</h2><p class='meta'>{html.escape(ORACLE_TEXT)}</p>{_html_table(truth)}")
+    segs = _segments_display(ctx)
+    if segs is not None:
+        truth_html += (f"<h2>By segment (new vs returning users)</h2><p class='meta'>{html.escape(SEGMENT_TEXT)}</p>"
+                       f"{_html_table(segs)}")
     return TEMPLATE.substitute(
         run_id=html.escape(str(info["run_id"])), dataset=html.escape(str(info.get("dataset"))),
         status=html.escape(str(info.get("status"))), config_hash=html.escape(str(info.get("config_hash"))),

@@ -24,6 +24,7 @@ from .estimators import DeltaRatio, EstimationError, default_estimator
 from .plots import make_plots
 from .provenance import run_warnings
 from .render import render_html, render_markdown
+from .segments import segment_effects, segment_text
 from .sequential import first_stop, monitorable, sequential_path
 from .srm import SRMResult, srm_for_run
 from .truth import add_truth, truth_summary, truth_table
@@ -260,13 +261,18 @@ def report_context(con, run_id: str, config: AnalysisConfig | dict | None = None
     summary = summarize(con, run_id, cfg)
     power = {r["arm"]: power_numbers(r, cfg.alpha, cfg.power) for r in summary.to_dict("records")
              if r["role"] == "primary"}
-    return {**common, "summary": summary, "arms": arm_summary(con, run_id), "power": power,
+    control, treatments = arm_roles(con, run_id)
+    segments = segment_effects(con, run_id, metric_list(cfg), control, treatments, cfg.alpha)  # new vs returning
+    return {**common, "summary": summary, "arms": arm_summary(con, run_id), "power": power, "segments": segments,
             "sequential": _sequential(con, run_id, cfg), "headline": headline(summary, cfg.alpha, cfg.power)}
 
 
 def console_text(ctx: dict) -> str:
     """What `sim run` and `sim report` print: the answer first, then the table."""
-    return interleave.console_text(ctx) if ctx["design"] == "interleave" else format_summary(ctx["summary"])
+    if ctx["design"] == "interleave":
+        return interleave.console_text(ctx)
+    seg = segment_text(ctx.get("segments"), ctx["sequential"]["metric"])  # the primary metric by segment
+    return format_summary(ctx["summary"]) + ("\n\n" + seg if seg else "")
 
 
 def _jsonable(v):
@@ -307,6 +313,7 @@ def report_json(ctx: dict) -> dict:
         "power": ctx["power"],
         "srm": {"counts": srm.counts, "expected": srm.expected, "chi2": srm.chi2, "p": srm.p, "failed": srm.failed,
                 "error": getattr(srm, "error", None)},
+        "segments": ctx["segments"].model_dump(mode="json") if ctx.get("segments") is not None else None,
         "truth": truth_summary(ctx["truth"]) if not ctx["truth"].empty else [],
         "truth_passes": ctx["truth"],
         "sequential": {"metric": seq["metric"], "note": seq["note"],

@@ -54,3 +54,27 @@ def test_simulated_consumption_is_merged_in_time_order_and_not_doubled(replay):
     assert (np.diff(ts) >= 0).all()  # time order
     assert other in items[n0:].tolist()
     assert items.tolist().count(later_item) == 1 + sc.histories[u].count(later_item)  # logged copy dropped
+
+
+def test_replay_report_shows_scenario_warnings_and_segments(tmp_path):
+    import json
+
+    from analysis.report import write_report
+    from simulator.engine.run import run_experiment
+
+    cat = tiny_catalog(str(tmp_path / "cat.duckdb"))
+    cfg = tiny_config(tmp_path / "art", user_model="replay", replay_start_quantile=0.5, n_requests=150)
+    rid = run_experiment(cfg, cat, progress=False)
+    out = write_report(cat, rid, tmp_path / "rep")
+    js = json.loads(open(out["json"]).read())
+    assert any("this run serves the first 150" in w and "of the" in w for w in js["warnings"])
+    assert any("this run serves the first 150" in w for w in open(out["md"]).read().split("WARNING: ")[1:])
+    seg = js["segments"]
+    assert seg is not None and set(seg["users"]) == {"new", "returning"}
+    ctr = [e for e in seg["effects"] if e["metric"] == "ctr"]
+    assert {e["segment"] for e in ctr} == {"new", "returning"}
+    by = {e["segment"]: e for e in ctr}
+    assert by["returning"]["p_adj"] is not None and by["returning"]["p_adj"] >= by["returning"]["p"]
+    assert by["new"]["p"] is not None or by["new"]["note"]  # estimated, or why not
+    assert "by segment (ctr" in out["text"]
+    cat.close()

@@ -10,11 +10,13 @@ A new scenario is one subclass registered in :data:`simulator.engine.scenario.SC
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
+from simulator.core.ordering import order_stats
 from simulator.core.sequences import Dataset, LeaveOneOut
 
 
@@ -48,11 +50,14 @@ class Scenario:
         raise NotImplementedError
 
     def announce(self, cfg) -> None:
-        """Say (stderr, one line) what the user should know before the run starts."""
+        """Say (stderr, one line each) what the user should know before the run starts: its warnings."""
+        for w in self.warnings(cfg):
+            print(f"warning: {w}", file=sys.stderr)
 
     def warnings(self, cfg) -> list[str]:
-        """Sentences about this scenario a report must show (stored with the run)."""
-        return []
+        """Sentences about this run's data a report must show (stored with the run: ``runs.warnings_json``)."""
+        order = order_stats(self.dataset.sequences)
+        return [order.sentence(cfg.dataset)] if order.pseudo_sequential else []
 
     def seen(self, users: np.ndarray, now: np.ndarray, histories: list[list[int]],
              history_times: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -11,7 +11,6 @@ returning users (analysis/segments.py)."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,15 +73,24 @@ class ReplayScenario(Scenario):
             times_out.append(np.concatenate([self.history_times[u][:n0], new_t[order]]))
         return items_out, times_out
 
-    def announce(self, cfg) -> None:
-        """Say (one line, stderr) when the log holds fewer requests than asked for, or more than this
-        run serves (the run then reaches only the users active first after the cut)."""
+    def warnings(self, cfg) -> list[str]:
+        """Pseudo-sequential data (the base's), a log shorter than the run, or a run that reaches only the
+        users active first after the cut."""
+        out = super().warnings(cfg)
         available, users = int(sum(len(t) for t in self.times)), len(self.users)
-        if available > cfg.n_requests:
-            print(f"note: the replay log of {cfg.dataset!r} holds {available:,} requests from {users:,} users "
-                  f"after the start cut; this run serves the first {cfg.n_requests:,} (--requests {available} "
-                  "serves them all)", file=sys.stderr)
         if available < cfg.n_requests:
-            print(f"warning: the replay log of {cfg.dataset!r} holds only {available:,} requests after the start "
-                  f"cut (replay_start_quantile {cfg.replay_start_quantile:g}): serving {available:,} of the "
-                  f"{cfg.n_requests:,} asked for", file=sys.stderr)
+            out.append(f"the replay log of {cfg.dataset!r} holds only {available:,} requests after the start cut "
+                       f"(replay_start_quantile {cfg.replay_start_quantile:g}): serving {available:,} of the "
+                       f"{cfg.n_requests:,} asked for")
+        elif available > cfg.n_requests:
+            out.append(f"the replay log of {cfg.dataset!r} holds {available:,} requests from {users:,} users after "
+                       f"the start cut; this run serves the first {cfg.n_requests:,}, which reach "
+                       f"{self.users_reached(int(cfg.n_requests)):,} of the {users:,} users (--requests {available} "
+                       "serves them all)")
+        return out
+
+    def users_reached(self, n: int) -> int:
+        """Distinct users among the first ``n`` logged requests after the cut (in time order)."""
+        ts = np.concatenate([self.times[u] for u in self.users])
+        us = np.concatenate([np.full(len(self.times[u]), u) for u in self.users])
+        return int(len(np.unique(us[np.argsort(ts, kind="stable")[:n]])))
