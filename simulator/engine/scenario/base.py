@@ -42,6 +42,11 @@ class Scenario:
         return False
 
     @classmethod
+    def applies(cls, meta: dict) -> bool:
+        """Whether the scenario can be asked for by name on such a dataset (a ground truth needs a world)."""
+        return not cls.has_truth or cls.accepts(meta)
+
+    @classmethod
     def build(cls, cfg, catalog, ds: Dataset) -> Scenario:  # pragma: no cover - abstract
         raise NotImplementedError
 
