@@ -38,10 +38,10 @@ VERSION = 1  # bump when fitting changes what the same settings learn from the s
 class LearnedConfig:
     dim: int = 32
     context: int = 20  # recent history items in the taste (0: plain MF)
-    text_buckets: int = 1024  # hashed word features of the item text (0: none)
-    epochs: int = 12
-    batch_size: int = 1024
-    lr: float = 0.01
+    text_buckets: int = 256  # hashed word features of the item text (0: none)
+    epochs: int = 6
+    batch_size: int = 2048
+    lr: float = 0.02
     weight_decay: float = 1e-5
     seed: int = 0
 
@@ -122,7 +122,18 @@ def training_examples(seqs: Sequences, n_items: int, context: int) -> tuple[np.n
 
 def fit(seqs: Sequences, n_users: int, n_items: int, item_text: list[str], cfg: LearnedConfig,
         progress: bool = False) -> LearnedParams:
-    """Fit the response model on ``seqs`` (deterministic given ``cfg.seed``)."""
+    """Fit the response model on ``seqs`` (deterministic given ``cfg.seed``; one thread: small matrices,
+    and the same sums in the same order on every machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit(seqs, n_users, n_items, item_text, cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(seqs: Sequences, n_users: int, n_items: int, item_text: list[str], cfg: LearnedConfig,
+         progress: bool) -> LearnedParams:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     text = text_features(item_text, cfg.text_buckets) if cfg.text_buckets else None
