@@ -117,6 +117,9 @@ CASES = [
     # 4. run options, runs left behind, reports
     ("negative seed", ["run", "--arms", "popularity,itemknn", "--data", "w", "--seed", "-1", "COMMON"], 2,
      r"^error: --seed must be a non-negative integer, got -1$"),
+    ("misspelt user model", ["run", "--arms", "popularity,itemknn", "--data", "w", "--user-model", "lerned", "COMMON"],
+     2, r"^error: unknown --user-model 'lerned' \(choose from auto, world, replay, learned\); "
+        r"did you mean 'learned'\?$"),
     ("zero requests", ["run", "--arms", "popularity,itemknn", "--data", "w", "-n", "0", "COMMON"], 2,
      r"^error: --requests must be at least 1, got 0$"),
     ("typo inside a channel", ["run", "--config", "DIR/typo.toml", "COMMON"], 2,

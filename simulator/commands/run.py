@@ -119,6 +119,14 @@ def check_options(ov: dict, *, resume: Optional[str], given: dict) -> None:
         raise ConfigError(f"--actors must be at least 1, got {ov['actors_per_arm']}")
     if ov.get("design") not in (None, "ab", "interleave"):
         raise ConfigError(f"--design must be ab or interleave, got {ov['design']!r}")
+    if ov.get("user_model") is not None:  # before any work (the dataset's notes included)
+        from simulator.engine.config import _one_of
+        from simulator.engine.scenario import SCENARIOS
+
+        try:
+            _one_of(ov["user_model"], ("auto", *SCENARIOS), "--user-model")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if ov.get("runtime") not in (None, "local", "ray"):
         raise ConfigError(f"--runtime must be local or ray, got {ov['runtime']!r}")
     if ov.get("ray_address") not in (None, "auto", "local"):
