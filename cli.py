@@ -6,6 +6,7 @@ Commands live beside the code they drive; this module only mounts them:
   sim hllm ...      simulator/commands/hllm.py             embed-items, train stages, export
   sim run           simulator/commands/run.py    run an A/B(/n) simulation
   sim report, query, power   simulator/commands/analysis.py
+  sim ope           simulator/commands/ope.py    off-policy estimates of an arm from a run's logs
 Errors caused by input print one line (``error: ...``) and exit 2; ``--debug`` shows tracebacks.
 """
 
@@ -46,6 +47,7 @@ _MOUNTS = (
     ("simulator.commands.analysis", "report", "report", False),
     ("simulator.commands.analysis", "query", "query", False),
     ("simulator.commands.analysis", "power", "power", False),
+    ("simulator.commands.ope", "ope", "ope", False),
 )
 
 
@@ -69,7 +71,13 @@ def _mount() -> None:
 _mount()
 
 
-def _interrupted(e: BaseException) -> None:
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (a name from a user's file may hold a terminal
+    escape sequence; it must not reach the terminal)."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else ch.encode("unicode_escape").decode() for ch in text)
+
+
+def _interrupted(e: BaseException | None) -> None:
     code = signals.exit_code(e)
     typer.secho("terminated" if code == 143 else "interrupted", err=True)
     sys.exit(code)
@@ -87,7 +95,7 @@ def main() -> None:
     except SimError as e:
         if _DEBUG["on"] or "--debug" in sys.argv:
             raise
-        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        typer.secho(f"error: {printable(str(e))}", err=True, fg=typer.colors.RED)
         sys.exit(2)
     except KeyboardInterrupt as e:
         _interrupted(e)
@@ -100,7 +108,7 @@ def main() -> None:
             ctx = getattr(e, "ctx", None)
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             if e.format_message():  # (empty for a bare `sim`: the help is already shown)
-                typer.secho(f"error: {e.format_message()}{hint}", err=True, fg=typer.colors.RED)
+                typer.secho(f"error: {printable(e.format_message())}{hint}", err=True, fg=typer.colors.RED)
             sys.exit(e.exit_code)
         if type(e).__name__ == "Abort":  # click turns Ctrl-C into Abort
             cause = e.__cause__ or e.__context__
@@ -111,8 +119,10 @@ def main() -> None:
             _interrupted(e)
         if _DEBUG["on"] or "--debug" in sys.argv:
             raise
-        typer.secho(f"error: {type(e).__name__}: {e}", err=True, fg=typer.colors.RED)
+        typer.secho(f"error: {type(e).__name__}: {printable(str(e))}", err=True, fg=typer.colors.RED)
         sys.exit(1)
+    if signals.received() is not None:  # typer answers a signal it caught with 130, even for SIGTERM
+        _interrupted(None)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

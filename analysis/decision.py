@@ -7,8 +7,13 @@
 - Guardrails: one-sided non-inferiority at ``alpha`` with a relative margin per guardrail:
   ``ok`` when the data show the treatment is not worse than the margin, ``violated`` when they
   show it is worse than the margin, ``inconclusive`` otherwise.
-Power: the minimum detectable effect of this run, (z_{1-alpha/2} + z_power) x SE, and the users
-per arm needed to detect the observed lift at that power (the SE shrinks as 1/sqrt(n)).
+One statistic per decision: the relative lift over its delta-method SE (the absolute difference
+where the relative lift is undefined), in its own distribution (t with the serving batches' dof for
+latency), gives p, the label and the CI; the CI's level is the one the multiple-testing
+adjustment implies (``multiple.levels``), so "significant" <=> the CI excludes 0.
+Power: the minimum detectable effect of this run, (z_{1-alpha/2} + z_power) x SE under no
+effect (absolute SE / control level), and the users per arm needed to detect the observed lift
+at that power (the SE shrinks as 1/sqrt(n)).
 """
 
 from __future__ import annotations
@@ -17,17 +22,47 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .multiple import adjust
+from .multiple import adjust, levels
 from .views import AnalysisConfig
 
 
+def _dist(dof: float):
+    """The test statistic's distribution: t with ``dof`` degrees of freedom, normal when infinite."""
+    return stats.norm if not np.isfinite(dof) else stats.t(dof)
+
+
+def decision_stat(row: dict) -> tuple[float, float, float]:
+    """(estimate, SE, dof) the decision is made on: the relative lift when it is defined, else the
+    absolute difference. The label, p and CI all come from this one estimate."""
+    dof = row.get("dof", np.inf)
+    dof = np.inf if dof is None or not np.isfinite(dof) else float(dof)
+    rel, rse = row.get("rel_lift", np.nan), row.get("rel_se", np.nan)
+    if rel is not None and np.isfinite(rel) and rse is not None and np.isfinite(rse) and rse > 0:
+        return float(rel), float(rse), dof
+    return float(row.get("abs_lift", np.nan)), float(row.get("se", np.nan)), dof
+
+
+def _p_value(row: dict) -> float:
+    est, se, dof = decision_stat(row)
+    if not (np.isfinite(est) and np.isfinite(se) and se > 0):
+        return float("nan")
+    return float(2 * _dist(dof).sf(abs(est) / se))
+
+
 def decide(df: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
-    """Add p_adj, significant, margin, guardrail_status and guardrail_violated to an effect table."""
+    """Apply the decision rule to an effect table: p (of the decision statistic), p_adj, its CI at
+    the level the adjustment implies (``ci_level``), significant, margin, guardrail status."""
     df = df.copy()
-    df["p_adj"] = np.nan
+    for col in ("se", "dof"):
+        if col not in df:
+            df[col] = np.nan if col == "se" else np.inf
+    df["p"] = [_p_value(r) for r in df.to_dict("records")]
+    df["p_adj"], df["ci_level"] = np.nan, 1 - cfg.alpha
     for role, method in (("primary", "holm"), ("secondary", cfg.secondary_correction)):
         rows = df["role"] == role
         df.loc[rows, "p_adj"] = adjust(df.loc[rows, "p"].to_numpy(float), method)
+        df.loc[rows, "ci_level"] = 1 - levels(df.loc[rows, "p"].to_numpy(float), method, cfg.alpha)
+    _intervals(df)
     df["significant"] = (df["role"] != "guardrail") & (df["p_adj"] < cfg.alpha)
     g = df["role"] == "guardrail"
     df["margin"] = np.where(g, [cfg.margin(m) for m in df["metric"]], np.nan)
@@ -37,30 +72,64 @@ def decide(df: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
     return df
 
 
+def _intervals(df: pd.DataFrame) -> None:
+    """Absolute and relative CIs at each row's ``ci_level``, from the same SE and distribution as p."""
+    for i, r in zip(df.index, df.to_dict("records"), strict=True):
+        q = _dist(decision_stat(r)[2]).ppf(1 - (1 - r["ci_level"]) / 2)
+        for est, se, lo, hi in (("abs_lift", "se", "ci_low", "ci_high"),
+                                ("rel_lift", "rel_se", "rel_ci_low", "rel_ci_high")):
+            e, s_ = r.get(est, np.nan), r.get(se, np.nan)
+            ok = e is not None and s_ is not None and np.isfinite(e) and np.isfinite(s_)
+            df.loc[i, lo], df.loc[i, hi] = (e - q * s_, e + q * s_) if ok else (np.nan, np.nan)
+
+
+def null_rel_se(row: dict) -> float:
+    """SE of the relative lift under no effect: the absolute SE over the control level."""
+    se, c = row.get("se", np.nan), row.get("control", np.nan)
+    if se is None or c is None or not (np.isfinite(se) and np.isfinite(c)) or c <= 0 or se <= 0:
+        return float("nan")
+    return float(se / c)
+
+
 def guardrail_status(row: dict, alpha: float) -> str:
-    """ok / inconclusive / violated from the relative lift, its SE and the margin (one-sided tests)."""
+    """ok / inconclusive / violated from the relative lift, its SE and the margin (one-sided tests
+    in the guardrail's own distribution: t with the batches' dof for latency)."""
     rel, se, m = row.get("rel_lift"), row.get("rel_se"), row["margin"]
     if rel is None or se is None or not np.isfinite(rel) or not np.isfinite(se) or se <= 0:
         return "inconclusive"
+    dist = _dist(decision_stat(row)[2])
     harm = -rel if row.get("higher_is_better", True) else rel  # > 0: the treatment is worse
-    if stats.norm.sf((m - harm) / se) < alpha:  # H0 harm >= m rejected: not worse than the margin
+    if dist.sf((m - harm) / se) < alpha:  # H0 harm >= m rejected: not worse than the margin
         return "ok"
-    if stats.norm.sf((harm - m) / se) < alpha:  # H0 harm <= m rejected: worse than the margin
+    if dist.sf((harm - m) / se) < alpha:  # H0 harm <= m rejected: worse than the margin
         return "violated"
     return "inconclusive"
 
 
+def guardrail_units_needed(row: dict, alpha: float, power: float) -> float:
+    """Units per arm (users, or serving batches) at which this guardrail's non-inferiority test
+    would show "not worse than the margin" with ``power`` if the treatment does no harm."""
+    se0, m = null_rel_se(row), row.get("margin", np.nan)
+    n_now = min(row.get("n_control") or 0, row.get("n_treatment") or 0)
+    if not (np.isfinite(se0) and m and np.isfinite(m) and n_now):
+        return float("nan")
+    k = stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)
+    return float(np.ceil(n_now * (k * se0 / m) ** 2))
+
+
 def power_numbers(row: dict, alpha: float, power: float) -> dict:
-    """MDE (relative) of this run and users per arm needed to detect the observed lift."""
-    se, rel = row.get("rel_se"), row.get("rel_lift")
-    k = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    """MDE (relative, from the SE under no effect) of this run and users per arm needed to detect
+    the observed lift at ``power``."""
+    se0, rel = null_rel_se(row), row.get("rel_lift")
+    dist = _dist(decision_stat(row)[2])
+    k = dist.ppf(1 - alpha / 2) + dist.ppf(power)
     out = {"mde_rel": float("nan"), "users_needed_per_arm": float("nan"), "power": power}
-    if se is None or not np.isfinite(se) or se <= 0:
+    if not np.isfinite(se0):
         return out
-    out["mde_rel"] = float(k * se)
+    out["mde_rel"] = float(k * se0)
     n_now = min(row.get("n_control") or 0, row.get("n_treatment") or 0)
     if rel is not None and np.isfinite(rel) and rel != 0 and n_now:
-        out["users_needed_per_arm"] = float(np.ceil(n_now * (k * se / abs(rel)) ** 2))
+        out["users_needed_per_arm"] = float(np.ceil(n_now * (k * se0 / abs(rel)) ** 2))
     return out
 
 
@@ -97,5 +166,14 @@ def headline(summary: pd.DataFrame, alpha: float, power: float) -> list[str]:
     for r in bad.to_dict("records"):
         if r["guardrail_status"] != "ok":
             out.append(f"Guardrail {r['metric']} ({r['arm']}): {r['guardrail_status']} "
-                       f"({_pct(r['rel_lift'])}, margin {r['margin']:.0%}).")
+                       f"({_pct(r['rel_lift'])}, margin {r['margin']:.0%}{_needed(r, alpha, power)}).")
     return out
+
+
+def _needed(r: dict, alpha: float, power: float) -> str:
+    """For an inconclusive guardrail: the size that would make it conclusive if there is no harm."""
+    if r["guardrail_status"] != "inconclusive":
+        return ""
+    n = guardrail_units_needed(r, alpha, power)
+    unit = "serving batches" if "batches" in str(r.get("note", "")) else "users"
+    return f"; ~{n:,.0f} {unit} per arm would show it at {power:.0%} power" if np.isfinite(n) else ""

@@ -69,9 +69,10 @@ class Effect:
     note: str = ""
     extra: dict = field(default_factory=dict)
     rel_se: float = float("nan")
+    dof: float = float("inf")  # degrees of freedom of the test statistic (inf: normal)
 
     def __post_init__(self) -> None:
-        for k in ("control", "treatment", "abs_lift", "rel_lift", "p", "se", "rel_se"):
+        for k in ("control", "treatment", "abs_lift", "rel_lift", "p", "se", "rel_se", "dof"):
             setattr(self, k, float(getattr(self, k)))
         self.ci = tuple(map(float, self.ci))
         self.rel_ci = tuple(map(float, self.rel_ci))
@@ -409,6 +410,8 @@ class BatchRatio(Estimator):
         for a in (c, t):
             if (den, a) not in wide or wide[(den, a)].sum() == 0:
                 raise EstimationError(f"metric {metric.name!r}: arm {a!r} has no measured batches")
+        n_batches = len(wide)
+        wide = paired_windows(wide, den, c, t)
         B = len(wide)
         if B < 3:
             raise EstimationError(f"metric {metric.name!r}: {B} serving batches are too few to test")
@@ -425,8 +428,31 @@ class BatchRatio(Estimator):
         n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
                       treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
-                      p=2 * stats.t.sf(abs(d) / se, B - 1), n_by_arm=n, se=se, rel_se=rel_se,
-                      note=f"n = serving batches ({B}), not users")
+                      p=2 * stats.t.sf(abs(d) / se, B - 1), n_by_arm=n, se=se, rel_se=rel_se, dof=B - 1,
+                      note=(f"n = serving batches ({B}), not users" if B == n_batches else
+                            f"n = {B} time windows of consecutive serving batches holding both arms "
+                            f"({n_batches} batches), not users"))
+
+
+def paired_windows(wide: pd.DataFrame, den: str, c: str, t: str) -> pd.DataFrame:
+    """Consecutive serving batches summed into time windows that each hold both arms.
+
+    Where every batch serves both arms (a world's batches), the windows are the batches. In a replay
+    most batches hold one arm (few users request at the same moment), so pairing the arms within a
+    batch would compare an arm with nothing; a window closes as soon as both arms have served in it,
+    and a last window missing an arm joins the one before."""
+    has_c, has_t = (wide[(den, c)] > 0).to_numpy(), (wide[(den, t)] > 0).to_numpy()
+    if (has_c & has_t).all():
+        return wide
+    window, w, seen_c, seen_t = np.zeros(len(wide), np.int64), 0, False, False
+    for i in range(len(wide)):
+        window[i] = w
+        seen_c, seen_t = seen_c or has_c[i], seen_t or has_t[i]
+        if seen_c and seen_t:
+            w, seen_c, seen_t = w + 1, False, False
+    if seen_c or seen_t:  # an unfinished last window
+        window[window == w] = max(w - 1, 0)
+    return wide.groupby(window).sum()
 
 
 def default_estimator(metric: Metric, alpha: float = 0.05, cuped: bool = True,

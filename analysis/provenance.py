@@ -10,10 +10,13 @@ from simulator.core.fingerprint import dataset_hash
 from simulator.core.snapshot import run_dataset
 
 
-def _status_warning(info: dict) -> str | None:
+def _status_warning(con, info: dict) -> str | None:
     rid, status = info["run_id"], info.get("status")
+    if status == "complete":
+        return None
     asked = (json.loads(info.get("config_json") or "{}") or {}).get("n_requests")
-    served = f"the {int(info.get('n_requests') or 0):,} requests served" + (f" of {asked:,} asked for" if asked else "")
+    stored = con.execute("SELECT count(*) FROM requests WHERE run_id = ?", [rid]).fetchall()[0][0]
+    served = f"the {stored:,} requests stored" + (f" of {asked:,} asked for" if asked else "")
     if status == "running":
         return (f"run {rid} did not finish: it is marked 'running' but no process is writing it (it was killed); "
                 f"the numbers cover only {served}; continue it with `sim run --resume {rid}`")
@@ -54,4 +57,4 @@ def _scenario_warnings(info: dict) -> list[str]:
 def run_warnings(con, info: dict) -> list[str]:
     """Warnings about run ``info`` (a ``runs`` row as a dict): unfinished run, changed data, the
     scenario's warnings about the run's data."""
-    return [w for w in (_status_warning(info), _data_warning(con, info)) if w] + _scenario_warnings(info)
+    return [w for w in (_status_warning(con, info), _data_warning(con, info)) if w] + _scenario_warnings(info)

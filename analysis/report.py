@@ -42,7 +42,8 @@ from .views import (
 SUMMARY_COLUMNS = ["metric", "role", "arm", "control_arm", "method", "control", "treatment", "abs_lift",
                    "rel_lift", "ci_low", "ci_high", "rel_ci_low", "rel_ci_high", "rel_se", "p", "p_adj",
                    "significant", "guardrail_status", "margin", "n_control", "n_treatment", "true_control",
-                   "true_treatment", "true_rel_lift", "true_rel_se", "var_reduction", "note"]
+                   "true_treatment", "true_rel_lift", "true_rel_se", "var_reduction", "se", "dof", "ci_level",
+                   "note"]
 
 
 # ---------------------------------------------------------------- config + table
@@ -173,6 +174,13 @@ def _na(fmt):
     return lambda v: fmt(v) if pd.notna(v) else "-"
 
 
+def _ci_cell(lo: float, hi: float, level: float, default: float) -> str:
+    """A relative CI; its level is shown when the multiple-testing adjustment widened it."""
+    if not np.isfinite(lo):
+        return ""
+    return f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]" + (f" ({level:.1%})" if abs(level - default) > 1e-9 else "")
+
+
 def format_summary(summary: pd.DataFrame) -> str:
     """The answer first (one line per treatment arm), then the effect table (what `sim run`/`sim report` print)."""
     if summary.empty:
@@ -187,8 +195,8 @@ def format_summary(summary: pd.DataFrame) -> str:
         "control": summary["control"].map(_na(lambda v: f"{v:.4g}")),
         "treatment": summary["treatment"].map(_na(lambda v: f"{v:.4g}")),
         "rel_lift": summary["rel_lift"].map(pct),
-        "95% CI": [f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]" if np.isfinite(lo) else "" for lo, hi in
-                   zip(summary["rel_ci_low"], summary["rel_ci_high"], strict=True)],
+        "CI": [_ci_cell(lo, hi, lv, 1 - summary.attrs.get("alpha", 0.05)) for lo, hi, lv in
+               zip(summary["rel_ci_low"], summary["rel_ci_high"], summary["ci_level"], strict=True)],
         "p_adj": summary["p_adj"].map(lambda v: f"{v:.3g}" if np.isfinite(v) else ""),
         "result": [_result(r) for r in summary.itertuples()],
         "true lift": summary["true_rel_lift"].map(lambda v: pct(v) if np.isfinite(v) else ""),
@@ -196,8 +204,10 @@ def format_summary(summary: pd.DataFrame) -> str:
     })
     if not summary["true_rel_lift"].notna().any():
         d = d.drop(columns=["true lift"])
-    legend = ("(* primary, tested at alpha; secondary p_adj corrected among the secondaries; (g) guardrail: "
-              "non-inferiority test with its margin; users c/t = units per arm, serving batches for latency)")
+    legend = ("(* primary, tested at alpha; secondary p_adj corrected among the secondaries; CI: 95% unless the "
+              "correction widens it (level shown), so a result is significant exactly when its CI excludes 0; "
+              "(g) guardrail: non-inferiority test with its margin; users c/t = units per arm, serving batches "
+              "for latency)")
     return "\n".join(lines) + "\n\n" + d.to_string(index=False) + "\n" + legend
 
 
@@ -276,6 +286,8 @@ def console_text(ctx: dict) -> str:
 
 
 def _jsonable(v):
+    if v is pd.NaT:
+        return None
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

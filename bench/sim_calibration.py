@@ -16,6 +16,8 @@ with arms trained once (only the seed and the salt change between replicates), t
     the run-to-run SD of the estimate vs the mean reported SE, per metric the oracle knows.
 (c) Power: the share of (b)'s runs whose primary test is significant vs the power predicted
     (analysis.power.power_from_se) from a pilot run's standard error.
+(e) Replay A/A (--replay-aa N): the A/A of (a) on a replayed log (--cuped-data, default ml-100k),
+    where most serving batches hold one arm (latency is paired by time window there).
 (d) CUPED: on A/A runs of the world and of ml-100k replay, the standard error of every metric
     with the one-covariate adjustment (pre-period interaction count) and with all pre-period
     covariates, relative to no adjustment (median over runs).
@@ -60,7 +62,8 @@ DATASET = {"name": "synthetic"}  # --world-users N: a world with N users (same i
 
 
 def config(arms: list[dict], seed: int, salt: str, artifacts: str, **kw):
-    return parse_config({"name": "calib", "dataset": DATASET["name"], "seed": seed, "salt": salt, "arms": arms,
+    kw.setdefault("dataset", DATASET["name"])
+    return parse_config({"name": "calib", "seed": seed, "salt": salt, "arms": arms,
                          "artifacts": artifacts, "policies": TRAINING, "oracle_reps": 0, **kw}, "bench")
 
 
@@ -95,14 +98,21 @@ def wilson(k: int, n: int) -> list[float]:
     return [float(x) for x in proportion_confint(k, n, method="wilson")]
 
 
-def run_aa(cat, policies, n_runs: int, n_requests: int, art: str, alpha: float) -> dict:
+def run_aa(cat, policies, n_runs: int, n_requests: int, art: str, alpha: float, dataset: str | None = None,
+           minutes: float | None = None) -> dict:
+    """``n_runs`` A/A runs (stopping early, and saying so, after ``minutes``)."""
     arms = [arm("a", "popularity", "control"), arm("b", "popularity", "treatment")]
     res, seq = [], []
-    for i in tqdm(range(n_runs), desc="A/A", file=sys.stderr):
-        r, meta = replicate(cat, config(arms, seed=1000 + i, salt=f"aa-{i}", artifacts=art, n_requests=n_requests),
-                            policies, sequential=True)
+    t0 = time.perf_counter()
+    for i in tqdm(range(n_runs), desc=f"A/A {dataset or DATASET['name']}", file=sys.stderr):
+        extra = {"dataset": dataset} if dataset else {}
+        r, meta = replicate(cat, config(arms, seed=1000 + i, salt=f"aa-{i}", artifacts=art, n_requests=n_requests,
+                                        **extra), policies, sequential=True)
         res.append(r)
         seq.append(meta["stop"]["stopped"])
+        if minutes is not None and time.perf_counter() - t0 > 60 * minutes:
+            break
+    n_runs = len(res)
     metrics = list(res[0])
     per = {}
     for m in metrics:
@@ -116,7 +126,10 @@ def run_aa(cat, policies, n_runs: int, n_requests: int, art: str, alpha: float) 
             per[m]["violated"] = float(np.mean([r[m]["guardrail_status"] == "violated" for r in res]))
     prim = next(m.name for m in metric_list(AnalysisConfig()) if m.role == "primary")
     vr = [r[prim]["var_reduction"] for r in res if np.isfinite(r[prim]["var_reduction"] or np.nan)]
+    winner_ci0 = sum(bool(r[m]["significant"]) and r[m]["rel_ci_low"] <= 0 <= r[m]["rel_ci_high"]
+                     for r in res for m in r)
     return {"runs": n_runs, "requests_per_run": n_requests, "alpha": alpha, "metrics": per,
+            "dataset": dataset or DATASET["name"], "significant_with_ci_containing_0": int(winner_ci0),
             "primary_significant_rate": float(np.mean([r[prim]["significant"] for r in res])),
             "any_guardrail_violated_rate": float(np.mean([any(r[m]["guardrail_status"] == "violated" for m in r)
                                                           for r in res])),
@@ -221,6 +234,9 @@ def main() -> None:
     ap.add_argument("--skip-aa", action="store_true")
     ap.add_argument("--cuped-runs", type=int, default=30, help="(d): A/A runs per dataset (0 = skip)")
     ap.add_argument("--cuped-data", default="ml-100k", help="(d): a replay dataset besides the world ('' = none)")
+    ap.add_argument("--replay-aa", type=int, default=0, help="(e): A/A runs on --cuped-data replayed (0 = skip)")
+    ap.add_argument("--replay-requests", type=int, default=4000)
+    ap.add_argument("--minutes", type=float, default=None, help="(e): stop the replay A/A after this long")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -239,18 +255,22 @@ def main() -> None:
     art = str(work / "artifacts")
     arms = [arm("popularity", "popularity", "control"), arm("sasrec", "sasrec", "treatment")]
     pilot_cfg = config(arms, seed=1, salt="pilot", artifacts=art, n_requests=args.effect_requests)
-    policies = train_arms(pilot_cfg, prepare(pilot_cfg, cat), progress=False)
     ensure_schema(cat.con)
     install_views(cat.con)
     t0 = time.perf_counter()
-    _, meta = replicate(cat, pilot_cfg, policies, sequential=False)  # how long a window holds ~N requests
+    world = not args.skip_aa or args.effect or args.cuped_runs  # (e) alone needs no world pilot
+    policies = train_arms(pilot_cfg, prepare(pilot_cfg, cat), progress=False) if world else {}
+    meta = replicate(cat, pilot_cfg, policies, sequential=False)[1] if world else {}  # ~N requests' window
     out: dict = {"command": "python bench/sim_calibration.py " + " ".join(sys.argv[1:]), "machine": {"cpus": os.cpu_count()},
                  "dataset": DATASET["name"]}
     save = saver(args.out, out)  # after every section: a crash late in a long run keeps what was measured
     if not args.skip_aa:
-        save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha))
-    out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.truth_reps)
-    save("power", power_check(out["effect"], args.alpha))
+        save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha, minutes=args.minutes))
+    if args.replay_aa and _available(args.cuped_data):
+        save("replay_aa", _replay_aa(cat, args, art))
+    if args.effect:
+        out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.truth_reps)
+        save("power", power_check(out["effect"], args.alpha))
     if args.cuped_runs:
         cuped = [run_cuped(cat, policies, args.cuped_runs, args.requests, art, DATASET["name"])]
         save("cuped", cuped)
@@ -282,9 +302,19 @@ def _available(name: str) -> bool:
 def _cuped_replay(cat, args, art: str) -> dict:
     """(d) on a replay dataset: popularity arms trained on its pre-period."""
     ensure_dataset(args.cuped_data, cat)
-    cfg = config([arm("a", "popularity", "control")], 0, "x", art).model_copy(update={"dataset": args.cuped_data})
+    cfg = config([arm("a", "popularity", "control"), arm("b", "popularity", "treatment")], 0, "x", art,
+                 dataset=args.cuped_data)
     pop = train_arms(cfg, prepare(cfg, cat), progress=False)
     return run_cuped(cat, pop, args.cuped_runs, 4 * args.requests, art, args.cuped_data)
+
+
+def _replay_aa(cat, args, art: str) -> dict:
+    """(e) A/A on a replayed log (issue 21: latency's batches hold one arm there)."""
+    ensure_dataset(args.cuped_data, cat)
+    cfg = config([arm("a", "popularity", "control"), arm("b", "popularity", "treatment")], 0, "x", art,
+                 dataset=args.cuped_data)
+    pop = train_arms(cfg, prepare(cfg, cat), progress=False)
+    return run_aa(cat, pop, args.replay_aa, args.replay_requests, art, args.alpha, args.cuped_data, args.minutes)
 
 
 if __name__ == "__main__":

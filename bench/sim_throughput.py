@@ -1,23 +1,27 @@
-"""Simulator throughput: end-to-end requests/s of a two-arm run (popularity vs SASRec, K=10),
-and of HLLM vs SASRec on the default world (``--hllm``).
+"""Simulator throughput, every arm pair timed the same way (one timer, one process).
 
-Workloads: ML-100K replay and a synthetic world (``--scale 20`` ~ 1M logged interactions);
-runtimes: in-process vs Ray (ratio, bar >= 0.7x); scaling with Ray actors and catalog size;
-memory (RSS) sampled during the run (flat = events streamed to DuckDB).
-Policies are trained once before timing (``policies=``); the timed part is the simulation
-(dataset load, SimPy clock, pipelines, user model, event writes). Prints one JSON object.
+Each pair is the two arms of ``sim run --treatment X --control sasrec`` on the same world
+(default: ``synthetic``, 2,000 users x 1,000 items), trained once before timing (cached under the
+work directory), served by the same runtime. Every run is one ``run_experiment`` call, split into
+the same phases by one :class:`PhaseTimer`:
 
-    python bench/sim_throughput.py --quick           # ~minutes on 2 cores
-    python bench/sim_throughput.py --scale 20        # the 1M-interaction world
-    python bench/sim_throughput.py --hllm-only       # HLLM vs SASRec (`sim run` defaults, 8,000 requests)
+- ``startup_s``: the runtime's start (``_start_runtime``: pipelines built, Ray actors started);
+- ``simulate_s``: from the main story's start to the end of its final event flush (SimPy loop,
+  both arms' pipelines, user model, event writes to DuckDB): **the throughput phase**;
+- ``oracle_s``: the world oracle (``run_truth``: counterfactual passes), separate;
+- ``rss_mb``: the process's resident memory after the run and its peak so far.
 
-HLLM section: the arms of ``sim run --treatment hllm --control sasrec`` (its training budget, the
-default world, oracle off), one run per user-state serving mode side by side (``incremental``:
-the cache with incremental extension, ``cached``: reuse only, ``recompute``: no cache; and
-``padded``: the pre-cache serving path, a left-padded batch forward, for reference), rounds in
-alternating order; per run the simulate-phase requests/s (the SimPy loop only: no training, no
-oracle), a per-stage time breakdown (local runtime) and whether its event tables equal the
-``recompute`` run's (same seed).
+Pairs (``--pairs``): ``popularity`` (the ID pair: popularity vs SASRec), ``hstu`` (HSTU vs
+SASRec), ``hllm:<serving>`` (HLLM vs SASRec, HLLM serving in each user-state serving mode of
+``hllm.user_state.SERVING_MODES``). Rounds run every pair in alternating order; per pair the best
+of N rounds (the machine is shared: best-of-N is the least disturbed run) and each pair's
+throughput ratio to the ID pair **of the same round** (``ratio_to_id_pair``) and of the bests.
+
+    nice -n 10 python bench/sim_throughput.py --rounds 3 --workdir /tmp/simbench > out.json
+    nice -n 10 python bench/sim_throughput.py --pairs popularity,hllm:online --items 1000,50000,500000
+
+``--items``: a catalog-size curve (synthetic worlds with that many items, same users), ID and HLLM
+pairs, plus the ANN recall@100 of HLLM's served candidates vs exact retrieval.
 """
 
 from __future__ import annotations
@@ -34,317 +38,255 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-
 def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def two_arm_config(dataset: str, n_requests: int, artifacts: str, **top):
-    from simulator.engine.config import parse_config
-
-    arms = [{"name": "popularity", "role": "control", "channels": [{"policy": "popularity", "quota": 100}],
-             "fine": {"policy": "popularity", "keep": 50}, "slate_size": 10},
-            {"name": "sasrec", "channels": [{"policy": "sasrec", "quota": 100}, {"policy": "popularity", "quota": 50}],
-             "coarse": {"policy": "sasrec", "keep": 100}, "fine": {"policy": "sasrec", "keep": 50}, "slate_size": 10}]
-    data = {"dataset": dataset, "n_requests": n_requests, "artifacts": artifacts, "arms": arms,
-            "policies": {"sasrec": {"epochs": 1, "max_len": 50, "hidden": 64, "batch_size": 256,
-                                    "loss": "sampled_ce"}},  # throughput bench: training quality is not measured
-            "batch_window_s": 3600.0, "start_horizon_s": 3600.0, "chunk_size": 512, **top}
-    return parse_config(data, "bench")
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed_run(cfg, cat, policies, sample_every: int = 0) -> dict:
-    from simulator.engine.run import run_experiment
+class PhaseTimer:
+    """Wall time of one ``run_experiment`` call by phase (module doc), by wrapping the library's
+    functions for the duration of the run (the library code stays untouched); ``snapshot()``'s value
+    at the main story's last flush is kept (``at_flush``: the simulate phase's own counters)."""
 
-    samples, ticks, first = [], [0], []
-
-    def hook(batch_no, runtime):
-        ticks[0] += 1
-        if not first:
-            first.append(time.perf_counter())
-        if sample_every and batch_no % sample_every == 0:
-            samples.append(round(rss_mb(), 1))
-
-    t0 = time.perf_counter()
-    rid = run_experiment(cfg, cat, progress=False, policies=policies, on_batch=hook)
-    dt = time.perf_counter() - t0
-    n = cat.con.execute("SELECT count(*) FROM requests WHERE run_id = ?", [rid]).fetchall()[0][0]
-    t_end = time.perf_counter()
-    n_first = cat.con.execute("SELECT count(*) FROM requests WHERE run_id = ? AND request_id < ?",
-                              [rid, int(n / max(ticks[0], 1))]).fetchall()[0][0]
-    out = {"requests": int(n), "seconds": round(dt, 2), "rps": round(n / dt, 1),
-           "steady_rps": round((n - n_first) / max(t_end - first[0], 1e-9), 1) if first else None,
-           "startup_s": round(first[0] - t0, 2) if first else None,
-           "mean_requests_per_tick": round(n / max(ticks[0], 1), 1)}
-    if samples:
-        out["rss_mb_samples"] = samples
-    return out
-
-
-def workload(name: str, dataset: str, cat, art: str, n_requests: int, ray_actors: list[int], **top) -> dict:
-    from simulator.engine.run import prepare, train_arms
-
-    cfg = two_arm_config(dataset, n_requests, art, **top)
-    t = time.perf_counter()
-    setup = prepare(cfg, cat)
-    pols = train_arms(cfg, setup, progress=False)
-    res = {"dataset": dataset, "n_items": setup.dataset.n_items, "n_users": setup.dataset.n_users,
-           "n_interactions": int(len(setup.dataset.sequences)), "prepare_train_s": round(time.perf_counter() - t, 1)}
-    res["local"] = timed_run(cfg, cat, pols, sample_every=20)
-    for k in ray_actors:
-        rcfg = cfg.model_copy(update={"runtime": "ray", "actors_per_arm": k})
-        res[f"ray_actors_{k}"] = timed_run(rcfg, cat, pols)
-    if ray_actors:
-        r = res[f"ray_actors_{ray_actors[0]}"]
-        res["ray_over_local"] = round(r["rps"] / res["local"]["rps"], 3)  # incl. actor start-up
-        res["ray_over_local_steady"] = round(r["steady_rps"] / res["local"]["steady_rps"], 3)
-    print(f"[bench] {name}: {json.dumps(res)}", file=sys.stderr)
-    return res
-
-
-TABLES = {"assignments": "user_id", "requests": "request_id", "exposures": "request_id, position",
-          "feedback": "request_id, item_id, event"}
-
-
-def same_tables(con, a: str, b: str) -> bool:
-    """Event tables of runs a and b equal (every column but run_id and wall-clock latency)."""
-    for t in TABLES:
-        cols = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE {t})").fetchall()
-                if c not in ("run_id", "latency_ms")]
-        sel = ", ".join(cols)
-        q = (f"SELECT count(*) FROM ((SELECT {sel} FROM {t} WHERE run_id = ? EXCEPT ALL SELECT {sel} FROM {t} "
-             f"WHERE run_id = ?) UNION ALL (SELECT {sel} FROM {t} WHERE run_id = ? EXCEPT ALL SELECT {sel} FROM {t} "
-             f"WHERE run_id = ?))")
-        if con.execute(q, [a, b, b, a]).fetchall()[0][0]:
-            return False
-    return True
-
-
-def padded_user_embeddings(self, users):
-    """The serving path before the user-state cache (reference only): a left-padded batch forward."""
-    import torch
-
-    from policies.tensors import pad_left
-
-    self.model.eval()
-    ids, ts = pad_left(users.histories, self.hf_config.max_len, users.timestamps)
-    ids_t = torch.from_numpy(ids).to(self.table.device)
-    mask = ids_t > 0
-    seq = self.table[(ids_t - 1).clamp(min=0)] * mask[..., None]  # (B, T, D)
-    h = self.model.user_states(seq, mask, torch.from_numpy(ts).to(self.table.device))
-    return self.model.unit(h[:, -1])
-
-
-class Meter:
-    """Wall time of the simulate phase, of each arm's pipeline stages and of HLLM's user LLM,
-    by wrapping the methods for the duration of one run (the library code stays untouched)."""
-
-    def __init__(self, padded: bool = False) -> None:
-        self.padded, self.ms, self.phases = padded, {}, []
-
-    def add(self, key: str, ms: float) -> None:
-        self.ms[key] = self.ms.get(key, 0.0) + ms
+    def __init__(self, snapshot=lambda: None) -> None:
+        self.snapshot = snapshot
 
     def __enter__(self):
-        from hllm.policy import HLLMPolicy
-        from simulator.engine.pipeline import Pipeline
+        from simulator.engine import run as run_mod
+        from simulator.engine.eventlog import EventLog
         from simulator.engine.story import Simulation
 
-        self.saved = [(Simulation, "run"), (Pipeline, "run"), (HLLMPolicy, "user_embeddings")]
-        self.saved = [(c, n, getattr(c, n)) for c, n in self.saved]
-        (_, _, sim_run), (_, _, pipe_run), (_, _, user_emb) = self.saved
-        meter = self
-        user_emb = padded_user_embeddings if self.padded else user_emb
+        self.t: dict[str, float] = {}
+        self.stage_ms: dict[str, float] = {}
+        self.in_oracle, self.at_flush = False, None
+        self.saved = [(run_mod, "_start_runtime"), (run_mod, "run_truth"), (Simulation, "run"),
+                      (EventLog, "flush")]
+        self.saved = [(o, n, getattr(o, n)) for o, n in self.saved]
+        (_, _, start), (_, _, truth), (_, _, sim_run), (_, _, flush) = self.saved
+        me = self
 
-        def sim(self_, *a, **k):
+        def start_w(*a, **k):
             t = time.perf_counter()
             try:
-                return sim_run(self_, *a, **k)
+                return start(*a, **k)
             finally:
-                meter.phases.append(time.perf_counter() - t)
+                me.t["startup"] = time.perf_counter() - t
 
-        def pipe(self_, users):
-            res = pipe_run(self_, users)
-            for stage, ms in res.stage_ms.items():
-                meter.add(f"{self_.arm.name}.{stage}", ms)
-            return res
+        def truth_w(*a, **k):
+            t, me.in_oracle = time.perf_counter(), True
+            try:
+                return truth(*a, **k)
+            finally:
+                me.t["oracle"] = time.perf_counter() - t
+                me.in_oracle = False
 
-        def emb(self_, users):
-            t = time.perf_counter()
-            out = user_emb(self_, users)
-            meter.add("hllm.user_llm", (time.perf_counter() - t) * 1e3)
+        def sim_w(self_, *a, **k):
+            if not me.in_oracle:
+                me.t["sim_start"] = time.perf_counter()
+            return sim_run(self_, *a, **k)
+
+        def flush_w(self_):
+            out = flush(self_)
+            if not me.in_oracle:
+                me.t["flush_end"] = time.perf_counter()
+                me.at_flush = me.snapshot()
             return out
 
-        Simulation.run, Pipeline.run, HLLMPolicy.user_embeddings = sim, pipe, emb
+        run_mod._start_runtime, run_mod.run_truth = start_w, truth_w
+        Simulation.run, EventLog.flush = sim_w, flush_w
         return self
 
     def __exit__(self, *exc) -> None:
-        for c, n, f in self.saved:
-            setattr(c, n, f)
+        for o, n, f in self.saved:
+            setattr(o, n, f)
+
+    def phases(self) -> dict[str, float]:
+        return {"startup_s": round(self.t.get("startup", 0.0), 3),
+                "simulate_s": round(self.t["flush_end"] - self.t["sim_start"], 3),
+                "oracle_s": round(self.t.get("oracle", 0.0), 3)}
 
 
-def hllm_run(cfg, cat, pols, mode: str) -> tuple[str, dict]:
-    """One run with the HLLM policy serving in ``mode``; (run_id, measurements)."""
-    from hllm.user_state import UserStateConfig
+def pair_config(treatment: str, dataset: str, n_requests: int, art: str, oracle_reps: int, runtime: str):
+    """``sim run --treatment <treatment> --control sasrec`` with the bench's request budget."""
+    from simulator.commands.run import build_config
+
+    over = {"n_requests": n_requests, "artifacts": art, "oracle_reps": oracle_reps, "dataset": dataset}
+    if runtime != "local":
+        over.update(runtime="ray", actors_per_arm=2)
+    return build_config(treatment, "sasrec", None, None, over)
+
+
+def serve_as(pols: dict, serving: str | None) -> None:
+    """HLLM's user-state serving mode for the next run (``hllm.user_state.SERVING_MODES``)."""
+    if serving is not None:
+        from hllm.user_state import UserStateConfig
+
+        pols["hllm"].set_serving(UserStateConfig(serving=serving))
+
+
+def timed_pair(cfg, cat, pols, serving: str | None) -> dict:
     from simulator.engine.run import run_experiment
 
-    pols["hllm"].set_serving(UserStateConfig(mode="recompute" if mode == "padded" else mode))
-    with Meter(padded=mode == "padded") as m:
+    serve_as(pols, serving)
+    hl = pols.get("hllm") if "hllm" in cfg.all_policies() else None  # another pair's: not this run's
+
+    def states() -> dict | None:
+        return None if hl is None or hl._states is None else hl._states.report()
+
+    with PhaseTimer(states) as pt:
         rid = run_experiment(cfg, cat, progress=False, policies=pols)
     n = cat.con.execute("SELECT count(*) FROM requests WHERE run_id = ?", [rid]).fetchall()[0][0]
-    sim_s = m.phases[0]
-    out = {"requests": int(n), "simulate_s": round(sim_s, 3), "simulate_rps": round(n / sim_s, 1)}
-    if cfg.runtime == "local":  # hllm.user_llm is part of hllm.retrieve (its first score_all of a batch)
-        out["stage_s"] = {k: round(v / 1e3, 3) for k, v in sorted(m.ms.items())}
-        piped = sum(v for k, v in m.ms.items() if k != "hllm.user_llm") / 1e3
-        out["stage_s"]["outside_pipelines"] = round(sim_s - piped, 3)  # SimPy, design, user model, event log
-        st = pols["hllm"]._states
-        if st is not None and mode != "padded":
-            out["user_states"] = {**st.stats, "cached_users": len(st.cache), "cached_mib": round(st.bytes / 2**20, 1)}
-    return rid, out
+    out = {"run_id": rid, "requests": int(n), **pt.phases()}
+    out["simulate_rps"] = round(n / out["simulate_s"], 1)
+    if pt.at_flush is not None:  # HLLM's serving during the simulate phase (the oracle's passes excluded)
+        out["hllm_simulate"] = pt.at_flush
+        if serving == "tables":  # the table's refresh job (run inline here) apart: the request path alone
+            out["table_refresh_s"] = pt.at_flush["user_llm_s"]
+            out["request_path_rps"] = round(n / (out["simulate_s"] - out["table_refresh_s"]), 1)
+    out["oracle_over_simulate"] = round(out["oracle_s"] / out["simulate_s"], 3)
+    out["rss_mb"], out["peak_rss_mb"] = round(rss_mb(), 1), round(peak_rss_mb(), 1)
+    if hl is not None and hl._states is not None:
+        out["hllm_with_oracle"] = hl._states.report()
+    return out
 
 
-def hllm_workload(cat, art: str, n_requests: int, rounds: int, ray_actors: list[int]) -> dict:
-    """HLLM vs SASRec, `sim run` defaults, each serving mode side by side (module doc)."""
-    from simulator.commands.run import build_config
+def parse_pair(spec: str) -> tuple[str, str | None]:
+    """'popularity' -> ('popularity', None); 'hllm:tables' -> ('hllm', 'tables')."""
+    name, _, serving = spec.partition(":")
+    return name, (serving or None)
+
+
+def train(cat, dataset: str, art: str, treatments: set[str], n_requests: int, runtime: str) -> dict:
     from simulator.engine.run import prepare, train_arms
 
-    cfg = build_config("hllm", "sasrec", None, None, {"n_requests": n_requests, "artifacts": art,
-                                                       "oracle_reps": 0})
+    pols: dict = {}
+    for t in sorted(treatments):
+        cfg = pair_config(t, dataset, n_requests, art, 0, runtime)
+        pols.update(train_arms(cfg, prepare(cfg, cat), progress=False))
+    return pols
+
+
+def side_by_side(cat, dataset: str, art: str, pairs: list[str], rounds: int, n_requests: int,
+                 oracle_reps: int, runtime: str) -> dict:
+    """Every pair, ``rounds`` times in alternating order; best-of-N and ratios to the ID pair."""
     t = time.perf_counter()
-    pols = train_arms(cfg, prepare(cfg, cat), progress=False)
-    res: dict = {"config": f"sim run --treatment hllm --control sasrec -n {n_requests} (oracle off)",
-                 "prepare_train_s": round(time.perf_counter() - t, 1), "local": {}}
-    modes = ["incremental", "recompute", "cached", "padded"]
+    pols = train(cat, dataset, art, {parse_pair(p)[0] for p in pairs}, n_requests, runtime)
+    res: dict = {"dataset": dataset, "runtime": runtime, "requests_per_run": n_requests,
+                 "oracle_reps": oracle_reps, "prepare_train_s": round(time.perf_counter() - t, 1),
+                 "runs": {p: [] for p in pairs}}
     for r in range(rounds):
-        for mode in modes if r % 2 == 0 else modes[::-1]:
-            rid, out = hllm_run(cfg, cat, pols, mode)
-            res["local"].setdefault(mode, []).append({"run_id": rid, **out})
-            print(f"[bench] hllm {mode}: {json.dumps(out)}", file=sys.stderr)
-    ref = res["local"]["recompute"][0]["run_id"]
-    for runs in res["local"].values():
-        for run in runs:
-            run["tables_equal_recompute"] = same_tables(cat.con, run["run_id"], ref)
-    for k in ray_actors:
-        rcfg = cfg.model_copy(update={"runtime": "ray", "actors_per_arm": k})
-        for mode in ("incremental", "recompute"):
-            rid, out = hllm_run(rcfg, cat, pols, mode)
-            res.setdefault(f"ray_actors_{k}", {})[mode] = {"run_id": rid, **out,
-                                                          "tables_equal_recompute": same_tables(cat.con, rid, ref)}
-            print(f"[bench] hllm ray x{k} {mode}: {json.dumps(out)}", file=sys.stderr)
-    res["summary"] = hllm_summary(res, ray_actors)
+        for p in pairs if r % 2 == 0 else pairs[::-1]:
+            name, serving = parse_pair(p)
+            cfg = pair_config(name, dataset, n_requests, art, oracle_reps, runtime)
+            out = timed_pair(cfg, cat, pols, serving)
+            res["runs"][p].append(out)
+            print(f"[bench] {dataset} round {r} {p}: {json.dumps(out)}", file=sys.stderr)
+    res["summary"] = pair_summary(res["runs"], rounds)
+    if "hllm" in pols:
+        res["user_llm_rate"] = user_llm_rate(pols["hllm"])
+        print(f"[bench] user LLM rate: {json.dumps(res['user_llm_rate'])}", file=sys.stderr)
     return res
 
 
-def hllm_summary(res: dict, ray_actors: list[int]) -> dict:
-    import statistics
-
-    med = {m: statistics.median(r["simulate_rps"] for r in runs) for m, runs in res["local"].items()}
-    local = res["local"]
-    rounds = range(len(local["incremental"]))
-    out = {"simulate_rps_median": {m: round(v, 1) for m, v in med.items()},
-           "per_round_incremental_over_padded": [round(local["incremental"][r]["simulate_rps"]
-                                                       / local["padded"][r]["simulate_rps"], 2) for r in rounds],
-           "per_round_incremental_over_recompute": [round(local["incremental"][r]["simulate_rps"]
-                                                          / local["recompute"][r]["simulate_rps"], 2) for r in rounds],
-           "incremental_over_recompute": round(med["incremental"] / med["recompute"], 2),
-           "incremental_over_padded": round(med["incremental"] / med["padded"], 2),
-           "cached_over_recompute": round(med["cached"] / med["recompute"], 2),
-           "tables_equal_recompute": {m: all(r["tables_equal_recompute"] for r in runs)
-                                      for m, runs in res["local"].items()}}
-    for k in ray_actors:
-        ray = res[f"ray_actors_{k}"]
-        out[f"ray_actors_{k}_simulate_rps"] = {m: r["simulate_rps"] for m, r in ray.items()}
-        out[f"ray_actors_{k}_tables_equal_recompute"] = all(r["tables_equal_recompute"] for r in ray.values())
+def pair_summary(runs: dict, rounds: int) -> dict:
+    ref = runs["popularity"]
+    best = {p: max(r["simulate_rps"] for r in rs) for p, rs in runs.items()}
+    out = {"best_simulate_rps": best,
+           "ratio_to_id_pair_of_bests": {p: round(v / best["popularity"], 3) for p, v in best.items()},
+           "ratio_to_id_pair_per_round": {p: [round(rs[i]["simulate_rps"] / ref[i]["simulate_rps"], 3)
+                                              for i in range(rounds)] for p, rs in runs.items()},
+           "request_path_ratio_to_id_pair_per_round": {
+               p: [round(rs[i]["request_path_rps"] / ref[i]["simulate_rps"], 3) for i in range(rounds)]
+               for p, rs in runs.items() if "request_path_rps" in rs[0]},
+           "oracle_over_simulate_best": {p: min(r["oracle_over_simulate"] for r in rs) for p, rs in runs.items()},
+           "startup_s_best": {p: min(r["startup_s"] for r in rs) for p, rs in runs.items()},
+           "peak_rss_mb": max(r["peak_rss_mb"] for rs in runs.values() for r in rs)}
     return out
+
+
+def best_s(fn, n: int = 5) -> float:
+    best = float("inf")
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def user_llm_rate(pol, n_users: int = 64) -> dict:
+    """The user-LLM runner's achieved GFLOP/s on full passes over ``n_users`` full windows, against
+    torch's GEMM rate at the shapes of its projections (block rows x hidden x width), in this
+    process. FLOPs: the transformer's (projections, MLP, causal attention over the window: each query
+    against the keys before it), the last layer for the last position only, as the runner computes."""
+    import numpy as np
+    import torch
+
+    from hllm.user_state import ROWS, UserLLMRunner
+
+    r = UserLLMRunner(pol.model, pol.table, pol.prior_user)
+    c = r.llama.config
+    D, F, H, Hkv, hd, P, L = c.hidden_size, c.intermediate_size, r.H, r.Hkv, r.hd, r.P, len(r.layers)
+    rng = np.random.default_rng(0)
+    windows = [rng.integers(0, len(pol.table), P) for _ in range(n_users)]
+    times = [np.cumsum(rng.exponential(60.0, P)) for _ in range(n_users)] if pol.hf_config.use_time else None
+    run_s = best_s(lambda: r.extend([None] * n_users, windows, times, False), 3)
+    proj = 2 * D * (H + 2 * Hkv) * hd + 2 * H * hd * D + 6 * D * F  # per token per layer
+    attn = 2 * 2 * H * hd * (P + 1) / 2  # per query: scores + values over the keys it sees
+    kv_only = 2 * D * 2 * Hkv * hd
+    flops = n_users * ((L - 1) * P * (proj + attn) + P * kv_only + (proj - kv_only + 2 * 2 * H * hd * P))
+    a, w1, w2 = torch.randn(ROWS, D), torch.randn(D, F), torch.randn(D, (H + 2 * Hkv) * hd)
+    gemm_s = best_s(lambda: [a @ w1 for _ in range(50)], 5) / 50
+    gemm_s2 = best_s(lambda: [a @ w2 for _ in range(50)], 5) / 50
+    gemm = max(2 * ROWS * D * F / gemm_s, 2 * ROWS * D * (H + 2 * Hkv) * hd / gemm_s2) / 1e9
+    got = flops / run_s / 1e9
+    return {"users": n_users, "window": P, "layers": L, "hidden": D, "intermediate": F,
+            "full_pass_s": round(run_s, 4), "gflop": round(flops / 1e9, 3), "achieved_gflops": round(got, 2),
+            "torch_gemm_gflops": round(gemm, 2), "achieved_over_gemm": round(got / gemm, 3),
+            "gemm_shapes": [[ROWS, D, F], [ROWS, D, (H + 2 * Hkv) * hd]]}
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small request counts")
-    ap.add_argument("--scale", type=float, default=20.0, help="synthetic world scale (20 ~ 1M interactions)")
-    ap.add_argument("--requests", type=int, default=20000)
-    ap.add_argument("--sizes", default="1,5", help="extra world scales for the catalog-size curve")
-    ap.add_argument("--actors", default="1,2")
-    ap.add_argument("--skip-ml100k", action="store_true")
-    ap.add_argument("--only-ml100k", action="store_true")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--hllm", action="store_true", help="also HLLM vs SASRec on the default world")
-    ap.add_argument("--hllm-only", action="store_true", help="only HLLM vs SASRec")
-    ap.add_argument("--hllm-requests", type=int, default=8000)
-    ap.add_argument("--hllm-rounds", type=int, default=2, help="side-by-side rounds of every serving mode")
-    ap.add_argument("--hllm-actors", default="1,2", help="Ray actors per arm for the HLLM runs ('' = none)")
+    ap.add_argument("--pairs", default="popularity,hllm:online,hllm:tables",
+                    help="comma-separated: popularity (the ID pair, required), hllm:<serving mode>, hstu, ...")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--oracle-reps", type=int, default=2, help="the oracle's passes per arm (sim run's default)")
+    ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--runtime", default="local", choices=["local", "ray"])
+    ap.add_argument("--workdir", default=None, help="catalog + trained artifacts (reused across invocations)")
     return ap.parse_args()
-
-
-def world_curve(cat, art: str, args, n: int, actors: list[int]) -> dict:
-    """Popularity vs SASRec on synthetic worlds of several scales (Ray actors on the largest)."""
-    from simulator.core.synthetic import WorldConfig, write_world
-
-    curve = {}
-    for s in sorted({float(s) for s in args.sizes.split(",") if s} | {args.scale}):
-        name = f"synthetic-x{s:g}"
-        if not cat.has_dataset(name):
-            t = time.perf_counter()
-            write_world(cat, name, WorldConfig(scale=s))
-            print(f"[bench] built {name} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        curve[name] = workload(name, name, cat, art, n, actors if s == args.scale else [])
-    return curve
-
-
-def summary(out: dict, big: dict, curve: dict, actors: list[int]) -> dict:
-    ml = out.get("ml100k_replay", {})
-    return {
-        "ml100k_local_rps": ml.get("local", {}).get("rps"),
-        "ml100k_ray_over_local": ml.get("ray_over_local"),
-        "ml100k_ray_over_local_steady": ml.get("ray_over_local_steady"),
-        "world_interactions": big["n_interactions"],
-        "world_local_rps": big["local"]["rps"],
-        "world_steady_rps": big["local"]["steady_rps"],
-        "world_ray_over_local": big.get("ray_over_local"),
-        "world_ray_over_local_steady": big.get("ray_over_local_steady"),
-        "rps_by_catalog_items": {v["n_items"]: v["local"]["rps"] for v in curve.values()},
-        "rps_by_ray_actors": {k: big[f"ray_actors_{k}"]["rps"] for k in actors},
-        "steady_rps_by_ray_actors": {k: big[f"ray_actors_{k}"]["steady_rps"] for k in actors},
-    }
 
 
 def main() -> None:
     args = parse_args()
-    import ray
     import torch
 
     torch.set_num_threads(1)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="simbench-"))
     work.mkdir(parents=True, exist_ok=True)
     from simulator.core import Catalog
-    from simulator.core.paths import find_ml100k
 
-    n = 4000 if args.quick else args.requests
-    actors = [int(a) for a in args.actors.split(",") if a]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    pairs = [p for p in args.pairs.split(",") if p]
+    if "popularity" not in pairs:
+        raise SystemExit("--pairs must include 'popularity' (the ID pair every ratio is taken to)")
+    if args.runtime == "ray":
+        import ray
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     cat = Catalog(str(work / "bench.duckdb"))
-    art = str(work / "artifacts")
-    out: dict = {"machine": {"cpus": os.cpu_count()}, "torch_threads": 1}
+    out: dict = {"command": "python bench/sim_throughput.py " + " ".join(sys.argv[1:]),
+                 "machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}, "torch_threads": 1}
     try:
-        if not args.hllm_only:
-            out.update(requests_per_run=n, K=10)
-        if args.hllm or args.hllm_only:
-            out["hllm_vs_sasrec"] = hllm_workload(cat, art, args.hllm_requests, args.hllm_rounds,
-                                                  [int(a) for a in args.hllm_actors.split(",") if a])
-        if not args.hllm_only and not args.skip_ml100k and find_ml100k() is not None:
-            out["ml100k_replay"] = workload("ml100k", "ml-100k", cat, art, n, actors, batch_window_s=86400.0)
-        if not (args.hllm_only or args.only_ml100k):
-            curve = world_curve(cat, art, args, n, actors)
-            out["synthetic"] = curve
-            out["summary"] = summary(out, curve[f"synthetic-x{args.scale:g}"], curve, actors)
+        out["pairs"] = side_by_side(cat, args.dataset, str(work / "artifacts"), pairs, args.rounds,
+                                    args.requests, args.oracle_reps, args.runtime)
     finally:
         cat.close()
-        ray.shutdown()
+    out["machine"]["load_avg_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 
 

@@ -20,14 +20,14 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from hllm.ann import TableIndex
 from hllm.configuration_hllm import HLLMConfig
 from hllm.item_llm import hf_progress, trainable_item_parameters
 from hllm.modeling_hllm import HLLMModel
 from hllm.recipe import HLLMPolicyConfig
 from hllm.train import encode_items, run_stage
 from hllm.user_state import UserLLMRunner, UserStateConfig, UserStates
-from policies.base import Candidates, FullScorePolicy, UserBatch
+from policies.ann import AnnServing, TableIndex
+from policies.base import UserBatch
 from policies.registry import register
 from policies.tensors import device
 from policies.train import ndcg_validation
@@ -104,7 +104,7 @@ def read_policy_json(cls, config_cls: type[BaseModel], p: Path):
 
 
 @register("hllm", config=HLLMPolicyConfig)
-class HLLMPolicy(FullScorePolicy):
+class HLLMPolicy(AnnServing):
     """HLLM: item LLM (text -> embedding) + user LLM (sequence of embeddings -> next item)."""
 
     def __init__(self, cfg: HLLMPolicyConfig | None = None) -> None:
@@ -116,18 +116,22 @@ class HLLMPolicy(FullScorePolicy):
         self.score_table: torch.Tensor | None = None  # (N, D) what scores are inner products with (model.unit)
         self.history: list[dict] = []
         self.n_items = 0
-        self.serving = UserStateConfig()  # how user embeddings are served (not a training setting)
         self._states: UserStates | None = None  # built on first use from the current weights and table
         self.prior_user: torch.Tensor | None = None  # (D,) served to users with no history (fit / load)
-        self._ann = TableIndex(self.cfg.retrieval)  # large catalogs: an ANN index, built on first use
+        self._ann: TableIndex | None = None  # large catalogs: an ANN index, built on first use
 
     def __getstate__(self) -> dict:
         """Pickled / deep-copied without the user-state cache and the ANN index (a faiss object):
         each copy (a Ray actor) builds its own."""
-        return {**self.__dict__, "_states": None, "_ann": TableIndex(self.cfg.retrieval)}
+        return {**self.__dict__, "_states": None, "_ann": None}
+
+    @property
+    def serving(self) -> UserStateConfig:
+        """How user embeddings are served (``cfg.user_states``: a serving setting, not a training one)."""
+        return self.cfg.user_states
 
     def set_serving(self, cfg: UserStateConfig) -> None:
-        self.serving, self._states = cfg, None
+        self.cfg, self._states = self.cfg.model_copy(update={"user_states": cfg}), None
 
     # ----------------------------------------------------------------- training
     def fit(self, dataset, split, progress: bool = True) -> HLLMPolicy:
@@ -233,7 +237,7 @@ class HLLMPolicy(FullScorePolicy):
         self.model.eval()
         if self._states is None:
             self._states = UserStates(UserLLMRunner(self.model, self.table, self.prior_user), self.serving, self.hf_config.use_time)
-        return self.model.unit(self._states.embeddings(users.user_ids, users.histories, users.timestamps))
+        return self.model.unit(self._states.embeddings(users.user_ids, users.histories, users.timestamps, users.now))
 
     @torch.no_grad()
     def score_all(self, users: UserBatch) -> np.ndarray:
@@ -242,13 +246,17 @@ class HLLMPolicy(FullScorePolicy):
             out[s:s + len(sub)] = (self.user_embeddings(sub) @ self.score_table.T).cpu().numpy()
         return out
 
-    def retrieve(self, users: UserBatch, k: int, exclude=None) -> Candidates:
-        """Exact top-k (the reference) below ``cfg.retrieval``'s ANN size, else an ANN index of the
-        item table, built on first use and again whenever the table changes (``hllm.ann``)."""
-        if self.cfg.retrieval.kind(self.n_items) == "exact":
-            return super().retrieve(users, k, exclude)
-        ids, scores = self._ann.search(self.score_table, self.embed_users(users), k, exclude)
-        return Candidates(ids, scores)
+    @property
+    def retrieval(self):
+        """Exact (the reference) below this setting's ANN size, else an ANN index of the item
+        table, built on first use and again whenever the table changes (``policies.ann``)."""
+        return self.cfg.retrieval
+
+    def user_vectors(self, users: UserBatch) -> np.ndarray:
+        return self.embed_users(users)
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.score_table
 
     @torch.no_grad()
     def add_items(self, texts: list[str]) -> np.ndarray:

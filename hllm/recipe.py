@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hllm.ann import RetrievalConfig
 from hllm.configuration_hllm import ARCHITECTURE_FIELDS, HLLMArchitecture, HLLMConfig
+from hllm.user_state import UserStateConfig
 
 
 class HLLMRecipe(BaseModel):
@@ -88,10 +89,12 @@ class HLLMPolicyConfig(HLLMArchitecture, HLLMRecipe):
     the ones not given explicitly (explicit value > preset > default)."""
 
     model_config = ConfigDict(extra="forbid")
-    SERVING_FIELDS: ClassVar[tuple[str, ...]] = ("retrieval",)  # not in the trained model's cache key
+    SERVING_FIELDS: ClassVar[tuple[str, ...]] = ("retrieval", "user_states")  # not in the trained model's cache key
     preset: Literal[tuple(PRESETS)] = "fast"  # type: ignore[valid-type]
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig,
                                        description="serving: exact or ANN retrieval (hllm.ann), not training")
+    user_states: UserStateConfig = Field(default_factory=UserStateConfig, description="serving: online (the "
+                                         "user LLM per request) or tables (hllm.user_state), not training")
 
     @model_validator(mode="before")
     @classmethod

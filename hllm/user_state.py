@@ -24,6 +24,7 @@ mode runs the same function, which is what makes "identical with or without the 
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,16 +212,45 @@ class UserLLMRunner:
                           kv[u, :, :, :lengths[u]].clone() if grow[u] else None) for u in range(len(windows))]
 
 
+SERVING_MODES = ("online", "tables")
+
+
 class UserStateConfig(BaseModel):
     """How HLLM serves user embeddings (a serving setting: not part of the trained model's config)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    serving: Literal[SERVING_MODES] = Field(
+        "online", description="online: each request's user embedding from the user's current history (the "
+        "user LLM in the request path, through the cache below); tables: from a user-embedding table "
+        "refreshed on a schedule (refresh_s, refresh_items): the request path is a lookup")
     mode: Literal["incremental", "cached", "recompute"] = Field(
         "incremental", description="incremental: reuse a user's state for the same window and extend it when "
         "items were appended; cached: reuse, recompute on any change; recompute: no cache (every request runs "
         "the whole window; the path the other two equal bit for bit)")
     max_bytes: int = Field(256 * 2**20, ge=0, description="cache budget per policy instance; least recently "
                                                           "used users go first")
+    refresh_s: float | None = Field(3600.0, gt=0, description="tables: the table is rebuilt every this many "
+                                    "simulated seconds (a request sees the history as of the last rebuild)")
+    refresh_items: int | None = Field(10, ge=1, description="tables: a user's row is also refreshed each time "
+                                      "they have this many new items")
+
+    def served_prefix(self, times: np.ndarray | None, n: int, now: float | None) -> tuple[int, float]:
+        """tables: how many of a user's ``n`` items their table row was computed from, and the
+        simulated time of that refresh (nan: unknown). online: all of them, now."""
+        if self.serving == "online":
+            return n, np.nan if now is None else now
+        cut, at = 0, -np.inf
+        if self.refresh_items is not None:
+            cut = n // self.refresh_items * self.refresh_items
+            at = times[cut - 1] if cut and times is not None else -np.inf
+        if self.refresh_s is not None and now is not None and times is not None:
+            built = np.floor(now / self.refresh_s) * self.refresh_s  # the last rebuild
+            k = int(np.searchsorted(times, built, side="right"))  # the items logged before it
+            if k >= cut:
+                cut, at = k, built
+        if self.refresh_items is None and (self.refresh_s is None or now is None or times is None):
+            return n, np.nan if now is None else now  # no schedule that can apply: always fresh
+        return cut, float(at) if np.isfinite(at) else np.nan
 
 
 class UserStates:
@@ -229,9 +259,33 @@ class UserStates:
 
     def __init__(self, runner: UserLLMRunner, cfg: UserStateConfig, use_time: bool) -> None:
         self.runner, self.mode, self.max_bytes, self.use_time = runner, cfg.mode, cfg.max_bytes, use_time
+        self.cfg = cfg
         self.cache: OrderedDict[int, UserState] = OrderedDict()
         self.bytes = 0
         self.stats = {"hit": 0, "extend": 0, "full": 0, "evicted": 0}
+        self.compute_s = 0.0  # wall time in the user LLM (tables: the refresh job's, run inline at first use)
+        self.behind: list[np.ndarray] = []  # per request: items the served embedding has not seen
+        self.age_s: list[np.ndarray] = []  # per request: simulated seconds since its row was computed
+
+    def served(self, histories, timestamps, now) -> tuple[list, list | None]:
+        """The histories (and times) the served embeddings are computed from: all of each one online,
+        the part before the row's last refresh with tables (``UserStateConfig.served_prefix``);
+        records each request's staleness."""
+        if self.cfg.serving == "online" or now is None:  # no request time: offline use, the whole history
+            return list(histories), None if timestamps is None else list(timestamps)
+        hs, ts, behind, age = [], [] if timestamps is not None else None, [], []
+        for b, h in enumerate(histories):
+            t = None if timestamps is None else np.asarray(timestamps[b], np.float64)
+            nb = None if now is None else float(now[b])
+            n, at = self.cfg.served_prefix(t, len(h), nb)
+            hs.append(np.asarray(h)[:n])
+            if ts is not None:
+                ts.append(t[:n])
+            behind.append(len(h) - n)
+            age.append(np.nan if nb is None else nb - at)
+        self.behind.append(np.asarray(behind, np.int64))
+        self.age_s.append(np.asarray(age, np.float64))
+        return hs, ts
 
     def _get(self, uid: int) -> UserState | None:
         st = self.cache.get(uid)
@@ -252,9 +306,26 @@ class UserStates:
             self.bytes -= gone.nbytes
             self.stats["evicted"] += 1
 
-    def embeddings(self, user_ids: np.ndarray, histories, timestamps) -> torch.Tensor:
-        """(B, D) final states of the users' windows (before ``HLLMModel.unit``)."""
+    def report(self) -> dict:
+        """What serving did so far (counts, cache size)."""
+        out = {"serving": self.cfg.serving, **self.stats, "user_llm_s": round(self.compute_s, 3),
+               "cached_users": len(self.cache),
+               "cached_mib": round(self.bytes / 2**20, 1)}
+        if self.behind:
+            behind, age = np.concatenate(self.behind), np.concatenate(self.age_s)
+            age = age[np.isfinite(age)]
+            out["staleness"] = {
+                "requests": len(behind), "stale_share": round(float((behind > 0).mean()), 4),
+                "items_behind_mean": round(float(behind.mean()), 3), "items_behind_max": int(behind.max()),
+                "age_s_median": round(float(np.median(age)), 1) if len(age) else None,
+                "age_s_p90": round(float(np.quantile(age, 0.9)), 1) if len(age) else None}
+        return out
+
+    def embeddings(self, user_ids: np.ndarray, histories, timestamps, now=None) -> torch.Tensor:
+        """(B, D) final states of the users' served windows (before ``HLLMModel.unit``); ``now``
+        (B,) the request times (the tables schedule)."""
         P = self.runner.P
+        histories, timestamps = self.served(histories, timestamps, now)
         windows = [np.asarray(h, np.int64)[-P:] for h in histories]
         times = None
         if self.use_time:  # no timestamps: zeros, as the padded forward (every gap in bucket 0)
@@ -273,9 +344,10 @@ class UserStates:
             else:
                 todo.append((b, st if self.mode == "incremental" and st is not None and st.prefix_of(w, t) else None))
         if todo:
-            rows = [b for b, _ in todo]
+            rows, t0 = [b for b, _ in todo], time.perf_counter()
             new = self.runner.extend([p for _, p in todo], [windows[b] for b in rows],
                                      None if times is None else [times[b] for b in rows], self.mode == "incremental")
+            self.compute_s += time.perf_counter() - t0
             for (b, prefix), st in zip(todo, new, strict=True):
                 out[b] = st.emb
                 self.stats["extend" if prefix is not None else "full"] += 1

@@ -88,13 +88,25 @@ class Candidates:
 
 
 @dataclass(frozen=True)
+class Propensity:
+    """A stochastic slate's logging probabilities (NaN at PAD positions): of the shown item at
+    each position (marginal), of the prefix up to each position (cascade) and of the slate."""
+
+    position: np.ndarray  # (B, K) float64
+    cascade: np.ndarray  # (B, K) float64
+    slate: np.ndarray  # (B,) float64
+
+
+@dataclass(frozen=True)
 class Slate:
-    """The ranked list shown to each user: (B, K) ids (PAD where shorter), scores, channel."""
+    """The ranked list shown to each user: (B, K) ids (PAD where shorter), scores, channel, and
+    the logging propensities when the slate was sampled (None: a deterministic slate)."""
 
     item_ids: np.ndarray  # (B, K) int64
     scores: np.ndarray  # (B, K) float32
     channel: np.ndarray | None = None  # (B, K) int16
     channel_names: tuple[str, ...] = ()
+    propensity: Propensity | None = None
 
 
 @runtime_checkable
@@ -139,17 +151,16 @@ def topk_excluding(scores: np.ndarray, k: int,
     B, n = scores.shape
     scores = scores.astype(np.float32, copy=False)
     if exclude is not None:
-        for b, ex in enumerate(exclude):
-            if ex is not None and len(ex):
-                scores[b, np.asarray(ex, dtype=np.int64)] = -np.inf
+        ex = [np.zeros(0, np.int64) if e is None else np.asarray(e, dtype=np.int64) for e in exclude]
+        if ex:
+            rows = np.repeat(np.arange(len(ex)), [len(e) for e in ex])
+            scores[rows, np.concatenate(ex)] = -np.inf
     k_eff = min(k, n)
     if k_eff <= 0:
         return np.full((B, k), PAD, np.int64), np.full((B, k), -np.inf, np.float32)
-    # argpartition then a stable sort of the k winners (by -score, then id) for determinism
-    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n else \
-        np.tile(np.arange(n), (B, 1))
+    part = _top_candidates(scores, k_eff)
     part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)  # by -score, then id: deterministic
     ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
     top = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
     ids[~np.isfinite(top)] = PAD
@@ -157,6 +168,31 @@ def topk_excluding(scores: np.ndarray, k: int,
         ids = np.pad(ids, ((0, 0), (0, k - k_eff)), constant_values=PAD)
         top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
     return ids, top
+
+
+def _top_candidates(scores: np.ndarray, k: int) -> np.ndarray:
+    """(B, k) column ids of the k best scores per row, ties at the k-th score resolved towards
+    lower ids (so the set is the first k of the order (-score, id)); unordered.
+
+    ``torch.topk`` finds them (a partial selection, several times faster than a per-row
+    ``argpartition`` on wide rows); the rare rows whose k-th score is tied with an item left out
+    are redone exactly."""
+    import torch
+
+    B, n = scores.shape
+    if k >= n:
+        return np.tile(np.arange(n), (B, 1))
+    t = torch.from_numpy(np.ascontiguousarray(scores))
+    vals, idx = torch.topk(t, k, dim=1, sorted=False)
+    kth = vals.min(dim=1).values.numpy()  # (B,)
+    ties = np.count_nonzero(scores >= kth[:, None], axis=1) > k  # a tie at the k-th score left out
+    idx = idx.numpy().astype(np.int64)
+    for b in np.flatnonzero(ties & np.isfinite(kth)):
+        row = scores[b]
+        above = np.flatnonzero(row > kth[b])
+        tied = np.flatnonzero(row == kth[b])[:k - len(above)]
+        idx[b] = np.concatenate([above, tied])
+    return idx
 
 
 class FullScorePolicy:
@@ -170,6 +206,12 @@ class FullScorePolicy:
 
     def score_all(self, users: UserBatch) -> np.ndarray:  # (B, n_items) float32
         raise NotImplementedError
+
+    def full_scoring(self) -> bool:
+        """Whether a pipeline scores this policy over the whole catalog (one ``score_all`` per
+        batch, shared by its stages); False: it serves through ``retrieve`` and ``score`` only
+        (a large catalog behind an ANN index, ``policies.ann.AnnServing``)."""
+        return True
 
     def retrieve(self, users: UserBatch, k: int,
                  exclude: Sequence[np.ndarray] | None = None) -> Candidates:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.base import FullScorePolicy, UserBatch
+from policies.ann import AnnServing
+from policies.base import UserBatch
 from policies.tensors import device, next_times, pad_left
 from policies.train import train_sequence_model
 from simulator.core.errors import NotFittedError
@@ -47,8 +48,9 @@ class SequenceModelConfig(BaseModel):
                            "only the last max_len items per user (the original SASRec recipe)")
 
 
-class SequencePolicy(FullScorePolicy):
-    """Base policy for ID-based sequence models. Subclasses set ``build_model(cfg, n_items)``."""
+class SequencePolicy(AnnServing):
+    """Base policy for ID-based sequence models. Subclasses set ``build_model(cfg, n_items)``.
+    Large catalogs are served by ANN retrieval over the item embeddings (``AnnServing``)."""
 
     cfg: BaseModel
     model: torch.nn.Module | None
@@ -59,8 +61,25 @@ class SequencePolicy(FullScorePolicy):
         self.n_items = 0
         self.history: list[dict] = []
 
+    def __getstate__(self) -> dict:
+        """Pickled / deep-copied without the ANN index (a faiss object): each copy builds its own."""
+        return {**self.__dict__, "_ann": None, "_items": None}
+
     def build_model(self, n_items: int) -> torch.nn.Module:
         raise NotImplementedError
+
+    def user_vectors(self, users: UserBatch) -> np.ndarray:
+        out = [self.user_states(sub).float().cpu().numpy() for _, sub in users.chunks(512)]
+        return np.concatenate(out) if out else np.zeros((0, self.cfg.hidden), np.float32)
+
+    @torch.no_grad()
+    def item_vectors(self) -> np.ndarray:
+        """(N, D) item embeddings (without the padding row), one array while the weights are the same."""
+        w = self.model.item_embeddings()
+        cached = getattr(self, "_items", None)
+        if cached is None or cached[0] is not w or cached[1] != w._version:
+            self._items = (w, w._version, w[1:].float().cpu().numpy())
+        return self._items[2]
 
     def fit(self, dataset, split, progress: bool = True) -> SequencePolicy:
         self.n_items = dataset.n_items

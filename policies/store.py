@@ -48,7 +48,11 @@ def fit_or_load(name: str, dataset, split, overrides: dict | None = None, root: 
     h = config_hash(name, cfg, {"data": data_fingerprint(dataset, split)})
     path = Path(root) / dataset.name / f"{name}-{h}"
     if (path / "DONE").exists():
-        return entry.cls.load(path)
+        pol = entry.cls.load(path)
+        serving = {f: getattr(cfg, f) for f in getattr(cfg, "SERVING_FIELDS", ())}
+        if serving:  # the cached model serves as this run asks, not as it was saved
+            pol.cfg = pol.cfg.model_copy(update=serving)
+        return pol
     t0 = time.perf_counter()
     pol = entry.cls(cfg)
     pol.fit(dataset, split, progress=progress)

@@ -62,6 +62,13 @@ def _files(d: Path) -> None:
     (d / "typo.toml").write_text('dataset = "w"\nn_requests = 10\n[[arms]]\nname = "c"\nrole = "control"\n'
                                  'channels = [{policy = "popularity", quota = 20, wieght = 2.0}]\n'
                                  '[[arms]]\nname = "t"\nchannels = [{policy = "itemknn", quota = 20}]\n')
+    arm = 'channels = [{policy = "popularity", quota = 20}]\n'
+    for name, roles in {"twoctl": ["control", "control"], "noctl": ["treatment", "treatment"],
+                        "onearm": ["control"]}.items():
+        (d / f"{name}.toml").write_text('dataset = "w"\nn_requests = 10\n' + "".join(
+            f'[[arms]]\nname = "a{i}"\nrole = "{r}"\n{arm}' for i, r in enumerate(roles)))
+    (d / "items.csv").write_text("item,title\n2,a\n")
+    (d / "esc.csv").write_text("user,i\x1b]0;pwned\x07,ts\n1,2,3\n")
     (d / "evil.json").write_text(json.dumps({"metrics": [
         {"name": "x", "num": "(SELECT count(*) FROM read_csv('/etc/passwd'))"}]}))
     (d / "evil2.json").write_text(json.dumps({"metrics": [
@@ -116,12 +123,14 @@ CASES = [
      2, r"^error: retrieval config nprobe=0: Input should be greater than or equal to 1$"),
     # 4. run options, runs left behind, reports
     ("negative seed", ["run", "--arms", "popularity,itemknn", "--data", "w", "--seed", "-1", "COMMON"], 2,
-     r"^error: --seed must be a non-negative integer, got -1$"),
+     r"^error: --seed -1: Input should be greater than or equal to 0$"),
+    ("seed past BIGINT", ["run", "--arms", "popularity,itemknn", "--data", "w", "--seed", str(2**70), "COMMON"], 2,
+     r"^error: --seed 1180591620717411303424: Input should be less than or equal to 9223372036854775807$"),
     ("misspelt user model", ["run", "--arms", "popularity,itemknn", "--data", "w", "--user-model", "lerned", "COMMON"],
-     2, r"^error: unknown --user-model 'lerned' \(choose from auto, world, replay, learned\); "
+     2, r"^error: --user-model 'lerned': unknown user_model 'lerned' \(choose from auto, world, replay, learned\); "
         r"did you mean 'learned'\?$"),
     ("zero requests", ["run", "--arms", "popularity,itemknn", "--data", "w", "-n", "0", "COMMON"], 2,
-     r"^error: --requests must be at least 1, got 0$"),
+     r"^error: --requests 0: Input should be greater than or equal to 1$"),
     ("typo inside a channel", ["run", "--config", "DIR/typo.toml", "COMMON"], 2,
      r"^error: .*typo\.toml: arms\.0\.channels\.0: unknown field 'wieght' \(did you mean 'weight'\?\)$"),
     ("resume with other settings", ["run", "--resume", "RUN", "--requests", "5", "--catalog", "CAT"], 2,
@@ -147,11 +156,43 @@ CASES = [
      r"the first 5 \(--requests \d+ serves them all\)$"),
     ("report of a one-request run", ["run", "--arms", "popularity,itemknn", "--data", "w", "-n", "1", "COMMON"], 0,
      None),
+    ("two control arms", ["run", "--config", "DIR/twoctl.toml", "COMMON"], 2,
+     r"^error: .*twoctl\.toml: config: design 'ab' needs exactly one control arm and at least one treatment, got "
+     r"roles \['control', 'control'\]$"),
+    ("no control arm", ["run", "--config", "DIR/noctl.toml", "COMMON"], 2,
+     r"^error: .*noctl\.toml: config: design 'ab' needs exactly one control arm .*\['treatment', 'treatment'\]$"),
+    ("one arm", ["run", "--config", "DIR/onearm.toml", "COMMON"], 2,
+     r"^error: .*onearm\.toml: config: design 'ab' needs exactly one control arm .*\['control'\]$"),
+    ("interleaving A/A of one model", ["run", "--design", "interleave", "--treatment", "popularity", "--control",
+                                       "popularity", "--data", "w", "-n", "30", "COMMON"], 0, None),
+    ("query output is the catalog", ["query", "SELECT 1", "--output", "CAT", "--catalog", "CAT"], 2,
+     r"^error: --output .*c\.duckdb is the catalog itself: choose another file$"),
+    ("query output in a missing folder", ["query", "SELECT 1", "--format", "csv", "--output", "/nonexistent_dir/x.csv",
+                                          "--catalog", "CAT"], 2,
+     r"^error: --output /nonexistent_dir/x\.csv: folder /nonexistent_dir does not exist$"),
+    ("query output exists", ["query", "SELECT 1", "--format", "csv", "--output", "DIR/ok.csv", "--catalog", "CAT"],
+     2, r"^error: --output .*ok\.csv exists: add --force to overwrite it$"),
+    ("query timeout not positive", ["query", "SELECT 1", "--timeout", "0", "--catalog", "CAT"], 2,
+     r"^error: --timeout must be a positive number of seconds, got 0$"),
+    ("item-map key with a quote", ["data", "load", "csv", "DIR/ok.csv", "--name", "im", "--items", "DIR/items.csv",
+                                   "--item-map", 'item=item,ti"tle=title', "--catalog", "CAT"], 2,
+     r"^error: --item-map, field 'ti\"tle': column name 'ti\"tle' contains a double quote or a control character; "
+     r"rename it$"),
+    ("terminal escape in a header", ["data", "load", "csv", "DIR/esc.csv", "--name", "esc", "--catalog", "CAT"], 2,
+     r"^error: .*esc\.csv:1, field 'i\\x1b\]0;pwned\\x07': column name .* rename it$"),
     ("unknown option", ["run", "--sed", "1", "COMMON"], 2,
      r"^error: No such option: --sed (\(Possible options: .*\) )?\(see `sim run --help`\)$"),
     ("not a number", ["run", "-n", "many", "COMMON"], 2,
      r"^error: Invalid value for '--requests' / '-n': .* \(see `sim run --help`\)$"),
     ("unknown run in a report", ["report", "nope", "--catalog", "CAT", "--out", "DIR/rep"], 2,
+     r"^error: unknown run id 'nope' \(recent runs: .*\)$"),
+    # 5. off-policy estimates (sim ope)
+    ("OPE of a run without propensities", ["ope", "--logs", "RUN", "--target", "itemknn", "--catalog", "CAT"], 2,
+     r"^error: run 'RUN' has no propensities: no arm logged with `explore` \(give the logging arm an explore block "
+     r"and name the targets in \[ope\]\)$"),
+    ("OPE of an arm unknown to the run", ["ope", "--logs", "RUN", "--target", "nope", "--catalog", "CAT"], 2,
+     r"^error: run 'RUN' has no arm 'nope' \(arms: itemknn, popularity\)$"),
+    ("OPE of an unknown run", ["ope", "--logs", "nope", "--target", "x", "--catalog", "CAT"], 2,
      r"^error: unknown run id 'nope' \(recent runs: .*\)$"),
     # 1. user SQL in an analysis config
     ("subquery in a metric", ["report", "RUN", "--analysis-config", "DIR/evil.json", "--catalog", "CAT",
@@ -186,6 +227,7 @@ def test_bad_input_table(world, sim, case, args, code, pattern):
         pattern = pattern.replace("RUN", re.escape(world["run"]))
         lines = [ln for ln in r.err.splitlines() if ln.strip()]
         assert any(re.match(pattern, ln) for ln in lines), f"{case}: no line matches {pattern!r}:\n{r.err}"
+    assert "\x1b" not in r.err  # a user's string never reaches the terminal raw
     if code == 2:
         assert len([ln for ln in r.err.splitlines() if ln.strip()]) == 1, r.err  # one line, nothing else
         assert _runs(world["cat"]) == runs_before  # a refused command leaves no run behind
@@ -226,7 +268,7 @@ def test_report_of_a_run_left_running_says_so(world, sim, tmp_path):
     r = sim("report", world["run"], "--catalog", cat, "--out", str(tmp_path / "rep"))
     assert r.code == 0
     assert (f"warning: run {world['run']} did not finish: it is marked 'running' but no process is writing it "
-            f"(it was killed); the numbers cover only the 200 requests served of 200 asked for; continue it with "
+            f"(it was killed); the numbers cover only the 200 requests stored of 200 asked for; continue it with "
             f"`sim run --resume {world['run']}`") in r.err
     md = (tmp_path / "rep" / world["run"] / "report.md").read_text()
     assert "WARNING: run" in md.split("## Effects")[0]
@@ -390,3 +432,44 @@ def test_run_failed_by_a_negative_seed_before_this_fix(world, sim, tmp_path):
     r = sim("run", "--resume", world["run"], "--catalog", cat)
     assert r.code == 2 and r.err == (f"error: cannot resume run {world['run']}: its stored config is not valid now "
                                      "(seed: Input should be greater than or equal to 0); start a new run\n"), r.err
+
+
+def test_a_refused_run_leaves_no_catalog_file(world, sim, tmp_path):
+    """Exit 2 writes nothing: not even the catalog file the command would have created."""
+    fresh = tmp_path / "fresh.duckdb"
+    r = sim("run", "--data", "nope", "--catalog", str(fresh), "-q")
+    assert r.code == 2 and "unknown dataset" in r.err
+    assert not fresh.exists() and not (tmp_path / "fresh.duckdb.wal").exists()
+    r = sim("run", "--seed", "-1", "--catalog", str(fresh), "-q")
+    assert r.code == 2 and not fresh.exists()
+
+
+def test_report_of_a_killed_run_counts_the_stored_requests(world, sim):
+    """Issue 21 item 4: a run marked 'running' (its process was killed) reports the requests it
+    stored, and report.json is written (no NaT in it)."""
+    import duckdb
+
+    with duckdb.connect(world["cat"]) as con:
+        con.execute("UPDATE runs SET status = 'running', finished_at = NULL, n_requests = 0 WHERE run_id = ?",
+                    [world["run"]])
+    try:
+        r = sim("report", world["run"], "--catalog", world["cat"], "--out", str(world["dir"] / "killed"))
+        assert r.code == 0, r.err
+        assert "the 200 requests stored of 200 asked for" in r.out + r.err
+        js = json.loads((world["dir"] / "killed" / world["run"] / "report.json").read_text())
+        assert js["run"]["finished_at"] is None
+    finally:
+        with duckdb.connect(world["cat"]) as con:
+            con.execute("UPDATE runs SET status = 'complete' WHERE run_id = ?", [world["run"]])
+
+
+def test_resume_says_what_it_did_and_that_a_complete_run_is_complete(world, sim):
+    """Issue 21 item 11: a run made without its report phase gets it on --resume; a second
+    --resume says the run is complete and changes nothing."""
+    args = ("run", "--resume", world["run"], "--catalog", world["cat"], "--report-dir", str(world["dir"] / "res"))
+    first = sim(*args)
+    assert first.code == 0
+    second = sim(*args)
+    assert second.code == 0 and second.out == ""
+    assert second.err.strip() == (f"run {world['run']} is already complete: nothing to resume (its report: "
+                                  f"`sim report {world['run']} --out {world['dir'] / 'res'}`)")

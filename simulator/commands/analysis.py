@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,9 +23,9 @@ FORMATS = ("table", "csv", "json", "parquet")
 def _connect(path: Optional[str]):
     """The catalog, read-only, with file access off (analysis never writes to it)."""
     from analysis.sqlguard import READ_ONLY_CONFIG
-    from simulator.core.catalog import connect
+    from simulator.core.catalog import connect, default_catalog_path
 
-    path = path or os.environ.get("SIM_CATALOG") or "sim.duckdb"
+    path = path or default_catalog_path()
     if not Path(path).exists():
         raise NotFoundError(f"catalog {path} does not exist")
     return connect(path, read_only=True, config=READ_ONLY_CONFIG)
@@ -79,36 +78,101 @@ def report(
     typer.echo(f"report: {paths['html']}  ({paths['md']}, {paths['json']})")
 
 
+QUERY_TIMEOUT_S = 300.0  # `sim query --timeout`: a query still running after this is stopped
+
+
 def query(
     sql: str = typer.Argument(..., help="SQL over the catalog (views: v_user_metrics, v_arm_summary, ...)."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
     output: Optional[Path] = typer.Option(None, "--output", help="Write to this file instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --output file."),
     limit: int = typer.Option(200, "--limit", help="Rows shown in table format (files get all rows)."),
+    timeout: float = typer.Option(QUERY_TIMEOUT_S, "--timeout", help="Stop a query still running after this many "
+                                  "seconds (Ctrl-C stops it at once)."),
     catalog: Optional[str] = _CATALOG,
 ) -> None:
     """Run one read-only SQL statement on the catalog and print or save the result."""
-    from analysis.sqlguard import check_query, explain_refusal, lock_down
+    from analysis.sqlguard import check_query, lock_down
     from analysis.views import install_views
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "parquet" and output is None:
         raise ConfigError("--format parquet needs --output FILE")
+    if not timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout:g}")
     sql = check_query(sql)  # one SELECT, or a one-line refusal before the catalog is touched
     con = _connect(catalog)
+    check_output(output, force, catalog)
     try:
         try:
             install_views(con)  # TEMP views: the connection is read-only
         except NotFoundError:
             pass  # no runs yet: plain tables still queryable
         lock_down(con)
-        try:
-            table = con.sql(sql).to_arrow_table()
-        except Exception as e:  # noqa: BLE001 - any SQL error is user input
-            raise SimError(explain_refusal(e) or f"query failed: {str(e).strip().splitlines()[0]}") from None
+        table = run_interruptible(con, sql, timeout)
     finally:
         con.close()
     _emit(table, fmt, output, limit)
+
+
+def check_output(output: Optional[Path], force: bool, catalog: Optional[str]) -> None:
+    """Refuse, before the query runs, an --output that is the catalog (or its WAL), an existing
+    file without --force, or a file in a folder that does not exist."""
+    if output is None:
+        return
+    from simulator.core.catalog import default_catalog_path
+
+    cat = Path(catalog or default_catalog_path()).resolve()
+    target = output.resolve()
+    if target in (cat, cat.with_name(cat.name + ".wal")):
+        raise ConfigError(f"--output {output} is the catalog itself: choose another file")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--output {output}: folder {output.parent} does not exist")
+    if target.is_dir():
+        raise ConfigError(f"--output {output} is a folder: give a file name")
+    if target.exists() and not force:
+        raise ConfigError(f"--output {output} exists: add --force to overwrite it")
+
+
+def run_interruptible(con, sql: str, timeout: float):
+    """The query's Arrow table; DuckDB runs it in a worker thread so that Ctrl-C / SIGTERM (exit
+    130 / 143) and ``timeout`` stop it within a fraction of a second (``con.interrupt()``)."""
+    import threading
+    import time
+
+    from analysis.sqlguard import explain_refusal
+
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["table"] = con.sql(sql).to_arrow_table()
+        except Exception as e:  # noqa: BLE001 - reported by the caller's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, daemon=True)
+    start = time.monotonic()
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+            if time.monotonic() - start > timeout:
+                con.interrupt()
+                worker.join()
+                raise SimError(f"query stopped after {timeout:g} s (--timeout; the default is {QUERY_TIMEOUT_S:g})")
+    except BaseException:  # Ctrl-C / SIGTERM: stop DuckDB, then let the worker end before we exit
+        con.interrupt()
+        while worker.is_alive():
+            try:
+                worker.join(0.05)
+            except BaseException:  # noqa: BLE001 - a second Ctrl-C: keep waiting (DuckDB stops in ms)
+                con.interrupt()
+        raise
+    if "error" in box:
+        e = box["error"]
+        raise SimError(explain_refusal(e) or f"query failed: {str(e).strip().splitlines()[0]}") from None
+    return box["table"]
 
 
 def _emit(table, fmt: str, output: Optional[Path], limit: int) -> None:

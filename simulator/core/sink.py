@@ -17,6 +17,7 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS warnings_json VARCHAR;
 CREATE TABLE IF NOT EXISTS arms(run_id VARCHAR, arm VARCHAR, role VARCHAR, weight DOUBLE,
   pipeline_json VARCHAR, PRIMARY KEY (run_id, arm));
 ALTER TABLE arms ADD COLUMN IF NOT EXISTS pipeline_desc VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS phase VARCHAR;
 CREATE TABLE IF NOT EXISTS assignments(run_id VARCHAR, user_id BIGINT, arm VARCHAR, first_ts DOUBLE,
   PRIMARY KEY (run_id, user_id));
 CREATE TABLE IF NOT EXISTS requests(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
@@ -25,6 +26,11 @@ ALTER TABLE requests ADD COLUMN IF NOT EXISTS batch_no BIGINT;
 CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   position INTEGER, item_id BIGINT, channel VARCHAR, score DOUBLE, latency_ms DOUBLE, ts DOUBLE,
   PRIMARY KEY (run_id, request_id, position));
+ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore DOUBLE;
+ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore_cascade DOUBLE;
+ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore_slate DOUBLE;
+CREATE TABLE IF NOT EXISTS ope_slates(run_id VARCHAR, request_id BIGINT, arm VARCHAR, position INTEGER,
+  item_id BIGINT, PRIMARY KEY (run_id, request_id, arm, position));
 CREATE TABLE IF NOT EXISTS feedback(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   item_id BIGINT, position INTEGER, event VARCHAR, value DOUBLE, ts DOUBLE,
   PRIMARY KEY (run_id, request_id, item_id, event));
@@ -36,7 +42,8 @@ TABLE_COLUMNS = {
     "assignments": ["run_id", "user_id", "arm", "first_ts"],
     "requests": ["run_id", "request_id", "user_id", "arm", "ts", "session_id", "latency_ms", "batch_no"],
     "exposures": ["run_id", "request_id", "user_id", "arm", "position", "item_id", "channel", "score",
-                  "latency_ms", "ts"],
+                  "latency_ms", "ts", "pscore", "pscore_cascade", "pscore_slate"],
+    "ope_slates": ["run_id", "request_id", "arm", "position", "item_id"],
     "feedback": ["run_id", "request_id", "user_id", "arm", "item_id", "position", "event", "value", "ts"],
 }
 
@@ -77,7 +84,7 @@ class EventSink:
                     v = ch[c]
                     if not hasattr(v, "__len__") or isinstance(v, str):
                         v = [v] * ch["_n"]
-                    parts.append(pa.array(v))
+                    parts.append(v if isinstance(v, pa.Array) else pa.array(v))
                 arrays[c] = pa.concat_arrays([p.cast(parts[0].type) for p in parts]) if parts else pa.array([])
             tbl = pa.table(arrays)
             self.con.register("_sink_chunk", tbl)

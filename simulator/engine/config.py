@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -55,6 +55,43 @@ class RerankConfig(BaseModel):
     genre_attr: str = "genres"
 
 
+class EpsilonGreedyConfig(BaseModel):
+    """With probability ``epsilon`` the slate is a uniformly random ordered draw from the pool,
+    else the pool's top of the ranking (exact propensities)."""
+
+    model_config = _STRICT
+    kind: Literal["epsilon_greedy"]
+    epsilon: float = Field(0.1, ge=0, le=1)
+    pool: int | None = Field(None, ge=1, description="sample from the reranker's best `pool` candidates "
+                             "(default: twice the slate)")
+    seed: int = Field(0, ge=0)
+
+
+class PlackettLuceConfig(BaseModel):
+    """Plackett-Luce sampling without replacement over the pool's scores (standardised within each
+    request's pool) divided by ``temperature``; cascade and slate propensities exact, position
+    marginals estimated from ``mc_draws`` seeded draws."""
+
+    model_config = _STRICT
+    kind: Literal["plackett_luce"]
+    temperature: float = Field(1.0, gt=0)
+    pool: int | None = Field(None, ge=1, description="sample from the reranker's best `pool` candidates "
+                             "(default: twice the slate)")
+    mc_draws: int = Field(2000, ge=10, description="draws that estimate the position marginals")
+    seed: int = Field(0, ge=0)
+
+
+ExploreConfig = Annotated[EpsilonGreedyConfig | PlackettLuceConfig, Field(discriminator="kind")]
+
+
+class OpeConfig(BaseModel):
+    """Off-policy evaluation logs: the ``targets`` arms also rank every request served by an
+    exploring arm (an arm with ``explore``); their slates are recorded in ``ope_slates``, never shown."""
+
+    model_config = _STRICT
+    targets: tuple[str, ...] = Field(..., min_length=1)
+
+
 class ArmConfig(BaseModel):
     model_config = _STRICT
     name: str = Field(..., pattern=r"^[A-Za-z0-9_\-]+$")
@@ -65,6 +102,12 @@ class ArmConfig(BaseModel):
     fine: StageConfig | None = None
     rerank: RerankConfig = RerankConfig()
     slate_size: int = Field(10, ge=1)
+    explore: ExploreConfig | None = Field(None, description="log with a stochastic slate (propensities recorded)")
+
+    def explore_pool(self) -> int | None:
+        if self.explore is None:
+            return None
+        return self.explore.pool if self.explore.pool is not None else 2 * self.slate_size
 
     @model_validator(mode="after")
     def _check_cuts(self) -> ArmConfig:
@@ -77,6 +120,10 @@ class ArmConfig(BaseModel):
                 prev = st.keep
         if self.slate_size > prev:
             raise ValueError(f"arm {self.name!r}: slate_size={self.slate_size} exceeds the {prev} candidates available")
+        if self.explore is not None and self.explore.pool is not None and not \
+                self.slate_size <= self.explore.pool <= prev:
+            raise ValueError(f"arm {self.name!r}: explore.pool={self.explore.pool} must be between the slate size "
+                             f"{self.slate_size} and the {prev} candidates available")
         return self
 
     def policies(self) -> list[str]:
@@ -89,7 +136,8 @@ class ExperimentConfig(BaseModel):
     model_config = _STRICT
     name: str = "experiment"
     dataset: str = "synthetic"
-    seed: int = Field(0, ge=0, description="random seed (numpy needs a non-negative integer)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="random seed: a non-negative integer that fits the "
+                      "event tables' BIGINT")
     salt: str = "hllm-sim"
     user_model: str = Field("auto", description="auto (a world when the data has one, else replay) or a "
                             "scenario: " + ", ".join(SCENARIOS))
@@ -122,6 +170,8 @@ class ExperimentConfig(BaseModel):
     analysis: dict[str, Any] | None = Field(None, description="analysis settings read by `sim report` "
                                                  "(primary metric, guardrails, user SQL metrics); see analysis/README.md")
     arms: tuple[ArmConfig, ...] = Field(..., min_length=1)
+    ope: OpeConfig | None = Field(None, description="record the target arms' slates on the exploring arms' "
+                                  "requests, for `sim ope`")
 
     @field_validator("user_model")
     @classmethod
@@ -138,8 +188,21 @@ class ExperimentConfig(BaseModel):
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be unique, got {names}")
+        if self.ope is not None:
+            self._check_ope(names)
         DESIGNS[self.design].check_roles([a.role for a in self.arms])
+        if self.design == "interleave" and any(a.explore is not None for a in self.arms):
+            raise ValueError("design 'interleave' drafts deterministic rankings: `explore` needs design 'ab'")
         return self
+
+    def _check_ope(self, names: list[str]) -> None:
+        unknown = [t for t in self.ope.targets if t not in names]
+        if unknown:
+            raise ValueError(f"ope.targets: unknown arm {unknown[0]!r} (arms: {', '.join(names)})")
+        if not any(a.explore is not None for a in self.arms):
+            raise ValueError("ope: no arm explores; give the logging arm an `explore` block")
+        if self.design != "ab":
+            raise ValueError("ope: shadow target slates need design 'ab'")
 
     def resolved_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -160,15 +223,20 @@ def _known_fields(loc: tuple) -> list[str]:
     keys = [k for k in loc if isinstance(k, str)]
     parent = keys[-2] if len(keys) >= 2 else None
     model = {"arms": ArmConfig, "channels": ChannelConfig, "coarse": StageConfig, "fine": StageConfig,
-             "rerank": RerankConfig}.get(parent, ExperimentConfig)
+             "rerank": RerankConfig, "ope": OpeConfig, "epsilon_greedy": EpsilonGreedyConfig,
+             "plackett_luce": PlackettLuceConfig}.get(parent, ExperimentConfig)
     return list(model.model_fields)
 
 
-def first_error(e: ValidationError) -> str:
+def first_error(e: ValidationError, flags: dict[str, str] | None = None) -> str:
     """The one error to show, as ``path: message``: an unknown or missing field before the
-    cascade it causes (pydantic also reports the container of a broken item as invalid)."""
+    cascade it causes (pydantic also reports the container of a broken item as invalid).
+    ``flags`` maps top-level fields to the command-line flags that set them (the message names the
+    flag and the value given)."""
     err = min(e.errors(), key=lambda x: (_ROOT_CAUSE.get(x["type"], 2), -len(x["loc"])))
     loc = tuple(err["loc"])
+    if flags and len(loc) == 1 and loc[0] in flags:
+        return f"{flags[loc[0]]} {err['input']!r}: {err['msg'].removeprefix('Value error, ')}"
     if err["type"] == "extra_forbidden":
         import difflib
 
@@ -181,11 +249,13 @@ def first_error(e: ValidationError) -> str:
     return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
-def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
+def parse_config(data: dict, source: str = "config", flags: dict[str, str] | None = None) -> ExperimentConfig:
+    """The validated config; a ConfigError naming the field (or, with ``flags``, the flag) otherwise."""
     try:
         return ExperimentConfig(**data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: {first_error(e)}") from None
+        msg = first_error(e, flags)
+        raise ConfigError(msg if flags and msg.startswith("--") else f"{source}: {msg}") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -207,6 +277,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 DEFAULT_QUOTA, BACKUP_QUOTA, DEFAULT_SLATE = 100, 50, 10
 HYBRID = "hllm_hybrid"
+
+
+# the quick budget: what the no-config `sim run` trains (a few minutes on 2 cores, training included),
+# named overrides of each policy's own defaults; HLLM's is its "quick" preset (hllm.recipe.PRESETS)
+QUICK_BUDGET = {"sasrec": {"epochs": 10, "patience": 2}, "hstu": {"epochs": 10, "patience": 2},
+                "hllm": {"preset": "quick"}}
 
 
 def default_arm(name: str, role: str, *, slate_size: int = DEFAULT_SLATE, n_items: int | None = None) -> dict:

@@ -16,12 +16,12 @@ about the design, so a new design (interleaving) is one class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
-from policies.base import PAD, Slate
+from policies.base import PAD, Propensity, Slate
 from simulator.engine.assignment import assign
 
 
@@ -34,6 +34,8 @@ class SlateBatch:
     channel: np.ndarray  # (B, K) object: retrieval channel of origin
     arm: np.ndarray  # (B, K) int64: arm of origin (index into the design's arm names), -1 = padding
     latency_ms: np.ndarray  # (B,) float64: serving time per request (the arm call, amortised)
+    propensity: Propensity | None = None  # logging propensities (NaN where the slate is deterministic)
+    shadow: dict[int, tuple[np.ndarray, np.ndarray]] | None = None  # target arm -> (rows, (r, K) ids): not shown
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -62,14 +64,20 @@ def place(n: int, served: dict[int, tuple[np.ndarray, Slate, np.ndarray]]) -> Sl
     channel = np.full((n, K), "", dtype=object)
     arm = np.full((n, K), -1, np.int64)
     lat = np.zeros(n)
+    props = None
+    if any(sl.propensity is not None for _, sl, _ in served.values()):
+        props = Propensity(np.full((n, K), np.nan), np.full((n, K), np.nan), np.full(n, np.nan))
     for a, (rows, sl, ms) in served.items():
         k = sl.item_ids.shape[1]
         ids[rows, :k], scores[rows, :k], lat[rows] = sl.item_ids, sl.scores, ms
+        if sl.propensity is not None:
+            props.position[rows, :k], props.cascade[rows, :k] = sl.propensity.position, sl.propensity.cascade
+            props.slate[rows] = sl.propensity.slate
         names = np.array(list(sl.channel_names) + [""], dtype=object)
         ch = sl.channel if sl.channel is not None else np.full(sl.item_ids.shape, -1)
         channel[rows, :k] = names[np.where(ch >= 0, ch, len(names) - 1)]
         arm[rows, :k] = np.where(sl.item_ids >= 0, a, -1)
-    return SlateBatch(ids, scores, channel, arm, lat)
+    return SlateBatch(ids, scores, channel, arm, lat, props)
 
 
 class ABDesign:
@@ -114,6 +122,58 @@ class SingleArm(ABDesign):
 
     def assign(self, user_ids: np.ndarray) -> np.ndarray:
         return np.full(len(user_ids), self.index, np.int64)
+
+
+def _rows_of(sl: Slate, part: slice) -> Slate:
+    p = sl.propensity
+    props = None if p is None else Propensity(p.position[part], p.cascade[part], p.slate[part])
+    ch = None if sl.channel is None else sl.channel[part]
+    return Slate(sl.item_ids[part], sl.scores[part], ch, sl.channel_names, props)
+
+
+class WithShadows:
+    """An A/B design whose ``targets`` arms also rank every request of the ``logging`` (exploring)
+    arms, for off-policy evaluation: those slates travel in ``SlateBatch.shadow`` (recorded in
+    ``ope_slates``), never shown. A target's own users are served first, then the shadow rows."""
+
+    def __init__(self, inner: ABDesign, logging: tuple[int, ...], targets: tuple[int, ...]) -> None:
+        self.inner, self.logging, self.targets = inner, logging, targets
+        self.arm_names = inner.arm_names
+        self._own: dict[int, int] = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> WithShadows:
+        names = [a.name for a in cfg.arms]
+        logging = tuple(i for i, a in enumerate(cfg.arms) if a.explore is not None)
+        return cls(ABDesign.from_config(cfg), logging, tuple(names.index(t) for t in cfg.ope.targets))
+
+    def labels(self, user_ids: np.ndarray) -> np.ndarray:
+        return self.inner.labels(user_ids)
+
+    def split(self, user_ids: np.ndarray) -> dict[int, np.ndarray]:
+        rows = self.inner.split(user_ids)
+        self._own = {a: len(r) for a, r in rows.items()}  # combine() runs on the same batch, right after
+        logged = np.sort(np.concatenate([rows[a] for a in self.logging if a in rows] + [np.zeros(0, np.int64)]))
+        for t in self.targets:
+            extra = np.setdiff1d(logged, rows.get(t, []), assume_unique=True)
+            if len(extra):
+                rows[t] = np.concatenate([rows.get(t, np.zeros(0, np.int64)), extra])
+        return rows
+
+    def combine(self, n, served, rng) -> SlateBatch:
+        shown, shadow = {}, {}
+        for a, (rows, sl, ms) in served.items():
+            own = self._own.get(a, 0)
+            if own:
+                shown[a] = (rows[:own], _rows_of(sl, slice(0, own)), ms[:own])
+            if len(rows) > own:
+                shadow[a] = (rows[own:], sl.item_ids[own:])
+        return replace(self.inner.combine(n, shown, rng), shadow=shadow)
+
+
+def make_design(cfg) -> Design:
+    """The design of a run: ``DESIGNS[cfg.design]``, with shadow target slates when ``cfg.ope`` is set."""
+    return WithShadows.from_config(cfg) if cfg.ope is not None else DESIGNS[cfg.design].from_config(cfg)
 
 
 INTERLEAVED = "interleaved"  # the label of every user and request of an interleaving run

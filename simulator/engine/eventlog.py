@@ -2,13 +2,16 @@
 
 :class:`EventLog` numbers requests in serving order (a function of the simulated clock, so ids
 are identical in every runtime and on resume), remembers when each user was first seen, and
-writes ``assignments``, ``requests``, ``exposures`` and ``feedback`` through the keyed
+writes ``assignments``, ``requests``, ``exposures`` (with the logging propensities of a sampled
+slate, NULL for a deterministic one), ``feedback`` and ``ope_slates`` (the target arms' slates on
+the exploring arms' requests, never shown) through the keyed
 :class:`~simulator.core.sink.EventSink` (a replayed batch overwrites itself, never duplicates).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from simulator.core.sink import EventSink
 from simulator.engine.design import SlateBatch
@@ -42,7 +45,8 @@ class EventLog:
         self.sink.add("exposures", request_id=rid[r_i], user_id=users[r_i], arm=origin[r_i, p_i].tolist(),
                       position=p_i.astype(np.int32), item_id=slates.item_ids[r_i, p_i],
                       channel=slates.channel[r_i, p_i].tolist(), score=slates.scores[r_i, p_i].astype(np.float64),
-                      latency_ms=slates.latency_ms[r_i], ts=now[r_i])
+                      latency_ms=slates.latency_ms[r_i], ts=now[r_i], **_propensities(slates, r_i, p_i))
+        self._shadows(rid, slates)
         hit = np.flatnonzero(resp.position >= 0)
         if not len(hit):
             return
@@ -52,6 +56,12 @@ class EventLog:
         self.sink.add("feedback", **common, event="click", value=1.0, ts=now[hit] + self.feedback_delay_s)
         self.sink.add("feedback", **common, event="consume", value=resp.value[hit].astype(np.float64),
                       ts=now[hit] + self.feedback_delay_s + self.consume_delay_s)
+
+    def _shadows(self, rid: np.ndarray, slates: SlateBatch) -> None:
+        for a, (rows, ids) in (slates.shadow or {}).items():
+            r_i, p_i = np.nonzero(ids >= 0)
+            self.sink.add("ope_slates", request_id=rid[rows[r_i]], arm=str(self.arm_names[a]),
+                          position=p_i.astype(np.int32), item_id=ids[r_i, p_i])
 
     def _assignments(self, users: np.ndarray, now: np.ndarray, labels: np.ndarray) -> None:
         uniq, first_row, inverse = np.unique(users, return_index=True, return_inverse=True)
@@ -66,3 +76,17 @@ class EventLog:
 
     def flush(self) -> None:
         self.sink.flush()
+
+
+def _nullable(v: np.ndarray) -> pa.Array:
+    return pa.array(v, mask=np.isnan(v), type=pa.float64())
+
+
+def _propensities(slates: SlateBatch, r_i: np.ndarray, p_i: np.ndarray) -> dict[str, pa.Array]:
+    """The exposures' propensity columns: NULL where the slate was not sampled."""
+    p = slates.propensity
+    if p is None:
+        none = _nullable(np.full(len(r_i), np.nan))
+        return {"pscore": none, "pscore_cascade": none, "pscore_slate": none}
+    return {"pscore": _nullable(p.position[r_i, p_i]), "pscore_cascade": _nullable(p.cascade[r_i, p_i]),
+            "pscore_slate": _nullable(p.slate[r_i])}

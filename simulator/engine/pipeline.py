@@ -1,7 +1,11 @@
 """A multi-stage recommendation pipeline for one arm (pure: no Ray, no I/O).
 
 channels -> merge (de-dup, channel order = priority, per-channel quotas) -> coarse ranker
-(keep N) -> fine ranker (keep M) -> reranker -> Slate of K. Every stage is batched over users.
+(keep N) -> fine ranker (keep M) -> reranker -> Slate of K (an exploring arm samples its K from the
+reranker's best ``pool`` and records the propensities: simulator.engine.explore). Every stage is
+batched over users. A full-score policy is scored over the catalog once per batch and its stages
+share that matrix, unless its catalog is served by ANN (``FullScorePolicy.full_scoring``, from
+``policies.ann.ANN_MIN_ITEMS`` items): then it retrieves through its index and scores candidates only.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 from policies.base import PAD, Candidates, FullScorePolicy, Slate, UserBatch, topk_excluding
 from policies.rerank import make_reranker
 from simulator.engine.config import ArmConfig
+from simulator.engine.explore import make_explorer
 
 
 @dataclass
@@ -27,17 +32,19 @@ def merge_channels(parts: list[Candidates], names: tuple[str, ...]) -> Candidate
     ids = np.concatenate([p.item_ids for p in parts], axis=1)  # (B, C)
     sc = np.concatenate([p.scores for p in parts], axis=1)
     ch = np.concatenate([np.full(p.item_ids.shape, i, np.int16) for i, p in enumerate(parts)], axis=1)
-    B, C = ids.shape
-    out_ids = np.full((B, C), PAD, np.int64)
-    out_sc = np.full((B, C), -np.inf, np.float32)
-    out_ch = np.full((B, C), -1, np.int16)
-    for b in range(B):
-        row = ids[b]
-        valid = np.flatnonzero(row >= 0)
-        _, first = np.unique(row[valid], return_index=True)
-        keep = valid[np.sort(first)]
-        n = len(keep)
-        out_ids[b, :n], out_sc[b, :n], out_ch[b, :n] = row[keep], sc[b, keep], ch[b, keep]
+    valid = ids >= 0
+    # a stable sort by id keeps channel order among equal ids: an id equal to its left neighbour
+    # in that order is a later occurrence
+    order = np.argsort(np.where(valid, ids, np.iinfo(np.int64).max), axis=1, kind="stable")
+    srt = np.take_along_axis(ids, order, 1)
+    dup = np.zeros_like(valid)
+    np.put_along_axis(dup, order, np.pad(srt[:, 1:] == srt[:, :-1], ((0, 0), (1, 0))), 1)
+    keep = valid & ~dup
+    cols = np.argsort(~keep, axis=1, kind="stable")  # kept columns first, in their order
+    shown = np.arange(ids.shape[1]) < keep.sum(1, keepdims=True)
+    out_ids = np.where(shown, np.take_along_axis(ids, cols, 1), PAD)
+    out_sc = np.where(shown, np.take_along_axis(sc, cols, 1), -np.inf).astype(np.float32)
+    out_ch = np.where(shown, np.take_along_axis(ch, cols, 1), -1).astype(np.int16)
     return Candidates(out_ids, out_sc, out_ch, names)
 
 
@@ -69,6 +76,7 @@ class Pipeline:
         self.arm = arm
         self.policies = policies
         self.reranker = make_reranker(rerank_spec(arm), dataset)
+        self.explorer = make_explorer(arm.explore)  # None: the slate is the reranker's top
         # merge priority: by weight (stable: equal weights keep the listed order)
         self.channels = sorted(arm.channels, key=lambda c: -c.weight)
         self.channel_names = tuple(c.policy for c in self.channels)
@@ -81,7 +89,8 @@ class Pipeline:
 
         def all_scores(name: str) -> np.ndarray | None:
             pol = self.policies[name]
-            if not isinstance(pol, FullScorePolicy):  # the declared contract, not a duck-typed method
+            # the declared contract, not a duck-typed method; a catalog served by ANN is never scored in full
+            if not isinstance(pol, FullScorePolicy) or not pol.full_scoring():
                 return None
             if name not in full:
                 full[name] = np.asarray(pol.score_all(users), dtype=np.float32)
@@ -110,6 +119,10 @@ class Pipeline:
             cands, scores = cut(cands, s, st.keep)
             ms[name] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        slate = self.reranker.rerank(users, cands, scores, self.arm.slate_size)
+        if self.explorer is None:
+            slate = self.reranker.rerank(users, cands, scores, self.arm.slate_size)
+        else:  # sample the slate from the reranker's best `pool`, with its propensities
+            pool = self.reranker.rerank(users, cands, scores, self.arm.explore_pool())
+            slate = self.explorer.sample(pool, users, self.arm.slate_size)
         ms["rerank"] = (time.perf_counter() - t) * 1e3
         return PipelineResult(slate, ms)

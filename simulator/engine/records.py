@@ -1,9 +1,11 @@
 """The ``runs``/``arms`` rows of a run and its status over its life.
 
 A run row is written only once the runtime has started (a run that cannot start leaves nothing
-behind); it is ``running`` while a process serves it and always ends ``complete``,
-``incomplete`` (Ctrl-C / SIGTERM: resumable) or ``failed`` (an error: resumable once fixed).
-Only a process killed outright (``kill -9``) leaves ``running``; `sim report` says so.
+behind); it is ``running`` while a process serves it and always ends ``complete`` (every phase
+it promises stored: :data:`PHASES`), ``incomplete`` (Ctrl-C / SIGTERM: resumable) or ``failed``
+(an error: resumable once fixed). Only a process killed outright (``kill -9``) leaves
+``running``; `sim report` says so, and ``--resume`` finishes it. ``runs.phase`` is the last
+phase stored, so a resume does only what is missing.
 """
 
 from __future__ import annotations
@@ -55,6 +57,25 @@ def _check_same_data(con, run_id: str, dataset: str) -> None:
         raise ConfigError(f"cannot resume run {run_id}: dataset {dataset!r} has changed since the run started "
                           f"(content hash {snap['content_hash']} -> {now}); resuming would mix two datasets: "
                           "start a new run instead")
+
+
+PHASES = ("simulate", "oracle", "report")  # the phases of a run, in order (runs.phase: the last one stored)
+
+
+def phase_index(phase: str | None) -> int:
+    """Position of ``phase`` in :data:`PHASES` (-1: none stored yet)."""
+    return -1 if phase is None else PHASES.index(phase)
+
+
+def stored_phase(con, run_id: str) -> str | None:
+    """The last phase run ``run_id`` has stored (None: its simulation has not ended)."""
+    row = con.execute("SELECT phase FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    return row[0][0] if row else None
+
+
+def mark_phase(con, run_id: str, phase: str) -> None:
+    """Record that ``phase`` has stored all its rows."""
+    con.execute("UPDATE runs SET phase = ? WHERE run_id = ?", [phase, run_id])
 
 
 def finish_run(con, run_id: str, status: str) -> None:

@@ -11,6 +11,8 @@ import dataclasses
 import datetime as dt
 import subprocess
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,10 @@ from simulator.core.sequences import Dataset
 from simulator.core.sink import EventSink, ensure_schema
 from simulator.engine import signals
 from simulator.engine.config import ExperimentConfig
-from simulator.engine.design import DESIGNS
+from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import Truth, world_truth
-from simulator.engine.records import finish_run, start_run
+from simulator.engine.records import PHASES, finish_run, mark_phase, phase_index, start_run, stored_phase
 from simulator.engine.runtime import RUNTIMES, LocalRuntime
 from simulator.engine.scenario import Scenario, build_scenario
 from simulator.engine.story import Simulation, Timing
@@ -86,6 +88,7 @@ def prepare(cfg: ExperimentConfig, catalog: Catalog) -> Scenario:
 def train_arms(cfg: ExperimentConfig, setup: Scenario, progress: bool = True) -> dict:
     out = {}
     for name in cfg.all_policies():
+        signals.fault_point("training")
         if progress:
             tqdm.write(f"[sim] training {name} on {len(setup.split.train)} interactions ...")
         out[name] = fit_or_load(name, setup.train_dataset, setup.split, cfg.policies.get(name), root=cfg.artifacts,
@@ -110,48 +113,73 @@ def _git_rev() -> str:
 
 
 def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = True, run_id: str | None = None,
-                   policies: dict | None = None, on_batch=None) -> str:
-    """Run ``cfg``; returns the run id. ``on_batch(batch_no, runtime)`` is a test hook.
+                   policies: dict | None = None, on_batch=None, report: Callable[[str], None] | None = None) -> str:
+    """Run ``cfg`` through its phases; returns the run id. ``on_batch(batch_no, runtime)`` is a test hook.
 
-    Ctrl-C / SIGTERM raise :class:`RunInterrupted` after marking the run ``incomplete``; any
-    other error marks it ``failed``; a runtime that cannot start leaves no run row at all."""
+    The phases are ``simulate`` (events served and flushed), ``oracle`` (world runs: each arm's true
+    values) and ``report`` (``report(run_id)``, the command layer's report, when given). The run is
+    ``complete`` once its data phases have stored their rows, and ``runs.phase`` says the last phase
+    stored; a resumed run (``run_id`` given) does only the phases still missing. Ctrl-C / SIGTERM raise :class:`RunInterrupted` after
+    marking the run ``incomplete``; any other error marks it ``failed``; a runtime that cannot
+    start leaves no run row at all."""
     validate(cfg, catalog)
     con = catalog.con
     ensure_schema(con)
     resumed = run_id is not None
     setup = prepare(cfg, catalog)
-    setup.announce(cfg)
+    if not resumed:
+        setup.announce(cfg)
+    done = stored_phase(con, run_id) if resumed else None
     policies = policies or train_arms(cfg, setup, progress)
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    runtime = _start_runtime(cfg, policies, setup)
-    names = tuple(a.name for a in cfg.arms)
-    design = DESIGNS[cfg.design].from_config(cfg)
+    runtime = _start_runtime(cfg, policies, setup) if done is None else None
     status, stop = "failed", None
     with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
         try:
             start_run(con, run_id, cfg, setup.sim_start, _git_rev(), resumed, setup.warnings(cfg))
             with holding(catalog.path, run_id):
-                log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
                 try:
-                    simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
+                    if done is None:
+                        _simulate(cfg, setup, runtime, con, run_id, progress, on_batch)
+                    if phase_index(done) < phase_index("oracle"):
+                        _oracle(cfg, setup, policies, con, run_id, progress)
                     status = "complete"
                 except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
                     if not signals.is_stop(e):
                         raise
                     status, stop = "incomplete", e
                 finally:
-                    try:
-                        log.flush()
-                    finally:
-                        finish_run(con, run_id, status)
-                if status == "complete":
-                    stop = _oracle(cfg, setup, policies, con, run_id, progress)
+                    finish_run(con, run_id, status)
+                if status == "complete" and report is not None:
+                    report_phase(con, run_id, report)
         finally:
-            runtime.close()
+            if runtime is not None:
+                runtime.close()
     if stop is not None:
         raise RunInterrupted(run_id, signals.exit_code(stop))
     signals.check()  # a signal during the final writes: the run is complete, the command stops
     return run_id
+
+
+def report_phase(con, run_id: str, report: Callable[[str], None]) -> None:
+    """The report phase, after the data phases made the run ``complete``: ``runs.phase`` becomes
+    ``report`` only once the report is written (a process killed here is resumed by writing it)."""
+    signals.fault_point("report")
+    report(run_id)
+    mark_phase(con, run_id, "report")
+
+
+def _simulate(cfg: ExperimentConfig, setup: Scenario, runtime, con, run_id: str, progress: bool, on_batch) -> None:
+    """The simulate phase: serve the requests and flush every event (also when a signal stops it)."""
+    names = tuple(a.name for a in cfg.arms)
+    design = make_design(cfg)
+    log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
+    try:
+        simulation(cfg, setup, design, runtime, log, cfg.seed).run(progress, on_batch)
+    finally:
+        signals.fault_point("flush")
+        log.flush()
+    mark_phase(con, run_id, "simulate")
 
 
 def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
@@ -161,21 +189,13 @@ def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
                                  chunk_size=cfg.chunk_size, threads=cfg.threads, **kw)
 
 
-def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, con, run_id: str, progress: bool):
-    """World runs: store each arm's true values; returns a stop signal that interrupted it (the run
-    itself is complete then; only the truth is missing)."""
-    if not setup.has_truth or cfg.oracle_reps < 1:
-        return None
+def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, con, run_id: str, progress: bool) -> None:
+    """The oracle phase (scenarios with a ground truth): store each arm's true values."""
     end = con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0][0]
-    if end is None:
-        return None
-    try:
+    if setup.has_truth and cfg.oracle_reps >= 1 and end is not None:
+        signals.fault_point("oracle")
         store_truth(con, run_id, run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress))
-    except BaseException as e:
-        if not signals.is_stop(e):
-            raise
-        return e
-    return None
+    mark_phase(con, run_id, "oracle")
 
 
 def simulation(cfg: ExperimentConfig, setup: Scenario, design, runtime, log, seed: int,
@@ -205,15 +225,32 @@ def store_truth(con, run_id: str, truth: Truth) -> None:
     con.executemany("INSERT OR REPLACE INTO truth VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True) -> str:
-    """Continue an incomplete run: the deterministic replay re-creates every event and the
-    keyed writes make the ones already stored harmless."""
+@dataclass(frozen=True)
+class Resumed:
+    """What ``resume_experiment`` did: the phases that were missing and are now stored."""
+
+    run_id: str
+    was_complete: bool
+    phases: tuple[str, ...]  # done by this call, in order
+
+
+def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True,
+                      report: Callable[[str], None] | None = None) -> Resumed:
+    """Continue an unfinished run: only its missing phases run. A simulation that had not ended is
+    re-created by the deterministic replay (the keyed writes make the events already stored
+    harmless); a complete run is left as it is."""
     ensure_schema(catalog.con)
     row = catalog.con.execute("SELECT config_json, status FROM runs WHERE run_id = ?", [run_id]).fetchall()
     if not row:
         raise NotFoundError(f"unknown run id {run_id!r}")
-    if row[0][1] == "complete":
-        return run_id
+    status, phase = row[0][1], stored_phase(catalog.con, run_id)
+    if status == "complete":
+        if report is None or phase == "report":
+            return Resumed(run_id, True, ())
+        with signals.cooperative():
+            report_phase(catalog.con, run_id, report)
+        signals.check()
+        return Resumed(run_id, False, ("report",))
     try:
         cfg = ExperimentConfig.model_validate_json(row[0][0])
     except ValueError as e:  # pydantic ValidationError: a config this version no longer accepts
@@ -221,4 +258,6 @@ def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True) -
 
         raise ConfigError(f"cannot resume run {run_id}: its stored config is not valid now ({first_error(e)}); "
                           "start a new run") from None
-    return run_experiment(cfg, catalog, progress=progress, run_id=run_id)
+    todo = [p for p in PHASES[phase_index(phase) + 1:] if p != "report" or report is not None]
+    run_experiment(cfg, catalog, progress=progress, run_id=run_id, report=report)
+    return Resumed(run_id, False, tuple(todo))

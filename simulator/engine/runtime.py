@@ -14,11 +14,12 @@ import time
 
 import numpy as np
 
-from policies.base import Slate, UserBatch
+from policies.base import Propensity, Slate, UserBatch
 from simulator.engine.config import ArmConfig
 from simulator.engine.pipeline import Pipeline
 
-SlateParts = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], float]  # ids, scores, channel, names, ms
+# ids, scores, channel, names, ms, propensity (None: a deterministic slate)
+SlateParts = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], float, Propensity | None]
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -55,7 +56,7 @@ def _run_pipeline(pipe: Pipeline, users: UserBatch) -> SlateParts:
     t = time.perf_counter()
     res = pipe.run(users)
     s = res.slate
-    return s.item_ids, s.scores, s.channel, s.channel_names, (time.perf_counter() - t) * 1e3
+    return s.item_ids, s.scores, s.channel, s.channel_names, (time.perf_counter() - t) * 1e3, s.propensity
 
 
 def _join(parts: list[SlateParts]) -> tuple[Slate, np.ndarray]:
@@ -63,7 +64,10 @@ def _join(parts: list[SlateParts]) -> tuple[Slate, np.ndarray]:
     sc = np.concatenate([p[1] for p in parts])
     ch = np.concatenate([p[2] for p in parts])
     lat = np.concatenate([np.full(len(p[0]), p[4] / max(len(p[0]), 1)) for p in parts])  # amortised ms/request
-    return Slate(ids, sc, ch, parts[0][3]), lat
+    props = None
+    if parts[0][5] is not None:
+        props = Propensity(*(np.concatenate([getattr(p[5], f) for p in parts]) for f in ("position", "cascade", "slate")))
+    return Slate(ids, sc, ch, parts[0][3], props), lat
 
 
 def _pack(u: UserBatch) -> tuple:

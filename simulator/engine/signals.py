@@ -12,6 +12,7 @@ through the bookkeeping that marks the run ``incomplete``.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -51,8 +52,33 @@ def check() -> None:
         raise _stop(_PENDING.pop())
 
 
+FAULT_ENV = "SIM_FAULT_INJECT"
+
+
+_FAULT_CALLS: dict[str, int] = {}
+
+
+def fault_point(phase: str) -> None:
+    """Chaos testing: ``SIM_FAULT_INJECT=PHASE[@N]:SIGNAL`` (e.g. ``oracle:SIGKILL``,
+    ``simulate@3:SIGTERM``) makes this process send itself SIGNAL the Nth time (default 1st) it
+    reaches PHASE (training, simulate = each served batch, flush, oracle, report), once.
+    The fault-injection tests use it; anyone can check that their runs survive a kill anywhere."""
+    where, _, sig = os.environ.get(FAULT_ENV, "").partition(":")
+    name, _, nth = where.partition("@")
+    if name != phase:
+        return
+    _FAULT_CALLS[phase] = _FAULT_CALLS.get(phase, 0) + 1
+    if _FAULT_CALLS[phase] >= int(nth or 1):
+        os.environ.pop(FAULT_ENV)
+        os.kill(os.getpid(), getattr(signal, sig or "SIGINT"))
+
+
 def install() -> None:
-    """Record-then-raise handlers for SIGINT and SIGTERM (main thread only; idempotent)."""
+    """Record-then-raise handlers for SIGINT and SIGTERM (main thread only; idempotent); a command
+    starts with no signal recorded."""
+    _RECEIVED.clear()
+    _PENDING.clear()
+    _FAULT_CALLS.clear()
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGINT, _on_signal)
         signal.signal(signal.SIGTERM, _on_signal)

@@ -75,6 +75,7 @@ class Simulation:
                     on_batch(self.batch_no, self.runtime)
             bar.update(len(batch))
             served[0] += len(batch)
+            signals.fault_point("simulate")
             return clicks
 
         clock.env.process(batcher(clock, t.batch_window_s, serve_batch))

@@ -299,6 +299,34 @@ def test_batch_ratio_is_calibrated_where_per_user_latency_is_not():
     assert rej_b / E < 0.09 and rej_u / E > 0.2
 
 
+def test_batch_ratio_pairs_time_windows_when_batches_hold_one_arm():
+    """Issue 21 item 12: in a replay most serving batches hold one arm; pairing within a batch then
+    compared an arm with nothing (A/A latency p < 0.05 in 9 of 20 runs; 57% in this simulation).
+    Windows of consecutive batches holding both arms keep the A/A at its level under a drifting
+    machine load."""
+    from analysis.estimators import BatchRatio, paired_windows
+
+    rng = np.random.default_rng(5)
+    lat = Metric(name="latency_ms", kind="ratio", num="latency_sum", den="requests", unit="batch")
+    E, rej = 200, 0
+    for _ in range(E):
+        B = 400
+        load = np.exp(np.cumsum(rng.normal(0, 0.05, B)))  # drift: neighbouring batches share the load
+        arm: list[str] = []  # one arm per batch, in bursts (a replayed user's requests come together)
+        while len(arm) < B:
+            arm += [str(rng.choice(["control", "treatment"]))] * int(rng.geometric(0.1))
+        n = rng.integers(1, 4, B).astype(float)
+        bt = pd.DataFrame({"batch_no": np.arange(B), "arm": arm[:B], "requests": n,
+                           "latency_sum": load * n * rng.lognormal(0, 0.2, B)})
+        bt.attrs["control"] = "control"
+        e = BatchRatio().estimate(bt, lat)
+        rej += e.p < 0.05
+    assert 0.02 < rej / E < 0.08, rej / E
+    assert "time windows" in e.note
+    wide = pd.DataFrame({("r", "c"): [1, 0, 0, 1, 1], ("r", "t"): [0, 1, 1, 1, 0]})
+    assert paired_windows(wide, "r", "c", "t")[("r", "c")].tolist() == [1, 2]  # [0, 1], [2, 3] + the unfinished [4]
+
+
 def test_msprt_monitor_is_stateful_over_looks():
     full = table(n=4000, seed=4, lift=0.0)
     mon = MSPRT()
@@ -330,14 +358,74 @@ def test_guardrail_non_inferiority(rel, se, margin, hib, status):
 
 
 def test_decision_rule_families():
+    from scipy import stats
+
     from analysis.decision import decide
     from analysis.views import AnalysisConfig
 
+    p = np.array([0.04, 0.01, 0.02, 0.5, 0.001])
+    rel = 0.04 * stats.norm.isf(p / 2)  # the decision statistic (rel / rel_se) that gives these p
     df = pd.DataFrame({"metric": ["ctr", "a", "b", "c", "lat"], "role": ["primary", "secondary", "secondary",
                                                                          "secondary", "guardrail"],
-                       "p": [0.04, 0.01, 0.02, 0.5, 0.001], "rel_lift": [0.1, 0.1, 0.1, 0.0, 0.5],
-                       "rel_se": [0.04] * 5, "higher_is_better": [True, True, True, True, False]})
+                       "rel_lift": rel, "abs_lift": rel, "rel_se": [0.04] * 5, "se": [0.04] * 5,
+                       "higher_is_better": [True, True, True, True, False]})
     out = decide(df, AnalysisConfig())
+    assert out.p.tolist() == pytest.approx(p.tolist())
     assert out.p_adj.tolist()[:4] == pytest.approx([0.04, 0.03, 0.03, 0.5])  # primary at alpha; BH on the rest
     assert out.significant.tolist() == [True, True, True, False, False]
     assert out.guardrail_status.tolist() == ["", "", "", "", "violated"] and np.isnan(out.p_adj[4])
+    # BH with 2 of 3 rejected: the secondaries' CIs at 1 - 2 * 0.05 / 3 (FCR-adjusted)
+    assert out.ci_level.tolist()[1:4] == pytest.approx([1 - 0.1 / 3] * 3)
+
+
+@pytest.mark.parametrize("method", ["holm", "bh"])
+def test_adjusted_levels_agree_with_adjusted_p(method):
+    """The CI level of each hypothesis rejects exactly when its adjusted p does (and p_adj equals
+    statsmodels' multipletests)."""
+    from statsmodels.stats.multitest import multipletests
+
+    from analysis.multiple import adjust, levels
+
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        p = rng.uniform(0, 0.2, rng.integers(1, 8)) ** rng.uniform(0.5, 2)
+        adj = adjust(p, method)
+        assert adj == pytest.approx(multipletests(p, method={"holm": "holm", "bh": "fdr_bh"}[method])[1])
+        assert ((adj < 0.05) == (p < levels(p, method, 0.05))).all()
+
+
+def test_significant_exactly_when_the_ci_excludes_zero_in_a_b_n():
+    """Item 8/13 of issue 21: 10 arms on tiny groups, a Holm-adjusted winner never sits beside a CI
+    that contains 0, and an unadjusted one neither (p and CI from the one decision statistic)."""
+    from analysis.decision import decide
+    from analysis.views import AnalysisConfig
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        k = int(rng.integers(1, 10))
+        rel = rng.normal(0.3, 0.5, k)
+        se = rng.uniform(0.05, 0.4, k)
+        df = pd.DataFrame({"metric": ["ctr"] * k, "role": ["primary"] * k, "rel_lift": rel, "rel_se": se,
+                           "abs_lift": rel * 0.04, "se": se * 0.04, "control": [0.04] * k})
+        out = decide(df, AnalysisConfig())
+        excludes = (out.rel_ci_low > 0) | (out.rel_ci_high < 0)
+        assert (out.significant == excludes).all()
+
+
+def test_mde_comes_from_the_se_under_no_effect():
+    """Issue 21 item 14: the MDE does not grow with the observed lift."""
+    from analysis.decision import power_numbers
+
+    base = {"control": 0.04, "se": 0.004, "n_control": 500, "n_treatment": 500}
+    small = power_numbers({**base, "rel_lift": 0.01, "rel_se": 0.1}, 0.05, 0.8)
+    huge = power_numbers({**base, "rel_lift": 5.0, "rel_se": 1.8}, 0.05, 0.8)
+    assert small["mde_rel"] == pytest.approx(huge["mde_rel"]) == pytest.approx(2.8016 * 0.1, rel=1e-3)
+
+
+def test_guardrail_status_uses_the_t_distribution_of_batches():
+    """Issue 21 item 15: with 16 batches the guardrail's one-sided test is a t test, like latency's p."""
+    from analysis.decision import guardrail_status
+
+    row = {"rel_lift": 0.0, "rel_se": 0.059, "margin": 0.1, "higher_is_better": False}
+    assert guardrail_status(row, 0.05) == "ok"  # normal: 0.1 / 0.059 = 1.69 > 1.645
+    assert guardrail_status({**row, "dof": 15}, 0.05) == "inconclusive"  # t(15): 1.69 < 1.753

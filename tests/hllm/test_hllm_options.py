@@ -157,13 +157,15 @@ def test_every_setting_has_one_default_in_one_place():
     and the model config add none, presets only override, and `sim run`'s budget is a named preset."""
     from hllm.configuration_hllm import ARCHITECTURE_FIELDS, HLLMArchitecture, HLLMConfig
     from hllm.recipe import PRESETS, HLLMPolicyConfig, HLLMRecipe
-    from simulator.commands.run import QUICK_BUDGET
+    from simulator.engine.config import QUICK_BUDGET
 
     arch, recipe = HLLMArchitecture(), HLLMRecipe()
     assert not ARCHITECTURE_FIELDS & set(HLLMRecipe.model_fields)
-    # + the preset and the serving settings (their defaults: hllm.ann.RetrievalConfig)
-    assert set(HLLMPolicyConfig.model_fields) == ARCHITECTURE_FIELDS | set(HLLMRecipe.model_fields) | {"preset",
-                                                                                                      "retrieval"}
+    # + the preset and the serving settings (their defaults: hllm.ann.RetrievalConfig,
+    # hllm.user_state.UserStateConfig)
+    assert set(HLLMPolicyConfig.model_fields) == (ARCHITECTURE_FIELDS | set(HLLMRecipe.model_fields)
+                                                  | {"preset", *HLLMPolicyConfig.SERVING_FIELDS})
+    assert HLLMPolicyConfig.SERVING_FIELDS == ("retrieval", "user_states")
     hf = HLLMConfig()
     assert {f: getattr(hf, f) for f in ARCHITECTURE_FIELDS} == arch.model_dump()
     assert not any(hasattr(hf, f) for f in HLLMRecipe.model_fields)  # the model config is architecture only
@@ -201,3 +203,31 @@ def test_serving_settings_do_not_retrain():
     ann = registry.make_config("hllm", {"preset": "tiny", "retrieval": {"index": "ivf", "nprobe": 8}})
     other = registry.make_config("hllm", {"preset": "tiny", "stage2_epochs": 3})
     assert config_hash("hllm", ann) == config_hash("hllm", base) != config_hash("hllm", other)
+
+
+def test_a_cached_model_serves_with_the_runs_serving_settings(tmp_path, monkeypatch):
+    """fit_or_load: a model loaded from the cache takes this run's serving settings, not the saved ones."""
+    from types import SimpleNamespace
+
+    from hllm.recipe import HLLMPolicyConfig
+    from policies import registry, store
+
+    saved = HLLMPolicyConfig(preset="tiny")
+
+    class Fake:
+        def __init__(self, cfg):
+            self.cfg = cfg
+
+        @classmethod
+        def load(cls, path):
+            return cls(saved)
+
+    monkeypatch.setattr(registry, "get", lambda name: SimpleNamespace(cls=Fake, config_cls=HLLMPolicyConfig))
+    monkeypatch.setattr(store, "data_fingerprint", lambda d, s: "x")
+    want = {"preset": "tiny", "user_states": {"serving": "tables", "refresh_s": 60.0}}
+    cfg = registry.make_config("hllm", want)
+    path = tmp_path / "d" / f"hllm-{store.config_hash('hllm', cfg, {'data': 'x'})}"
+    path.mkdir(parents=True)
+    (path / "DONE").write_text("{}")
+    pol = store.fit_or_load("hllm", SimpleNamespace(name="d"), None, want, root=tmp_path)
+    assert pol.cfg.user_states.serving == "tables" and pol.cfg.user_states.refresh_s == 60.0

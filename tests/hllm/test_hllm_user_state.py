@@ -151,3 +151,27 @@ def test_policy_drops_its_cache_when_copied_or_pickled_and_on_new_weights():
         np.testing.assert_array_equal(other.embed_users(users), want)
     pol.refresh_table()  # new weights / table: cached states are stale
     assert pol._states is None
+
+
+def test_tables_serve_the_history_as_of_the_last_refresh_and_record_staleness(runner):
+    """tables: a row is the embedding of the history before the last scheduled rebuild or the last
+    multiple of refresh_items, whichever is later; each request's staleness is recorded."""
+    cfg = UserStateConfig(serving="tables", refresh_s=100.0, refresh_items=3)
+    t = np.array([10.0, 20, 150, 160, 170, 250])
+    assert cfg.served_prefix(t, 6, 260.0) == (6, 250.0)  # the 6th item refreshed the row at t=250
+    assert cfg.served_prefix(t[:5], 5, 180.0) == (3, 150.0)  # 3rd item at 150 > the rebuild at 100
+    assert cfg.served_prefix(t[:2], 2, 90.0) == (0, 0.0)  # not in the table yet: the empty state
+    assert UserStateConfig().served_prefix(t, 6, 260.0) == (6, 260.0)  # online: all of it, now
+    hist, times = histories(8, seed=4)
+    now = np.array([tt[-1] + 1.0 for tt in times])
+    tab = UserStates(runner[0], cfg, runner[1].config.use_time)
+    got = tab.embeddings(np.arange(8), hist, times, now)
+    cut = [cfg.served_prefix(tt, len(h), n)[0] for h, tt, n in zip(hist, times, now, strict=True)]
+    want = states(runner, "recompute").embeddings(np.arange(8), [h[:c] for h, c in zip(hist, cut, strict=True)],
+                                                  [tt[:c] for tt, c in zip(times, cut, strict=True)])
+    assert torch.equal(got, want)
+    st = tab.report()["staleness"]
+    assert st["requests"] == 8 and st["items_behind_mean"] == np.mean([len(h) - c for h, c in zip(hist, cut, strict=True)])
+    assert tab.embeddings(np.arange(8), hist, times, now) is not None and tab.stats["hit"] >= 8  # same rows: lookups
+    assert torch.equal(tab.embeddings(np.arange(8), hist, times), states(runner, "recompute").embeddings(
+        np.arange(8), hist, times))  # no request time (offline use): the whole history

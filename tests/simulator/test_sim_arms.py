@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.commands.run import QUICK_BUDGET, build_config
-from simulator.engine.config import ArmConfig, default_arm, describe_pipeline, load_config
+from simulator.commands.run import build_config
+from simulator.engine.config import QUICK_BUDGET, ArmConfig, default_arm, describe_pipeline, load_config
 
 ID_MODELS = {"sasrec", "hstu", "itemknn"}  # policies that learn from item ids
 EXAMPLES = Path(__file__).resolve().parents[2] / "simulator" / "examples"

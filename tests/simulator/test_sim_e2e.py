@@ -66,7 +66,7 @@ def test_interrupt_then_resume_equals_uninterrupted(env):
     rid = ei.value.args[0]
     st, n = cat.con.execute("SELECT status, n_requests FROM runs WHERE run_id = ?", [rid]).fetchall()[0]
     assert st == "incomplete" and 0 < n < 300  # what was written is kept
-    assert resume_experiment(rid, cat, progress=False) == rid
+    assert resume_experiment(rid, cat, progress=False).phases == ("simulate", "oracle")
     assert cat.con.execute("SELECT status FROM runs WHERE run_id = ?", [rid]).fetchall()[0][0] == "complete"
     _same(event_frames(cat, base), event_frames(cat, rid))
 

@@ -293,8 +293,9 @@ def canon_interactions(con: duckdb.DuckDBPyConnection, table: str, *, path: str,
     return out, n
 
 
-def parse_mapping(spec: str | dict | None) -> dict[str, str]:
-    """'user=uid,item=iid,ts=time' -> {'user': 'uid', ...} (canonical name -> file column)."""
+def parse_mapping(spec: str | dict | None, flag: str = "--map") -> dict[str, str]:
+    """'user=uid,item=iid,ts=time' -> {'user': 'uid', ...} (canonical name -> file column); both
+    sides become SQL identifiers, so both are checked."""
     if not spec:
         return {}
     if isinstance(spec, dict):
@@ -307,5 +308,5 @@ def parse_mapping(spec: str | dict | None) -> dict[str, str]:
             raise DataError(f"bad column mapping {part!r}: expected canonical=column, e.g. user=uid")
         k, v = part.split("=", 1)
         out[k.strip()] = v.strip()
-    check_column_names(list(out.values()), file="--map", line=None)
+    check_column_names([*out, *out.values()], file=flag, line=None)
     return out

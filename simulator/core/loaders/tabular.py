@@ -53,7 +53,7 @@ def load_table(con, path: str | Path, *, skip_bad_lines: bool = False, mapping: 
     items_t = None
     if items is not None:
         ip = check_file(items)
-        im = parse_mapping(item_mapping)
+        im = parse_mapping(item_mapping, "--item-map")
         it, icols, ib = _read(con, ip, sep, skip_bad_lines)
         skipped += ib
         rev = {v: k for k, v in im.items()}
