@@ -152,8 +152,8 @@ CASES = [
      r"serving \d+ of the 100,000 asked for$"),
     ("fewer requests than the replay log", ["run", "--arms", "popularity,itemknn", "--data", "r", "-n", "5",
                                             "COMMON"], 0,
-     r"^note: the replay log of 'r' holds [\d,]+ requests from [\d,]+ users after the start cut; this run serves "
-     r"the first 5 \(--requests \d+ serves them all\)$"),
+     r"^warning: the replay log of 'r' holds [\d,]+ requests from [\d,]+ users after the start cut; this run serves "
+     r"the first 5, which reach [\d,]+ of the [\d,]+ users \(--requests \d+ serves them all\)$"),
     ("report of a one-request run", ["run", "--arms", "popularity,itemknn", "--data", "w", "-n", "1", "COMMON"], 0,
      None),
     ("two control arms", ["run", "--config", "DIR/twoctl.toml", "COMMON"], 2,
