@@ -26,7 +26,7 @@ from .multiple import adjust, levels
 from .views import AnalysisConfig
 
 
-def _dist(dof: float):
+def dist(dof: float):
     """The test statistic's distribution: t with ``dof`` degrees of freedom, normal when infinite."""
     return stats.norm if not np.isfinite(dof) else stats.t(dof)
 
@@ -42,11 +42,12 @@ def decision_stat(row: dict) -> tuple[float, float, float]:
     return float(row.get("abs_lift", np.nan)), float(row.get("se", np.nan)), dof
 
 
-def _p_value(row: dict) -> float:
+def p_value(row: dict) -> float:
+    """Two-sided p of the decision statistic (:func:`decision_stat`)."""
     est, se, dof = decision_stat(row)
     if not (np.isfinite(est) and np.isfinite(se) and se > 0):
         return float("nan")
-    return float(2 * _dist(dof).sf(abs(est) / se))
+    return float(2 * dist(dof).sf(abs(est) / se))
 
 
 def decide(df: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
@@ -56,7 +57,7 @@ def decide(df: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
     for col in ("se", "dof"):
         if col not in df:
             df[col] = np.nan if col == "se" else np.inf
-    df["p"] = [_p_value(r) for r in df.to_dict("records")]
+    df["p"] = [p_value(r) for r in df.to_dict("records")]
     df["p_adj"], df["ci_level"] = np.nan, 1 - cfg.alpha
     for role, method in (("primary", "holm"), ("secondary", cfg.secondary_correction)):
         rows = df["role"] == role
@@ -75,7 +76,7 @@ def decide(df: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
 def _intervals(df: pd.DataFrame) -> None:
     """Absolute and relative CIs at each row's ``ci_level``, from the same SE and distribution as p."""
     for i, r in zip(df.index, df.to_dict("records"), strict=True):
-        q = _dist(decision_stat(r)[2]).ppf(1 - (1 - r["ci_level"]) / 2)
+        q = dist(decision_stat(r)[2]).ppf(1 - (1 - r["ci_level"]) / 2)
         for est, se, lo, hi in (("abs_lift", "se", "ci_low", "ci_high"),
                                 ("rel_lift", "rel_se", "rel_ci_low", "rel_ci_high")):
             e, s_ = r.get(est, np.nan), r.get(se, np.nan)
@@ -97,11 +98,11 @@ def guardrail_status(row: dict, alpha: float) -> str:
     rel, se, m = row.get("rel_lift"), row.get("rel_se"), row["margin"]
     if rel is None or se is None or not np.isfinite(rel) or not np.isfinite(se) or se <= 0:
         return "inconclusive"
-    dist = _dist(decision_stat(row)[2])
+    d = dist(decision_stat(row)[2])
     harm = -rel if row.get("higher_is_better", True) else rel  # > 0: the treatment is worse
-    if dist.sf((m - harm) / se) < alpha:  # H0 harm >= m rejected: not worse than the margin
+    if d.sf((m - harm) / se) < alpha:  # H0 harm >= m rejected: not worse than the margin
         return "ok"
-    if dist.sf((harm - m) / se) < alpha:  # H0 harm <= m rejected: worse than the margin
+    if d.sf((harm - m) / se) < alpha:  # H0 harm <= m rejected: worse than the margin
         return "violated"
     return "inconclusive"
 
@@ -121,8 +122,8 @@ def power_numbers(row: dict, alpha: float, power: float) -> dict:
     """MDE (relative, from the SE under no effect) of this run and users per arm needed to detect
     the observed lift at ``power``."""
     se0, rel = null_rel_se(row), row.get("rel_lift")
-    dist = _dist(decision_stat(row)[2])
-    k = dist.ppf(1 - alpha / 2) + dist.ppf(power)
+    d = dist(decision_stat(row)[2])
+    k = d.ppf(1 - alpha / 2) + d.ppf(power)
     out = {"mde_rel": float("nan"), "users_needed_per_arm": float("nan"), "power": power}
     if not np.isfinite(se0):
         return out

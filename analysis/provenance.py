@@ -4,6 +4,8 @@ them as warnings; the Markdown/HTML report shows them on top)."""
 
 from __future__ import annotations
 
+import json
+
 from simulator.core.fingerprint import dataset_hash
 from simulator.core.snapshot import run_dataset
 
@@ -48,6 +50,16 @@ def _data_warning(con, info: dict) -> str | None:
     return None
 
 
+def _scenario_warnings(info: dict) -> list[str]:
+    """What the run's scenario said about its data when it started (pseudo-sequential order, a short
+    replay log, the users a replay reaches), stored in ``runs.warnings_json``."""
+    try:
+        return [str(w) for w in json.loads(info.get("warnings_json") or "[]")]
+    except (json.JSONDecodeError, TypeError):
+        return []
+
+
 def run_warnings(con, info: dict) -> list[str]:
-    """Warnings about run ``info`` (a ``runs`` row as a dict): unfinished run, changed data."""
-    return [w for w in (_status_warning(con, info), _data_warning(con, info)) if w]
+    """Warnings about run ``info`` (a ``runs`` row as a dict): unfinished run, changed data, the
+    scenario's warnings about the run's data."""
+    return [w for w in (_status_warning(con, info), _data_warning(con, info)) if w] + _scenario_warnings(info)

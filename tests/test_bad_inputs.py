@@ -149,6 +149,9 @@ CASES = [
      r"^error: --seed -1: Input should be greater than or equal to 0$"),
     ("seed past BIGINT", ["run", "--arms", "popularity,itemknn", "--data", "w", "--seed", str(2**70), "COMMON"], 2,
      r"^error: --seed 1180591620717411303424: Input should be less than or equal to 9223372036854775807$"),
+    ("misspelt user model", ["run", "--arms", "popularity,itemknn", "--data", "w", "--user-model", "lerned", "COMMON"],
+     2, r"^error: --user-model 'lerned': unknown user_model 'lerned' \(choose from auto, world, replay, learned\); "
+        r"did you mean 'learned'\?$"),
     ("zero requests", ["run", "--arms", "popularity,itemknn", "--data", "w", "-n", "0", "COMMON"], 2,
      r"^error: --requests 0: Input should be greater than or equal to 1$"),
     ("typo inside a channel", ["run", "--config", "DIR/typo.toml", "COMMON"], 2,
@@ -172,8 +175,8 @@ CASES = [
      r"serving \d+ of the 100,000 asked for$"),
     ("fewer requests than the replay log", ["run", "--arms", "popularity,itemknn", "--data", "r", "-n", "5",
                                             "COMMON"], 0,
-     r"^note: the replay log of 'r' holds [\d,]+ requests from [\d,]+ users after the start cut; this run serves "
-     r"the first 5 \(--requests \d+ serves them all\)$"),
+     r"^warning: the replay log of 'r' holds [\d,]+ requests from [\d,]+ users after the start cut; this run serves "
+     r"the first 5, which reach [\d,]+ of the [\d,]+ users \(--requests \d+ serves them all\)$"),
     ("report of a one-request run", ["run", "--arms", "popularity,itemknn", "--data", "w", "-n", "1", "COMMON"], 0,
      None),
     ("two control arms", ["run", "--config", "DIR/twoctl.toml", "COMMON"], 2,

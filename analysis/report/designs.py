@@ -17,10 +17,11 @@ from simulator.core.errors import ConfigError
 
 from .. import interleave, plots
 from ..decision import headline, power_numbers
+from ..segments import segment_effects
 from ..srm import SRMResult, srm_for_run
 from ..truth import paired_lift
 from ..views import AnalysisConfig
-from .compute import arm_roles, arm_summary, sequential_monitor, summarize
+from .compute import arm_roles, arm_summary, metric_list, sequential_monitor, summarize
 from .model import SRM, EffectRow, Interleave, Look, Power, Report, Sequential, SequentialArm, Stop
 
 
@@ -93,7 +94,9 @@ class ABAnalysis:
                 for a, v in seq["arms"].items()}
         sequential = Sequential(metric=seq["metric"], note=seq["note"], arms=arms)
         sequential.text = sequential_text(sequential, summary.attrs.get("control"))
-        return dict(effects=effect_rows(summary), power=power, srm=srm, sequential=sequential,
+        control, treatments = arm_roles(con, run_id)
+        segments = segment_effects(con, run_id, metric_list(cfg), control, treatments, cfg.alpha)
+        return dict(effects=effect_rows(summary), power=power, srm=srm, sequential=sequential, segments=segments,
                     headline=headline(summary, cfg.alpha, cfg.power), arms=records(arm_summary(con, run_id)))
 
     def plots(self, con, run_id: str, report: Report) -> dict[str, bytes]:

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ..segments import SegmentReport
+
 SCHEMA_VERSION = 1  # bump when a field of report.json changes meaning or is removed
 
 
@@ -205,6 +207,7 @@ class Report(Model):
     truth_passes: Table = []
     sequential: Sequential
     interleave: Interleave | None = None
+    segments: SegmentReport | None = Field(None, description="effects by user segment (new vs returning)")
     arms: Table = []
     pipelines: dict[str, list[str]] = {}
     channels: Table = []

@@ -9,6 +9,7 @@ import shutil
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from ..segments import segment_text
 from .designs import Analysis
 from .model import Report
 
@@ -145,4 +146,8 @@ def render_console(report: Report, analysis: Analysis, width: int | None = None)
     for n in notes:
         con.print(n, markup=False)
     con.print(f"({legend})", markup=False)
+    seg = segment_text(report.segments, report.sequential.metric) if report.segments else ""
+    if seg:
+        con.print()
+        con.print(seg, markup=False)
     return buf.getvalue().rstrip("\n")

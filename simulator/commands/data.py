@@ -143,6 +143,7 @@ def dataset_stats(cat, name: str) -> dict:
         "synthetic": "world" in info.meta,
         "preprocess_stats": info.meta.get("stats", {}),
         "notes": info.meta.get("notes", []),
+        "order": _order(cat, name),
     }
 
 
@@ -153,6 +154,15 @@ def _iso(ts) -> str | None:
     if ts is None:
         return None
     return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _order(cat, name: str) -> dict:
+    """Same-second share and span per user (simulator/core/ordering.py): is the order real?"""
+    from simulator.core.ordering import order_stats
+
+    st = order_stats(cat.load_dataset(name).sequences)
+    return {"same_second_share": round(st.same_second_share, 4), "median_span_s": st.median_span_s,
+            "pseudo_sequential": st.pseudo_sequential, "note": st.sentence(name) if st.pseudo_sequential else ""}
 
 
 @app.command("info")
@@ -176,6 +186,11 @@ def info(name: str = typer.Argument(..., help="Dataset name ('ml-100k' and 'synt
     typer.echo(f"  sparsity {st['sparsity']:.4%}  time {st['time_min']} .. {st['time_max']} (UTC)")
     for note in st["notes"]:
         typer.echo(f"  note: {note}")
+    o = st["order"]
+    typer.echo(f"  order: {o['same_second_share']:.1%} of consecutive interactions in one second, median span per "
+               f"user {o['median_span_s'] / 3600:,.1f} h" + ("  PSEUDO-SEQUENTIAL" if o["pseudo_sequential"] else ""))
+    if o["note"]:
+        typer.echo(f"  warning: {o['note']}")
     pp = {k: v for k, v in st["preprocess_stats"].items() if k.startswith("dropped") and v}
     if pp:
         typer.echo("  dropped by preprocessing: " + ", ".join(f"{k[8:]} {v:,}" for k, v in pp.items()))

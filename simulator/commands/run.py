@@ -55,6 +55,9 @@ def run(
     design: Optional[str] = typer.Option(None, "--design", help="ab (default: each user hashed to one arm) | "
                                          "interleave (team-draft interleaving of the two arms in every slate)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset: 'synthetic' (default, world user model) or a catalog name such as 'ml-100k' (replay)."),
+    user_model: Optional[str] = typer.Option(None, "--user-model", help="Who answers the slates: auto (default: "
+                                             "world for synthetic data, replay for a log) | world | replay | learned "
+                                             "(a user model fitted on the log; the oracle knows its truth)."),
     requests: Optional[int] = typer.Option(None, "--requests", "-n", help="Number of requests to simulate."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many simulated seconds."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
@@ -76,7 +79,8 @@ def run(
     from simulator.core.errors import RunInterrupted
     from simulator.engine.run import resume_experiment, run_experiment
 
-    ov = {k: v for k, v in {"design": design, "dataset": data, "n_requests": requests, "seed": seed, "salt": salt,
+    ov = {k: v for k, v in {"design": design, "dataset": data, "user_model": user_model, "n_requests": requests,
+                            "seed": seed, "salt": salt,
                             "artifacts": artifacts, "duration_s": duration, "actors_per_arm": actors,
                             "ray_address": ray_address,
                             "runtime": "ray" if ray_address and not runtime else runtime}.items() if v is not None}
@@ -174,7 +178,8 @@ def _label(cat, run_id: str, name: Optional[str], tags: Optional[list[str]]) -> 
         set_labels(cat.con, run_id, name=name, add=tuple(tags or ()))
 
 
-_OPTION_NAMES = {"design": "--design", "dataset": "--data", "n_requests": "--requests", "seed": "--seed",
+_OPTION_NAMES = {"design": "--design", "dataset": "--data", "user_model": "--user-model", "n_requests": "--requests",
+                 "seed": "--seed",
                  "salt": "--salt", "artifacts": "--artifacts", "duration_s": "--duration",
                  "actors_per_arm": "--actors", "ray_address": "--ray-address", "runtime": "--runtime"}
 

@@ -13,6 +13,7 @@ SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS runs(run_id VARCHAR PRIMARY KEY, dataset VARCHAR, config_json VARCHAR,
   config_hash VARCHAR, seed BIGINT, git_rev VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
   status VARCHAR, sim_start DOUBLE, sim_end DOUBLE, n_requests BIGINT);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS warnings_json VARCHAR;
 CREATE TABLE IF NOT EXISTS arms(run_id VARCHAR, arm VARCHAR, role VARCHAR, weight DOUBLE,
   pipeline_json VARCHAR, PRIMARY KEY (run_id, arm));
 ALTER TABLE arms ADD COLUMN IF NOT EXISTS pipeline_desc VARCHAR;

@@ -17,8 +17,10 @@ from simulator.core.snapshot import run_dataset, snapshot_dataset
 from simulator.engine.config import ExperimentConfig, describe_pipeline
 
 
-def start_run(con, run_id: str, cfg: ExperimentConfig, sim_start: float, git_rev: str, resumed: bool) -> None:
-    """Write the run's rows and dataset snapshot (new run) or re-open it (resume), atomically."""
+def start_run(con, run_id: str, cfg: ExperimentConfig, sim_start: float, git_rev: str, resumed: bool,
+              warnings: list[str] | None = None) -> None:
+    """Write the run's rows and dataset snapshot (new run) or re-open it (resume), atomically.
+    ``warnings``: the scenario's sentences about the run's data (the report shows them)."""
     con.execute("BEGIN TRANSACTION")
     try:
         if resumed:
@@ -28,9 +30,10 @@ def start_run(con, run_id: str, cfg: ExperimentConfig, sim_start: float, git_rev
             con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [run_id])
         else:
             con.execute("INSERT INTO runs (run_id, dataset, config_json, config_hash, seed, git_rev, started_at, "
-                        "finished_at, status, sim_start, sim_end, n_requests) "
-                        "VALUES (?, ?, ?, ?, ?, ?, current_timestamp, NULL, 'running', ?, NULL, 0)",
-                        [run_id, cfg.dataset, cfg.resolved_json(), cfg.config_hash(), cfg.seed, git_rev, sim_start])
+                        "finished_at, status, sim_start, sim_end, n_requests, warnings_json) "
+                        "VALUES (?, ?, ?, ?, ?, ?, current_timestamp, NULL, 'running', ?, NULL, 0, ?)",
+                        [run_id, cfg.dataset, cfg.resolved_json(), cfg.config_hash(), cfg.seed, git_rev, sim_start,
+                         json.dumps(list(warnings or []))])
             for a in cfg.arms:
                 con.execute("INSERT INTO arms (run_id, arm, role, weight, pipeline_json, pipeline_desc) "
                             "VALUES (?, ?, ?, ?, ?, ?)", [run_id, a.name, a.role, a.weight,

@@ -135,7 +135,7 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     status, stop = "failed", None
     with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
         try:
-            start_run(con, run_id, cfg, setup.sim_start, _git_rev(), resumed)
+            start_run(con, run_id, cfg, setup.sim_start, _git_rev(), resumed, setup.warnings(cfg))
             with holding(catalog.path, run_id):
                 try:
                     if done is None:

@@ -104,8 +104,8 @@ class Simulation:
         rows = self.design.split(users)
         order = np.random.default_rng([self.seed, 11, batch_no]).permutation(sorted(rows))
         names = self.design.arm_names
-        hist = [np.asarray(self.histories[u], np.int64) for u in users]  # once per batch (arms may share rows)
-        times = [self.history_times[u] for u in users]
+        # once per batch (arms may share rows): what the scenario lets the arms see before each request
+        hist, times = self.scenario.seen(users, now, self.histories, self.history_times)
         work = {names[a]: UserBatch(users[rows[a]], [hist[i] for i in rows[a]], [times[i] for i in rows[a]],
                                     now[rows[a]])
                 for a in order}

@@ -114,3 +114,88 @@ class ReplayUser:
 
     def reset(self) -> None:
         """Stateless."""
+
+
+class LearnedUser:
+    """A world learned from the logs (:mod:`simulator.engine.learned`): each slate is answered by a
+    multinomial logit over its items and a no-click option.
+
+    utility(position k) = taste(u, history) . q_i + b_i + log(1 / log2(k + 2))   (position bias)
+                          - ``repeat`` if the user already has item i (logged or consumed here)
+                          - ``fatigue`` x times the simulation made the user consume item i
+    The no-click utility ``no_click`` is calibrated (:func:`calibrate_no_click`). The user's history
+    (its taste) grows with what it consumes; ``reset`` restores the logged histories.
+    """
+
+    def __init__(self, params, histories: list, no_click: float, repeat: float = 3.0, fatigue: float = 1.0) -> None:
+        self.params, self.no_click, self.repeat, self.fatigue = params, float(no_click), repeat, fatigue
+        self._start = [np.asarray(h, np.int64) for h in histories]
+        self.reset()
+
+    def reset(self) -> None:
+        self.hist = [list(h) for h in self._start]
+        self.seen = [set(h.tolist()) for h in self._start]
+        self.consumed: dict[tuple[int, int], int] = {}
+
+    def utilities(self, user_ids, slate) -> np.ndarray:
+        """(B, K) utilities of the slate's positions (-inf where nothing is shown)."""
+        users = np.asarray(user_ids, np.int64)
+        taste = self.params.taste(users, [self.hist[u] for u in users])
+        s = np.clip(slate, 0, None)
+        u = np.einsum("bd,bkd->bk", taste, self.params.item[s]) + self.params.bias[s]
+        u = u + np.log(1.0 / np.log2(np.arange(slate.shape[1]) + 2.0))[None, :]
+        for b, (uid, row) in enumerate(zip(users.tolist(), s.tolist(), strict=True)):
+            for k, it in enumerate(row):
+                if it in self.seen[uid]:
+                    u[b, k] -= self.repeat + self.fatigue * self.consumed.get((uid, it), 0)
+        return np.where(slate >= 0, u, -np.inf)
+
+    def choice_probs(self, user_ids, slate, now=None) -> np.ndarray:
+        """(B, K+1): the slate positions, then no click."""
+        u = self.utilities(user_ids, slate)
+        logits = np.concatenate([u, np.full((len(u), 1), self.no_click)], 1)
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(1, keepdims=True)
+
+    def click_probs(self, user_ids, slate, now) -> np.ndarray:
+        return self.choice_probs(user_ids, slate)[:, :-1]
+
+    def respond(self, user_ids, slate, now, rng) -> Response:
+        p = self.choice_probs(user_ids, slate)
+        cdf = np.cumsum(p, axis=1)
+        idx = (cdf < rng.random((len(p), 1)) * cdf[:, -1:]).sum(1)
+        return Response(np.where(idx >= slate.shape[1], -1, idx).astype(np.int64), np.ones(len(p)))
+
+    def update(self, user_ids, items, now) -> None:
+        for u, it in zip(np.asarray(user_ids).tolist(), np.asarray(items).tolist(), strict=True):
+            if it >= 0:
+                self.hist[u].append(it)
+                self.seen[u].add(it)
+                self.consumed[(u, it)] = self.consumed.get((u, it), 0) + 1
+
+
+def interaction_rate(lengths: np.ndarray, n_items: int, k: int) -> float:
+    """The logs' interaction rate per slate: the chance that a random slate of ``k`` catalog items holds
+    an item the user interacted with in the log, averaged over users (no impressions are logged)."""
+    d = np.clip(np.asarray(lengths, np.float64) / max(n_items, 1), 0.0, 1.0)
+    return float(np.mean(1.0 - (1.0 - d) ** k))
+
+
+def calibrate_no_click(params, histories: list, n_items: int, k: int, target: float, seed: int = 0,
+                       n: int = 2000) -> float:
+    """The no-click utility at which random slates of ``k`` items (the user's own taste, no repeat
+    penalty: preference only) are clicked at rate ``target`` (bisection, seeded sample)."""
+    rng = np.random.default_rng([seed, 0xC41])
+    users = rng.integers(0, len(histories), n)
+    slate = np.stack([rng.choice(n_items, k, replace=False) for _ in range(n)])
+    model = LearnedUser(params, [np.zeros(0, np.int64)] * len(histories), 0.0)
+    model.hist = [list(h) for h in histories]  # taste from the histories, no item counted as seen
+    u = model.utilities(users, slate)
+    lo, hi = -30.0, 30.0
+    for _ in range(60):
+        c = (lo + hi) / 2
+        m = u.max(1, keepdims=True)
+        click = np.exp(u - m).sum(1) / (np.exp(u - m).sum(1) + np.exp(c - m[:, 0]))
+        lo, hi = (c, hi) if click.mean() > target else (lo, c)
+    return (lo + hi) / 2

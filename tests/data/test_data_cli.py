@@ -73,3 +73,16 @@ def test_help_lists_the_commands_options(cmd, expected):
     missing = [x for x in expected if x not in r.output]
     assert r.exit_code == 0 and "Usage:" in r.output
     assert not missing, f"{' '.join(cmd)}: help does not mention {missing}"
+
+
+def test_order_stats_flag_pseudo_sequential_logs():
+    import numpy as np
+
+    from simulator.core.ordering import order_stats
+    from simulator.core.sequences import Sequences
+
+    bulk = Sequences(np.array([0, 3, 6]), np.arange(6), np.array([10.0, 10.2, 10.5, 50, 50, 90]))
+    st = order_stats(bulk)
+    assert st.same_second_share == 3 / 4 and st.pseudo_sequential  # pairs within users only
+    spread = Sequences(np.array([0, 3]), np.arange(3), np.array([0.0, 86400.0, 2 * 86400.0]))
+    assert not order_stats(spread).pseudo_sequential

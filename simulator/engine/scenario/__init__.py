@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from simulator.core.errors import ConfigError
 from simulator.engine.scenario.base import Scenario
+from simulator.engine.scenario.learned import LearnedScenario
 from simulator.engine.scenario.replay import ReplayScenario
 from simulator.engine.scenario.world import WorldScenario
 
 # in the order ``auto`` tries them: the first that accepts the dataset's metadata
-SCENARIOS: dict[str, type[Scenario]] = {"world": WorldScenario, "replay": ReplayScenario}
+SCENARIOS: dict[str, type[Scenario]] = {"world": WorldScenario, "replay": ReplayScenario,
+                                        "learned": LearnedScenario}
 
-__all__ = ["SCENARIOS", "Scenario", "build_scenario", "scenario_class"]
+__all__ = ["SCENARIOS", "LearnedScenario", "ReplayScenario", "Scenario", "WorldScenario", "build_scenario",
+           "scenario_class"]
 
 
 def scenario_class(user_model: str, meta: dict, dataset: str) -> type[Scenario]:
@@ -18,7 +21,7 @@ def scenario_class(user_model: str, meta: dict, dataset: str) -> type[Scenario]:
     if user_model == "auto":
         return next(cls for cls in SCENARIOS.values() if cls.accepts(meta))
     cls = SCENARIOS[user_model]
-    if cls.has_truth and not cls.accepts(meta):
+    if not cls.applies(meta):
         raise ConfigError(f"user_model {user_model!r} needs a synthetic dataset; {dataset!r} has no ground truth")
     return cls
 

@@ -10,11 +10,13 @@ A new scenario is one subclass registered in :data:`simulator.engine.scenario.SC
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
+from simulator.core.ordering import order_stats
 from simulator.core.sequences import Dataset, LeaveOneOut
 
 
@@ -40,6 +42,11 @@ class Scenario:
         return False
 
     @classmethod
+    def applies(cls, meta: dict) -> bool:
+        """Whether the scenario can be asked for by name on such a dataset (a ground truth needs a world)."""
+        return not cls.has_truth or cls.accepts(meta)
+
+    @classmethod
     def build(cls, cfg, catalog, ds: Dataset) -> Scenario:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -53,7 +60,22 @@ class Scenario:
         return None
 
     def announce(self, cfg) -> None:
-        """Say (stderr, one line) what the user should know before the run starts."""
+        """Say (stderr, one line each) what the user should know before the run starts: its warnings."""
+        for w in self.warnings(cfg):
+            print(f"warning: {w}", file=sys.stderr)
+
+    def warnings(self, cfg) -> list[str]:
+        """Sentences about this run's data a report must show (stored with the run: ``runs.warnings_json``)."""
+        order = order_stats(self.dataset.sequences)
+        return [order.sentence(cfg.dataset)] if order.pseudo_sequential else []
+
+    def seen(self, users: np.ndarray, now: np.ndarray, histories: list[list[int]],
+             history_times: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """What the arms see before each request of a batch (items, times per request).
+
+        ``histories``/``history_times`` are the simulation's: :attr:`histories` grown with what each
+        user consumed in the simulation (after the feedback delay). By default that is all they see."""
+        return [np.asarray(histories[u], np.int64) for u in users], [history_times[u] for u in users]
 
     @staticmethod
     def histories_of(train: Dataset) -> tuple[LeaveOneOut, list[list[int]], list[np.ndarray]]:
