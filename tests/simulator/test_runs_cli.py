@@ -12,6 +12,7 @@ import pytest
 from _fake_events import make_fake_run
 from typer.testing import CliRunner
 
+from analysis.views import DEFAULT_METRICS
 from cli import app
 from simulator.core.errors import ConfigError, NotFoundError, SimError
 from simulator.core.runs import resolve_run, short_id
@@ -56,7 +57,8 @@ def test_report_writes_effects_then_list_show_compare(cat, tmp_path):
     con = duckdb.connect(cat, read_only=True)
     eff = con.execute("SELECT run_id, metric, role, result, rel_lift FROM effects ORDER BY run_id, metric").df()
     con.close()
-    assert set(eff.run_id) == {IDS[0], IDS[2]} and len(eff) == 16
+    n_metrics = len(DEFAULT_METRICS)
+    assert set(eff.run_id) == {IDS[0], IDS[2]} and len(eff) == 2 * n_metrics
     top = eff[(eff.run_id == IDS[2]) & (eff.metric == "ctr")].iloc[0]
     assert top.role == "primary" and top.result == "significant" and top.rel_lift > 0.2
     r = sim("query", "SELECT count(*) AS n FROM effects WHERE result = 'significant'", "--format", "json",
@@ -130,7 +132,8 @@ def test_sim_run_name_and_tag_then_refuses_a_taken_name(tmp_path):
     con = duckdb.connect(cat.path, read_only=True)
     rid = resolve_run(con, "first")
     assert con.execute("SELECT tags FROM run_labels WHERE run_id = ?", [rid]).fetchone()[0] == ["smoke", "a1"]
-    assert con.execute("SELECT count(*) FROM effects WHERE run_id = ?", [rid]).fetchone()[0] == 8  # with the report
+    n_effects = con.execute("SELECT count(*) FROM effects WHERE run_id = ?", [rid]).fetchone()[0]
+    assert n_effects == len(DEFAULT_METRICS)  # written with the report
     con.close()
     r = sim(*args, "--name", "first")
     assert isinstance(r.exception, ConfigError) and "--name 'first' is taken by run" in str(r.exception)
