@@ -37,24 +37,30 @@ class SimResult:
     err: str
 
 
-@pytest.fixture
-def sim(capsys):
-    """``sim(*args)``: the `sim` command in this process through ``cli.main`` (the real exit code,
-    stdout and stderr; signal handlers restored afterwards)."""
+def sim_exit_code(*args: str) -> int:
+    """The `sim` command in this process through ``cli.main``: its real exit code (signal handlers
+    restored afterwards)."""
     import cli
 
+    argv, handlers = sys.argv, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    sys.argv = ["sim", *args]
+    try:
+        cli.main()
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+@pytest.fixture
+def sim(capsys):
+    """``sim(*args)``: the `sim` command in this process (exit code, stdout and stderr)."""
+
     def call(*args: str) -> SimResult:
-        argv, handlers = sys.argv, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        sys.argv = ["sim", *args]
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            sys.argv = argv
-            for s, h in handlers.items():
-                signal.signal(s, h)
+        code = sim_exit_code(*args)
         cap = capsys.readouterr()
         return SimResult(code, cap.out, cap.err)
 

@@ -97,26 +97,10 @@ def reference(world, sim_module):
 
 @pytest.fixture(scope="module")
 def sim_module():
-    """The `sim` command in this process (module scope: no capsys), with its exit code."""
-    import signal as _signal
+    """The `sim` command in this process (module scope, so no capsys), with its exit code."""
+    from conftest import sim_exit_code
 
-    import cli
-
-    def call(*args):
-        argv, handlers = sys.argv, {s: _signal.getsignal(s) for s in (_signal.SIGINT, _signal.SIGTERM)}
-        sys.argv = ["sim", *args]
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        finally:
-            sys.argv = argv
-            for s, h in handlers.items():
-                _signal.signal(s, h)
-        return type("Res", (), {"code": code, "err": ""})()
-
-    return call
+    return lambda *args: type("Res", (), {"code": sim_exit_code(*args), "err": ""})()
 
 
 def _interrupt(world: Path, phase: str, sig: str, reports: str, sim_module) -> int:
