@@ -36,15 +36,17 @@ def _gather(pool: Slate, order: np.ndarray, props: Propensity) -> Slate:
     return Slate(ids, sc, ch, pool.channel_names, props)
 
 
+def _buffers(B: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Empty outputs of a sampler: order (B, k) -1, position and prefix propensities (B, k) NaN, slate (B,) NaN."""
+    return np.full((B, k), -1, np.int64), np.full((B, k), np.nan), np.full((B, k), np.nan), np.full(B, np.nan)
+
+
 class EpsilonGreedy:
     def __init__(self, cfg) -> None:
         self.eps, self.seed = cfg.epsilon, cfg.seed
 
     def sample(self, pool: Slate, users: UserBatch, k: int) -> Slate:
-        B = pool.item_ids.shape[0]
-        order = np.full((B, k), -1, np.int64)
-        pos_p, casc_p = np.full((B, k), np.nan), np.full((B, k), np.nan)
-        slate_p = np.full(B, np.nan)
+        order, pos_p, casc_p, slate_p = _buffers(pool.item_ids.shape[0], k)
         for b, rng in enumerate(request_rngs(self.seed, users)):
             m = int((pool.item_ids[b] >= 0).sum())  # valid candidates lead the pool (sorted by the reranker)
             kb = min(k, m)
@@ -71,10 +73,7 @@ class PlackettLuce:
         return z / self.temp
 
     def sample(self, pool: Slate, users: UserBatch, k: int) -> Slate:
-        B = pool.item_ids.shape[0]
-        order = np.full((B, k), -1, np.int64)
-        pos_p, casc_p = np.full((B, k), np.nan), np.full((B, k), np.nan)
-        slate_p = np.full(B, np.nan)
+        order, pos_p, casc_p, slate_p = _buffers(pool.item_ids.shape[0], k)
         for b, rng in enumerate(request_rngs(self.seed, users)):
             m = int((pool.item_ids[b] >= 0).sum())
             kb = min(k, m)
