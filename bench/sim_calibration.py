@@ -58,11 +58,13 @@ def arm(name: str, policy: str, role: str) -> dict:
     return {"name": name, "role": role, "channels": [{"policy": policy, "quota": 50}], "slate_size": 10}
 
 
-DATASET = {"name": "synthetic"}  # --world-users N: a world with N users (same items), see main()
+DATASET = {"name": "synthetic"}  # --world-users N / --world K=V,...: another world, see main()
+RUN_EXTRA: dict = {}  # --satisfaction X: run-config fields every replicate gets
 
 
 def config(arms: list[dict], seed: int, salt: str, artifacts: str, **kw):
     kw.setdefault("dataset", DATASET["name"])
+    kw = {**RUN_EXTRA, **kw}
     return parse_config({"name": "calib", "seed": seed, "salt": salt, "arms": arms,
                          "artifacts": artifacts, "policies": TRAINING, "oracle_reps": 0, **kw}, "bench")
 
@@ -204,7 +206,9 @@ def run_effect(cat, policies, n_runs: int, duration: float, art: str, truth_reps
         hi = np.array([r[m]["rel_ci_high"] for r in res], float)
         se = np.array([r[m]["rel_se"] for r in res], float)
         cov = (lo <= true_rel) & (true_rel <= hi)
-        raw = np.array([r[m]["treatment"] / r[m]["control"] - 1 for r in res], float)
+        raw = np.array([r[m]["treatment"] / r[m]["control"] - 1 if r[m]["control"] else np.nan for r in res], float)
+        if not np.isfinite(true_rel) or not np.isfinite(rel).any():
+            continue  # a metric without a relative lift in this world (e.g. a constant control)
         per[m] = {"true_rel_lift": float(true_rel), "true_rel_lift_mc_se": true_se, "coverage": float(cov.mean()),
                   "coverage_ci95": wilson(int(cov.sum()), len(cov)),
                   "mean_rel_lift": float(rel.mean()), "mc_se_of_mean": float(rel.std(ddof=1) / np.sqrt(len(rel))),
@@ -242,6 +246,13 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--world-users", type=int, default=None, help="a world with this many users (default world: "
                     "2,000): with many users per run-window, the finite-population effect vanishes")
+    ap.add_argument("--world", default=None, help="world settings K=V,... (WorldConfig fields, e.g. "
+                    "text_signal=0.5,arrivals=0.2; source=ml-100k for the semi-synthetic world)")
+    ap.add_argument("--satisfaction", type=float, default=None, help="run config: satisfaction-driven "
+                    "leaving and returning (0 = off)")
+    ap.add_argument("--user-model", default=None, help="run config user_model (e.g. learned: a response model "
+                    "fitted on --data's logs judges the arms)")
+    ap.add_argument("--data", default=None, help="the dataset of sections (a)-(c) (default: the synthetic world)")
     ap.add_argument("--skip-aa", action="store_true")
     ap.add_argument("--cuped-runs", type=int, default=30, help="(d): A/A runs per dataset (0 = skip)")
     ap.add_argument("--cuped-data", default="ml-100k", help="(d): a replay dataset besides the world ('' = none)")
@@ -262,9 +273,18 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="simcal-"))
     cat = Catalog(str(work / "cal.duckdb"))
-    if args.world_users:
-        DATASET["name"] = f"synthetic-users{args.world_users}"
-        ensure_dataset(DATASET["name"], cat, n_users=args.world_users)
+    if args.satisfaction is not None:
+        RUN_EXTRA["satisfaction"] = args.satisfaction
+    if args.user_model:
+        RUN_EXTRA["user_model"] = args.user_model
+    if args.world_users or args.world:
+        opts = world_opts(args.world or "")
+        opts.update({"n_users": args.world_users} if args.world_users else {})
+        DATASET["name"] = "synthetic-" + "-".join(f"{k}{v}" for k, v in sorted(opts.items())).replace("_", "")
+        ensure_dataset(DATASET["name"], cat, **opts)
+    elif args.data:
+        DATASET["name"] = args.data
+        ensure_dataset(args.data, cat)
     else:
         ensure_dataset("synthetic", cat)
     art = str(work / "artifacts")
@@ -273,11 +293,16 @@ def main() -> None:
     ensure_schema(cat.con)
     install_views(cat.con)
     t0 = time.perf_counter()
-    world = not args.skip_aa or args.effect or args.cuped_runs  # (e) alone needs no world pilot
-    policies = train_arms(pilot_cfg, prepare(pilot_cfg, cat), progress=False) if world else {}
-    meta = replicate(cat, pilot_cfg, policies, sequential=False)[1] if world else {}  # ~N requests' window
+    pilot = bool(args.effect or args.cuped_runs or args.decompose)  # the effect window: from a pilot run
+    if pilot or not args.skip_aa:  # (e) alone needs no world arms; the A/A alone only popularity
+        cfg = pilot_cfg if pilot else config([arm("a", "popularity", "control"), arm("b", "popularity", "treatment")],
+                                             seed=1, salt="pilot", artifacts=art)
+        policies = train_arms(cfg, prepare(cfg, cat), progress=False)
+    else:
+        policies = {}
+    meta = replicate(cat, pilot_cfg, policies, sequential=False)[1] if pilot else {}  # ~N requests' window
     out: dict = {"command": "python bench/sim_calibration.py " + " ".join(sys.argv[1:]), "machine": {"cpus": os.cpu_count()},
-                 "dataset": DATASET["name"]}
+                 "dataset": DATASET["name"], "world": world_opts(args.world or ""), "run_extra": RUN_EXTRA}
     save = saver(args.out, out)  # after every section: a crash late in a long run keeps what was measured
     if not args.skip_aa:
         save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha, minutes=args.minutes,
@@ -298,6 +323,18 @@ def main() -> None:
         save(f"effect_vary_{vary}_only", e)
     save("seconds", round(time.perf_counter() - t0, 1))
     print(json.dumps(out, indent=1, default=float))
+
+
+def world_opts(text: str) -> dict:
+    """'text_signal=0.5,arrivals=0.2' -> {'text_signal': 0.5, 'arrivals': 0.2} (numbers where they parse)."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        k, _, v = part.partition("=")
+        try:
+            out[k.strip()] = int(v) if v.strip().isdigit() else float(v)
+        except ValueError:
+            out[k.strip()] = v.strip()
+    return out
 
 
 def saver(path: str | None, out: dict):
