@@ -43,8 +43,34 @@ def world(tmp_path_factory):
         cfg = build_config(None, None, "popularity,itemknn", None,
                            {"dataset": "w", "n_requests": 200, "artifacts": str(d / "art")}, n_items=30)
         run_id = run_experiment(cfg, c, progress=False)
+        ope_run = run_experiment(_ope_config(d / "art"), c, progress=False)
     _files(d)
-    return {"dir": d, "cat": cat, "common": common, "run": run_id}
+    _ope_catalogs(d, cat, ope_run)
+    return {"dir": d, "cat": cat, "common": common, "run": run_id, "ope_run": ope_run}
+
+
+def _ope_config(art: Path):
+    """An exploring logger (propensities) with one [ope] target, and an arm that is no target."""
+    from _simdata import tiny_arm
+
+    from simulator.engine.config import parse_config
+
+    logger = {**tiny_arm("logger", "popularity", "control"),
+              "explore": {"kind": "epsilon_greedy", "epsilon": 0.3, "pool": 10}}
+    arms = [logger, tiny_arm("knn", "itemknn"), tiny_arm("other", "itemknn")]
+    return parse_config({"dataset": "w", "n_requests": 200, "seed": 1, "artifacts": str(art), "arms": arms,
+                         "ope": {"targets": ["knn"]}}, "test")
+
+
+def _ope_catalogs(d: Path, cat: str, run: str) -> None:
+    """Copies of the catalog whose OPE logs were damaged: a zero propensity, no target slates."""
+    for name, sql in {"zero": "UPDATE exposures SET pscore = 0 WHERE run_id = $r AND arm = 'logger' AND request_id = "
+                              "(SELECT min(request_id) FROM exposures WHERE run_id = $r AND arm = 'logger') "
+                              "AND position = 1",
+                      "noshadow": "DELETE FROM ope_slates WHERE run_id = $r AND arm = 'knn'"}.items():
+        (d / f"{name}.duckdb").write_bytes(Path(cat).read_bytes())
+        with duckdb.connect(str(d / f"{name}.duckdb")) as con:
+            con.execute(sql, {"r": run})
 
 
 def _files(d: Path) -> None:
@@ -82,7 +108,7 @@ def _files(d: Path) -> None:
         {"name": "x", "num": "clicks) FROM runs; DROP TABLE runs; SELECT (1"}]}))
 
 
-# (case, argv (CAT, DIR, RUN, COMMON are filled in), exit code, regex of the one stderr line that matters)
+# (case, argv (CAT, DIR, RUN, OPERUN, COMMON are filled in), exit code, regex of the one stderr line that matters)
 CASES = [
     # 2. a dataset name is never replaced by accident
     ("reload without --replace", ["data", "synth", "--name", "w", "--users", "60", "--items", "30", "--catalog", "CAT"],
@@ -217,6 +243,21 @@ CASES = [
      r"^error: run 'RUN' has no arm 'nope' \(arms: itemknn, popularity\)$"),
     ("OPE of an unknown run", ["ope", "--logs", "nope", "--target", "x", "--catalog", "CAT"], 2,
      r"^error: unknown run id 'nope' \(recent runs: .*\)$"),
+    ("OPE with a zero propensity", ["ope", "--logs", "OPERUN", "--target", "knn", "--catalog", "DIR/zero.duckdb"], 2,
+     r"^error: run 'OPERUN': arm 'logger' logged a zero propensity \(request \d+, position 1\): off-policy "
+     r"estimates need a positive propensity for every logged action$"),
+    ("OPE of an arm that is no [ope] target", ["ope", "--logs", "OPERUN", "--target", "other", "--catalog", "CAT"],
+     2, r"^error: run 'OPERUN' did not record arm 'other''s slates on the logged requests \(name it in the run "
+     r"config's \[ope\] targets\)$"),
+    ("OPE of a target whose slates are missing", ["ope", "--logs", "OPERUN", "--target", "knn", "--catalog",
+                                                  "DIR/noshadow.duckdb"], 2,
+     r"^error: run 'OPERUN' did not record arm 'knn''s slates on the logged requests"),
+    ("OPE from an arm without propensities", ["ope", "--logs", "OPERUN", "--target", "knn", "--logging", "other",
+                                              "--catalog", "CAT"], 2,
+     r"^error: run 'OPERUN': arm 'other' logged no propensities \(arms that did: logger\)$"),
+    ("OPE of the logging arm itself", ["ope", "--logs", "OPERUN", "--target", "logger", "--catalog", "CAT"], 2,
+     r"^error: run 'OPERUN': arm 'logger' is the logging arm itself \(its CTR is the logged CTR\); choose another "
+     r"target$"),
     # 1. user SQL in an analysis config
     ("subquery in a metric", ["report", "RUN", "--analysis-config", "DIR/evil.json", "--catalog", "CAT",
                               "--out", "DIR/rep"], 2,
@@ -235,6 +276,7 @@ def _argv(args: list[str], w: dict) -> list[str]:
         if a == "COMMON":
             out += w["common"]
         else:
+            a = a.replace("OPERUN", w["ope_run"])
             out.append(a.replace("CAT", w["cat"]).replace("DIR", str(w["dir"])).replace("RUN", w["run"]))
     return out
 
@@ -247,7 +289,7 @@ def test_bad_input_table(world, sim, case, args, code, pattern):
     assert "Traceback" not in text and "Exception:" not in text, text
     assert r.code == code, f"{case}: exit {r.code}\n{text}"
     if pattern is not None:
-        pattern = pattern.replace("RUN", re.escape(world["run"]))
+        pattern = pattern.replace("OPERUN", re.escape(world["ope_run"])).replace("RUN", re.escape(world["run"]))
         lines = [ln for ln in r.err.splitlines() if ln.strip()]
         assert any(re.match(pattern, ln) for ln in lines), f"{case}: no line matches {pattern!r}:\n{r.err}"
     assert "\x1b" not in r.err  # a user's string never reaches the terminal raw
