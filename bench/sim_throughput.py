@@ -77,22 +77,22 @@ class PhaseTimer:
                 me.t["startup"] = time.perf_counter() - t
 
         def truth_w(*a, **k):
-            t, me.in_oracle = time.perf_counter(), True
+            t, c, me.in_oracle = time.perf_counter(), time.process_time(), True
             try:
                 return truth(*a, **k)
             finally:
-                me.t["oracle"] = time.perf_counter() - t
+                me.t["oracle"], me.t["oracle_cpu"] = time.perf_counter() - t, time.process_time() - c
                 me.in_oracle = False
 
         def sim_w(self_, *a, **k):
             if not me.in_oracle:
-                me.t["sim_start"] = time.perf_counter()
+                me.t["sim_start"], me.t["sim_start_cpu"] = time.perf_counter(), time.process_time()
             return sim_run(self_, *a, **k)
 
         def flush_w(self_):
             out = flush(self_)
             if not me.in_oracle:
-                me.t["flush_end"] = time.perf_counter()
+                me.t["flush_end"], me.t["flush_end_cpu"] = time.perf_counter(), time.process_time()
                 me.at_flush = me.snapshot()
             return out
 
@@ -107,7 +107,10 @@ class PhaseTimer:
     def phases(self) -> dict[str, float]:
         return {"startup_s": round(self.t.get("startup", 0.0), 3),
                 "simulate_s": round(self.t["flush_end"] - self.t["sim_start"], 3),
-                "oracle_s": round(self.t.get("oracle", 0.0), 3)}
+                "oracle_s": round(self.t.get("oracle", 0.0), 3),
+                # CPU time of the process (all its threads): what the load on a shared machine moves least
+                "simulate_cpu_s": round(self.t["flush_end_cpu"] - self.t["sim_start_cpu"], 3),
+                "oracle_cpu_s": round(self.t.get("oracle_cpu", 0.0), 3)}
 
 
 def pair_config(treatment: str, dataset: str, n_requests: int, art: str, oracle_reps: int, runtime: str):
@@ -128,6 +131,39 @@ def serve_as(pols: dict, serving: str | None) -> None:
         pols["hllm"].set_serving(UserStateConfig(serving=serving))
 
 
+class Variant:
+    """``before``: the serving code of a baseline git revision inside this process: its user-LLM
+    runner (``baseline_runner``) and the oracle without request reuse (``ReusingRuntime`` off);
+    ``after`` (or None): the code as it is."""
+
+    def __init__(self, name: str | None, runner_cls=None, pols: dict | None = None) -> None:
+        self.name, self.runner_cls, self.pols = name, runner_cls, pols or {}
+
+    def __enter__(self):
+        import hllm.policy as hp
+        from simulator.engine import run as run_mod
+
+        self.saved = [(hp, "UserLLMRunner", hp.UserLLMRunner), (run_mod, "ReusingRuntime", run_mod.ReusingRuntime)]
+        if self.name == "before":
+            hp.UserLLMRunner, run_mod.ReusingRuntime = self.runner_cls, lambda inner: inner
+        self._drop_states()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for o, n, f in self.saved:
+            setattr(o, n, f)
+        self._drop_states()
+
+    def _drop_states(self) -> None:
+        if "hllm" in self.pols:  # user states are the runner's: built again by the next run's runner
+            self.pols["hllm"]._states = None
+
+
+def truth_of(cat, run_id: str) -> list:
+    return cat.con.execute("SELECT arm, metric, rep, value FROM truth WHERE run_id = ? ORDER BY ALL",
+                           [run_id]).fetchall()
+
+
 def timed_pair(cfg, cat, pols, serving: str | None) -> dict:
     from simulator.engine.run import run_experiment
 
@@ -142,12 +178,15 @@ def timed_pair(cfg, cat, pols, serving: str | None) -> dict:
     n = cat.con.execute("SELECT count(*) FROM requests WHERE run_id = ?", [rid]).fetchall()[0][0]
     out = {"run_id": rid, "requests": int(n), **pt.phases()}
     out["simulate_rps"] = round(n / out["simulate_s"], 1)
+    out["truth"] = truth_of(cat, rid)
     if pt.at_flush is not None:  # HLLM's serving during the simulate phase (the oracle's passes excluded)
         out["hllm_simulate"] = pt.at_flush
         if serving == "tables":  # the table's refresh job (run inline here) apart: the request path alone
             out["table_refresh_s"] = pt.at_flush["user_llm_s"]
             out["request_path_rps"] = round(n / (out["simulate_s"] - out["table_refresh_s"]), 1)
     out["oracle_over_simulate"] = round(out["oracle_s"] / out["simulate_s"], 3)
+    out["oracle_over_simulate_cpu"] = round(out["oracle_cpu_s"] / out["simulate_cpu_s"], 3)
+    out["simulate_rps_cpu"] = round(n / out["simulate_cpu_s"], 1)
     out["rss_mb"], out["peak_rss_mb"] = round(rss_mb(), 1), round(peak_rss_mb(), 1)
     if hl is not None and hl._states is not None:
         out["hllm_with_oracle"] = hl._states.report()
@@ -171,23 +210,36 @@ def train(cat, dataset: str, art: str, treatments: set[str], n_requests: int, ru
 
 
 def side_by_side(cat, dataset: str, art: str, pairs: list[str], rounds: int, n_requests: int,
-                 oracle_reps: int, runtime: str) -> dict:
+                 oracle_reps: int, runtime: str, baseline: str | None = None) -> dict:
     """Every pair, ``rounds`` times in alternating order; best-of-N and ratios to the ID pair."""
     t = time.perf_counter()
     pols = train(cat, dataset, art, {parse_pair(p)[0] for p in pairs}, n_requests, runtime)
     res: dict = {"dataset": dataset, "runtime": runtime, "requests_per_run": n_requests,
                  "oracle_reps": oracle_reps, "prepare_train_s": round(time.perf_counter() - t, 1),
                  "runs": {p: [] for p in pairs}}
+    variants = [None] if baseline is None else ["after", "before"]
+    runner_cls = baseline_runner(baseline) if baseline is not None else None
+    res["variants"] = {v: {"runs": {p: [] for p in pairs}} for v in variants if v is not None}
     for r in range(rounds):
         for p in pairs if r % 2 == 0 else pairs[::-1]:
             name, serving = parse_pair(p)
             cfg = pair_config(name, dataset, n_requests, art, oracle_reps, runtime)
-            out = timed_pair(cfg, cat, pols, serving)
-            res["runs"][p].append(out)
-            print(f"[bench] {dataset} round {r} {p}: {json.dumps(out)}", file=sys.stderr)
-    res["summary"] = pair_summary(res["runs"], rounds)
+            for v in variants if r % 2 == 0 else variants[::-1]:
+                with Variant(v, runner_cls, pols):
+                    out = timed_pair(cfg, cat, pols, serving)
+                (res["runs"] if v is None else res["variants"][v]["runs"])[p].append(out)
+                print(f"[bench] {dataset} round {r} {p} {v or ''}: {json.dumps(out)}", file=sys.stderr)
+    if baseline is None:
+        res["summary"] = pair_summary(res["runs"], rounds)
+    else:
+        del res["runs"]
+        for d in res["variants"].values():
+            d["summary"] = pair_summary(d["runs"], rounds)
+        res["truth_identical_before_after"] = all(
+            a["truth"] == b["truth"] for p in pairs
+            for a, b in zip(res["variants"]["after"]["runs"][p], res["variants"]["before"]["runs"][p], strict=True))
     if "hllm" in pols:
-        res["user_llm_rate"] = user_llm_rate(pols["hllm"])
+        res["user_llm_rate"] = user_llm_rate(pols["hllm"], baseline=baseline)
         print(f"[bench] user LLM rate: {json.dumps(res['user_llm_rate'])}", file=sys.stderr)
     return res
 
@@ -202,51 +254,91 @@ def pair_summary(runs: dict, rounds: int) -> dict:
            "request_path_ratio_to_id_pair_per_round": {
                p: [round(rs[i]["request_path_rps"] / ref[i]["simulate_rps"], 3) for i in range(rounds)]
                for p, rs in runs.items() if "request_path_rps" in rs[0]},
+           "ratio_to_id_pair_per_round_cpu": {p: [round(rs[i]["simulate_rps_cpu"] / ref[i]["simulate_rps_cpu"], 3)
+                                                  for i in range(rounds)] for p, rs in runs.items()},
+           "oracle_over_simulate_per_round": {p: [r["oracle_over_simulate"] for r in rs] for p, rs in runs.items()},
+           "oracle_over_simulate_cpu_per_round": {p: [r["oracle_over_simulate_cpu"] for r in rs]
+                                                  for p, rs in runs.items()},
            "oracle_over_simulate_best": {p: min(r["oracle_over_simulate"] for r in rs) for p, rs in runs.items()},
            "startup_s_best": {p: min(r["startup_s"] for r in rs) for p, rs in runs.items()},
            "peak_rss_mb": max(r["peak_rss_mb"] for rs in runs.values() for r in rs)}
     return out
 
 
-def best_s(fn, n: int = 5) -> float:
+def best_s(fn, n: int = 5, clock=time.perf_counter) -> float:
     best = float("inf")
     for _ in range(n):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
     return best
 
 
-def user_llm_rate(pol, n_users: int = 64) -> dict:
+def baseline_runner(rev: str):
+    """``hllm.user_state.UserLLMRunner`` as of git revision ``rev`` (``git show``), imported beside
+    the current one: the two runners timed in one process."""
+    import importlib.util
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{rev}:hllm/user_state.py"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="runner-")) / "user_state_baseline.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("user_state_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.UserLLMRunner
+
+
+def user_llm_rate(pol, n_users: int = 64, baseline: str | None = None, rounds: int = 3) -> dict:
     """The user-LLM runner's achieved GFLOP/s on full passes over ``n_users`` full windows, against
-    torch's GEMM rate at the shapes of its projections (block rows x hidden x width), in this
-    process. FLOPs: the transformer's (projections, MLP, causal attention over the window: each query
-    against the keys before it), the last layer for the last position only, as the runner computes."""
+    torch's GEMM rate at the shapes of its projections (64-row blocks x hidden x width), in this
+    process (``baseline``: the runner of that git revision too, timed alternately with the current one
+    and the GEMMs). FLOPs: the transformer's (projections, MLP, causal attention over the window: each
+    query against the keys before it), the last layer for the last position only (the FLOPs the
+    runner needs, not the padded ones it computes)."""
     import numpy as np
     import torch
 
     from hllm.user_state import ROWS, UserLLMRunner
 
-    r = UserLLMRunner(pol.model, pol.table, pol.prior_user)
-    c = r.llama.config
-    D, F, H, Hkv, hd, P, L = c.hidden_size, c.intermediate_size, r.H, r.Hkv, r.hd, r.P, len(r.layers)
+    runners = {"current": UserLLMRunner(pol.model, pol.table, pol.prior_user)}
+    if baseline is not None:
+        runners[f"baseline_{baseline}"] = baseline_runner(baseline)(pol.model, pol.table, pol.prior_user)
+    c = pol.model.user_llm.model.config
+    D, F, H, Hkv, P = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, pol.model.config.max_len
+    hd, L = pol.model.user_llm.model.layers[0].self_attn.head_dim, c.num_hidden_layers
     rng = np.random.default_rng(0)
     windows = [rng.integers(0, len(pol.table), P) for _ in range(n_users)]
     times = [np.cumsum(rng.exponential(60.0, P)) for _ in range(n_users)] if pol.hf_config.use_time else None
-    run_s = best_s(lambda: r.extend([None] * n_users, windows, times, False), 3)
     proj = 2 * D * (H + 2 * Hkv) * hd + 2 * H * hd * D + 6 * D * F  # per token per layer
     attn = 2 * 2 * H * hd * (P + 1) / 2  # per query: scores + values over the keys it sees
     kv_only = 2 * D * 2 * Hkv * hd
     flops = n_users * ((L - 1) * P * (proj + attn) + P * kv_only + (proj - kv_only + 2 * 2 * H * hd * P))
     a, w1, w2 = torch.randn(ROWS, D), torch.randn(D, F), torch.randn(D, (H + 2 * Hkv) * hd)
-    gemm_s = best_s(lambda: [a @ w1 for _ in range(50)], 5) / 50
-    gemm_s2 = best_s(lambda: [a @ w2 for _ in range(50)], 5) / 50
-    gemm = max(2 * ROWS * D * F / gemm_s, 2 * ROWS * D * (H + 2 * Hkv) * hd / gemm_s2) / 1e9
-    got = flops / run_s / 1e9
-    return {"users": n_users, "window": P, "layers": L, "hidden": D, "intermediate": F,
-            "full_pass_s": round(run_s, 4), "gflop": round(flops / 1e9, 3), "achieved_gflops": round(got, 2),
-            "torch_gemm_gflops": round(gemm, 2), "achieved_over_gemm": round(got / gemm, 3),
-            "gemm_shapes": [[ROWS, D, F], [ROWS, D, (H + 2 * Hkv) * hd]]}
+    clocks = {"wall": time.perf_counter, "cpu": time.thread_time}  # cpu: this thread's (torch: 1 thread)
+    run_s = {c: {k: float("inf") for k in runners} for c in clocks}
+    gemm = dict.fromkeys(clocks, 0.0)
+    for _ in range(rounds):  # alternating: the load moves all of them alike
+        for c, clock in clocks.items():
+            for k, r in runners.items():
+                t = best_s(lambda r=r: r.extend([None] * n_users, windows, times, False), 2, clock)
+                run_s[c][k] = min(run_s[c][k], t)
+            g1 = best_s(lambda: [a @ w1 for _ in range(50)], 3, clock) / 50
+            g2 = best_s(lambda: [a @ w2 for _ in range(50)], 3, clock) / 50
+            gemm[c] = max(gemm[c], 2 * ROWS * D * F / g1 / 1e9, 2 * ROWS * D * (H + 2 * Hkv) * hd / g2 / 1e9)
+    out = {"users": n_users, "window": P, "layers": L, "hidden": D, "intermediate": F, "gflop": round(flops / 1e9, 3),
+           "gemm_shapes": [[ROWS, D, F], [ROWS, D, (H + 2 * Hkv) * hd]], "rounds": rounds}
+    for c in clocks:
+        d = out[c] = {"torch_gemm_gflops": round(gemm[c], 2), "runners": {}}
+        for k, s in run_s[c].items():
+            got = flops / s / 1e9
+            d["runners"][k] = {"full_pass_s": round(s, 4), "achieved_gflops": round(got, 2),
+                               "achieved_over_gemm": round(got / gemm[c], 3)}
+        if baseline is not None:
+            d["speedup_over_baseline"] = round(run_s[c][f"baseline_{baseline}"] / run_s[c]["current"], 2)
+    return out
 
 
 def parse_args() -> argparse.Namespace:
@@ -258,6 +350,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--oracle-reps", type=int, default=2, help="the oracle's passes per arm (sim run's default)")
     ap.add_argument("--dataset", default="synthetic")
     ap.add_argument("--runtime", default="local", choices=["local", "ray"])
+    ap.add_argument("--baseline", default=None, help="git revision: also run its user-LLM runner and the oracle "
+                    "without request reuse (variant 'before') beside the current code ('after'), alternating")
     ap.add_argument("--workdir", default=None, help="catalog + trained artifacts (reused across invocations)")
     return ap.parse_args()
 
@@ -283,7 +377,7 @@ def main() -> None:
                  "machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}, "torch_threads": 1}
     try:
         out["pairs"] = side_by_side(cat, args.dataset, str(work / "artifacts"), pairs, args.rounds,
-                                    args.requests, args.oracle_reps, args.runtime)
+                                    args.requests, args.oracle_reps, args.runtime, args.baseline)
     finally:
         cat.close()
     out["machine"]["load_avg_end"] = os.getloadavg()

@@ -132,6 +132,10 @@ class HLLMPolicy(AnnServing):
         """How user embeddings are served (``cfg.user_states``: a serving setting, not a training one)."""
         return self.cfg.user_states
 
+    def history_only(self) -> bool:
+        """Online serving without time embeddings reads the history alone (tables: the request time)."""
+        return self.serving.serving == "online" and not self.hf_config.use_time
+
     def set_serving(self, cfg: UserStateConfig) -> None:
         self.cfg, self._states = self.cfg.model_copy(update={"user_states": cfg}), None
 

@@ -6,10 +6,12 @@ user's state from that user's window alone (:class:`UserLLMRunner`):
 
 - the window is the last ``max_len`` (P) items of the history, at positions 0..L-1 (RoPE is
   relative: the same function as the padded forward, equal within float tolerance);
-- every row-wise op (norms, projections, RoPE, MLP) runs on blocks of exactly ``ROWS`` token
-  rows; attention runs per (user, chunk of ``QB`` query positions) pair, on blocks of ``PAIRS``
-  pairs, each pair's queries against all P key positions of its user (causally masked): every
-  product has one shape, so a row's floats never depend on its neighbours or on the batch;
+- every GEMM (the fused q/k/v, o, fused gate/up and down projections) runs on blocks of exactly
+  ``ROWS`` token rows (``rowwise``); the elementwise and per-row ops (RMSNorm, RoPE from a
+  per-position cos/sin table, SiLU, residuals) run on all rows at once; attention is one fused
+  ``scaled_dot_product_attention`` call over (user, chunk of ``QB`` query positions) pairs, each
+  pair's QB queries against all P key positions of its user (causally masked): every product has
+  one shape, so a row's floats never depend on its neighbours or on the batch;
 - so extending a state by appended items (their rows only, the earlier positions' keys and
   values from the cache: the transformer is causal) gives, bit for bit, the state of a full pass
   over the new window; the last layer runs its query, attention and MLP for the last item only.
@@ -26,33 +28,20 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+from transformers.models.llama.modeling_llama import repeat_kv
 
 from hllm.modeling_hllm import HLLMModel, time_gap_buckets
 
 ROWS = 64  # token rows per block of every row-wise op
 QB = 8  # query positions per attention chunk
-PAIRS = 32  # (user, query chunk) pairs per attention block
 ITEM_PROJ_MAX_BYTES = 2**30  # layer 0's per-item projections are precomputed up to this size
-
-
-def blocked(fn: Callable[..., tuple[torch.Tensor, ...]], *xs: torch.Tensor, rows: int = ROWS) -> tuple[torch.Tensor, ...]:
-    """``fn(*xs)`` on blocks of exactly ``rows`` rows (the last one zero-padded), concatenated and
-    trimmed: every call sees the same shapes, so a row's result depends on that row only."""
-    n, outs = xs[0].shape[0], []
-    for s in range(0, max(n, 1), rows):
-        blk = [x[s:s + rows] for x in xs]
-        if len(blk[0]) < rows:
-            blk = [torch.cat([b, b.new_zeros(rows - len(b), *b.shape[1:])]) for b in blk]
-        outs.append(fn(*blk))
-    return tuple(torch.cat(parts)[:n] for parts in zip(*outs, strict=True))
 
 
 @dataclass
@@ -78,94 +67,117 @@ class UserState:
                 and (times is None or np.array_equal(self.times, times[:n])))
 
 
+class _Layer:
+    """One decoder layer's weights as the runner uses them: q/k/v and gate/up fused into one GEMM each."""
+
+    def __init__(self, layer) -> None:
+        att, mlp = layer.self_attn, layer.mlp
+        self.norm1, self.norm2, self.act = layer.input_layernorm, layer.post_attention_layernorm, mlp.act_fn
+        self.scaling = att.scaling
+        self.qkv = _fused(att.q_proj, att.k_proj, att.v_proj)
+        self.q, self.kv = _fused(att.q_proj), _fused(att.k_proj, att.v_proj)  # the last layer's
+        self.o = _fused(att.o_proj)
+        self.gate_up = _fused(mlp.gate_proj, mlp.up_proj)
+        self.down = _fused(mlp.down_proj)
+
+
+def _fused(*lins) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(in, out) weight (transposed once) and bias of linears applied to the same input, side by side."""
+    w = torch.cat([lin.weight for lin in lins]).detach()
+    b = None if lins[0].bias is None else torch.cat([lin.bias for lin in lins]).detach()
+    return w.t(), b
+
+
+def rowwise(x: torch.Tensor, lin: tuple[torch.Tensor, torch.Tensor | None], rows: int = ROWS) -> torch.Tensor:
+    """``x @ W (+ b)`` for x (R, in) in GEMMs of exactly ``rows`` rows (the last block zero-padded):
+    every product has one shape, so a row's result depends on that row only."""
+    w, b = lin
+    n = x.shape[0]
+    pad = -n % rows or (rows if n == 0 else 0)
+    if pad:
+        x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
+    out = x.new_empty(x.shape[0], w.shape[1])
+    for s in range(0, x.shape[0], rows):
+        torch.mm(x[s:s + rows], w, out=out[s:s + rows])
+    out = out[:n]
+    return out if b is None else out + b
+
+
 class UserLLMRunner:
     """The user LLM's serving computation (module doc) over a fitted model and its item table (N, D)."""
 
     def __init__(self, model: HLLMModel, table: torch.Tensor, empty: torch.Tensor | None = None) -> None:
         user = model.user_llm
         self.llama, self.table, self.P = user.model, table, model.config.max_len
-        self.layers = list(self.llama.layers)
+        self.layers = [_Layer(layer) for layer in self.llama.layers]
         self.time_emb, self.time_buckets = user.time_emb, user.time_buckets
         c = self.llama.config
         self.H, self.Hkv = c.num_attention_heads, c.num_key_value_heads
-        self.hd = self.layers[0].self_attn.head_dim
+        self.hd = self.llama.layers[0].self_attn.head_dim
         self.chunks = -(-self.P // QB)  # query chunks per window
-        # an empty history: ``empty`` (the policy's average training user), else what the padded forward
-        # gives for a window of padding only
-        if empty is None:
+        # RoPE's cos/sin of every window position (elementwise in the position: the floats of computing
+        # them per row)
+        self.cos, self.sin = (t[0] for t in self.llama.rotary_emb(table, torch.arange(self.P, device=table.device)[None]))
+        if empty is None:  # an empty history: what the padded forward gives for a window of padding only
             x = table.new_zeros(1, self.P, table.shape[1])
             mask = torch.zeros(1, self.P, dtype=torch.bool, device=table.device)
             empty = model.user_states(x, mask, torch.zeros(1, self.P, dtype=torch.float64, device=table.device))[0, -1]
         self.empty = empty
         # without time embeddings layer 0 reads item embeddings only: its normed q/k/v projections are
         # per item, computed once (in the same blocks of rows: the floats of computing them per row)
-        self.items: tuple[torch.Tensor, ...] | None = None  # q (N, H*hd), k, v (N, Hkv*hd)
+        self.items: torch.Tensor | None = None  # (N, (H + 2 Hkv) hd)
         width = (self.H + 2 * self.Hkv) * self.hd
         if self.time_emb is None and len(table) * width * table.element_size() <= ITEM_PROJ_MAX_BYTES:
-            self.items = blocked(lambda a: self._proj(self.layers[0], a), table)
+            with torch.no_grad():
+                self.items = rowwise(self.layers[0].norm1(table), self.layers[0].qkv)
 
     def _rope(self, x: torch.Tensor, pos: torch.Tensor, heads: int) -> torch.Tensor:
-        cos, sin = self.llama.rotary_emb(x, pos[None])  # (1, R, hd)
-        h = x.view(len(x), heads, self.hd).transpose(0, 1)[None]  # (1, heads, R, hd)
-        h, _ = apply_rotary_pos_emb(h, h, cos, sin)
-        return h[0].transpose(0, 1).reshape(len(x), heads * self.hd)
+        """x (R, heads*hd) at positions pos (R,) -> rotated (R, heads*hd), as ``apply_rotary_pos_emb``."""
+        h = x.view(len(x), heads, self.hd)
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (R, 1, hd)
+        half = self.hd // 2
+        rot = torch.cat((-h[..., half:], h[..., :half]), dim=-1)
+        return (h * cos + rot * sin).reshape(len(x), heads * self.hd)
 
-    @staticmethod
-    def _proj(layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rows x (R, D) -> q (R, H*hd), k, v (R, Hkv*hd): normed projections, before RoPE."""
-        a = layer.input_layernorm(x)
-        att = layer.self_attn
-        return att.q_proj(a), att.k_proj(a), att.v_proj(a)
-
-    def _kv(self, layer, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = layer.input_layernorm(x)  # (R, D)
-        att = layer.self_attn
-        return self._rope(att.k_proj(a), pos, self.Hkv), att.v_proj(a)  # (R, Hkv*hd) each
-
-    def _q(self, layer, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self._rope(layer.self_attn.q_proj(layer.input_layernorm(x)), pos, self.H),)  # (R, H*hd)
-
-    def _layer_kv(self, i: int, x: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Layer i's keys (RoPE'd) and values (R, Hkv*hd) of rows x (items ``ids`` at ``pos``)."""
+    def _qkv(self, i: int, x: torch.Tensor, ids: torch.Tensor, last: torch.Tensor | None):
+        """Layer i's normed projections of rows x (items ``ids``), before RoPE: q (R, H*hd), k, v
+        (R, Hkv*hd); ``last`` (the last layer): q of those rows only."""
+        hq, hk = self.H * self.hd, self.Hkv * self.hd
         if i == 0 and self.items is not None:
-            return blocked(lambda k, v, p: (self._rope(k, p, self.Hkv), v), self.items[1][ids], self.items[2][ids], pos)
-        return blocked(lambda a, p: self._kv(self.layers[i], a, p), x, pos)
+            out = self.items[ids]
+            q, k, v = out[:, :hq], out[:, hq:hq + hk], out[:, hq + hk:]
+            return (q if last is None else q[last]), k, v
+        layer = self.layers[i]
+        a = layer.norm1(x)
+        if last is not None:
+            kv = rowwise(a, layer.kv)
+            return rowwise(a[last], layer.q), kv[:, :hk], kv[:, hk:]
+        out = rowwise(a, layer.qkv)
+        return out[:, :hq], out[:, hq:hq + hk], out[:, hq + hk:]
 
-    def _layer_q(self, i: int, x: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Layer i's queries (R, H*hd) (RoPE'd) of rows x (items ``ids`` at ``pos``)."""
-        if i == 0 and self.items is not None:
-            return blocked(lambda q, p: (self._rope(q, p, self.H),), self.items[0][ids], pos)[0]
-        return blocked(lambda a, p: self._q(self.layers[i], a, p), x, pos)[0]
-
-    @staticmethod
-    def _post(layer, x: torch.Tensor, att: torch.Tensor) -> tuple[torch.Tensor]:
-        h = x + layer.self_attn.o_proj(att)  # (R, D)
-        return (h + layer.mlp(layer.post_attention_layernorm(h)),)
-
-    def _attend(self, scaling: float, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                hidden: torch.Tensor) -> tuple[torch.Tensor]:
-        """q (G, QB, H*hd), k/v (G, P, Hkv*hd), hidden (G, QB, P) keys a query may not see -> (G, QB, H*hd)."""
-        G, P = k.shape[:2]
-        q = q.view(G, QB, self.H, self.hd).transpose(1, 2)  # (G, H, QB, hd)
-        k = repeat_kv(k.view(G, P, self.Hkv, self.hd).transpose(1, 2), self.H // self.Hkv)  # (G, H, P, hd)
-        v = repeat_kv(v.view(G, P, self.Hkv, self.hd).transpose(1, 2), self.H // self.Hkv)
-        s = (q @ k.transpose(-1, -2) * scaling).masked_fill(hidden[:, None], float("-inf"))  # (G, H, QB, P)
-        o = torch.softmax(s, -1, dtype=torch.float32).to(q.dtype) @ v  # (G, H, QB, hd)
-        return (o.transpose(1, 2).reshape(G, QB, self.H * self.hd),)
-
-    def _attention(self, layer, q: torch.Tensor, owner: torch.Tensor, pos: torch.Tensor, K: torch.Tensor,
+    def _attention(self, layer: _Layer, q: torch.Tensor, owner: torch.Tensor, pos: torch.Tensor, K: torch.Tensor,
                    V: torch.Tensor) -> torch.Tensor:
         """Causal attention of query rows q (S, H*hd) of users ``owner`` at ``pos`` over the users'
-        keys/values K, V (U, P, Hkv*hd) -> (S, H*hd), by (user, query chunk) pairs (module doc)."""
-        pairs, slot = torch.unique(owner * self.chunks + pos // QB, return_inverse=True)  # (Np,), (S,)
-        Q = q.new_zeros(len(pairs), QB, q.shape[1])  # (Np, QB, H*hd)
+        keys/values K, V (U, P, Hkv*hd) -> (S, H*hd), by (user, query chunk) pairs (module doc): every
+        pair is QB queries against the P keys of its user, in one fused attention call."""
+        pairs, slot = torch.unique(owner * self.chunks + pos // QB, return_inverse=True)  # (G,), (S,)
+        G, P, H, Hkv, hd = len(pairs), self.P, self.H, self.Hkv, self.hd
+        Q = q.new_zeros(G, QB, q.shape[1])  # (G, QB, H*hd)
         Q[slot, pos % QB] = q
         who, chunk = pairs // self.chunks, pairs % self.chunks
-        qpos = chunk[:, None] * QB + torch.arange(QB, device=q.device)  # (Np, QB)
-        hidden = torch.arange(self.P, device=q.device) > qpos[..., None]  # (Np, QB, P) future keys
-        (o,) = blocked(lambda a, k, v, m: self._attend(layer.self_attn.scaling, a, k, v, m),
-                       Q, K[who], V[who], hidden, rows=PAIRS)
-        return o[slot, pos % QB]
+        qpos = chunk[:, None] * QB + torch.arange(QB, device=q.device)  # (G, QB)
+        see = torch.arange(P, device=q.device) <= qpos[..., None]  # (G, QB, P) keys a query may see
+        k = repeat_kv(K.index_select(0, who).view(G, P, Hkv, hd).transpose(1, 2), H // Hkv)  # (G, H, P, hd)
+        v = repeat_kv(V.index_select(0, who).view(G, P, Hkv, hd).transpose(1, 2), H // Hkv)
+        o = F.scaled_dot_product_attention(Q.view(G, QB, H, hd).transpose(1, 2), k, v, attn_mask=see[:, None],
+                                           scale=layer.scaling)  # (G, H, QB, hd)
+        return o.transpose(1, 2).reshape(G, QB, H * hd)[slot, pos % QB]
+
+    def _post(self, layer: _Layer, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        h = x + rowwise(att, layer.o)  # (R, D)
+        gu = rowwise(layer.norm2(h), layer.gate_up)  # (R, 2F)
+        F_ = gu.shape[1] // 2
+        return h + rowwise(layer.act(gu[:, :F_]) * gu[:, F_:], layer.down)
 
     def _inputs(self, windows: list[np.ndarray], times: list[np.ndarray] | None, start: np.ndarray):
         """Embeddings (Nt, D), item ids, positions and owners (Nt,) of each window's items from ``start``."""
@@ -200,13 +212,17 @@ class UserLLMRunner:
         last = torch.from_numpy(np.cumsum(lengths - start) - 1).to(x.device)  # (U,) row of each last item
         kv = self._prefix_kv(prefixes)  # (U, n_layers, 2, P, Hkv*hd)
         for i, layer in enumerate(self.layers):
-            kv[owner, i, 0, pos], kv[owner, i, 1, pos] = self._layer_kv(i, x, ids, pos)
-            if i == len(self.layers) - 1:  # the last layer: only the last item's state is read
-                x, ids, pos, owner = x[last], ids[last], pos[last], owner[last]
-            q = self._layer_q(i, x, ids, pos)  # (S, H*hd)
-            att = self._attention(layer, q, owner, pos, kv[:, i, 0], kv[:, i, 1])  # (S, H*hd)
-            (x,) = blocked(lambda a, b, layer=layer: self._post(layer, a, b), x, att)
-        (emb,) = blocked(lambda a: (self.llama.norm(a),), x)  # (U, D)
+            final = i == len(self.layers) - 1  # the last layer: only the last item's state is read
+            q, k, v = self._qkv(i, x, ids, last if final else None)
+            at = ((owner * len(self.layers) + i) * 2) * self.P + pos  # rows of kv.view(-1, Hkv*hd)
+            flat = kv.view(-1, kv.shape[-1])
+            flat.index_copy_(0, at, self._rope(k, pos, self.Hkv))
+            flat.index_copy_(0, at + self.P, v)
+            if final:
+                x, pos, owner = x[last], pos[last], owner[last]
+            att = self._attention(layer, self._rope(q, pos, self.H), owner, pos, kv[:, i, 0], kv[:, i, 1])  # (S, H*hd)
+            x = self._post(layer, x, att)
+        emb = self.llama.norm(x)  # (U, D)
         grow = keep_kv & (lengths < self.P)  # a full window slides when it grows: nothing to extend
         return [UserState(windows[u], None if times is None else times[u], emb[u].clone(),
                           kv[u, :, :, :lengths[u]].clone() if grow[u] else None) for u in range(len(windows))]

@@ -210,6 +210,13 @@ class FullScorePolicy:
     def score_all(self, users: UserBatch) -> np.ndarray:  # (B, n_items) float32
         raise NotImplementedError
 
+    def history_only(self) -> bool:
+        """Whether this policy's outputs for a request are a function of the user id and the history
+        alone (not of the timestamps, the request time, random draws per call or anything that changes
+        while serving): the oracle's counterfactual passes then reuse a slate for the same request
+        (``simulator.engine.oracle.ReusingRuntime``). False unless a policy says so."""
+        return False
+
     def full_scoring(self) -> bool:
         """Whether a pipeline scores this policy over the whole catalog (one ``score_all`` per
         batch, shared by its stages); False: it serves through ``retrieve`` and ``score`` only

@@ -33,6 +33,9 @@ class RandomPolicy(FullScorePolicy):
         self.n_items = dataset.n_items
         return self
 
+    def history_only(self) -> bool:
+        return True  # a function of (seed, user)
+
     def score_all(self, users: UserBatch) -> np.ndarray:
         out = np.empty((len(users), self.n_items), dtype=np.float32)
         for b, u in enumerate(users.user_ids):
@@ -84,6 +87,9 @@ class PopularityPolicy(FullScorePolicy):
         # tiny deterministic tie-break towards lower ids keeps rankings stable
         self.counts = c - np.arange(len(c), dtype=np.float32) * 1e-6
         return self
+
+    def history_only(self) -> bool:
+        return True  # the training counts
 
     def score_all(self, users: UserBatch) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(users), len(self.counts))).copy()

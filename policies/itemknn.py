@@ -73,6 +73,9 @@ class ItemKNNPolicy(FullScorePolicy):
             return sp.csr_matrix(m.shape, dtype=np.float32)
         return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
 
+    def history_only(self) -> bool:
+        return True  # the last items of the history
+
     def score_all(self, users: UserBatch) -> np.ndarray:
         B = len(users)
         rows, cols, vals = [], [], []

@@ -77,3 +77,6 @@ class SASRecPolicy(SequencePolicy):
 
     def build_model(self, n_items: int) -> nn.Module:
         return SASRec(self.cfg, n_items)
+
+    def history_only(self) -> bool:
+        return True  # SASRec reads no times

@@ -8,6 +8,13 @@ same expectation as the clicks). Trajectories (session lengths, histories, fatig
 depend on sampled choices, so each arm gets ``reps`` passes with their own seeds, independent
 of the run's; the truth is their mean and its Monte-Carlo standard error is reported with it.
 
+The passes are where the oracle's time goes (arms x reps stories, each serving every user), and
+many of their requests repeat one another: a user's first request of every pass has the same
+history, and so has every request after a request without a click. :class:`ReusingRuntime`
+serves such a repeat (same arm, user and history) with the slate computed the first time, for an
+arm whose slate reads nothing else (``Pipeline.history_only``); it lives for one oracle phase,
+so a resumed oracle sees the same reuse as an uninterrupted one.
+
 Estimand: the metric's value over the run's window if every user were served by the arm,
 in expectation over the simulation's randomness (arrivals, choices). The A/B test of the run
 estimates the same quantity from half the users each.
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policies.base import Slate, UserBatch
 from simulator.engine.design import SingleArm, SlateBatch
 from simulator.engine.users import Response
 
@@ -75,6 +83,59 @@ class TruthLog:
         """Mean over active users of ``f(count of the user's pairs)`` (sessions, days)."""
         counts = np.bincount(np.fromiter((u for u, _ in pairs), np.int64, len(pairs)), minlength=len(self.requests))
         return float(np.sum(f(counts[self.requests > 0]))) / n if n else float("nan")
+
+
+class ReusingRuntime:
+    """A runtime for the counterfactual passes (module doc): a request served before by the same
+    history-only arm (same user and history) gets the same slate again; every other request goes to
+    the wrapped runtime (``inner``: a LocalRuntime), in one call per arm and batch."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.memo: dict[str, dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self.stats = {"reused": 0, "served": 0}
+
+    def reload(self, policies: dict, availability=None) -> None:
+        """Refitted policies (a scheduled retrain): nothing served before is reused."""
+        self.inner.reload(policies, availability)
+        self.memo.clear()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
+        keys = {a: [(int(u), np.asarray(h, np.int64).tobytes()) for u, h in zip(b.user_ids, b.histories, strict=True)]
+                for a, b in work.items() if self.inner.pipes[a].history_only()}
+        miss = {a: np.array([i for i, k in enumerate(keys[a]) if k not in self.memo.get(a, {})], np.int64)
+                if a in keys else np.arange(len(b)) for a, b in work.items()}
+        new = self.inner.serve({a: _rows(work[a], m) for a, m in miss.items() if len(m) or not len(work[a])})
+        out = {}
+        for a, b in work.items():
+            self.stats["served"] += len(miss[a])
+            self.stats["reused"] += len(b) - len(miss[a])
+            out[a] = new[a] if a not in keys or not len(b) else self._reuse(a, keys[a], miss[a], new.get(a))
+        return out
+
+    def _reuse(self, arm: str, keys: list, miss: np.ndarray, new) -> tuple[Slate, np.ndarray]:
+        """The arm's slates for a batch: the rows at ``miss`` just served (``new``, kept), the others
+        as served before; latency 0 for a reused row (the passes store no latency)."""
+        memo = self.memo.setdefault(arm, {})
+        lat = np.zeros(len(keys))
+        if new is not None:
+            s, lat[miss] = new[0], new[1]
+            for j, i in enumerate(miss.tolist()):
+                memo.setdefault(keys[i], (s.item_ids[j], s.scores[j], s.channel[j], s.channel_names))
+        got = [memo[k] for k in keys]
+        ids, sc, ch = (np.stack([g[f] for g in got]) for f in range(3))
+        return Slate(ids, sc, ch, got[0][3], None), lat
+
+
+def _rows(b: UserBatch, rows: np.ndarray) -> UserBatch:
+    if len(rows) == len(b):
+        return b
+    return UserBatch(b.user_ids[rows], [b.histories[i] for i in rows],
+                     None if b.timestamps is None else [b.timestamps[i] for i in rows],
+                     None if b.now is None else b.now[rows])
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,13 @@ class Pipeline:
         self.channels = sorted(arm.channels, key=lambda c: -c.weight)
         self.channel_names = tuple(c.policy for c in self.channels)
 
+    def history_only(self) -> bool:
+        """Whether this arm's slate for a request is a function of the user id and history alone:
+        every policy says so (``FullScorePolicy.history_only``), no item availability by time, no
+        exploration draws (the rerankers read the candidates and the history only)."""
+        return (self.availability is None and self.explorer is None
+                and all(isinstance(p, FullScorePolicy) and p.history_only() for p in self.policies.values()))
+
     def run(self, users: UserBatch) -> PipelineResult:
         ms: dict[str, float] = {}
         t = time.perf_counter()

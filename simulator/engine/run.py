@@ -29,7 +29,7 @@ from simulator.engine import signals
 from simulator.engine.config import ExperimentConfig
 from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
-from simulator.engine.oracle import Truth, world_truth
+from simulator.engine.oracle import ReusingRuntime, Truth, world_truth
 from simulator.engine.records import PHASES, finish_run, mark_phase, phase_index, start_run, stored_phase
 from simulator.engine.retrain import Retrainer
 from simulator.engine.runtime import RUNTIMES, LocalRuntime
@@ -214,8 +214,9 @@ def simulation(cfg: ExperimentConfig, setup: Scenario, design, runtime, log, see
 def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tuple[float, float],
               progress: bool = False) -> Truth:
     """The world oracle for this run's window (in-process: results do not depend on the runtime)."""
-    runtime = LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset), chunk_size=cfg.chunk_size,
-                           threads=cfg.threads, availability=setup.availability(policies, setup.train_dataset))
+    runtime = ReusingRuntime(LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset),
+                                          chunk_size=cfg.chunk_size, threads=cfg.threads,
+                                          availability=setup.availability(policies, setup.train_dataset)))
     stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
     if progress:
         tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...")

@@ -193,3 +193,50 @@ def test_user_batch_is_what_the_runtime_receives():
 
     _simulation(ABDesign(("c", "t"), [1, 1], "s"), EventLog(_Sink(), ("c", "t"), 5.0, 10.0), Spy(),
                 WorldUser(World(WORLD)), n=50).run()
+
+
+class _Pipe:
+    def __init__(self, pure: bool) -> None:
+        self.pure = pure
+
+    def history_only(self) -> bool:
+        return self.pure
+
+
+class _CountingRuntime:
+    """Slates that are a function of (user, history, now): shows what the wrapper reused."""
+
+    def __init__(self) -> None:
+        self.pipes, self.rows = {"pure": _Pipe(True), "timed": _Pipe(False)}, []
+
+    def serve(self, work):
+        out = {}
+        for arm, b in work.items():
+            self.rows.append((arm, len(b)))
+            ids = np.array([[u, len(h), int(t)] for u, h, t in zip(b.user_ids, b.histories, b.now, strict=True)])
+            out[arm] = (_slate(ids, arm), np.ones(len(b)))
+        return out
+
+    def reload(self, policies, availability=None) -> None:
+        pass
+
+
+def test_reusing_runtime_serves_a_repeated_request_as_before_and_only_for_history_only_arms():
+    from simulator.engine.oracle import ReusingRuntime
+
+    inner = _CountingRuntime()
+    rt = ReusingRuntime(inner)
+
+    def batch(users, lens, now):
+        return UserBatch(np.array(users), [np.arange(n) for n in lens], None, np.full(len(users), float(now)))
+
+    first = rt.serve({"pure": batch([1, 2], [3, 0], 5), "timed": batch([3], [1], 5)})
+    assert first["pure"][0].item_ids.tolist() == [[1, 3, 5], [2, 0, 5]]
+    again = rt.serve({"pure": batch([2, 1, 4], [0, 4, 1], 9), "timed": batch([3], [1], 9)})
+    assert again["pure"][0].item_ids.tolist() == [[2, 0, 5], [1, 4, 9], [4, 1, 9]]  # user 2: reused
+    assert again["timed"][0].item_ids.tolist() == [[3, 1, 9]]  # reads the time: served again
+    assert inner.rows[2:] == [("pure", 2), ("timed", 1)] and rt.stats == {"reused": 1, "served": 6}
+    everything = rt.serve({"pure": batch([2, 1], [0, 4], 11)})
+    assert everything["pure"][0].item_ids.tolist() == [[2, 0, 5], [1, 4, 9]] and len(inner.rows) == 4
+    rt.reload({})  # refitted policies: nothing is reused
+    assert rt.serve({"pure": batch([2], [0], 12)})["pure"][0].item_ids.tolist() == [[2, 0, 12]]

@@ -6,11 +6,13 @@ import pandas as pd
 import torch
 from _simdata import event_frames, tiny_arm, tiny_config
 
+import simulator.engine.run as run_mod
 from hllm.user_state import UserStateConfig
+from simulator.engine.pipeline import Pipeline
 from simulator.engine.run import prepare, run_experiment, train_arms
 
 
-def test_user_state_cache_leaves_the_event_tables_unchanged(tiny_world, tmp_path):
+def test_user_state_cache_leaves_the_event_tables_unchanged(tiny_world, tmp_path, monkeypatch):
     cat, _ = tiny_world
     torch.set_num_threads(1)
     cfg = tiny_config(tmp_path / "artifacts", n_requests=400, oracle_reps=1,
@@ -34,3 +36,12 @@ def test_user_state_cache_leaves_the_event_tables_unchanged(tiny_world, tmp_path
     truth = [cat.con.execute("SELECT * EXCLUDE (run_id) FROM truth WHERE run_id = ? ORDER BY ALL", [r]).df()
              for r in (runs["recompute"], runs["incremental"])]
     pd.testing.assert_frame_equal(truth[1], truth[0], check_exact=True)  # the oracle's passes share the cache
+    # the oracle's passes reuse a repeated request's slate (history-only arms): the truth of serving it again
+    arms = {a.name: Pipeline(a, {p: pols[p] for p in a.policies()}) for a in cfg.arms}
+    assert arms["control"].history_only() and arms["treatment"].history_only()
+    monkeypatch.setattr(run_mod, "ReusingRuntime", lambda inner: inner)
+    plain = run_experiment(cfg, cat, progress=False, policies=pols)
+    again = cat.con.execute("SELECT * EXCLUDE (run_id) FROM truth WHERE run_id = ? ORDER BY ALL", [plain]).df()
+    pd.testing.assert_frame_equal(again, truth[0], check_exact=True)
+    pols["hllm"].set_serving(UserStateConfig(serving="tables"))  # reads the request time: never reused
+    assert not Pipeline(cfg.arms[1], {p: pols[p] for p in cfg.arms[1].policies()}).history_only()
