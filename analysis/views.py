@@ -85,8 +85,6 @@ class AnalysisConfig(BaseModel):
                                   description=f"pre-period covariates of the CUPED regression, among {COVARIATES}")
     looks: int = Field(20, ge=2, le=200, description="looks of the sequential monitor over simulated time")
     msprt_tau: float = Field(0.05, gt=0, description="mSPRT mixing scale, relative to the control mean")
-    bootstrap_resamples: int = Field(2000, ge=100)
-    seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> AnalysisConfig:
