@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -119,17 +120,16 @@ DEFAULT_METRICS: tuple[Metric, ...] = (
 
 def install_views(con) -> None:
     """(Re)create the analysis views; NotFoundError if the event tables do not exist."""
-    have = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-    missing = [t for t in EVENT_TABLES if t not in have]
-    if missing:
-        raise NotFoundError(f"catalog has no event tables {missing}: run `sim run` first")
     try:
-        con.execute(VIEWS_SQL)
-    except Exception as e:  # noqa: BLE001 - read-only catalog: session-local views instead
-        if "read-only" not in str(e).lower() and "read only" not in str(e).lower():
-            raise
-        con.execute(VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+        try:
+            con.execute(VIEWS_SQL)
+        except duckdb.InvalidInputException as e:  # a read-only catalog: session-local views instead
+            if "read-only" not in str(e).lower():
+                raise
+            con.execute(VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+    except duckdb.CatalogException:
+        raise NotFoundError(f"catalog has no event tables ({', '.join(EVENT_TABLES)}): run `sim run` "
+                            "first") from None
 
 
 def run_info(con, run_id: str) -> dict:
@@ -191,8 +191,8 @@ def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dic
     """SQL of per-user novelty/diversity/pre columns for this run, and notes about fallbacks.
 
     Runs keep their own snapshot of the dataset (simulator/core/snapshot.py), so a dataset reloaded
-    since does not change their report; runs made before snapshots existed read the dataset as
-    it is now."""
+    since does not change their report; a run written without one (a hand-made run such as the
+    tests' fake runs) reads the dataset as it is now."""
     snap = run_dataset(con, run_id)
     if snap is not None:
         return _snapshot_columns_sql(snap)
@@ -278,10 +278,8 @@ def user_table(con, run_id: str, metrics: list[Metric] | None = None) -> tuple[p
 
 
 def batch_table(con, run_id: str) -> pd.DataFrame:
-    """One row per (serving batch, arm) of ``run_id``: summed latency and requests (BatchRatio's units).
-    Empty for runs recorded before batches were (no ``batch_no``)."""
-    if "batch_no" not in _table_columns(con, "main", "requests"):
-        return pd.DataFrame(columns=["batch_no", "arm", *BATCH_COLUMNS])
+    """One row per (serving batch, arm) of ``run_id``: summed latency and requests (BatchRatio's
+    units)."""
     return con.execute("""SELECT batch_no, arm, sum(latency_ms) AS latency_sum, count(*) AS requests
                           FROM requests WHERE run_id = ? AND batch_no IS NOT NULL AND latency_ms IS NOT NULL
                           GROUP BY ALL ORDER BY batch_no, arm""", [run_id]).df()
