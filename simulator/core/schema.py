@@ -134,43 +134,35 @@ class SchemaVersionError(SimError):
     """A catalog whose schema this version cannot read or migrate."""
 
 
-def stored_version(con: duckdb.DuckDBPyConnection) -> int:
-    """The catalog's schema version (0: written before versions were stored, or empty)."""
+def stored_version(con: duckdb.DuckDBPyConnection, where: str = "") -> int:
+    """The catalog's schema version (0: written before versions were stored, or empty); a
+    version no chain of MIGRATIONS brings to SCHEMA_VERSION is refused in one line."""
     try:
         row = con.execute("SELECT value FROM schema_meta WHERE key = 'version'").fetchone()
     except duckdb.CatalogException:  # no schema_meta table
-        return 0
-    if row is None:
-        return 0
-    try:
-        return int(row[0])
-    except (TypeError, ValueError):
-        return -1  # unreadable: refused by check_version
-
-
-def check_version(version: int, where: str) -> None:
-    """Refuse (one line) a version that no chain of MIGRATIONS brings to SCHEMA_VERSION."""
-    if version == SCHEMA_VERSION:
-        return
+        row = None
+    raw = "0" if row is None else str(row[0])
+    if not raw.isdigit():
+        raise SchemaVersionError(f"catalog {where} has an unreadable schema version {raw!r}: "
+                                 "use a new catalog")
+    version = int(raw)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(f"catalog {where} has schema version {version}, newer than this "
                                  f"hllm-sim's ({SCHEMA_VERSION}): upgrade hllm-sim to open it")
-    if any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)) or version < 0:
+    if any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)):
         raise SchemaVersionError(f"catalog {where} has schema version {version}, which this hllm-sim "
                                  f"cannot migrate to version {SCHEMA_VERSION}: use a new catalog")
+    return version
 
 
 def needs_migration(con: duckdb.DuckDBPyConnection, where: str) -> bool:
     """Whether the catalog is older than SCHEMA_VERSION (a version that cannot be migrated raises)."""
-    version = stored_version(con)
-    check_version(version, where)
-    return version != SCHEMA_VERSION
+    return stored_version(con, where) != SCHEMA_VERSION
 
 
 def migrate(con: duckdb.DuckDBPyConnection, where: str = "") -> None:
     """Bring a writable catalog to SCHEMA_VERSION, in one transaction (nothing when it is there)."""
-    version = stored_version(con)
-    check_version(version, where)
+    version = stored_version(con, where)
     if version == SCHEMA_VERSION:
         return
     con.execute("BEGIN TRANSACTION")
