@@ -138,10 +138,10 @@ def stored_version(con: duckdb.DuckDBPyConnection, where: str = "") -> int:
     """The catalog's schema version (0: written before versions were stored, or empty); a
     version no chain of MIGRATIONS brings to SCHEMA_VERSION is refused in one line."""
     try:
-        row = con.execute("SELECT value FROM schema_meta WHERE key = 'version'").fetchone()
+        rows = con.execute("SELECT value FROM schema_meta WHERE key = 'version'").fetchall()
     except duckdb.CatalogException:  # no schema_meta table
-        row = None
-    raw = "0" if row is None else str(row[0])
+        rows = []
+    raw = str(rows[0][0]) if rows else "0"
     if not raw.isdigit():
         raise SchemaVersionError(f"catalog {where} has an unreadable schema version {raw!r}: "
                                  "use a new catalog")
