@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.core.catalog import dataset_schema
 from simulator.core.errors import ConfigError, NotFoundError
+from simulator.core.metrics import METRICS
 from simulator.core.snapshot import PRE_COLUMNS, diversity_attr, pre_covariates_sql, run_dataset
 
 from .sqlguard import check_expression, wrap_expression
@@ -101,21 +102,10 @@ class AnalysisConfig(BaseModel):
         return self.margins.get(metric, DEFAULT_MARGIN)
 
 
-DEFAULT_METRICS: tuple[Metric, ...] = (
-    Metric(name="ctr", kind="ratio", num="clicks", den="exposures", description="clicks / exposures"),
-    Metric(name="ndcg", kind="ratio", num="ndcg_sum", den="requests", description="mean slate NDCG (clicks as gains)"),
-    Metric(name="consumption", kind="mean", num="consumption", description="consumed value per user"),
-    Metric(name="click_any", kind="proportion", num="any_click", description="users with >=1 click"),
-    Metric(name="session_length", kind="ratio", num="requests", den="sessions", description="requests per session"),
-    Metric(name="return_rate", kind="proportion", num="returned", description="users who came back for a second session"),
-    Metric(name="active_days", kind="mean", num="active_days", description="days with a request per user"),
-    Metric(name="novelty", kind="ratio", num="novelty_sum", den="exposures",
-           description="mean -log2 popularity of exposed items"),
-    Metric(name="diversity", kind="ratio", num="ild_sum", den="requests",
-           description="intra-list diversity (1 - share of same-attribute pairs)"),
-    Metric(name="latency_ms", kind="ratio", num="latency_sum", den="requests", unit="batch", higher_is_better=False,
-           description="serving time per request (pipeline calls, amortised), tested over serving batches"),
-)
+# the default metrics, defined once in simulator/core/metrics.py (with the world oracle's truth)
+DEFAULT_METRICS: tuple[Metric, ...] = tuple(
+    Metric(name=m.name, kind=m.kind, num=m.num, den=m.den, unit=m.unit, higher_is_better=m.higher_is_better,
+           description=m.description) for m in METRICS)
 
 
 def install_views(con) -> None:
@@ -126,7 +116,8 @@ def install_views(con) -> None:
         except duckdb.InvalidInputException as e:  # a read-only catalog: session-local views instead
             if "read-only" not in str(e).lower():
                 raise
-            con.execute(VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+            con.execute(VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW")
+                        .replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO"))
     except duckdb.CatalogException:
         raise NotFoundError(f"catalog has no event tables ({', '.join(EVENT_TABLES)}): run `sim run` "
                             "first") from None

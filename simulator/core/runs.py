@@ -19,15 +19,16 @@ def short_id(run_id: str) -> str:
 
 def resolve_run(con, ref: str) -> str:
     """The run id ``ref`` refers to; a one-line NotFoundError / ambiguity error otherwise."""
-    ids = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST, run_id")
-           .fetchall()]
+    ids = [r[0] for r in con.execute("SELECT run_id FROM runs "
+                                     "ORDER BY started_at DESC NULLS LAST, run_id").fetchall()]
     if ref == "latest":
         if not ids:
             raise NotFoundError("the catalog has no runs yet (start one with `sim run`)")
         return ids[0]
     if ref in ids:
         return ref
-    named = [r[0] for r in con.execute("SELECT run_id FROM run_labels WHERE name = ?", [ref]).fetchall()]
+    named = [r[0] for r in con.execute("SELECT run_id FROM run_labels WHERE name = ?",
+                                       [ref]).fetchall()]
     hits = named or [i for i in ids if i.startswith(ref) or short_id(i).startswith(ref)]
     if len(hits) == 1:
         return hits[0]
@@ -51,14 +52,16 @@ def list_runs(con) -> pd.DataFrame:
                e.metric AS primary, e.result, e.rel_lift, e.p, e.higher_is_better
         FROM runs r LEFT JOIN run_labels l USING (run_id)
         LEFT JOIN (SELECT * FROM effects WHERE role = 'primary'
-                   QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY arm) = 1) e USING (run_id)
+                   QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY arm) = 1) e
+          USING (run_id)
         ORDER BY r.started_at DESC NULLS LAST, r.run_id""").df()
     df.insert(1, "short_id", [short_id(i) for i in df["run_id"]])
     return df
 
 
 def filter_runs(df: pd.DataFrame, *, dataset: str | None = None, design: str | None = None,
-                arm: str | None = None, tag: str | None = None, status: str | None = None) -> pd.DataFrame:
+                arm: str | None = None, tag: str | None = None,
+                status: str | None = None) -> pd.DataFrame:
     keep = pd.Series(True, index=df.index)
     if dataset:
         keep &= df["dataset"] == dataset

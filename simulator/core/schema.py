@@ -10,7 +10,8 @@ Tables (all in the main schema; a dataset's own tables live in its schema, see c
 
 - ``datasets``: one row per loaded dataset (sizes, source, ``content_hash``: fingerprint.py).
 - a run: ``runs`` (config, status, ``phase``: the last phase stored), ``arms``, the events
-  (``assignments``, ``requests``, ``exposures``, ``ope_slates``, ``feedback``), ``truth`` (the world oracle's passes), ``effects``
+  (``assignments``, ``requests``, ``exposures``, ``ope_slates``, ``feedback``), ``truth`` (the
+  world oracle's passes), ``effects``
   (the report's numbers), ``run_labels`` (name, tags), and the run's dataset snapshot
   (``run_datasets``, ``run_items``, ``run_users``: snapshot.py); every write of a run goes
   through :class:`simulator.engine.store.RunStore`.
@@ -45,25 +46,27 @@ CREATE TABLE IF NOT EXISTS arms(run_id VARCHAR, arm VARCHAR, role VARCHAR, weigh
 CREATE TABLE IF NOT EXISTS assignments(run_id VARCHAR, user_id BIGINT, arm VARCHAR, first_ts DOUBLE,
   PRIMARY KEY (run_id, user_id));
 CREATE TABLE IF NOT EXISTS requests(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
-  ts DOUBLE, session_id BIGINT, latency_ms DOUBLE, batch_no BIGINT, PRIMARY KEY (run_id, request_id));
+  ts DOUBLE, session_id BIGINT, latency_ms DOUBLE, batch_no BIGINT,
+  PRIMARY KEY (run_id, request_id));
 CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   position INTEGER, item_id BIGINT, channel VARCHAR, score DOUBLE, latency_ms DOUBLE, ts DOUBLE,
-  pscore DOUBLE, pscore_cascade DOUBLE, pscore_slate DOUBLE, PRIMARY KEY (run_id, request_id, position));
-CREATE TABLE IF NOT EXISTS ope_slates(run_id VARCHAR, request_id BIGINT, arm VARCHAR, position INTEGER,
-  item_id BIGINT, PRIMARY KEY (run_id, request_id, arm, position));
+  pscore DOUBLE, pscore_cascade DOUBLE, pscore_slate DOUBLE,
+  PRIMARY KEY (run_id, request_id, position));
+CREATE TABLE IF NOT EXISTS ope_slates(run_id VARCHAR, request_id BIGINT, arm VARCHAR,
+  position INTEGER, item_id BIGINT, PRIMARY KEY (run_id, request_id, arm, position));
 CREATE TABLE IF NOT EXISTS feedback(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   item_id BIGINT, position INTEGER, event VARCHAR, value DOUBLE, ts DOUBLE,
   PRIMARY KEY (run_id, request_id, item_id, event));
-CREATE TABLE IF NOT EXISTS truth(run_id VARCHAR, arm VARCHAR, metric VARCHAR, rep INTEGER, value DOUBLE,
-  window_start DOUBLE, window_end DOUBLE, PRIMARY KEY (run_id, arm, metric, rep));
+CREATE TABLE IF NOT EXISTS truth(run_id VARCHAR, arm VARCHAR, metric VARCHAR, rep INTEGER,
+  value DOUBLE, window_start DOUBLE, window_end DOUBLE, PRIMARY KEY (run_id, arm, metric, rep));
 -- written with each report (`sim run`, `sim report`): one row per treatment arm x metric, the
 -- report's numbers (result: significant | ok | inconclusive | violated | ''); an interleaving run
 -- has one row, metric 'preference' (control 0.5, treatment = the preference share)
 CREATE TABLE IF NOT EXISTS effects(run_id VARCHAR, arm VARCHAR, metric VARCHAR, role VARCHAR,
   control_arm VARCHAR, method VARCHAR, control DOUBLE, treatment DOUBLE, abs_lift DOUBLE,
   rel_lift DOUBLE, rel_ci_low DOUBLE, rel_ci_high DOUBLE, p DOUBLE, p_adj DOUBLE, result VARCHAR,
-  n_control BIGINT, n_treatment BIGINT, true_rel_lift DOUBLE, higher_is_better BOOLEAN, note VARCHAR,
-  report_schema INTEGER, written_at TIMESTAMP, PRIMARY KEY (run_id, arm, metric));
+  n_control BIGINT, n_treatment BIGINT, true_rel_lift DOUBLE, higher_is_better BOOLEAN,
+  note VARCHAR, report_schema INTEGER, written_at TIMESTAMP, PRIMARY KEY (run_id, arm, metric));
 -- a run's name and tags (`sim run --name/--tag`, `sim runs rename/tag`)
 CREATE TABLE IF NOT EXISTS run_labels(run_id VARCHAR PRIMARY KEY, name VARCHAR, tags VARCHAR[]);
 -- the run's copy of what its report needs from the dataset (snapshot.py)
@@ -123,7 +126,8 @@ def _from_v0(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_V0_COLUMNS)
     for name, schema in con.execute("SELECT name, schema_name FROM datasets "
                                     "WHERE content_hash IS NULL").fetchall():
-        con.execute("UPDATE datasets SET content_hash = ? WHERE name = ?", [content_hash(con, schema), name])
+        con.execute("UPDATE datasets SET content_hash = ? WHERE name = ?",
+                    [content_hash(con, schema), name])
 
 
 # MIGRATIONS[v] brings a catalog from version v to v + 1 (a new version adds one entry)
@@ -150,13 +154,14 @@ def stored_version(con: duckdb.DuckDBPyConnection, where: str = "") -> int:
         raise SchemaVersionError(f"catalog {where} has schema version {version}, newer than this "
                                  f"hllm-sim's ({SCHEMA_VERSION}): upgrade hllm-sim to open it")
     if any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)):
-        raise SchemaVersionError(f"catalog {where} has schema version {version}, which this hllm-sim "
-                                 f"cannot migrate to version {SCHEMA_VERSION}: use a new catalog")
+        raise SchemaVersionError(f"catalog {where} has schema version {version}, which this "
+                                 f"hllm-sim cannot migrate to version {SCHEMA_VERSION}: use a new "
+                                 "catalog")
     return version
 
 
 def needs_migration(con: duckdb.DuckDBPyConnection, where: str) -> bool:
-    """Whether the catalog is older than SCHEMA_VERSION (a version that cannot be migrated raises)."""
+    """Whether the catalog is older than SCHEMA_VERSION (one that cannot be migrated raises)."""
     return stored_version(con, where) != SCHEMA_VERSION
 
 
@@ -169,7 +174,8 @@ def migrate(con: duckdb.DuckDBPyConnection, where: str = "") -> None:
     try:
         for v in range(version, SCHEMA_VERSION):
             MIGRATIONS[v](con)
-        con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('version', ?)", [str(SCHEMA_VERSION)])
+        con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('version', ?)",
+                    [str(SCHEMA_VERSION)])
     except BaseException:
         con.execute("ROLLBACK")
         raise

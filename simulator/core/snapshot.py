@@ -28,7 +28,8 @@ def pre_covariates_sql(interactions: str, start: str) -> str:
     return f"""SELECT i.user_id, count(*) AS pre, count(DISTINCT i.item_id) AS pre_items,
                       count(DISTINCT floor(i.ts / 86400)) AS pre_days, avg(ln(p.n)) AS pre_pop
                FROM {interactions} i
-               JOIN (SELECT item_id, count(*) AS n FROM {interactions} GROUP BY ALL) p USING (item_id)
+               JOIN (SELECT item_id, count(*) AS n FROM {interactions} GROUP BY ALL) p
+                 USING (item_id)
                WHERE i.ts < {start} GROUP BY ALL"""
 
 DIVERSITY_ATTRS = ("topic", "genre", "genres", "category", "class")
@@ -53,10 +54,12 @@ def snapshot_dataset(con, run_id: str, dataset: str, sim_start: float) -> str:
     con.execute(f"""INSERT OR REPLACE INTO run_items
         SELECT $run_id, it.item_id, coalesce(p.n, 0), {attr_sql}
         FROM {schema}.items it
-        LEFT JOIN (SELECT item_id, count(*) AS n FROM {schema}.interactions GROUP BY ALL) p USING (item_id)""",
+        LEFT JOIN (SELECT item_id, count(*) AS n FROM {schema}.interactions GROUP BY ALL) p
+          USING (item_id)""",
                 {"run_id": run_id})
     con.execute(f"""INSERT OR REPLACE INTO run_users BY NAME
-        SELECT $run_id AS run_id, * FROM ({pre_covariates_sql(f"{schema}.interactions", "$start")})""",
+        SELECT $run_id AS run_id,
+               * FROM ({pre_covariates_sql(f"{schema}.interactions", "$start")})""",
                 {"run_id": run_id, "start": sim_start})
     con.execute(f"""INSERT OR REPLACE INTO run_datasets
         SELECT $run_id, $dataset, $hash, (SELECT count(*) FROM {schema}.items),

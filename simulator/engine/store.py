@@ -29,11 +29,11 @@ from simulator.core.schema import COLUMNS
 from simulator.core.snapshot import run_dataset, snapshot_dataset
 from simulator.engine.config import ExperimentConfig, describe_pipeline
 
-PHASES = ("simulate", "oracle", "report")  # the phases of a run, in order (runs.phase: the last one stored)
-EVENT_TABLES = ("assignments", "requests", "exposures", "ope_slates", "feedback")  # what EventSink writes
+PHASES = ("simulate", "oracle", "report")  # a run's phases, in order (runs.phase: the last stored)
+EVENT_TABLES = ("assignments", "requests", "exposures", "ope_slates", "feedback")  # EventSink's
 # what deleting a run removes: every table keyed by run_id (dependents first)
-RUN_TABLES = ("effects", "run_labels", "truth", "feedback", "ope_slates", "exposures", "requests", "assignments",
-              "run_users", "run_items", "run_datasets", "arms", "runs")
+RUN_TABLES = ("effects", "run_labels", "truth", "feedback", "ope_slates", "exposures", "requests",
+              "assignments", "run_users", "run_items", "run_datasets", "arms", "runs")
 
 
 @contextlib.contextmanager
@@ -67,14 +67,15 @@ class RunStore:
         with transaction(self.con):
             if resumed:
                 self._check_same_data(cfg.dataset)
-                self.con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [self.run_id])
+                self.con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?",
+                                 [self.run_id])
                 return
             self.con.execute(
-                "INSERT INTO runs (run_id, dataset, config_json, config_hash, seed, git_rev, started_at, "
-                "finished_at, status, sim_start, sim_end, n_requests, warnings_json) "
+                "INSERT INTO runs (run_id, dataset, config_json, config_hash, seed, git_rev, "
+                "started_at, finished_at, status, sim_start, sim_end, n_requests, warnings_json) "
                 "VALUES (?, ?, ?, ?, ?, ?, current_timestamp, NULL, 'running', ?, NULL, 0, ?)",
-                [self.run_id, cfg.dataset, cfg.resolved_json(), cfg.config_hash(), cfg.seed, git_rev,
-                 sim_start, json.dumps(list(warnings or []))])
+                [self.run_id, cfg.dataset, cfg.resolved_json(), cfg.config_hash(), cfg.seed,
+                 git_rev, sim_start, json.dumps(list(warnings or []))])
             for a in cfg.arms:
                 self.con.execute(
                     "INSERT INTO arms (run_id, arm, role, weight, pipeline_json, pipeline_desc) "
@@ -92,9 +93,10 @@ class RunStore:
             return
         now = dataset_hash(self.con, dataset)
         if now != snap["content_hash"]:
-            raise ConfigError(f"cannot resume run {self.run_id}: dataset {dataset!r} has changed since the run "
-                              f"started (content hash {snap['content_hash']} -> {now}); resuming would mix "
-                              "two datasets: start a new run instead")
+            was = snap["content_hash"]
+            raise ConfigError(f"cannot resume run {self.run_id}: dataset {dataset!r} has changed "
+                              f"since the run started (content hash {was} -> {now}); resuming "
+                              "would mix two datasets: start a new run instead")
 
     def stored_phase(self) -> str | None:
         """The last phase the run has stored (None: its simulation has not ended)."""
@@ -109,8 +111,9 @@ class RunStore:
         """Record the final status, the simulated end and the number of requests served."""
         end = self.con.execute("SELECT max(ts), count(*) FROM requests WHERE run_id = ?",
                                [self.run_id]).fetchall()[0]
-        self.con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp, sim_end = ?, "
-                         "n_requests = ? WHERE run_id = ?", [status, end[0], end[1], self.run_id])
+        self.con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp, "
+                         "sim_end = ?, n_requests = ? WHERE run_id = ?",
+                         [status, end[0], end[1], self.run_id])
 
     # ------------------------------------------------------------------ what the phases store
     def events(self, flush_rows: int = 200_000) -> EventSink:
@@ -126,12 +129,14 @@ class RunStore:
         """Replace the run's rows of ``effects`` with ``rows`` (dicts keyed by its columns)."""
         cols = list(COLUMNS["effects"])
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        df = pd.DataFrame([{**{c: r.get(c) for c in cols}, "run_id": self.run_id, "report_schema": report_schema,
-                            "written_at": now} for r in rows], columns=cols)
+        df = pd.DataFrame([{**{c: r.get(c) for c in cols}, "run_id": self.run_id,
+                            "report_schema": report_schema, "written_at": now} for r in rows],
+                          columns=cols)
         self.con.execute("DELETE FROM effects WHERE run_id = ?", [self.run_id])
         if len(df):
             self.con.register("_effects", df)
-            self.con.execute(f"INSERT INTO effects ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _effects")
+            names = ", ".join(cols)
+            self.con.execute(f"INSERT INTO effects ({names}) SELECT {names} FROM _effects")
             self.con.unregister("_effects")
 
     # ------------------------------------------------------------------ managing a stored run
@@ -153,13 +158,15 @@ class RunStore:
 
     def delete(self, force: bool = False) -> dict[str, int]:
         """Delete the run with all its events; refuses a run marked 'running' unless ``force``."""
-        status = self.con.execute("SELECT status FROM runs WHERE run_id = ?", [self.run_id]).fetchone()[0]
+        status = self.con.execute("SELECT status FROM runs WHERE run_id = ?",
+                                  [self.run_id]).fetchone()[0]
         if status == "running" and not force:
-            raise SimError(f"run {self.run_id} is marked running; if no process is writing it (it was killed), "
-                           "delete it with --force, or continue it with `sim run --resume`")
+            raise SimError(f"run {self.run_id} is marked running; if no process is writing it "
+                           "(it was killed), delete it with --force, or continue it with "
+                           "`sim run --resume`")
         with transaction(self.con):
-            return {t: self.con.execute(f"DELETE FROM {t} WHERE run_id = ?", [self.run_id]).fetchone()[0]
-                    for t in RUN_TABLES}
+            return {t: self.con.execute(f"DELETE FROM {t} WHERE run_id = ?",
+                                        [self.run_id]).fetchone()[0] for t in RUN_TABLES}
 
 class EventSink:
     """Buffers a run's event rows per table as column chunks; ``flush`` writes them, keyed."""
@@ -171,7 +178,8 @@ class EventSink:
 
     def add(self, table: str, **cols) -> None:
         """Append a chunk of rows: each column an array (or a scalar broadcast to the chunk)."""
-        n = max((len(v) for v in cols.values() if hasattr(v, "__len__") and not isinstance(v, str)), default=1)
+        n = max((len(v) for v in cols.values() if hasattr(v, "__len__") and not isinstance(v, str)),
+                default=1)
         self._buf[table].append({**cols, "run_id": self.run_id, "_n": n})
         self._rows += n
         if self._rows >= self.flush_rows:
