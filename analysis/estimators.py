@@ -12,7 +12,6 @@ to choose among several). Estimators:
                 CUPED++), ratio metrics linearised per arm; falls back to the plain estimator
                 with a stated reason (no covariate, or an adjustment that would flip the sign of
                 the raw difference)
-  Bootstrap     percentile bootstrap CI (scipy.stats.bootstrap), p from the null-shifted replicate
   BatchRatio    a system metric measured per serving batch (latency): batches are the units,
                 both arms of a batch paired
   MSPRT         mixture sequential probability ratio test, stateful over looks: always-valid p
@@ -384,56 +383,6 @@ class Cuped(Estimator):
                       dof=dof, control_var=var_c, cov_dc=cov_dc,
                       extra={"theta": dict(zip(cols, map(float, theta), strict=True)), "covariates": cols,
                              "var_reduction": float(1 - vd / plain_var) if plain_var > 0 else 0.0})
-
-
-class Bootstrap(Estimator):
-    """Percentile bootstrap (scipy.stats.bootstrap, resampling users within arm).
-
-    Statistic: difference of means (ratio metrics: difference of sum/sum). p-value: share of
-    null-shifted replicates at least as extreme as the observed difference.
-    """
-
-    name = "bootstrap"
-
-    def __init__(self, alpha: float = 0.05, control=None, treatment=None, n_resamples: int = 2000, seed: int = 0):
-        super().__init__(alpha, control, treatment)
-        self.n_resamples, self.seed = n_resamples, seed
-
-    def _estimate(self, table, metric, c, t) -> Effect:
-        yc, xc = arm_values(table, metric, c)
-        yt, xt = arm_values(table, metric, t)
-        if metric.kind == "ratio":
-            idx_c, idx_t = np.arange(yc.size), np.arange(yt.size)
-
-            def stat(ic, it, axis=-1):
-                ic, it = ic.astype(int), it.astype(int)
-                return yt[it].sum(axis) / xt[it].sum(axis) - yc[ic].sum(axis) / xc[ic].sum(axis)
-
-            data = (idx_c, idx_t)
-            mc, mt = yc.sum() / xc.sum(), yt.sum() / xt.sum()
-        else:
-            def stat(a, b, axis=-1):
-                return b.mean(axis) - a.mean(axis)
-
-            data = (yc, yt)
-            mc, mt = yc.mean(), yt.mean()
-        if np.var(np.concatenate([yc, yt])) == 0:
-            raise EstimationError(f"metric {metric.name!r} has zero variance in both arms: no test possible")
-        res = stats.bootstrap(data, stat, n_resamples=self.n_resamples, confidence_level=1 - self.alpha,
-                              method="percentile", vectorized=True, rng=np.random.default_rng(self.seed))
-        boot = res.bootstrap_distribution
-        d = mt - mc
-        p = float(np.mean(np.abs(boot - d) >= abs(d)))
-        p = max(p, 1.0 / (self.n_resamples + 1))
-        se = float(res.standard_error)
-        z = stats.norm.ppf(1 - self.alpha / 2)
-        vc = (yc.var(ddof=1) / yc.size) if metric.kind != "ratio" else ratio_stats(yc, xc)[1]
-        vt = (yt.var(ddof=1) / yt.size) if metric.kind != "ratio" else ratio_stats(yt, xt)[1]
-        rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
-        lo, hi = res.confidence_interval
-        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=mc,
-                      treatment=mt, abs_lift=d, rel_lift=rel, ci=(lo, hi), rel_ci=rel_ci, p=p,
-                      n_by_arm={c: yc.size, t: yt.size}, se=se, rel_se=rel_se)
 
 
 class BatchRatio(Estimator):

@@ -78,11 +78,6 @@ def mde(baseline: float, n_per_arm: float, *, kind: str = "proportion", sd: floa
     return PowerResult(kind, baseline, float(sd), alpha, power, float(n_per_arm), float(d), float(d / baseline), ratio)
 
 
-def power_at(effect_abs: float, sd: float, n_per_arm: float, alpha: float = 0.05, ratio: float = 1.0) -> float:
-    """Power of a two-sided two-sample t-test for an absolute effect (statsmodels)."""
-    return float(TTestIndPower().power(effect_size=effect_abs / sd, nobs1=n_per_arm, alpha=alpha, ratio=ratio))
-
-
 def power_from_se(effect: float, se: float, alpha: float = 0.05) -> float:
     """Power of a two-sided z test for a true ``effect`` whose estimate has standard error ``se``."""
     if not (np.isfinite(effect) and np.isfinite(se) and se > 0):

@@ -14,11 +14,13 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.core.catalog import dataset_schema
 from simulator.core.errors import ConfigError, NotFoundError
+from simulator.core.metrics import METRICS
 from simulator.core.snapshot import PRE_COLUMNS, diversity_attr, pre_covariates_sql, run_dataset
 
 from .sqlguard import check_expression, wrap_expression
@@ -85,8 +87,6 @@ class AnalysisConfig(BaseModel):
                                   description=f"pre-period covariates of the CUPED regression, among {COVARIATES}")
     looks: int = Field(20, ge=2, le=200, description="looks of the sequential monitor over simulated time")
     msprt_tau: float = Field(0.05, gt=0, description="mSPRT mixing scale, relative to the control mean")
-    bootstrap_resamples: int = Field(2000, ge=100)
-    seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> AnalysisConfig:
@@ -102,36 +102,25 @@ class AnalysisConfig(BaseModel):
         return self.margins.get(metric, DEFAULT_MARGIN)
 
 
-DEFAULT_METRICS: tuple[Metric, ...] = (
-    Metric(name="ctr", kind="ratio", num="clicks", den="exposures", description="clicks / exposures"),
-    Metric(name="ndcg", kind="ratio", num="ndcg_sum", den="requests", description="mean slate NDCG (clicks as gains)"),
-    Metric(name="consumption", kind="mean", num="consumption", description="consumed value per user"),
-    Metric(name="click_any", kind="proportion", num="any_click", description="users with >=1 click"),
-    Metric(name="session_length", kind="ratio", num="requests", den="sessions", description="requests per session"),
-    Metric(name="return_rate", kind="proportion", num="returned", description="users who came back for a second session"),
-    Metric(name="active_days", kind="mean", num="active_days", description="days with a request per user"),
-    Metric(name="novelty", kind="ratio", num="novelty_sum", den="exposures",
-           description="mean -log2 popularity of exposed items"),
-    Metric(name="diversity", kind="ratio", num="ild_sum", den="requests",
-           description="intra-list diversity (1 - share of same-attribute pairs)"),
-    Metric(name="latency_ms", kind="ratio", num="latency_sum", den="requests", unit="batch", higher_is_better=False,
-           description="serving time per request (pipeline calls, amortised), tested over serving batches"),
-)
+# the default metrics, defined once in simulator/core/metrics.py (with the world oracle's truth)
+DEFAULT_METRICS: tuple[Metric, ...] = tuple(
+    Metric(name=m.name, kind=m.kind, num=m.num, den=m.den, unit=m.unit, higher_is_better=m.higher_is_better,
+           description=m.description) for m in METRICS)
 
 
 def install_views(con) -> None:
     """(Re)create the analysis views; NotFoundError if the event tables do not exist."""
-    have = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-    missing = [t for t in EVENT_TABLES if t not in have]
-    if missing:
-        raise NotFoundError(f"catalog has no event tables {missing}: run `sim run` first")
     try:
-        con.execute(VIEWS_SQL)
-    except Exception as e:  # noqa: BLE001 - read-only catalog: session-local views instead
-        if "read-only" not in str(e).lower() and "read only" not in str(e).lower():
-            raise
-        con.execute(VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+        try:
+            con.execute(VIEWS_SQL)
+        except duckdb.InvalidInputException as e:  # a read-only catalog: session-local views instead
+            if "read-only" not in str(e).lower():
+                raise
+            con.execute(VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW")
+                        .replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO"))
+    except duckdb.CatalogException:
+        raise NotFoundError(f"catalog has no event tables ({', '.join(EVENT_TABLES)}): run `sim run` "
+                            "first") from None
 
 
 def run_info(con, run_id: str) -> dict:
@@ -193,8 +182,8 @@ def dataset_columns_sql(con, run_id: str, dataset: str | None) -> tuple[str, dic
     """SQL of per-user novelty/diversity/pre columns for this run, and notes about fallbacks.
 
     Runs keep their own snapshot of the dataset (simulator/core/snapshot.py), so a dataset reloaded
-    since does not change their report; runs made before snapshots existed read the dataset as
-    it is now."""
+    since does not change their report; a run written without one (a hand-made run such as the
+    tests' fake runs) reads the dataset as it is now."""
     snap = run_dataset(con, run_id)
     if snap is not None:
         return _snapshot_columns_sql(snap)
@@ -280,10 +269,8 @@ def user_table(con, run_id: str, metrics: list[Metric] | None = None) -> tuple[p
 
 
 def batch_table(con, run_id: str) -> pd.DataFrame:
-    """One row per (serving batch, arm) of ``run_id``: summed latency and requests (BatchRatio's units).
-    Empty for runs recorded before batches were (no ``batch_no``)."""
-    if "batch_no" not in _table_columns(con, "main", "requests"):
-        return pd.DataFrame(columns=["batch_no", "arm", *BATCH_COLUMNS])
+    """One row per (serving batch, arm) of ``run_id``: summed latency and requests (BatchRatio's
+    units)."""
     return con.execute("""SELECT batch_no, arm, sum(latency_ms) AS latency_sum, count(*) AS requests
                           FROM requests WHERE run_id = ? AND batch_no IS NOT NULL AND latency_ms IS NOT NULL
                           GROUP BY ALL ORDER BY batch_no, arm""", [run_id]).df()

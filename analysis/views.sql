@@ -28,10 +28,12 @@ LEFT JOIN ex USING (run_id, request_id)
 LEFT JOIN fb USING (run_id, request_id)
 LEFT JOIN idcg ON idcg.n = fb.clicks;
 
--- One row per (run, arm, user) that was assigned: sums (numerators/denominators) per user.
+-- One row per (run, arm, user) assigned by simulated time `cutoff`: sums (numerators/denominators)
+-- of the user's requests up to then. v_user_metrics is the whole run; the sequential monitor
+-- (analysis/sequential.py) looks at a run through this at each look.
 -- Ratio metrics: CTR = clicks/exposures, hit rate = hits/requests, NDCG = ndcg_sum/requests,
 -- session length = requests/sessions, latency = latency_sum/requests (tested with the delta method).
-CREATE OR REPLACE VIEW v_user_metrics AS
+CREATE OR REPLACE MACRO user_metrics_until(cutoff) AS TABLE
 WITH u AS (
   SELECT run_id, user_id, arm,
          count(*)                    AS requests,
@@ -45,7 +47,7 @@ WITH u AS (
          sum(ndcg)                   AS ndcg_sum,
          sum(latency_ms)             AS latency_sum,
          min(ts)                     AS first_request_ts
-  FROM v_request_metrics GROUP BY ALL)
+  FROM v_request_metrics WHERE ts <= cutoff GROUP BY ALL)
 SELECT a.run_id, a.arm, a.user_id, a.first_ts,
        coalesce(u.requests, 0)    AS requests,
        coalesce(u.sessions, 0)    AS sessions,
@@ -61,7 +63,11 @@ SELECT a.run_id, a.arm, a.user_id, a.first_ts,
        CASE WHEN coalesce(u.sessions, 0) >= 2 THEN 1 ELSE 0 END AS returned,
        coalesce(u.active_days, 0) AS active_days
 FROM assignments a
-LEFT JOIN u ON u.run_id = a.run_id AND u.user_id = a.user_id;
+LEFT JOIN u ON u.run_id = a.run_id AND u.user_id = a.user_id
+WHERE a.first_ts IS NULL OR a.first_ts <= cutoff;
+
+-- One row per (run, arm, user) that was assigned: the sums over the whole run.
+CREATE OR REPLACE VIEW v_user_metrics AS SELECT * FROM user_metrics_until('infinity'::DOUBLE);
 
 -- Per (run, arm): descriptive summary (tests use v_user_metrics, not this).
 CREATE OR REPLACE VIEW v_arm_summary AS

@@ -41,7 +41,6 @@ from analysis.report import summarize  # noqa: E402
 from analysis.truth import paired_lift  # noqa: E402
 from analysis.views import install_views  # noqa: E402
 from simulator.core import Catalog, ensure_dataset  # noqa: E402
-from simulator.core.sink import ensure_schema  # noqa: E402
 from simulator.engine.run import prepare, run_experiment, train_arms  # noqa: E402
 
 K = float(stats.norm.ppf(0.975) + stats.norm.ppf(0.8))  # two-sided 5%, 80% power
@@ -152,7 +151,6 @@ def main() -> None:
     cfg = config([arm(n, n, "control" if i == 0 else "treatment") for i, n in enumerate(names)], 0, "x",
                  str(work / "art"), n_requests=args.window_requests)
     pols = train_arms(cfg.model_copy(update={"policies": TRAINING}), prepare(cfg, cat), progress=False)
-    ensure_schema(cat.con)
     install_views(cat.con)
     window = _window(cat, pols, args.window_requests)
     out: dict = {"command": "python bench/sensitivity.py " + " ".join(sys.argv[1:]), "machine": {"cpus": os.cpu_count()},

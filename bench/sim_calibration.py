@@ -45,7 +45,6 @@ from analysis.sequential import first_stop, sequential_path  # noqa: E402
 from analysis.truth import paired_lift  # noqa: E402
 from analysis.views import AnalysisConfig, install_views  # noqa: E402
 from simulator.core import Catalog, ensure_dataset  # noqa: E402
-from simulator.core.sink import ensure_schema  # noqa: E402
 from simulator.engine.config import parse_config  # noqa: E402
 from simulator.engine.run import prepare, run_truth, train_arms  # noqa: E402
 
@@ -290,7 +289,6 @@ def main() -> None:
     art = str(work / "artifacts")
     arms = [arm("popularity", "popularity", "control"), arm("sasrec", "sasrec", "treatment")]
     pilot_cfg = config(arms, seed=1, salt="pilot", artifacts=art, n_requests=args.effect_requests)
-    ensure_schema(cat.con)
     install_views(cat.con)
     t0 = time.perf_counter()
     pilot = bool(args.effect or args.cuped_runs or args.decompose)  # the effect window: from a pilot run

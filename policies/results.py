@@ -1,5 +1,5 @@
-"""Offline evaluation results in the catalog (DuckDB main schema), for analysis to compare
-models per user with significance tests.
+"""Offline evaluation results in the catalog (DuckDB main schema; tables declared in
+simulator/core/schema.py), for analysis to compare models per user with significance tests.
 
   eval_summary(eval_id, dataset, model, config_hash, split, exclude_history, metric, value,
                n_users, created_at)                          key (eval_id, metric)
@@ -20,15 +20,6 @@ import hashlib
 import pandas as pd
 
 from policies.train import training_record
-
-DDL = (
-    """CREATE TABLE IF NOT EXISTS eval_summary(eval_id VARCHAR, dataset VARCHAR, model VARCHAR,
-        config_hash VARCHAR, split VARCHAR, exclude_history BOOLEAN, metric VARCHAR, value DOUBLE,
-        n_users BIGINT, created_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (eval_id, metric))""",
-    """CREATE TABLE IF NOT EXISTS eval_results(eval_id VARCHAR, dataset VARCHAR, model VARCHAR,
-        config_hash VARCHAR, split VARCHAR, user_id BIGINT, metric VARCHAR, value DOUBLE,
-        PRIMARY KEY (eval_id, user_id, metric))""",
-)
 
 
 def eval_id_for(dataset: str, model: str, config_hash: str, split: str, exclude_history: bool) -> str:
@@ -56,8 +47,6 @@ def save_eval(catalog, result, *, dataset: str, model: str, config_hash: str, sp
     long = result.per_user.melt(id_vars=["user_id"], value_vars=metrics, var_name="metric", value_name="value")
     long["value"] = long["value"].astype("float64")
     con = catalog.con
-    for ddl in DDL:
-        con.execute(ddl)
     with catalog.transaction():
         con.execute("DELETE FROM eval_summary WHERE eval_id = ?", [eid])
         con.execute("DELETE FROM eval_results WHERE eval_id = ?", [eid])

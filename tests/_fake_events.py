@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from simulator.core.catalog import dataset_schema
-from simulator.core.sink import ensure_schema
+from simulator.core.schema import migrate
 
 
 def ensure_event_schema(con) -> None:
-    """Create the event tables if absent (the simulator's own DDL: one definition)."""
-    ensure_schema(con)
+    """Create the catalog's tables if absent (the simulator's own DDL: one definition)."""
+    migrate(con)
 
 
 def write_fake_dataset(con, name: str, n_users: int, n_items: int, propensity: np.ndarray,

@@ -84,6 +84,10 @@ def _files(d: Path) -> None:
     (d / "comma").mkdir()
     (d / "comma" / "comma.inter").write_text("user_id:token,item_id:token,timestamp:float\n1,2,3\n")
     (d / "quote.csv").write_text('user,it"em,ts\n1,2,3\n')
+    for name, version in (("future", "99"), ("garbled", "v1")):  # catalogs this version cannot migrate
+        with duckdb.connect(str(d / f"{name}.duckdb")) as con:
+            con.execute("CREATE TABLE schema_meta(key VARCHAR PRIMARY KEY, value VARCHAR)")
+            con.execute("INSERT INTO schema_meta VALUES ('version', ?)", [version])
     item = '{"1": {"title": "a"}}'
     for name, (inter, items) in {"ajbadjson": ('{"u": [1, 2,\n', item), "ajnotlist": ('{"u": 3}', item),
                                  "ajnotobj": ('{"u": [1]}', '{"1": "a"}'), "ajnoitem": ('{"u": [1]}', None)}.items():
@@ -235,6 +239,15 @@ CASES = [
      r"^error: Invalid value for '--requests' / '-n': .* \(see `sim run --help`\)$"),
     ("unknown run in a report", ["report", "nope", "--catalog", "CAT", "--out", "DIR/rep"], 2,
      r"^error: unknown run id 'nope' \(recent runs: .*\)$"),
+    # a catalog whose schema version cannot be migrated (writing and read-only opens)
+    ("catalog of a newer schema version", ["runs", "list", "--catalog", "DIR/future.duckdb"], 2,
+     r"^error: catalog .*future\.duckdb has schema version 99, newer than this hllm-sim's \(1\): "
+     r"upgrade hllm-sim to open it$"),
+    ("query a catalog of a newer schema version", ["query", "SELECT 1", "--catalog", "DIR/future.duckdb"], 2,
+     r"^error: catalog .*future\.duckdb has schema version 99, newer than this hllm-sim's \(1\): "
+     r"upgrade hllm-sim to open it$"),
+    ("catalog with an unreadable schema version", ["data", "list", "--catalog", "DIR/garbled.duckdb"], 2,
+     r"^error: catalog .*garbled\.duckdb has an unreadable schema version 'v1': use a new catalog$"),
     # 5. off-policy estimates (sim ope)
     ("OPE of a run without propensities", ["ope", "--logs", "RUN", "--target", "itemknn", "--catalog", "CAT"], 2,
      r"^error: run 'RUN' has no propensities: no arm logged with `explore` \(give the logging arm an explore block "
@@ -473,9 +486,9 @@ def test_catalog_from_the_previous_version_still_works(world, sim, tmp_path):
     new runs (the migration adds what is missing)."""
     cat = str(tmp_path / "c.duckdb")
     (tmp_path / "c.duckdb").write_bytes(Path(world["cat"]).read_bytes())
-    with duckdb.connect(cat) as con:
+    with duckdb.connect(cat) as con:  # a version-0 catalog: no schema_meta (it is migrated on open)
         con.execute("ALTER TABLE datasets DROP COLUMN content_hash")
-        con.execute("DROP TABLE run_datasets; DROP TABLE run_items; DROP TABLE run_users")
+        con.execute("DROP TABLE run_datasets; DROP TABLE run_items; DROP TABLE run_users; DROP TABLE schema_meta")
     r = sim("report", world["run"], "--catalog", cat, "--out", str(tmp_path / "rep"))
     assert r.code == 0 and r.err.startswith(f"warning: run {world['run']} predates per-run dataset snapshots"), r.err
     assert sim("query", "SELECT count(*) FROM v_user_metrics", "--catalog", cat).code == 0
@@ -485,6 +498,7 @@ def test_catalog_from_the_previous_version_still_works(world, sim, tmp_path):
     with duckdb.connect(cat, read_only=True) as con:
         h = con.execute("SELECT content_hash FROM datasets WHERE name = 'w'").fetchall()[0][0]
         assert h and con.execute("SELECT count(*) FROM run_datasets WHERE content_hash = ?", [h]).fetchall()[0][0] == 1
+        assert con.execute("SELECT value FROM schema_meta WHERE key = 'version'").fetchall() == [("1",)]
 
 
 def test_run_failed_by_a_negative_seed_before_this_fix(world, sim, tmp_path):

@@ -35,16 +35,9 @@ class OpeLogs:
     truth: dict[str, float]  # world oracle's CTR per arm (empty without an oracle)
 
 
-def _columns(con, table: str) -> set[str]:
-    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                                      "'main' AND table_name = ?", [table]).fetchall()}
-
-
 def _logging_arm(con, run_id: str, arms: list[str], logging: str | None) -> str:
-    found = []
-    if "pscore" in _columns(con, "exposures"):
-        found = [r[0] for r in con.execute("SELECT DISTINCT arm FROM exposures WHERE run_id = ? AND pscore IS NOT "
-                                           "NULL ORDER BY arm", [run_id]).fetchall()]
+    found = [r[0] for r in con.execute("SELECT DISTINCT arm FROM exposures WHERE run_id = ? "
+                                       "AND pscore IS NOT NULL ORDER BY arm", [run_id]).fetchall()]
     if not found:
         raise OpeInputError(f"run {run_id!r} has no propensities: no arm logged with `explore` (give the logging "
                             "arm an explore block and name the targets in [ope])")
@@ -100,7 +93,7 @@ def load_logs(con, run_id: str, target: str, logging: str | None = None, prior: 
     if target == logging:
         raise OpeInputError(f"run {run_id!r}: arm {target!r} is the logging arm itself (its CTR is the logged CTR); "
                             "choose another target")
-    has_shadow = "item_id" in _columns(con, "ope_slates") and con.execute(
+    has_shadow = con.execute(
         "SELECT count(*) FROM ope_slates WHERE run_id = ? AND arm = ?", [run_id, target]).fetchall()[0][0] > 0
     if not has_shadow:
         raise OpeInputError(f"run {run_id!r} did not record arm {target!r}'s slates on the logged requests (name it "
@@ -141,8 +134,6 @@ def _feedback(run_id, logging, target, col, slate_p, users, dropped, prior, trut
 
 
 def truth_ctr(con, run_id: str) -> dict[str, float]:
-    if "value" not in _columns(con, "truth"):
-        return {}
     rows = con.execute("SELECT arm, avg(value) FROM truth WHERE run_id = ? AND metric = 'ctr' GROUP BY arm",
                        [run_id]).fetchall()
     return {a: float(v) for a, v in rows}

@@ -23,10 +23,8 @@ def package_version() -> str:
 
 
 def run_labels(con, run_id: str) -> dict:
-    """The run's name and tags (`sim runs tag/rename`; none before the table exists)."""
-    have = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
-                       "AND table_name = 'run_labels'").fetchone()[0]
-    row = con.execute("SELECT name, tags FROM run_labels WHERE run_id = ?", [run_id]).fetchone() if have else None
+    """The run's name and tags (`sim runs tag/rename`)."""
+    row = con.execute("SELECT name, tags FROM run_labels WHERE run_id = ?", [run_id]).fetchone()
     return {"name": row[0], "tags": list(row[1] or [])} if row else {}
 
 

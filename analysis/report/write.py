@@ -18,9 +18,9 @@ from .render import render_console, render_html, render_json, render_markdown
 def connection(catalog_or_con):
     """A DuckDB connection from a catalog path (opened and closed here), a Catalog or a connection."""
     if isinstance(catalog_or_con, (str, Path)):
-        import duckdb
+        from simulator.core.catalog import connect
 
-        con = duckdb.connect(str(catalog_or_con))
+        con = connect(str(catalog_or_con))
         try:
             yield con
         finally:

@@ -40,13 +40,13 @@ def write_catalog(path: Optional[str]):
 def store_effects(catalog: str, run_id: str, report, con=None) -> None:
     """Write the report's effects into the catalog's ``effects`` table (a busy catalog: a warning)."""
     from analysis.report import SCHEMA_VERSION
-    from simulator.core.runs import replace_effects
+    from simulator.engine.store import RunStore
 
     try:
         own = con is None
         con = con if con is not None else write_catalog(catalog)
         try:
-            replace_effects(con, run_id, report.effect_records(), SCHEMA_VERSION)
+            RunStore(con, run_id).replace_effects(report.effect_records(), SCHEMA_VERSION)
         finally:
             if own:
                 con.close()

@@ -201,31 +201,6 @@ def info(name: str = typer.Argument(..., help="Dataset name ('ml-100k' and 'synt
         typer.echo(f"    {k:>9} {v:>8,} {'#' * max(1, round(40 * v / top))}")
 
 
-@app.command("split")
-def split(name: str = typer.Argument(..., help="Dataset name."),
-          kind: str = typer.Option("loo", "--kind", help="loo (leave-one-out) or temporal (global time cut)."),
-          split_name: Optional[str] = typer.Option(None, "--split-name", help="Name to store it under (default: KIND)."),
-          test_frac: float = typer.Option(0.1, "--test-frac", help="temporal: share of interactions after the test cut."),
-          valid_frac: float = typer.Option(0.1, "--valid-frac", help="temporal: share between the valid and test cuts."),
-          catalog: Optional[str] = _CATALOG) -> None:
-    """Compute a split and store its targets in the catalog."""
-    from simulator.core import ensure_dataset
-    from simulator.core.errors import ConfigError
-    from simulator.core.splits import make_split, save_split
-
-    with _catalog(catalog) as cat:
-        ensure_dataset(name, cat)
-        ds = cat.load_dataset(name)
-        try:
-            sp = make_split(ds.sequences, kind, test_frac=test_frac, valid_frac=valid_frac)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        save_split(cat, name, split_name or kind, sp)
-    extra = f", cuts t_valid={sp.t_valid:g} t_test={sp.t_test:g}" if kind == "temporal" else ""
-    typer.echo(f"split {split_name or kind} of {name}: {len(sp.train):,} training interactions, "
-               f"{int((sp.valid_targets >= 0).sum()):,} valid and {int((sp.test_targets >= 0).sum()):,} test users{extra}")
-
-
 @app.command("list")
 def list_(catalog: Optional[str] = _CATALOG) -> None:
     """List datasets in the catalog."""

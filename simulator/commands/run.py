@@ -173,9 +173,9 @@ def _name_of(cat, run_id: str) -> Optional[str]:
 
 def _label(cat, run_id: str, name: Optional[str], tags: Optional[list[str]]) -> None:
     if name is not None or tags:
-        from simulator.core.runs import set_labels
+        from simulator.engine.store import RunStore
 
-        set_labels(cat.con, run_id, name=name, add=tuple(tags or ()))
+        RunStore(cat.con, run_id).set_labels(name=name, add=tuple(tags or ()))
 
 
 _OPTION_NAMES = {"design": "--design", "dataset": "--data", "user_model": "--user-model", "n_requests": "--requests",

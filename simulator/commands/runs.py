@@ -130,13 +130,6 @@ def show(run: str = typer.Argument(..., help="Run id, prefix, short id, name or 
 
 
 def _effects(con, run_ids: list[str]):
-    import pandas as pd
-
-    from simulator.core.runs import EFFECT_COLUMNS
-
-    have = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'effects'").fetchone()[0]
-    if not have:
-        return pd.DataFrame(columns=EFFECT_COLUMNS)
     return con.execute("SELECT * FROM effects WHERE list_contains(?, run_id) ORDER BY run_id, "
                        "CASE role WHEN 'primary' THEN 0 WHEN 'guardrail' THEN 1 ELSE 2 END, metric, arm",
                        [run_ids]).df()
@@ -205,12 +198,13 @@ def tag(run: str = typer.Argument(..., help="Run id, prefix, short id, name or '
         remove: bool = typer.Option(False, "--remove", help="Remove these tags instead."),
         catalog: Optional[str] = _CATALOG) -> None:
     """Add (or remove) tags of a run."""
-    from simulator.core.runs import resolve_run, set_labels
+    from simulator.core.runs import resolve_run
+    from simulator.engine.store import RunStore
 
     con = _write(catalog)
     try:
         rid = resolve_run(con, run)
-        _, now = set_labels(con, rid, add=() if remove else tuple(tags), remove=tuple(tags) if remove else ())
+        _, now = RunStore(con, rid).set_labels(add=() if remove else tuple(tags), remove=tuple(tags) if remove else ())
     finally:
         con.close()
     typer.echo(f"run {rid}: tags {', '.join(now) or '(none)'}")
@@ -221,12 +215,13 @@ def rename(run: str = typer.Argument(..., help="Run id, prefix, short id, name o
            name: str = typer.Argument(..., help="The run's new name (unique)."),
            catalog: Optional[str] = _CATALOG) -> None:
     """Give a run a name (usable wherever a run id is)."""
-    from simulator.core.runs import resolve_run, set_labels
+    from simulator.core.runs import resolve_run
+    from simulator.engine.store import RunStore
 
     con = _write(catalog)
     try:
         rid = resolve_run(con, run)
-        set_labels(con, rid, name=name)
+        RunStore(con, rid).set_labels(name=name)
     finally:
         con.close()
     typer.echo(f"run {rid}: named {name!r}")
@@ -237,13 +232,14 @@ def rm(runs: list[str] = typer.Argument(..., help="Runs to delete (ids, prefixes
        force: bool = typer.Option(False, "--force", help="Also delete a run marked running (killed)."),
        catalog: Optional[str] = _CATALOG) -> None:
     """Delete runs with all their events, truth and effects (report folders are left alone)."""
-    from simulator.core.runs import delete_run, resolve_run
+    from simulator.core.runs import resolve_run
+    from simulator.engine.store import RunStore
 
     con = _write(catalog)
     try:
         ids = list(dict.fromkeys(resolve_run(con, r) for r in runs))  # every reference checked before any delete
         for rid in ids:
-            counts = delete_run(con, rid, force=force)
+            counts = RunStore(con, rid).delete(force=force)
             typer.echo(f"deleted run {rid} ({sum(counts.values()):,} rows)")
     finally:
         con.close()

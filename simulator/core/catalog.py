@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 
 from simulator.core.errors import NotFoundError, SimError
+from simulator.core.schema import TABLES, migrate, needs_migration
 from simulator.core.sequences import Dataset, Sequences
 
 DEFAULT_CATALOG = "sim.duckdb"
@@ -34,7 +35,28 @@ def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 
 def connect(path: str, read_only: bool = False, config: dict | None = None) -> duckdb.DuckDBPyConnection:
-    """Open a catalog file; one-line SimError when it cannot be opened (busy: names the holder)."""
+    """Open a catalog file at :data:`~simulator.core.schema.SCHEMA_VERSION` (an older one is migrated
+    once, here: a read-only open migrates through a short writable one first); one-line SimError
+    when it cannot be opened (busy: names the holder) or its version cannot be migrated."""
+    con = _open(path, read_only, config)
+    try:
+        if not read_only:
+            migrate(con, path)
+        elif needs_migration(con, path):
+            con.close()
+            writer = _open(path, False, None)
+            try:
+                migrate(writer, path)
+            finally:
+                writer.close()
+            con = _open(path, True, config)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _open(path: str, read_only: bool, config: dict | None) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(path, read_only=read_only, config=config or {})
     except duckdb.Error as e:
@@ -55,8 +77,8 @@ def dataset_schema(name: str) -> str:
 
 
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-RESERVED_TABLES = ("datasets", "splits", "runs", "arms", "assignments", "requests", "exposures", "feedback",
-                   "run_datasets", "run_items", "run_users")
+# the catalog's own tables ("splits": written by version-0 catalogs, still there in theirs)
+RESERVED_TABLES = (*TABLES, "splits")
 
 
 def check_table_name(name: str) -> str:
@@ -96,15 +118,6 @@ class Catalog:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.con = connect(self.path, read_only=read_only)
-        if not read_only:
-            self.con.execute(
-                """CREATE TABLE IF NOT EXISTS datasets(
-                    name VARCHAR PRIMARY KEY, schema_name VARCHAR, source VARCHAR, format VARCHAR,
-                    n_users BIGINT, n_items BIGINT, n_interactions BIGINT, n_skipped BIGINT,
-                    created_at TIMESTAMP DEFAULT current_timestamp, meta_json VARCHAR)"""
-            )
-            # catalogs written before content hashes were recorded (fingerprint.py) gain the column
-            self.con.execute("ALTER TABLE datasets ADD COLUMN IF NOT EXISTS content_hash VARCHAR")
 
     def close(self) -> None:
         self.con.close()

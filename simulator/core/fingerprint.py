@@ -3,8 +3,8 @@ data under a dataset name is still the data the run used.
 
 The hash covers the interactions (user, item, time, event, value, in stored order), the item table
 (every column) and the user id map. It is computed in DuckDB (md5 of per-block md5s: flat memory),
-stored in ``datasets.content_hash`` when the dataset is written, and recomputed on the fly for
-datasets written by an older version (no stored hash).
+stored in ``datasets.content_hash`` when the dataset is written (a dataset loaded before hashes
+were stored gets its hash when its catalog is migrated: schema.py).
 """
 
 from __future__ import annotations
@@ -27,31 +27,7 @@ def content_hash(con: duckdb.DuckDBPyConnection, schema: str) -> str:
     return con.execute("SELECT md5(? || ? || ?)", [inter, items, users]).fetchall()[0][0][:16]
 
 
-def _has_column(con, table: str, column: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' "
-                            "AND table_name = ? AND column_name = ?", [table, column]).fetchall()[0][0])
-
-
 def dataset_hash(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
-    """The content hash of dataset ``name`` now (stored, or computed for older catalogs);
-    None when the catalog has no such dataset."""
-    row = con.execute("SELECT schema_name FROM datasets WHERE name = ?", [name]).fetchall() \
-        if _has_column(con, "datasets", "schema_name") else []
-    if not row:
-        return None
-    if _has_column(con, "datasets", "content_hash"):
-        stored = con.execute("SELECT content_hash FROM datasets WHERE name = ?", [name]).fetchall()[0][0]
-        if stored:
-            return stored
-    return content_hash(con, row[0][0])
-
-
-def stored_hash_or_store(con: duckdb.DuckDBPyConnection, name: str) -> str:
-    """The content hash of ``name``, computed and stored first for a dataset written by an older
-    version (writable catalogs only)."""
-    stored = con.execute("SELECT content_hash, schema_name FROM datasets WHERE name = ?", [name]).fetchall()[0]
-    if stored[0]:
-        return stored[0]
-    h = content_hash(con, stored[1])
-    con.execute("UPDATE datasets SET content_hash = ? WHERE name = ?", [h, name])
-    return h
+    """The stored content hash of dataset ``name``; None when the catalog has no such dataset."""
+    row = con.execute("SELECT content_hash FROM datasets WHERE name = ?", [name]).fetchall()
+    return row[0][0] if row else None

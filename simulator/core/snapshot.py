@@ -3,7 +3,7 @@
 A report computes novelty (item popularity in the dataset log), intra-list diversity (an item
 attribute) and the CUPED covariate (each user's interactions before ``runs.sim_start``) from the
 dataset. Reloading the dataset under the same name (``sim data load ... --replace``) would silently
-change old reports, so every run stores its own copy:
+change old reports, so every run stores its own copy (tables declared in schema.py):
 
   run_datasets(run_id, dataset, content_hash, n_items, n_interactions, diversity_attr, created_at)
   run_items(run_id, item_id, n_interactions, attr)   one row per catalog item
@@ -17,19 +17,9 @@ compares it with the dataset's hash now and says when the data changed.
 
 from __future__ import annotations
 
-from simulator.core.catalog import dataset_schema
-from simulator.core.fingerprint import stored_hash_or_store
+from simulator.core.catalog import columns, dataset_schema
+from simulator.core.fingerprint import dataset_hash
 
-SNAPSHOT_SQL = """
-CREATE TABLE IF NOT EXISTS run_datasets(run_id VARCHAR PRIMARY KEY, dataset VARCHAR, content_hash VARCHAR,
-  n_items BIGINT, n_interactions BIGINT, diversity_attr VARCHAR, created_at TIMESTAMP);
-CREATE TABLE IF NOT EXISTS run_items(run_id VARCHAR, item_id BIGINT, n_interactions BIGINT, attr VARCHAR,
-  PRIMARY KEY (run_id, item_id));
-CREATE TABLE IF NOT EXISTS run_users(run_id VARCHAR, user_id BIGINT, pre BIGINT, PRIMARY KEY (run_id, user_id));
-ALTER TABLE run_users ADD COLUMN IF NOT EXISTS pre_items BIGINT;
-ALTER TABLE run_users ADD COLUMN IF NOT EXISTS pre_days BIGINT;
-ALTER TABLE run_users ADD COLUMN IF NOT EXISTS pre_pop DOUBLE;
-"""
 PRE_COLUMNS = ("pre", "pre_items", "pre_days", "pre_pop")  # the CUPED covariates of each user
 
 
@@ -38,21 +28,16 @@ def pre_covariates_sql(interactions: str, start: str) -> str:
     return f"""SELECT i.user_id, count(*) AS pre, count(DISTINCT i.item_id) AS pre_items,
                       count(DISTINCT floor(i.ts / 86400)) AS pre_days, avg(ln(p.n)) AS pre_pop
                FROM {interactions} i
-               JOIN (SELECT item_id, count(*) AS n FROM {interactions} GROUP BY ALL) p USING (item_id)
+               JOIN (SELECT item_id, count(*) AS n FROM {interactions} GROUP BY ALL) p
+                 USING (item_id)
                WHERE i.ts < {start} GROUP BY ALL"""
 
 DIVERSITY_ATTRS = ("topic", "genre", "genres", "category", "class")
 
 
-def _columns(con, schema: str, table: str) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "ORDER BY ordinal_position", [schema, table]).fetchall()]
-
-
 def diversity_attr(con, schema: str) -> str | None:
     """The item attribute used for intra-list diversity ('topic', 'genre', ... first found)."""
-    cols = _columns(con, schema, "items")
+    cols = columns(con, f"{schema}.items")
     for c in DIVERSITY_ATTRS:
         if c in cols:
             return c
@@ -62,18 +47,19 @@ def diversity_attr(con, schema: str) -> str | None:
 
 def snapshot_dataset(con, run_id: str, dataset: str, sim_start: float) -> str:
     """Store the run's copy of what its report needs (idempotent); returns the content hash."""
-    con.execute(SNAPSHOT_SQL)
     schema = dataset_schema(dataset)
     attr = diversity_attr(con, schema)
     attr_sql = f'CAST(it."{attr}" AS VARCHAR)' if attr else "NULL"
-    h = stored_hash_or_store(con, dataset)
+    h = dataset_hash(con, dataset)
     con.execute(f"""INSERT OR REPLACE INTO run_items
         SELECT $run_id, it.item_id, coalesce(p.n, 0), {attr_sql}
         FROM {schema}.items it
-        LEFT JOIN (SELECT item_id, count(*) AS n FROM {schema}.interactions GROUP BY ALL) p USING (item_id)""",
+        LEFT JOIN (SELECT item_id, count(*) AS n FROM {schema}.interactions GROUP BY ALL) p
+          USING (item_id)""",
                 {"run_id": run_id})
     con.execute(f"""INSERT OR REPLACE INTO run_users BY NAME
-        SELECT $run_id AS run_id, * FROM ({pre_covariates_sql(f"{schema}.interactions", "$start")})""",
+        SELECT $run_id AS run_id,
+               * FROM ({pre_covariates_sql(f"{schema}.interactions", "$start")})""",
                 {"run_id": run_id, "start": sim_start})
     con.execute(f"""INSERT OR REPLACE INTO run_datasets
         SELECT $run_id, $dataset, $hash, (SELECT count(*) FROM {schema}.items),
@@ -83,10 +69,6 @@ def snapshot_dataset(con, run_id: str, dataset: str, sim_start: float) -> str:
 
 
 def run_dataset(con, run_id: str) -> dict | None:
-    """The run_datasets row of ``run_id`` (None for runs made before snapshots existed)."""
-    have = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
-                       "AND table_name = 'run_datasets'").fetchall()[0][0]
-    if not have:
-        return None
+    """The run_datasets row of ``run_id`` (None for a run written without one: a hand-made run)."""
     df = con.execute("SELECT * FROM run_datasets WHERE run_id = ?", [run_id]).df()
     return None if df.empty else df.iloc[0].to_dict()

@@ -5,7 +5,7 @@ are identical in every runtime and on resume), remembers when each user was firs
 writes ``assignments``, ``requests``, ``exposures`` (with the logging propensities of a sampled
 slate, NULL for a deterministic one), ``feedback`` and ``ope_slates`` (the target arms' slates on
 the exploring arms' requests, never shown) through the keyed
-:class:`~simulator.core.sink.EventSink` (a replayed batch overwrites itself, never duplicates).
+:class:`~simulator.engine.store.EventSink` (a replayed batch overwrites itself, never duplicates).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from simulator.core.sink import EventSink
 from simulator.engine.design import SlateBatch
+from simulator.engine.store import EventSink
 from simulator.engine.users import Response
 
 

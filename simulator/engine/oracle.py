@@ -27,11 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import Slate, UserBatch
+from simulator.core.metrics import TRUTH_METRICS, UserSums, truth_values
 from simulator.engine.design import SingleArm, SlateBatch
 from simulator.engine.users import Response
 
-# metrics the oracle knows (names as in analysis.views.DEFAULT_METRICS)
-TRUTH_METRICS = ("ctr", "ndcg", "consumption", "click_any", "session_length", "return_rate", "active_days")
 DAY = 86400.0
 
 
@@ -53,7 +52,8 @@ class TruthLog:
         self.next_id += n
         return np.arange(self.next_id - n, self.next_id, dtype=np.int64)
 
-    def record(self, batch_no, rid, users, now, sess, labels, slates: SlateBatch, resp: Response) -> None:
+    def record(self, batch_no, rid, users, now, sess, labels, slates: SlateBatch,
+               resp: Response) -> None:
         shown = slates.item_ids >= 0
         p = np.where(shown, self.user_model.click_probs(users, slates.item_ids, now), 0.0)  # (B, K)
         gain = 1.0 / np.log2(np.arange(p.shape[1]) + 2.0)  # one click per slate: NDCG = DCG
@@ -63,26 +63,22 @@ class TruthLog:
         np.add.at(self.dcg, users, p @ gain)
         np.add.at(self.sampled, users, (resp.position >= 0).astype(float))
         self.sessions.update(zip(users.tolist(), sess.tolist(), strict=True))
-        self.days.update(zip(users.tolist(), np.floor(np.asarray(now) / DAY).astype(np.int64).tolist(), strict=True))
+        days = np.floor(np.asarray(now) / DAY).astype(np.int64)
+        self.days.update(zip(users.tolist(), days.tolist(), strict=True))
 
     def flush(self) -> None:
         pass
 
     def metrics(self) -> dict[str, float]:
-        active = self.requests > 0
-        n = max(int(active.sum()), 1)
-        return {"ctr": self.clicks.sum() / max(self.exposures.sum(), 1.0),
-                "ndcg": self.dcg.sum() / max(self.requests.sum(), 1.0),
-                "consumption": self.clicks.sum() / n,  # the world consumes each click with value 1
-                "click_any": float((self.sampled[active] > 0).mean()) if active.any() else float("nan"),
-                "session_length": self.requests.sum() / max(len(self.sessions), 1),
-                "return_rate": self._per_user(self.sessions, lambda c: c >= 2, n),
-                "active_days": self._per_user(self.days, lambda c: c, n)}
+        """Each known metric's value in this pass (the definitions: simulator/core/metrics.py)."""
+        return truth_values(UserSums(self.requests, self.exposures, self.clicks, self.dcg,
+                                     self.sampled, self._per_user(self.sessions),
+                                     self._per_user(self.days)))
 
-    def _per_user(self, pairs: set[tuple[int, int]], f, n: int) -> float:
-        """Mean over active users of ``f(count of the user's pairs)`` (sessions, days)."""
-        counts = np.bincount(np.fromiter((u for u, _ in pairs), np.int64, len(pairs)), minlength=len(self.requests))
-        return float(np.sum(f(counts[self.requests > 0]))) / n if n else float("nan")
+    def _per_user(self, pairs: set[tuple[int, int]]) -> np.ndarray:
+        """How many of ``pairs`` (user, session) or (user, day) each user has."""
+        users = np.fromiter((u for u, _ in pairs), np.int64, len(pairs))
+        return np.bincount(users, minlength=len(self.requests))
 
 
 class ReusingRuntime:
@@ -148,10 +144,12 @@ class Truth:
 
     @property
     def values(self) -> dict[str, dict[str, float]]:
-        return {a: {m: float(np.mean([p[m] for p in ps])) for m in TRUTH_METRICS} for a, ps in self.passes.items()}
+        return {a: {m: float(np.mean([p[m] for p in ps])) for m in TRUTH_METRICS}
+                for a, ps in self.passes.items()}
 
     def rows(self) -> list[tuple[str, str, int, float]]:
-        return [(arm, m, r, p[m]) for arm, ps in self.passes.items() for r, p in enumerate(ps) for m in TRUTH_METRICS]
+        return [(arm, m, r, p[m]) for arm, ps in self.passes.items() for r, p in enumerate(ps)
+                for m in TRUTH_METRICS]
 
 
 def oracle_seed(seed: int, rep: int) -> int:
@@ -159,8 +157,8 @@ def oracle_seed(seed: int, rep: int) -> int:
     return int(np.random.SeedSequence([seed, 0x0A11E, rep]).generate_state(1)[0])
 
 
-def world_truth(make_simulation, arm_names: tuple[str, ...], n_users: int, user_model, seed: int, reps: int,
-                window: tuple[float, float]) -> Truth:
+def world_truth(make_simulation, arm_names: tuple[str, ...], n_users: int, user_model, seed: int,
+                reps: int, window: tuple[float, float]) -> Truth:
     """Run ``reps`` counterfactual passes per arm. ``make_simulation(design, log, seed)`` builds the
     run's Simulation with another design/log/seed (everything else unchanged)."""
     if reps < 1:

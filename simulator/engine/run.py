@@ -24,16 +24,15 @@ from simulator.core import Catalog
 from simulator.core.busy import holding
 from simulator.core.errors import ConfigError, NotFoundError, RunInterrupted
 from simulator.core.sequences import Dataset
-from simulator.core.sink import EventSink, ensure_schema
 from simulator.engine import signals
 from simulator.engine.config import ExperimentConfig
 from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import ReusingRuntime, Truth, world_truth
-from simulator.engine.records import PHASES, finish_run, mark_phase, phase_index, start_run, stored_phase
 from simulator.engine.retrain import Retrainer
 from simulator.engine.runtime import RUNTIMES, LocalRuntime
 from simulator.engine.scenario import Scenario, build_scenario
+from simulator.engine.store import PHASES, RunStore, phase_index
 from simulator.engine.story import Simulation, Timing
 
 
@@ -123,34 +122,34 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     start leaves no run row at all."""
     validate(cfg, catalog)
     con = catalog.con
-    ensure_schema(con)
     resumed = run_id is not None
     setup = prepare(cfg, catalog)
     if not resumed:
         setup.announce(cfg)
-    done = stored_phase(con, run_id) if resumed else None
+    done = RunStore(con, run_id).stored_phase() if resumed else None
     policies = policies or train_arms(cfg, setup, progress)
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    store = RunStore(con, run_id)
     runtime = _start_runtime(cfg, policies, setup) if done is None else None
     status, stop = "failed", None
     with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
         try:
-            start_run(con, run_id, cfg, setup.sim_start, _git_rev(), resumed, setup.warnings(cfg))
+            store.start(cfg, setup.sim_start, _git_rev(), resumed, setup.warnings(cfg))
             with holding(catalog.path, run_id):
                 try:
                     if done is None:
-                        _simulate(cfg, setup, runtime, policies, con, run_id, progress, on_batch)
+                        _simulate(cfg, setup, runtime, policies, store, progress, on_batch)
                     if phase_index(done) < phase_index("oracle"):
-                        _oracle(cfg, setup, policies, con, run_id, progress)
+                        _oracle(cfg, setup, policies, store, progress)
                     status = "complete"
                 except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
                     if not signals.is_stop(e):
                         raise
                     status, stop = "incomplete", e
                 finally:
-                    finish_run(con, run_id, status)
+                    store.finish(status)
                 if status == "complete" and report is not None:
-                    report_phase(con, run_id, report)
+                    report_phase(store, report)
         finally:
             if runtime is not None:
                 runtime.close()
@@ -160,27 +159,27 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     return run_id
 
 
-def report_phase(con, run_id: str, report: Callable[[str], None]) -> None:
+def report_phase(store: RunStore, report: Callable[[str], None]) -> None:
     """The report phase, after the data phases made the run ``complete``: ``runs.phase`` becomes
     ``report`` only once the report is written (a process killed here is resumed by writing it)."""
     signals.fault_point("report")
-    report(run_id)
-    mark_phase(con, run_id, "report")
+    report(store.run_id)
+    store.mark_phase("report")
 
 
-def _simulate(cfg: ExperimentConfig, setup: Scenario, runtime, policies: dict, con, run_id: str, progress: bool,
-              on_batch) -> None:
+def _simulate(cfg: ExperimentConfig, setup: Scenario, runtime, policies: dict, store: RunStore,
+              progress: bool, on_batch) -> None:
     """The simulate phase: serve the requests and flush every event (also when a signal stops it)."""
     names = tuple(a.name for a in cfg.arms)
     design = make_design(cfg)
-    log = EventLog(EventSink(con, run_id), names, cfg.feedback_delay_s, cfg.consume_delay_s)
+    log = EventLog(store.events(), names, cfg.feedback_delay_s, cfg.consume_delay_s)
     try:
         simulation(cfg, setup, design, runtime, log, cfg.seed, policies=policies, progress=progress).run(
             progress, on_batch)
     finally:
         signals.fault_point("flush")
         log.flush()
-    mark_phase(con, run_id, "simulate")
+    store.mark_phase("simulate")
 
 
 def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
@@ -191,13 +190,14 @@ def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
                                  availability=setup.availability(policies, setup.train_dataset), **kw)
 
 
-def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, con, run_id: str, progress: bool) -> None:
+def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, store: RunStore, progress: bool) -> None:
     """The oracle phase (scenarios with a ground truth): store each arm's true values."""
-    end = con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    end = store.con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [store.run_id]).fetchall()[0][0]
     if setup.has_truth and cfg.oracle_reps >= 1 and end is not None:
         signals.fault_point("oracle")
-        store_truth(con, run_id, run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress))
-    mark_phase(con, run_id, "oracle")
+        truth = run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress)
+        store.store_truth(truth.rows(), truth.window)
+    store.mark_phase("oracle")
 
 
 def simulation(cfg: ExperimentConfig, setup: Scenario, design, runtime, log, seed: int,
@@ -226,11 +226,6 @@ def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tu
                        cfg.oracle_reps, window)
 
 
-def store_truth(con, run_id: str, truth: Truth) -> None:
-    rows = [(run_id, *r, truth.window[0], truth.window[1]) for r in truth.rows()]
-    con.executemany("INSERT OR REPLACE INTO truth VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-
-
 @dataclass(frozen=True)
 class Resumed:
     """What ``resume_experiment`` did: the phases that were missing and are now stored."""
@@ -245,16 +240,16 @@ def resume_experiment(run_id: str, catalog: Catalog, *, progress: bool = True,
     """Continue an unfinished run: only its missing phases run. A simulation that had not ended is
     re-created by the deterministic replay (the keyed writes make the events already stored
     harmless); a complete run is left as it is."""
-    ensure_schema(catalog.con)
     row = catalog.con.execute("SELECT config_json, status FROM runs WHERE run_id = ?", [run_id]).fetchall()
     if not row:
         raise NotFoundError(f"unknown run id {run_id!r}")
-    status, phase = row[0][1], stored_phase(catalog.con, run_id)
+    store = RunStore(catalog.con, run_id)
+    status, phase = row[0][1], store.stored_phase()
     if status == "complete":
         if report is None or phase == "report":
             return Resumed(run_id, True, ())
         with signals.cooperative():
-            report_phase(catalog.con, run_id, report)
+            report_phase(store, report)
         signals.check()
         return Resumed(run_id, False, ("report",))
     try:

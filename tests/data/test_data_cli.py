@@ -33,8 +33,6 @@ def test_synth_info_list(tmp_path):
     assert f"time {st['time_min']} .. {st['time_max']} (UTC)" in r.output and st["time_min"].startswith(("19", "20"))
     r = _run("data", "list", "--catalog", cat)
     assert "w " in r.output and "synthetic" in r.output
-    r = _run("data", "split", "w", "--kind", "temporal", "--catalog", cat)
-    assert r.exit_code == 0 and "split temporal of w" in r.output, r.output
 
 
 def test_load_csv_with_skip(tmp_path):
@@ -61,12 +59,11 @@ def test_errors_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("cmd,expected", [
-    (["data", "--help"], ["load", "synth", "info", "list", "split"]),
+    (["data", "--help"], ["load", "synth", "info", "list"]),
     (["data", "load", "--help"], ["--name", "--replace", "--skip-bad-lines", "--map", "--catalog"]),
     (["data", "synth", "--help"], ["--users", "--items", "--seed", "--scale", "--replace"]),
     (["data", "info", "--help"], ["--json", "--catalog"]),
     (["data", "list", "--help"], ["--catalog"]),
-    (["data", "split", "--help"], ["--kind", "--test-frac", "--valid-frac", "--split-name"]),
 ])
 def test_help_lists_the_commands_options(cmd, expected):
     r = _run(*cmd)

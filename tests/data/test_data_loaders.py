@@ -80,10 +80,6 @@ def test_ml100k_recbole_equals_original(ml100k_dir, tmp_path, cat):
         tb = cat.con.execute(f"SELECT * FROM {b.schema_name}.{table} ORDER BY {order}").df()
         pd.testing.assert_frame_equal(ta, tb, check_dtype=False)
     assert a.meta["load_seconds"] < 5.0
-    from simulator.core.schema import check_dataset
-
-    check_dataset(cat, "a")
-    check_dataset(cat, "b")
 
 
 def test_get_dataset_ml100k_autoload(ml100k_dir, tmp_path):

@@ -68,36 +68,6 @@ def test_split_works_with_loaded_dataset_order(ml100k_dir):
     assert (tr_last <= last_ts).all()
 
 
-def test_schema_check_on_loaded_datasets(tmp_path):
-    from simulator.core.schema import check_dataset
-
-    c = Catalog(":memory:")
-    get_dataset("synthetic-schema", c, n_users=50, n_items=40)
-    check_dataset(c, "synthetic-schema")
-    s = c.info("synthetic-schema").schema_name
-    c.con.execute(f"UPDATE {s}.items SET item_id = item_id + 1 WHERE item_id = 39")
-    from simulator.core.errors import DataError
-
-    with pytest.raises(DataError, match="not contiguous"):
-        check_dataset(c, "synthetic-schema")
-
-
-def test_split_roundtrip_in_catalog():
-    from simulator.core.errors import NotFoundError
-    from simulator.core.splits import load_split, make_split, save_split
-
-    c = Catalog(":memory:")
-    ds = get_dataset("synthetic-sp", c, n_users=60, n_items=50)
-    for kind in ("loo", "temporal"):
-        s = make_split(ds.sequences, kind)
-        save_split(c, "synthetic-sp", kind, s)
-        back = load_split(c, "synthetic-sp", kind)
-        assert type(back) is type(s)
-        assert np.array_equal(back.test_targets, s.test_targets) and np.array_equal(back.train.items, s.train.items)
-    with pytest.raises(NotFoundError):
-        load_split(c, "synthetic-sp", "nope")
-
-
 # ---------------------------------------------------------------------- issue 16: sparse / cold splits
 def _splits(ds):
     from simulator.core.splits import cold_items, sparse_users
