@@ -144,20 +144,30 @@ def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, 
 
 
 def channels(con, run_id: str) -> bytes:
+    """Per arm, the share of its exposures and of its clicks whose item each retrieval channel
+    found; an item found by two channels counts for both (the bars of an arm can add up to more
+    than 100%)."""
+    from matplotlib.ticker import PercentFormatter
+
     plt = _plt()
-    ch = con.execute("SELECT arm, channel, sum(exposures) AS exposures, sum(clicks) AS clicks, "
-                     "sum(consumes) AS consumes FROM v_channel_contribution WHERE run_id = ? GROUP BY ALL "
-                     "ORDER BY arm, channel", [run_id]).df()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, col in zip(axes, ("exposures", "consumes"), strict=True):
+    ch = con.execute("SELECT arm, channel, exposure_share, coalesce(click_share, 0) AS click_share "
+                     "FROM v_channel_contribution WHERE run_id = ? ORDER BY arm, channel", [run_id]).df()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 1.2 + 0.45 * max(len(ch), 2)), sharey=True)
+    for ax, col, what in zip(axes, ("exposure_share", "click_share"), ("exposures", "clicks"), strict=True):
         piv = ch.pivot_table(index="arm", columns="channel", values=col, aggfunc="sum", fill_value=0)
-        share = piv.div(piv.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
-        share.plot.barh(stacked=True, ax=ax, legend=(col == "consumes"), width=0.6)
-        ax.set_title(f"share of {col} by channel\n(an item found by several: the first in priority)", fontsize=9)
-        ax.set_xlim(0, 1)
+        piv.iloc[::-1].plot.barh(ax=ax, legend=(what == "clicks"), width=0.8)  # first arm on top
+        for bars in ax.containers:
+            ax.bar_label(bars, labels=[f"{v:.0%}" if v > 0 else "" for v in bars.datavalues], fontsize=7,
+                         padding=2)
+        ax.set_title(f"share of each arm's {what} found by each channel\n(an item found by two channels "
+                     "counts for both)", fontsize=9)
+        ax.set_xlim(0, 1.15)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
         ax.set_ylabel("")
+        ax.grid(axis="x", alpha=0.3)
     if axes[1].get_legend():
-        axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        axes[1].legend(title="channel", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return _png(fig)
 
 

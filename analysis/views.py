@@ -126,12 +126,15 @@ def install_views(con) -> None:
     missing = [t for t in EVENT_TABLES if t not in have]
     if missing:
         raise NotFoundError(f"catalog has no event tables {missing}: run `sim run` first")
+    sql = VIEWS_SQL
+    if "found_by" not in _table_columns(con, "main", "exposures"):  # a catalog from before found_by
+        sql = sql.replace("e.found_by", "NULL")
     try:
-        con.execute(VIEWS_SQL)
+        con.execute(sql)
     except Exception as e:  # noqa: BLE001 - read-only catalog: session-local views instead
         if "read-only" not in str(e).lower() and "read only" not in str(e).lower():
             raise
-        con.execute(VIEWS_SQL.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+        con.execute(sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
 
 
 def run_info(con, run_id: str) -> dict:

@@ -26,8 +26,13 @@ INTERLEAVE_TEXT = ("Every request showed one slate drafted from both rankers (te
 ORACLE_TEXT = ("Each arm's value if every user were served by it, from the synthetic world's choice "
                "probabilities (counterfactual passes over the run's window; ± Monte-Carlo standard error). "
                "The 'true lift' column of the effects compares these.")
+CHANNEL_TEXT = ("Each channel's share of an arm's exposures and clicks: an item found by several retrieval "
+                "channels counts for each of them, so an arm's shares can add up to more than 100%; 'credited' "
+                "is the one channel the merge's de-duplication kept (the first in priority).")
 LABELS = {"consumption_per_user": "consumption/user", "session_length": "session len", "ctr": "CTR",
-          "ndcg": "NDCG", "latency_mean_ms": "mean ms", "latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms"}
+          "ndcg": "NDCG", "latency_mean_ms": "mean ms", "latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms",
+          "exposure_share": "share of exposures", "click_share": "share of clicks",
+          "only_exposures": "found by it alone", "credited_exposures": "credited"}
 
 
 def fmt(v, kind: str = "num") -> str:
@@ -51,7 +56,7 @@ def _env() -> Environment:
                       keep_trailing_newline=True)
     env.filters.update(fmt=fmt, pct=lambda v: fmt(v, "pct"), pval=lambda v: fmt(v, "p"),
                        label=lambda c: LABELS.get(c, c))
-    env.globals.update(DECISION_RULE=DECISION_RULE, INTERLEAVE_TEXT=INTERLEAVE_TEXT, ORACLE_TEXT=ORACLE_TEXT)
+    env.globals.update(CHANNEL_TEXT=CHANNEL_TEXT, DECISION_RULE=DECISION_RULE, INTERLEAVE_TEXT=INTERLEAVE_TEXT, ORACLE_TEXT=ORACLE_TEXT)
     return env
 
 

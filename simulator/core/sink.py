@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id 
 ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore DOUBLE;
 ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore_cascade DOUBLE;
 ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore_slate DOUBLE;
+-- every retrieval channel that found the item ('hllm,popularity', in merge priority); `channel` is
+-- the one the merge's de-dup credited (the first in priority)
+ALTER TABLE exposures ADD COLUMN IF NOT EXISTS found_by VARCHAR;
 CREATE TABLE IF NOT EXISTS ope_slates(run_id VARCHAR, request_id BIGINT, arm VARCHAR, position INTEGER,
   item_id BIGINT, PRIMARY KEY (run_id, request_id, arm, position));
 CREATE TABLE IF NOT EXISTS feedback(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
@@ -53,7 +56,7 @@ TABLE_COLUMNS = {
     "assignments": ["run_id", "user_id", "arm", "first_ts"],
     "requests": ["run_id", "request_id", "user_id", "arm", "ts", "session_id", "latency_ms", "batch_no"],
     "exposures": ["run_id", "request_id", "user_id", "arm", "position", "item_id", "channel", "score",
-                  "latency_ms", "ts", "pscore", "pscore_cascade", "pscore_slate"],
+                  "latency_ms", "ts", "pscore", "pscore_cascade", "pscore_slate", "found_by"],
     "ope_slates": ["run_id", "request_id", "arm", "position", "item_id"],
     "feedback": ["run_id", "request_id", "user_id", "arm", "item_id", "position", "event", "value", "ts"],
 }
