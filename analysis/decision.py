@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from . import dist as stats
 from .multiple import adjust, levels
 from .views import AnalysisConfig
 
 
 def dist(dof: float):
     """The test statistic's distribution: t with ``dof`` degrees of freedom, normal when infinite."""
-    return stats.norm if not np.isfinite(dof) else stats.t(dof)
+    return stats.norm if not np.isfinite(dof) else stats.StudentT(dof)
 
 
 def decision_stat(row: dict) -> tuple[float, float, float]:

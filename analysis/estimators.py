@@ -5,8 +5,8 @@
 the first arm in sorted order) and the treatment the other arm (pass ``control=``/``treatment=``
 to choose among several). Estimators:
 
-  WelchT        Welch t-test on per-user values (statsmodels), mean/proportion metrics
-  TwoProportion pooled two-proportion z-test (statsmodels) on a per-user 0/1 metric
+  WelchT        Welch t-test on per-user values (statsmodels' formulas), mean/proportion metrics
+  TwoProportion pooled two-proportion z-test (statsmodels' formulas) on a per-user 0/1 metric
   DeltaRatio    ratio metric sum(num)/sum(den) per arm, delta-method variance, z-test
   Cuped         regression adjustment on pre-experiment covariates (CUPED; several covariates =
                 CUPED++), ratio metrics linearised per arm; falls back to the plain estimator
@@ -30,12 +30,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.proportion import proportions_ztest
-from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from simulator.core.errors import SimError
 
+from . import dist as stats
 from .views import Metric
 
 
@@ -190,19 +188,22 @@ def welch_effect(yt, yc, name, c, t, alpha, method, note="") -> Effect:
     vt, vc = yt.var(ddof=1) / yt.size, yc.var(ddof=1) / yc.size
     if vt + vc == 0:
         raise EstimationError(f"metric {name!r} has zero variance in both arms: no test possible")
-    cm = CompareMeans(DescrStatsW(yt), DescrStatsW(yc))
-    _, p, _ = cm.ttest_ind(usevar="unequal")
-    lo, hi = cm.tconfint_diff(alpha=alpha, usevar="unequal")
+    # statsmodels' CompareMeans.ttest_ind / tconfint_diff(usevar="unequal"), written out: importing
+    # statsmodels (and with it scipy.stats) would cost `sim report` a second (tests check the formulas)
+    dof = (vt + vc) ** 2 / (vt ** 2 / (yt.size - 1) + vc ** 2 / (yc.size - 1))  # Welch-Satterthwaite
     mt, mc = yt.mean(), yc.mean()
+    se, td = np.sqrt(vt + vc), stats.StudentT(dof)
+    p = float(2 * td.sf(abs(mt - mc) / se))
+    lo, hi = mt - mc - td.ppf(1 - alpha / 2) * se, mt - mc + td.ppf(1 - alpha / 2) * se
     z = stats.norm.ppf(1 - alpha / 2)
     rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
     return Effect(metric=name, method=method, control_arm=c, treatment_arm=t, control=mc, treatment=mt,
                   abs_lift=mt - mc, rel_lift=rel, ci=(lo, hi), rel_ci=rel_ci, p=p,
-                  n_by_arm={c: yc.size, t: yt.size}, se=np.sqrt(vt + vc), rel_se=rel_se, note=note)
+                  n_by_arm={c: yc.size, t: yt.size}, se=se, rel_se=rel_se, note=note)
 
 
 class TwoProportion(Estimator):
-    """Pooled two-proportion z-test (statsmodels) on a per-user 0/1 metric; Wald CI."""
+    """Pooled two-proportion z-test (statsmodels' proportions_ztest) on a per-user 0/1 metric; Wald CI."""
 
     name = "two_proportion"
 
@@ -215,7 +216,8 @@ class TwoProportion(Estimator):
         pc, pt = kc / nc, kt / nt
         if (kc + kt) in (0, nc + nt):
             raise EstimationError(f"metric {metric.name!r} has zero variance in both arms: no test possible")
-        _, p = proportions_ztest([kt, kc], [nt, nc])
+        pool = (kt + kc) / (nt + nc)  # statsmodels' proportions_ztest (pooled variance), written out
+        p = float(2 * stats.norm.sf(abs(pt - pc) / np.sqrt(pool * (1 - pool) * (1 / nt + 1 / nc))))
         vt, vc = pt * (1 - pt) / nt, pc * (1 - pc) / nc
         z = stats.norm.ppf(1 - self.alpha / 2)
         se = np.sqrt(vt + vc)
@@ -374,7 +376,9 @@ class Bootstrap(Estimator):
             mc, mt = yc.mean(), yt.mean()
         if np.var(np.concatenate([yc, yt])) == 0:
             raise EstimationError(f"metric {metric.name!r} has zero variance in both arms: no test possible")
-        res = stats.bootstrap(data, stat, n_resamples=self.n_resamples, confidence_level=1 - self.alpha,
+        from scipy.stats import bootstrap  # lazily: scipy.stats takes ~1 s to import
+
+        res = bootstrap(data, stat, n_resamples=self.n_resamples, confidence_level=1 - self.alpha,
                               method="percentile", vectorized=True, rng=np.random.default_rng(self.seed))
         boot = res.bootstrap_distribution
         d = mt - mc
@@ -422,13 +426,13 @@ class BatchRatio(Estimator):
         se = float(np.sqrt(vd))
         if not se > 0:
             raise EstimationError(f"metric {metric.name!r} has zero variance: no test possible")
-        q = stats.t.ppf(1 - self.alpha / 2, B - 1)
+        q = stats.StudentT(B - 1).ppf(1 - self.alpha / 2)
         d = rt - rc
         rel, rel_ci, rel_se = relative(d, rc, vd, vc, float(np.cov(phi, phic, ddof=1)[0, 1]) / B, q)
         n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
                       treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
-                      p=2 * stats.t.sf(abs(d) / se, B - 1), n_by_arm=n, se=se, rel_se=rel_se, dof=B - 1,
+                      p=2 * stats.StudentT(B - 1).sf(abs(d) / se), n_by_arm=n, se=se, rel_se=rel_se, dof=B - 1,
                       note=(f"n = serving batches ({B}), not users" if B == n_batches else
                             f"n = {B} time windows of consecutive serving batches holding both arms "
                             f"({n_batches} batches), not users"))
