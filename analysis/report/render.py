@@ -43,6 +43,8 @@ def fmt(v, kind: str = "num") -> str:
         return str(v)
     if kind == "pct":
         return f"{v * 100:+.2f}%"
+    if kind == "share":
+        return f"{v * 100:.1f}%"
     if kind == "p":
         return "<1e-4" if v < 1e-4 else f"{v:.4f}"
     if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1000):
@@ -50,12 +52,17 @@ def fmt(v, kind: str = "num") -> str:
     return f"{v:.4g}"
 
 
+def cell(v, column: str) -> str:
+    """A table cell: shares (columns named ``*_share``) as percentages, anything else by ``fmt``."""
+    return fmt(v, "share" if column.endswith("_share") else "num")
+
+
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("analysis.report", "templates"), undefined=StrictUndefined,
                       autoescape=select_autoescape(["html", "html.j2"]), trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
     env.filters.update(fmt=fmt, pct=lambda v: fmt(v, "pct"), pval=lambda v: fmt(v, "p"),
-                       label=lambda c: LABELS.get(c, c))
+                       label=lambda c: LABELS.get(c, c), cell=cell)
     env.globals.update(CHANNEL_TEXT=CHANNEL_TEXT, DECISION_RULE=DECISION_RULE, INTERLEAVE_TEXT=INTERLEAVE_TEXT, ORACLE_TEXT=ORACLE_TEXT)
     return env
 
