@@ -65,9 +65,9 @@ def list_runs(con) -> pd.DataFrame:
                "(PARTITION BY run_id ORDER BY arm) = 1) e USING (run_id)") if _has(con, "effects") else ""
     cols = ("l.name, coalesce(l.tags, []::VARCHAR[]) AS tags" if labels else
             "NULL::VARCHAR AS name, []::VARCHAR[] AS tags")
-    ecols = ("e.metric AS primary, e.result, e.rel_lift, e.p, e.higher_is_better" if effects else
+    ecols = ("e.metric AS primary, e.result, e.rel_lift, e.p, e.higher_is_better, e.abs_lift" if effects else
              "NULL::VARCHAR AS primary, NULL::VARCHAR AS result, NULL::DOUBLE AS rel_lift, NULL::DOUBLE AS p, "
-             "NULL::BOOLEAN AS higher_is_better")
+             "NULL::BOOLEAN AS higher_is_better, NULL::DOUBLE AS abs_lift")
     df = con.execute(f"""
         SELECT r.run_id, {cols}, r.dataset,
                coalesce(json_extract_string(r.config_json, '$.design'), 'ab') AS design,
