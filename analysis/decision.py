@@ -7,10 +7,12 @@
 - Guardrails: one-sided non-inferiority at ``alpha`` with a relative margin per guardrail:
   ``ok`` when the data show the treatment is not worse than the margin, ``violated`` when they
   show it is worse than the margin, ``inconclusive`` otherwise.
-One statistic per decision: the relative lift over its delta-method SE (the absolute difference
-where the relative lift is undefined), in its own distribution (t with the serving batches' dof for
-latency), gives p, the label and the CI; the CI's level is the one the multiple-testing
-adjustment implies (``multiple.levels``), so "significant" <=> the CI excludes 0.
+One statistic per decision: the (CUPED-adjusted) absolute difference over its SE, in its own
+distribution (t with the serving batches' dof for latency, with small-sample dof for users, see
+``estimators.working_dof``), gives p and the label; the relative CI is Fieller's interval for the
+same test, and the guardrails test the same difference against the margin times the control level.
+The CI's level is the one the multiple-testing adjustment implies (``multiple.levels``), so
+"significant" <=> the CI excludes 0, in absolute and relative terms alike.
 Power: the minimum detectable effect of this run, (z_{1-alpha/2} + z_power) x SE under no
 effect (absolute SE / control level), and the users per arm needed to detect the observed lift
 at that power (the SE shrinks as 1/sqrt(n)).
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import dist as stats
+from .estimators import fieller
 from .multiple import adjust, levels
 from .views import AnalysisConfig
 
@@ -31,15 +34,15 @@ def dist(dof: float):
     return stats.norm if not np.isfinite(dof) else stats.StudentT(dof)
 
 
+def _f(row: dict, key: str, default: float = np.nan) -> float:
+    v = row.get(key, default)
+    return default if v is None or not np.isfinite(v) else float(v)
+
+
 def decision_stat(row: dict) -> tuple[float, float, float]:
-    """(estimate, SE, dof) the decision is made on: the relative lift when it is defined, else the
-    absolute difference. The label, p and CI all come from this one estimate."""
-    dof = row.get("dof", np.inf)
-    dof = np.inf if dof is None or not np.isfinite(dof) else float(dof)
-    rel, rse = row.get("rel_lift", np.nan), row.get("rel_se", np.nan)
-    if rel is not None and np.isfinite(rel) and rse is not None and np.isfinite(rse) and rse > 0:
-        return float(rel), float(rse), dof
-    return float(row.get("abs_lift", np.nan)), float(row.get("se", np.nan)), dof
+    """(estimate, SE, dof) the decision is made on: the absolute difference. The label, p, the
+    absolute CI and the relative (Fieller) CI all come from this one estimate."""
+    return _f(row, "abs_lift"), _f(row, "se"), _f(row, "dof", np.inf)
 
 
 def p_value(row: dict) -> float:
@@ -74,14 +77,16 @@ def decide(df: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
 
 
 def _intervals(df: pd.DataFrame) -> None:
-    """Absolute and relative CIs at each row's ``ci_level``, from the same SE and distribution as p."""
+    """Absolute and relative (Fieller) CIs at each row's ``ci_level``, from the same difference,
+    SE and distribution as p."""
     for i, r in zip(df.index, df.to_dict("records"), strict=True):
-        q = dist(decision_stat(r)[2]).ppf(1 - (1 - r["ci_level"]) / 2)
-        for est, se, lo, hi in (("abs_lift", "se", "ci_low", "ci_high"),
-                                ("rel_lift", "rel_se", "rel_ci_low", "rel_ci_high")):
-            e, s_ = r.get(est, np.nan), r.get(se, np.nan)
-            ok = e is not None and s_ is not None and np.isfinite(e) and np.isfinite(s_)
-            df.loc[i, lo], df.loc[i, hi] = (e - q * s_, e + q * s_) if ok else (np.nan, np.nan)
+        d, se, dof = decision_stat(r)
+        q = dist(dof).ppf(1 - (1 - r["ci_level"]) / 2)
+        ok = np.isfinite(d) and np.isfinite(se)
+        df.loc[i, "ci_low"], df.loc[i, "ci_high"] = (d - q * se, d + q * se) if ok else (np.nan, np.nan)
+        df.loc[i, "rel_ci_low"], df.loc[i, "rel_ci_high"] = (
+            fieller(d, _f(r, "control"), se * se, _f(r, "control_var"), _f(r, "cov_dc"), q)
+            if ok and np.isfinite(_f(r, "rel_lift")) else (np.nan, np.nan))
 
 
 def null_rel_se(row: dict) -> float:
@@ -93,16 +98,22 @@ def null_rel_se(row: dict) -> float:
 
 
 def guardrail_status(row: dict, alpha: float) -> str:
-    """ok / inconclusive / violated from the relative lift, its SE and the margin (one-sided tests
-    in the guardrail's own distribution: t with the batches' dof for latency)."""
-    rel, se, m = row.get("rel_lift"), row.get("rel_se"), row["margin"]
-    if rel is None or se is None or not np.isfinite(rel) or not np.isfinite(se) or se <= 0:
+    """ok / inconclusive / violated: one-sided tests, in the guardrail's own distribution, of the
+    difference against the margin times the control level (d - rho0 c, rho0 = -margin when higher is
+    better, +margin when lower is; Var = Var(d) - 2 rho0 Cov(d, c) + rho0^2 Var(c)): the tests
+    Fieller's relative CI inverts, so the status and the printed CI agree."""
+    d, se, dof = decision_stat(row)
+    c, m = _f(row, "control"), row["margin"]
+    if not (np.isfinite(d) and np.isfinite(se) and se > 0 and c > 0 and np.isfinite(_f(row, "rel_lift"))):
         return "inconclusive"
-    d = dist(decision_stat(row)[2])
-    harm = -rel if row.get("higher_is_better", True) else rel  # > 0: the treatment is worse
-    if d.sf((m - harm) / se) < alpha:  # H0 harm >= m rejected: not worse than the margin
+    hib = row.get("higher_is_better", True)
+    rho0 = -m if hib else m
+    var = se * se - 2 * rho0 * _f(row, "cov_dc", 0.0) + rho0 * rho0 * _f(row, "control_var", 0.0)
+    z = (d - rho0 * c) / np.sqrt(max(var, 1e-300))  # > 0: better than the margin when hib
+    better = z if hib else -z  # > 0: the treatment is better than "worse by the margin"
+    if dist(dof).sf(better) < alpha:  # H0 "worse by at least the margin" rejected
         return "ok"
-    if d.sf((harm - m) / se) < alpha:  # H0 harm <= m rejected: worse than the margin
+    if dist(dof).cdf(better) < alpha:  # H0 "not worse than the margin" rejected
         return "violated"
     return "inconclusive"
 

@@ -66,11 +66,14 @@ class Effect:
     se: float = float("nan")
     note: str = ""
     extra: dict = field(default_factory=dict)
-    rel_se: float = float("nan")
+    rel_se: float = float("nan")  # delta-method SE of rel_lift (the MDE and power read se / control)
     dof: float = float("inf")  # degrees of freedom of the test statistic (inf: normal)
+    control_var: float = float("nan")  # Var of the control level: Fieller's relative CI
+    cov_dc: float = float("nan")  # Cov(abs_lift, control level)
 
     def __post_init__(self) -> None:
-        for k in ("control", "treatment", "abs_lift", "rel_lift", "p", "se", "rel_se", "dof"):
+        for k in ("control", "treatment", "abs_lift", "rel_lift", "p", "se", "rel_se", "dof",
+                  "control_var", "cov_dc"):
             setattr(self, k, float(getattr(self, k)))
         self.ci = tuple(map(float, self.ci))
         self.rel_ci = tuple(map(float, self.rel_ci))
@@ -120,17 +123,34 @@ def arm_values(table: pd.DataFrame, metric: Metric, arm: str) -> tuple[np.ndarra
 NAN2 = (float("nan"), float("nan"))
 
 
-def relative(d: float, c: float, var_d: float, var_c: float, cov_dc: float, z: float) -> tuple[float, tuple, float]:
-    """Relative lift d / c (d = absolute lift, c = raw control mean), delta-method CI and SE.
+def fieller(d: float, c: float, var_d: float, var_c: float, cov_dc: float, q: float) -> tuple[float, float]:
+    """Fieller's interval for the relative lift d / c at quantile ``q``.
 
-    Var(d/c) ~ Var(d)/c^2 + d^2 Var(c)/c^4 - 2 d Cov(d, c)/c^3. NaN when c <= 0: a relative
-    change of a non-positive level means nothing (the caller adds the note).
-    """
+    The ratios rho for which "d - rho c = 0" is not rejected, Var(d - rho c) = var_d - 2 rho cov_dc +
+    rho^2 var_c. It excludes 0 exactly when |d| / sqrt(var_d) > q, so the relative CI and the test of
+    the difference are one decision (the delta-method interval is not: it is symmetric where the
+    ratio is skewed, and anti-conservative in small samples). NaN bounds when c is not positive or
+    not distinguishable from 0 at this level (the set is then unbounded). Missing var_c / cov_dc
+    count as 0 (a known control level)."""
+    var_c = var_c if np.isfinite(var_c) else 0.0
+    cov_dc = cov_dc if np.isfinite(cov_dc) else 0.0
+    a = c * c - q * q * var_c
+    if not (c > 0 and a > 0 and np.isfinite(d) and np.isfinite(var_d)):
+        return NAN2
+    b, k = d * c - q * q * cov_dc, d * d - q * q * var_d
+    r = float(np.sqrt(max(b * b - a * k, 0.0)))
+    return float((b - r) / a), float((b + r) / a)
+
+
+def relative(d: float, c: float, var_d: float, var_c: float, cov_dc: float, z: float) -> tuple[float, tuple, float]:
+    """Relative lift d / c (d = absolute lift, c = raw control mean), its Fieller CI and its
+    delta-method SE, sqrt(Var(d)/c^2 + d^2 Var(c)/c^4 - 2 d Cov(d, c)/c^3). NaN when c <= 0: a
+    relative change of a non-positive level means nothing (the caller adds the note)."""
     if not c > 0:
         return float("nan"), NAN2, float("nan")
     rel = d / c
     se = float(np.sqrt(max(var_d / c**2 + d**2 * var_c / c**4 - 2 * d * cov_dc / c**3, 0.0)))
-    return rel, (rel - z * se, rel + z * se), se
+    return rel, fieller(d, c, var_d, var_c, cov_dc, z), se
 
 
 def rel_delta(t: float, c: float, vt: float, vc: float, z: float) -> tuple[float, tuple[float, float], float]:
@@ -138,21 +158,38 @@ def rel_delta(t: float, c: float, vt: float, vc: float, z: float) -> tuple[float
     return relative(t - c, c, vt + vc, vc, -vc, z)
 
 
+def working_dof(xc: np.ndarray | None, xt: np.ndarray | None, nc: int, nt: int, n_cov: int = 0) -> float:
+    """Degrees of freedom of a difference of two arms' user-level estimates (Satterthwaite under a
+    working model in which a user's variance grows with its denominator x, as Bell & McCaffrey's
+    small-sample correction does for clustered data). With equal users it is n_c + n_t - 2 (minus
+    the CUPED covariates); when a few heavy users carry most of the denominator it is far smaller,
+    which keeps a replay with a few hundred very unequal users at its nominal false-positive rate."""
+    xc = np.ones(nc) if xc is None else np.asarray(xc, float)
+    xt = np.ones(nt) if xt is None else np.asarray(xt, float)
+    if xc.sum() <= 0 or xt.sum() <= 0:
+        return float(nc + nt - 2 - n_cov)
+    w = np.concatenate([xc / xc.sum() ** 2, xt / xt.sum() ** 2])
+    return float(max(w.sum() ** 2 / (w**2).sum() - 2 - n_cov, 1.0))
+
+
+def hc2_var(psi: np.ndarray, x: np.ndarray | None = None) -> float:
+    """Variance of an arm's mean influence, each user's squared residual over 1 - its leverage
+    (HC2; the leverage of a ratio metric's user is its share x / sum(x) of the denominator, of a
+    mean metric's 1/n, where this is the usual var(ddof=1) / n). A user who carries a large share of
+    an arm's exposures pulls its estimate towards himself and hides his own residual: the plain
+    variance is too small then."""
+    n = psi.size
+    h = np.full(n, 1.0 / n) if x is None else np.minimum(np.asarray(x, float) / np.sum(x), 0.99)
+    e = psi - psi.mean()
+    return float((e**2 / (1 - h)).sum() / n**2)
 
 
 def ratio_stats(y: np.ndarray, x: np.ndarray) -> tuple[float, float]:
-    """Ratio sum(y)/sum(x) and its delta-method variance over i.i.d. users."""
-    n = y.size
-    if n < 2:
+    """Ratio sum(y)/sum(x) and its delta-method variance over i.i.d. users (HC2, see hc2_var)."""
+    if y.size < 2:
         raise EstimationError("ratio metric needs at least 2 users per arm")
-    my, mx = y.mean(), x.mean()
-    if mx == 0:
-        raise EstimationError("ratio metric has a zero denominator in one arm")
-    vy, vx = y.var(ddof=1), x.var(ddof=1)
-    cov = np.cov(y, x, ddof=1)[0, 1]
-    r = my / mx
-    var = (vy / mx**2 - 2 * my * cov / mx**3 + my**2 * vx / mx**4) / n
-    return r, var
+    r, phi = influence(y, x)
+    return r, hc2_var(phi, x)
 
 
 class Estimator:
@@ -195,11 +232,11 @@ def welch_effect(yt, yc, name, c, t, alpha, method, note="") -> Effect:
     se, td = np.sqrt(vt + vc), stats.StudentT(dof)
     p = float(2 * td.sf(abs(mt - mc) / se))
     lo, hi = mt - mc - td.ppf(1 - alpha / 2) * se, mt - mc + td.ppf(1 - alpha / 2) * se
-    z = stats.norm.ppf(1 - alpha / 2)
-    rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
+    rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, td.ppf(1 - alpha / 2))
     return Effect(metric=name, method=method, control_arm=c, treatment_arm=t, control=mc, treatment=mt,
                   abs_lift=mt - mc, rel_lift=rel, ci=(lo, hi), rel_ci=rel_ci, p=p,
-                  n_by_arm={c: yc.size, t: yt.size}, se=se, rel_se=rel_se, note=note)
+                  n_by_arm={c: yc.size, t: yt.size}, se=se, rel_se=rel_se, note=note,
+                  dof=dof, control_var=vc, cov_dc=-vc)
 
 
 class TwoProportion(Estimator):
@@ -224,7 +261,8 @@ class TwoProportion(Estimator):
         rel, rel_ci, rel_se = rel_delta(pt, pc, vt, vc, z)
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=pc,
                       treatment=pt, abs_lift=pt - pc, rel_lift=rel, ci=(pt - pc - z * se, pt - pc + z * se),
-                      rel_ci=rel_ci, p=p, n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se)
+                      rel_ci=rel_ci, p=p, n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se,
+                      control_var=vc, cov_dc=-vc)
 
 
 class DeltaRatio(Estimator):
@@ -239,20 +277,23 @@ class DeltaRatio(Estimator):
         yt, xt = arm_values(table, metric, t)
         rc, vc = ratio_stats(yc, xc)
         rt, vt = ratio_stats(yt, xt)
-        return z_effect(rt, rc, vt, vc, metric.name, c, t, self.alpha, self.name, {c: yc.size, t: yt.size})
+        return z_effect(rt, rc, vt, vc, metric.name, c, t, self.alpha, self.name, {c: yc.size, t: yt.size},
+                        dof=working_dof(xc, xt, yc.size, yt.size))
 
 
-def z_effect(mt, mc, vt, vc, name, c, t, alpha, method, n, note="") -> Effect:
+def z_effect(mt, mc, vt, vc, name, c, t, alpha, method, n, note="", dof: float = np.inf) -> Effect:
+    """Two independent arm estimates (variances vt, vc): a t test with ``dof`` (normal if infinite)."""
     se = float(np.sqrt(vt + vc))
     if not se > 0:
         raise EstimationError(f"metric {name!r} has zero variance in both arms: no test possible")
-    z = stats.norm.ppf(1 - alpha / 2)
+    dist = stats.norm if not np.isfinite(dof) else stats.StudentT(dof)
+    z = dist.ppf(1 - alpha / 2)
     d = mt - mc
-    p = 2 * stats.norm.sf(abs(d) / se)
+    p = 2 * dist.sf(abs(d) / se)
     rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, z)
     return Effect(metric=name, method=method, control_arm=c, treatment_arm=t, control=mc, treatment=mt,
                   abs_lift=d, rel_lift=rel, ci=(d - z * se, d + z * se), rel_ci=rel_ci, p=p, n_by_arm=n, se=se,
-                  rel_se=rel_se, note=note)
+                  rel_se=rel_se, note=note, dof=dof, control_var=vc, cov_dc=-vc)
 
 
 def influence(y: np.ndarray, x: np.ndarray | None) -> tuple[float, np.ndarray]:
@@ -309,14 +350,14 @@ class Cuped(Estimator):
         cols, reason = self.usable(table)
         if reason:
             return self._plain(table, metric, c, t, reason)
-        arms = {}
+        arms, dens = {}, {}
         for a in (c, t):
             y, x = arm_values(table, metric, a)
             if y.size < 2:
                 raise EstimationError(f"metric {metric.name!r}: CUPED needs at least 2 users per arm")
             r, phi = influence(y, x if metric.kind == "ratio" else None)
             zc = table.loc[table["arm"] == a, cols].fillna(0).to_numpy(float)
-            arms[a] = (r, phi, zc - zc.mean(0), zc.mean(0))
+            arms[a], dens[a] = (r, phi, zc - zc.mean(0), zc.mean(0)), x
         phi_all = np.concatenate([arms[c][1], arms[t][1]])
         z_all = np.concatenate([arms[c][2], arms[t][2]])
         theta = np.linalg.lstsq(z_all, phi_all, rcond=None)[0]  # within-arm regression (k,)
@@ -328,17 +369,20 @@ class Cuped(Estimator):
         if np.sign(d) != np.sign(raw):
             return self._plain(table, metric, c, t, f"CUPED not applied: its adjustment ({d - raw:+.3g}) would flip "
                                f"the sign of the raw difference ({raw:+.3g})")
-        vd = psic.var(ddof=1) / nc + psit.var(ddof=1) / nt
+        vd = hc2_var(psic, dens[c]) + hc2_var(psit, dens[t])
         se = float(np.sqrt(vd))
         if not se > 0:
             raise EstimationError(f"metric {metric.name!r} has zero variance in both arms: no test possible")
-        z = stats.norm.ppf(1 - self.alpha / 2)
+        dof = working_dof(dens[c], dens[t], nc, nt, len(cols))
+        z = stats.StudentT(dof).ppf(1 - self.alpha / 2)
         cov_dc = -float(np.cov(psic, phic, ddof=1)[0, 1]) / nc  # d contains -R_c(adjusted)
-        rel, rel_ci, rel_se = relative(d, rc, vd, phic.var(ddof=1) / nc, cov_dc, z)
-        plain_var = phic.var(ddof=1) / nc + phit.var(ddof=1) / nt
+        var_c = hc2_var(phic, dens[c])
+        rel, rel_ci, rel_se = relative(d, rc, vd, var_c, cov_dc, z)
+        plain_var = var_c + hc2_var(phit, dens[t])
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
                       treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - z * se, d + z * se), rel_ci=rel_ci,
-                      p=2 * stats.norm.sf(abs(d) / se), n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se,
+                      p=2 * stats.StudentT(dof).sf(abs(d) / se), n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se,
+                      dof=dof, control_var=var_c, cov_dc=cov_dc,
                       extra={"theta": dict(zip(cols, map(float, theta), strict=True)), "covariates": cols,
                              "var_reduction": float(1 - vd / plain_var) if plain_var > 0 else 0.0})
 
@@ -428,11 +472,13 @@ class BatchRatio(Estimator):
             raise EstimationError(f"metric {metric.name!r} has zero variance: no test possible")
         q = stats.StudentT(B - 1).ppf(1 - self.alpha / 2)
         d = rt - rc
-        rel, rel_ci, rel_se = relative(d, rc, vd, vc, float(np.cov(phi, phic, ddof=1)[0, 1]) / B, q)
+        cov_dc = float(np.cov(phi, phic, ddof=1)[0, 1]) / B
+        rel, rel_ci, rel_se = relative(d, rc, vd, vc, cov_dc, q)
         n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
                       treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
                       p=2 * stats.StudentT(B - 1).sf(abs(d) / se), n_by_arm=n, se=se, rel_se=rel_se, dof=B - 1,
+                      control_var=vc, cov_dc=cov_dc,
                       note=(f"n = serving batches ({B}), not users" if B == n_batches else
                             f"n = {B} time windows of consecutive serving batches holding both arms "
                             f"({n_batches} batches), not users"))

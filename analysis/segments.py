@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from .decision import dist
 from .decision import p_value as decision_p
-from .estimators import EstimationError, default_estimator
+from .estimators import EstimationError, default_estimator, fieller
 from .multiple import adjust, levels
 from .views import Metric, user_table
 
@@ -37,6 +37,10 @@ class SegmentEffect(BaseModel):
     rel_ci_low: float | None = None
     rel_ci_high: float | None = None
     rel_se: float | None = None
+    abs_lift: float | None = None
+    se: float | None = None
+    control_var: float | None = None
+    cov_dc: float | None = None
     dof: float | None = None
     p: float | None = None
     p_adj: float | None = None  # Holm over this metric's segment x arm tests
@@ -73,9 +77,10 @@ def _effect(part: pd.DataFrame, m: Metric, seg: str, control: str, arm: str, alp
         e = est.estimate(part, m)
     except EstimationError as err:
         return SegmentEffect(**base, note=str(err))
-    row = {"rel_lift": e.rel_lift, "rel_se": e.rel_se, "abs_lift": e.abs_lift, "se": e.se, "dof": e.dof}
-    return SegmentEffect(**base, control=_num(e.control), treatment=_num(e.treatment), rel_lift=_num(e.rel_lift),
-                         rel_se=_num(e.rel_se), dof=_num(e.dof), p=_num(decision_p(row)), note=e.note)
+    row = {"abs_lift": e.abs_lift, "se": e.se, "dof": e.dof}
+    nums = {k: _num(getattr(e, k)) for k in ("control", "treatment", "rel_lift", "rel_se", "abs_lift", "se",
+                                              "control_var", "cov_dc", "dof")}
+    return SegmentEffect(**base, **nums, p=_num(decision_p(row)), note=e.note)
 
 
 def segment_effects(con, run_id: str, metrics: list[Metric], control: str, treatments: list[str],
@@ -96,9 +101,10 @@ def segment_effects(con, run_id: str, metrics: list[Metric], control: str, treat
         for e, q, lv in zip(fam, adjust(p, "holm"), levels(p, "holm", alpha), strict=True):
             e.p_adj = _num(q)
             e.significant = bool(e.p_adj is not None and e.p_adj < alpha)
-            if e.rel_lift is not None and e.rel_se is not None:  # the CI the Holm decision implies
-                half = float(dist(e.dof if e.dof is not None else np.inf).ppf(1 - lv / 2)) * e.rel_se
-                e.rel_ci_low, e.rel_ci_high = e.rel_lift - half, e.rel_lift + half
+            if e.rel_lift is not None and e.se is not None:  # the CI the Holm decision implies
+                q = float(dist(e.dof if e.dof is not None else np.inf).ppf(1 - lv / 2))
+                lo, hi = fieller(e.abs_lift, e.control, e.se**2, e.control_var or 0.0, e.cov_dc or 0.0, q)
+                e.rel_ci_low, e.rel_ci_high = _num(lo), _num(hi)
     return SegmentReport(definitions=SEGMENTS, users=users, effects=effects)
 
 

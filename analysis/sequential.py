@@ -68,6 +68,7 @@ class MSPRT(Estimator):
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=e.control,
                       treatment=e.treatment, abs_lift=e.abs_lift, rel_lift=e.rel_lift, ci=self.cs, rel_ci=rel_cs,
                       p=self.p, n_by_arm=e.n_by_arm, se=e.se, rel_se=e.rel_se,
+                      control_var=e.control_var, cov_dc=e.cov_dc,
                       note=f"always-valid p / confidence sequence after {self.looks} look(s)",
                       extra={"tau2": self.tau2, "looks": self.looks})
 

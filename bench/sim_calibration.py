@@ -98,20 +98,31 @@ def wilson(k: int, n: int) -> list[float]:
     return [float(x) for x in proportion_confint(k, n, method="wilson")]
 
 
+AA_KEYS = ("p", "significant", "guardrail_status", "rel_lift", "rel_ci_low", "rel_ci_high", "var_reduction")
+
+
 def run_aa(cat, policies, n_runs: int, n_requests: int, art: str, alpha: float, dataset: str | None = None,
-           minutes: float | None = None) -> dict:
-    """``n_runs`` A/A runs (stopping early, and saying so, after ``minutes``)."""
+           minutes: float | None = None, offset: int = 0) -> dict:
+    """``n_runs`` A/A runs, seeds ``1000 + offset + i`` (stopping early, and saying so, after
+    ``minutes``); the per-run results are kept (``per_run``) so parts can be merged."""
     arms = [arm("a", "popularity", "control"), arm("b", "popularity", "treatment")]
     res, seq = [], []
     t0 = time.perf_counter()
-    for i in tqdm(range(n_runs), desc=f"A/A {dataset or DATASET['name']}", file=sys.stderr):
+    for i in tqdm(range(offset, offset + n_runs), desc=f"A/A {dataset or DATASET['name']}", file=sys.stderr):
         extra = {"dataset": dataset} if dataset else {}
         r, meta = replicate(cat, config(arms, seed=1000 + i, salt=f"aa-{i}", artifacts=art, n_requests=n_requests,
                                         **extra), policies, sequential=True)
-        res.append(r)
-        seq.append(meta["stop"]["stopped"])
+        res.append({m: {k: v[k] for k in AA_KEYS} for m, v in r.items()})
+        seq.append(bool(meta["stop"]["stopped"]))
         if minutes is not None and time.perf_counter() - t0 > 60 * minutes:
             break
+    out = aa_summary(res, seq, alpha)
+    out.update(requests_per_run=n_requests, dataset=dataset or DATASET["name"], seeds=[1000 + offset, 1000 + offset + len(res) - 1])
+    return out
+
+
+def aa_summary(res: list[dict], seq: list[bool], alpha: float) -> dict:
+    """False-positive rates (Wilson CIs), KS test of uniform p, contradictions, from per-run results."""
     n_runs = len(res)
     metrics = list(res[0])
     per = {}
@@ -128,8 +139,8 @@ def run_aa(cat, policies, n_runs: int, n_requests: int, art: str, alpha: float, 
     vr = [r[prim]["var_reduction"] for r in res if np.isfinite(r[prim]["var_reduction"] or np.nan)]
     winner_ci0 = sum(bool(r[m]["significant"]) and r[m]["rel_ci_low"] <= 0 <= r[m]["rel_ci_high"]
                      for r in res for m in r)
-    return {"runs": n_runs, "requests_per_run": n_requests, "alpha": alpha, "metrics": per,
-            "dataset": dataset or DATASET["name"], "significant_with_ci_containing_0": int(winner_ci0),
+    return {"runs": n_runs, "alpha": alpha, "metrics": per, "per_run": res, "per_run_sequential_stop": seq,
+            "significant_with_ci_containing_0": int(winner_ci0),
             "primary_significant_rate": float(np.mean([r[prim]["significant"] for r in res])),
             "any_guardrail_violated_rate": float(np.mean([any(r[m]["guardrail_status"] == "violated" for m in r)
                                                           for r in res])),
@@ -237,9 +248,13 @@ def main() -> None:
     ap.add_argument("--replay-aa", type=int, default=0, help="(e): A/A runs on --cuped-data replayed (0 = skip)")
     ap.add_argument("--replay-requests", type=int, default=4000)
     ap.add_argument("--minutes", type=float, default=None, help="(e): stop the replay A/A after this long")
+    ap.add_argument("--offset", type=int, default=0, help="A/A seeds start at 1000 + OFFSET (parts to merge)")
+    ap.add_argument("--merge", nargs="+", default=None, help="merge the A/A sections of these part JSONs")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     if args.quick:
         args.aa, args.effect, args.effect_requests, args.truth_reps = 60, 40, 2000, 8
     import torch
@@ -265,7 +280,8 @@ def main() -> None:
                  "dataset": DATASET["name"]}
     save = saver(args.out, out)  # after every section: a crash late in a long run keeps what was measured
     if not args.skip_aa:
-        save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha, minutes=args.minutes))
+        save("aa", run_aa(cat, policies, args.aa, args.requests, art, args.alpha, minutes=args.minutes,
+                          offset=args.offset))
     if args.replay_aa and _available(args.cuped_data):
         save("replay_aa", _replay_aa(cat, args, art))
     if args.effect:
@@ -314,7 +330,26 @@ def _replay_aa(cat, args, art: str) -> dict:
     cfg = config([arm("a", "popularity", "control"), arm("b", "popularity", "treatment")], 0, "x", art,
                  dataset=args.cuped_data)
     pop = train_arms(cfg, prepare(cfg, cat), progress=False)
-    return run_aa(cat, pop, args.replay_aa, args.replay_requests, art, args.alpha, args.cuped_data, args.minutes)
+    return run_aa(cat, pop, args.replay_aa, args.replay_requests, art, args.alpha, args.cuped_data, args.minutes,
+                  args.offset)
+
+
+def merge(paths: list[str], out_path: str | None) -> None:
+    """``--merge A.json B.json ...``: one A/A summary per section from parts run with --offset."""
+    parts = [json.load(open(p)) for p in paths]
+    out = {"command": "python bench/sim_calibration.py --merge " + " ".join(paths),
+           "parts": [p["command"] for p in parts]}
+    for key in ("aa", "replay_aa"):
+        secs = [p[key] for p in parts if key in p]
+        if secs:
+            res = [r for s_ in secs for r in s_["per_run"]]
+            seq = [x for s_ in secs for x in s_["per_run_sequential_stop"]]
+            out[key] = aa_summary(res, seq, secs[0]["alpha"])
+            out[key].update(requests_per_run=secs[0]["requests_per_run"], dataset=secs[0]["dataset"],
+                            seeds=sorted(x for s_ in secs for x in s_["seeds"]))
+    out["seconds"] = sum(p.get("seconds", 0) for p in parts)
+    json.dump(out, open(out_path, "w"), indent=1, default=float) if out_path else None
+    print(json.dumps({k: v for k, v in out.items() if k not in ("aa", "replay_aa")}, default=float))
 
 
 if __name__ == "__main__":
