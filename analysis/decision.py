@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from . import dist as stats
 from .estimators import fieller
 from .multiple import adjust, levels
 from .views import AnalysisConfig
@@ -31,7 +31,7 @@ from .views import AnalysisConfig
 
 def dist(dof: float):
     """The test statistic's distribution: t with ``dof`` degrees of freedom, normal when infinite."""
-    return stats.norm if not np.isfinite(dof) else stats.t(dof)
+    return stats.norm if not np.isfinite(dof) else stats.StudentT(dof)
 
 
 def _f(row: dict, key: str, default: float = np.nan) -> float:

@@ -5,8 +5,8 @@
 the first arm in sorted order) and the treatment the other arm (pass ``control=``/``treatment=``
 to choose among several). Estimators:
 
-  WelchT        Welch t-test on per-user values (statsmodels), mean/proportion metrics
-  TwoProportion pooled two-proportion z-test (statsmodels) on a per-user 0/1 metric
+  WelchT        Welch t-test on per-user values (statsmodels' formulas), mean/proportion metrics
+  TwoProportion pooled two-proportion z-test (statsmodels' formulas) on a per-user 0/1 metric
   DeltaRatio    ratio metric sum(num)/sum(den) per arm, delta-method variance, z-test
   Cuped         regression adjustment on pre-experiment covariates (CUPED; several covariates =
                 CUPED++), ratio metrics linearised per arm; falls back to the plain estimator
@@ -29,12 +29,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.proportion import proportions_ztest
-from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from simulator.core.errors import SimError
 
+from . import dist as stats
 from .views import Metric
 
 
@@ -226,20 +224,22 @@ def welch_effect(yt, yc, name, c, t, alpha, method, note="") -> Effect:
     vt, vc = yt.var(ddof=1) / yt.size, yc.var(ddof=1) / yc.size
     if vt + vc == 0:
         raise EstimationError(f"metric {name!r} has zero variance in both arms: no test possible")
-    cm = CompareMeans(DescrStatsW(yt), DescrStatsW(yc))
-    _, p, _ = cm.ttest_ind(usevar="unequal")
-    lo, hi = cm.tconfint_diff(alpha=alpha, usevar="unequal")
+    # statsmodels' CompareMeans.ttest_ind / tconfint_diff(usevar="unequal"), written out: importing
+    # statsmodels (and with it scipy.stats) would cost `sim report` a second (tests check the formulas)
+    dof = (vt + vc) ** 2 / (vt ** 2 / (yt.size - 1) + vc ** 2 / (yc.size - 1))  # Welch-Satterthwaite
     mt, mc = yt.mean(), yc.mean()
-    dof = (vt + vc) ** 2 / (vt**2 / (yt.size - 1) + vc**2 / (yc.size - 1))  # Welch-Satterthwaite
-    rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, stats.t.ppf(1 - alpha / 2, dof))
+    se, td = np.sqrt(vt + vc), stats.StudentT(dof)
+    p = float(2 * td.sf(abs(mt - mc) / se))
+    lo, hi = mt - mc - td.ppf(1 - alpha / 2) * se, mt - mc + td.ppf(1 - alpha / 2) * se
+    rel, rel_ci, rel_se = rel_delta(mt, mc, vt, vc, td.ppf(1 - alpha / 2))
     return Effect(metric=name, method=method, control_arm=c, treatment_arm=t, control=mc, treatment=mt,
                   abs_lift=mt - mc, rel_lift=rel, ci=(lo, hi), rel_ci=rel_ci, p=p,
-                  n_by_arm={c: yc.size, t: yt.size}, se=np.sqrt(vt + vc), rel_se=rel_se, note=note,
+                  n_by_arm={c: yc.size, t: yt.size}, se=se, rel_se=rel_se, note=note,
                   dof=dof, control_var=vc, cov_dc=-vc)
 
 
 class TwoProportion(Estimator):
-    """Pooled two-proportion z-test (statsmodels) on a per-user 0/1 metric; Wald CI."""
+    """Pooled two-proportion z-test (statsmodels' proportions_ztest) on a per-user 0/1 metric; Wald CI."""
 
     name = "two_proportion"
 
@@ -252,7 +252,8 @@ class TwoProportion(Estimator):
         pc, pt = kc / nc, kt / nt
         if (kc + kt) in (0, nc + nt):
             raise EstimationError(f"metric {metric.name!r} has zero variance in both arms: no test possible")
-        _, p = proportions_ztest([kt, kc], [nt, nc])
+        pool = (kt + kc) / (nt + nc)  # statsmodels' proportions_ztest (pooled variance), written out
+        p = float(2 * stats.norm.sf(abs(pt - pc) / np.sqrt(pool * (1 - pool) * (1 / nt + 1 / nc))))
         vt, vc = pt * (1 - pt) / nt, pc * (1 - pc) / nc
         z = stats.norm.ppf(1 - self.alpha / 2)
         se = np.sqrt(vt + vc)
@@ -284,7 +285,7 @@ def z_effect(mt, mc, vt, vc, name, c, t, alpha, method, n, note="", dof: float =
     se = float(np.sqrt(vt + vc))
     if not se > 0:
         raise EstimationError(f"metric {name!r} has zero variance in both arms: no test possible")
-    dist = stats.norm if not np.isfinite(dof) else stats.t(dof)
+    dist = stats.norm if not np.isfinite(dof) else stats.StudentT(dof)
     z = dist.ppf(1 - alpha / 2)
     d = mt - mc
     p = 2 * dist.sf(abs(d) / se)
@@ -372,14 +373,14 @@ class Cuped(Estimator):
         if not se > 0:
             raise EstimationError(f"metric {metric.name!r} has zero variance in both arms: no test possible")
         dof = working_dof(dens[c], dens[t], nc, nt, len(cols))
-        z = stats.t.ppf(1 - self.alpha / 2, dof)
+        z = stats.StudentT(dof).ppf(1 - self.alpha / 2)
         cov_dc = -float(np.cov(psic, phic, ddof=1)[0, 1]) / nc  # d contains -R_c(adjusted)
         var_c = hc2_var(phic, dens[c])
         rel, rel_ci, rel_se = relative(d, rc, vd, var_c, cov_dc, z)
         plain_var = var_c + hc2_var(phit, dens[t])
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
                       treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - z * se, d + z * se), rel_ci=rel_ci,
-                      p=2 * stats.t.sf(abs(d) / se, dof), n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se,
+                      p=2 * stats.StudentT(dof).sf(abs(d) / se), n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se,
                       dof=dof, control_var=var_c, cov_dc=cov_dc,
                       extra={"theta": dict(zip(cols, map(float, theta), strict=True)), "covariates": cols,
                              "var_reduction": float(1 - vd / plain_var) if plain_var > 0 else 0.0})
@@ -416,14 +417,14 @@ class BatchRatio(Estimator):
         se = float(np.sqrt(vd))
         if not se > 0:
             raise EstimationError(f"metric {metric.name!r} has zero variance: no test possible")
-        q = stats.t.ppf(1 - self.alpha / 2, B - 1)
+        q = stats.StudentT(B - 1).ppf(1 - self.alpha / 2)
         d = rt - rc
         cov_dc = float(np.cov(phi, phic, ddof=1)[0, 1]) / B
         rel, rel_ci, rel_se = relative(d, rc, vd, vc, cov_dc, q)
         n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
                       treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
-                      p=2 * stats.t.sf(abs(d) / se, B - 1), n_by_arm=n, se=se, rel_se=rel_se, dof=B - 1,
+                      p=2 * stats.StudentT(B - 1).sf(abs(d) / se), n_by_arm=n, se=se, rel_se=rel_se, dof=B - 1,
                       control_var=vc, cov_dc=cov_dc,
                       note=(f"n = serving batches ({B}), not users" if B == n_batches else
                             f"n = {B} time windows of consecutive serving batches holding both arms "

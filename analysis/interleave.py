@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from . import dist as stats
 from .estimators import influence
 from .srm import SRMResult, srm_test
 
@@ -79,7 +79,7 @@ def preference(users: pd.DataFrame, control: str, treatment: str, alpha: float =
         p = float(2 * stats.norm.sf(abs(share - 0.5) / se)) if se > 0 else float("nan")
     z = stats.norm.ppf(1 - alpha / 2)
     k_for, k_against = int((w > lo).sum()), int((lo > w).sum())
-    sign_p = float(stats.binomtest(k_for, k_for + k_against).pvalue) if k_for + k_against else float("nan")
+    sign_p = stats.sign_test_p(k_for, k_for + k_against) if k_for + k_against else float("nan")
     return Preference(control, treatment, share, (share - z * se, share + z * se), se, p, n, int(w.sum()),
                       int(lo.sum()), int(users["requests"].sum() - decided.sum()), sign_p, k_for, k_against, alpha)
 

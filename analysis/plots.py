@@ -26,18 +26,50 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def forest_limit(rows) -> float:
+    """Half-width (%) of a panel's shared x-scale: every row's CI, unless a few rows' CIs are far
+    wider than the others' (then the scale is 3x the median row's extent, or 3x the narrowest with
+    fewer than 3 rows, and the wider rows run off the panel, labelled); the primary, margins and
+    true lifts always fit."""
+    ext = np.array([max(abs(r.rel_ci_low), abs(r.rel_ci_high), abs(r.rel_lift)) for r in rows]) * 100
+    must = [abs(r.rel_ci_low) * 100 for r in rows if r.role == "primary"] + \
+           [abs(r.rel_ci_high) * 100 for r in rows if r.role == "primary"] + \
+           [abs(r.margin) * 100 * 1.5 for r in rows if r.role == "guardrail" and r.margin is not None] + \
+           [abs(r.true_rel_lift) * 100 for r in rows if r.true_rel_lift is not None]
+    typical = np.median(ext) if len(ext) >= 3 else ext.min()
+    return float(max(min(ext.max(), 3 * typical), *must, 1e-6) * 1.08)
+
+
 def _forest_panel(ax, rows, multi: bool) -> None:
-    """One metric per line on one shared x-scale (precision comparable across metrics)."""
+    """One metric per line on one shared x-scale (precision comparable across metrics); a CI that
+    runs off the scale ends in an arrow with its numbers written beside it."""
+    lim = forest_limit(rows)
     for y, r in enumerate(rows):
         c = ROLE_COLOR.get(r.role, "#555555")
-        ax.hlines(y, r.rel_ci_low * 100, r.rel_ci_high * 100, colors=c, lw=2.5)
-        ax.plot(r.rel_lift * 100, y, "o", color=c, zorder=3)
+        lo, hi, mid = r.rel_ci_low * 100, r.rel_ci_high * 100, r.rel_lift * 100
+        ax.hlines(y, max(lo, -lim), min(hi, lim), colors=c, lw=2.5)
+        if abs(mid) <= lim:
+            ax.plot(mid, y, "o", color=c, zorder=3)
+        for edge, off in ((-lim, lo < -lim), (lim, hi > lim)):
+            if off:
+                ax.plot(edge, y, "<" if edge < 0 else ">", color=c, ms=7, zorder=3, clip_on=False)
+        if lo < -lim or hi > lim:
+            ax.text(0.99 if mid >= 0 else 0.01, y - 0.28, f"{mid:+.1f}% [{lo:+.1f}%, {hi:+.1f}%]",
+                    transform=ax.get_yaxis_transform(), ha="right" if mid >= 0 else "left", va="bottom",
+                    fontsize=7, color=c)
         if r.true_rel_lift is not None:
             ax.plot(r.true_rel_lift * 100, y, "D", color="#2ca02c", ms=6, zorder=4)
         if r.role == "guardrail" and r.margin is not None:
             m = (r.margin if not r.higher_is_better else -r.margin) * 100
             ax.vlines(m, y - 0.4, y + 0.4, color="#d62728", ls="--", lw=1.0)
     ax.axvline(0, color="black", lw=0.8)
+    marks = [0.0] + [v * 100 for r in rows for v in (r.rel_ci_low, r.rel_ci_high, r.true_rel_lift,
+                                                      r.margin if r.role == "guardrail" else None,
+                                                      -r.margin if r.role == "guardrail" and r.margin else None)
+                     if v is not None]
+    left, right = max(min(marks), -lim), min(max(marks), lim)
+    pad = 0.06 * (right - left or 1.0)
+    ax.set_xlim(left - pad if left > -lim else -lim, right + pad if right < lim else lim)
     ax.set_yticks(range(len(rows)), [f"{r.metric} ({r.arm})" if multi else r.metric for r in rows])
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.tick_params(axis="x", labelsize=8)
@@ -63,7 +95,8 @@ def forest(effects) -> bytes:
         _forest_panel(ax, g, multi)
         what = "guardrails (dashed: margin)" if g[0].role == "guardrail" else "primary and secondary metrics"
         ax.set_xlabel(f"relative lift vs control (%), {what}", fontsize=8)
-    axes[0, 0].set_title("Relative lift vs control, 95% CI (one shared scale per panel)\n"
+    axes[0, 0].set_title("Relative lift vs control, 95% CI (one shared scale per panel; arrows: a CI off the "
+                         "scale, its numbers beside it)\n"
                          "blue = primary, grey = secondary, red = guardrail, green diamond = true lift", fontsize=9)
     fig.tight_layout()
     return _png(fig)
@@ -144,20 +177,30 @@ def _lines(df: pd.DataFrame, by: str, x: str, y: str, xlabel: str, ylabel: str, 
 
 
 def channels(con, run_id: str) -> bytes:
+    """Per arm, the share of its exposures and of its clicks whose item each retrieval channel
+    found; an item found by two channels counts for both (the bars of an arm can add up to more
+    than 100%)."""
+    from matplotlib.ticker import PercentFormatter
+
     plt = _plt()
-    ch = con.execute("SELECT arm, channel, sum(exposures) AS exposures, sum(clicks) AS clicks, "
-                     "sum(consumes) AS consumes FROM v_channel_contribution WHERE run_id = ? GROUP BY ALL "
-                     "ORDER BY arm, channel", [run_id]).df()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, col in zip(axes, ("exposures", "consumes"), strict=True):
+    ch = con.execute("SELECT arm, channel, exposure_share, coalesce(click_share, 0) AS click_share "
+                     "FROM v_channel_contribution WHERE run_id = ? ORDER BY arm, channel", [run_id]).df()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 1.2 + 0.45 * max(len(ch), 2)), sharey=True)
+    for ax, col, what in zip(axes, ("exposure_share", "click_share"), ("exposures", "clicks"), strict=True):
         piv = ch.pivot_table(index="arm", columns="channel", values=col, aggfunc="sum", fill_value=0)
-        share = piv.div(piv.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
-        share.plot.barh(stacked=True, ax=ax, legend=(col == "consumes"), width=0.6)
-        ax.set_title(f"share of {col} by channel\n(an item found by several: the first in priority)", fontsize=9)
-        ax.set_xlim(0, 1)
+        piv.iloc[::-1].plot.barh(ax=ax, legend=(what == "clicks"), width=0.8)  # first arm on top
+        for bars in ax.containers:
+            ax.bar_label(bars, labels=[f"{v:.0%}" if v > 0 else "" for v in bars.datavalues], fontsize=7,
+                         padding=2)
+        ax.set_title(f"share of each arm's {what} found by each channel\n(an item found by two channels "
+                     "counts for both)", fontsize=9)
+        ax.set_xlim(0, 1.15)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
         ax.set_ylabel("")
+        ax.grid(axis="x", alpha=0.3)
     if axes[1].get_legend():
-        axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        axes[1].legend(title="channel", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return _png(fig)
 
 

@@ -95,21 +95,37 @@ LEFT JOIN arms ar USING (run_id, arm)
 LEFT JOIN lat USING (run_id, arm)
 LEFT JOIN cov USING (run_id, arm);
 
--- Per (run, arm, channel): which retrieval channel produced the exposed/clicked/consumed items.
--- Feedback is first reduced to one row per shown position, so an exposure counts once however
--- many events (click, consume) it received.
+-- Per (run, arm, channel): the exposed / clicked / consumed items each retrieval channel found.
+-- An item found by several channels (exposures.found_by) counts for each of them, so an arm's
+-- channels can add up to more than its total; the shares are of the arm's exposures / clicks.
+-- `only_exposures`: found by this channel alone; `credited_exposures`: credited to it by the
+-- merge's de-dup (exposures.channel, the first in priority). Runs stored before found_by credit
+-- the first channel only. Feedback is first reduced to one row per shown position, so an
+-- exposure counts once however many events (click, consume) it received.
 CREATE OR REPLACE VIEW v_channel_contribution AS
 WITH f AS (
   SELECT run_id, request_id, position,
          count(*) FILTER (WHERE event = 'click')   AS clicks,
          count(*) FILTER (WHERE event = 'consume') AS consumes
-  FROM feedback GROUP BY ALL)
-SELECT e.run_id, e.arm, coalesce(e.channel, '?') AS channel,
-       count(*) AS exposures,
-       coalesce(sum(f.clicks), 0)   AS clicks,
-       coalesce(sum(f.consumes), 0) AS consumes
-FROM exposures e
-LEFT JOIN f ON f.run_id = e.run_id AND f.request_id = e.request_id AND f.position = e.position
+  FROM feedback GROUP BY ALL),
+x AS (
+  SELECT e.run_id, e.arm, coalesce(e.channel, '?') AS credited,
+         string_split(coalesce(nullif(e.found_by, ''), e.channel, '?'), ',') AS finders,
+         coalesce(f.clicks, 0) AS clicks, coalesce(f.consumes, 0) AS consumes
+  FROM exposures e
+  LEFT JOIN f ON f.run_id = e.run_id AND f.request_id = e.request_id AND f.position = e.position),
+tot AS (SELECT run_id, arm, count(*) AS n_exposures, sum(clicks) AS n_clicks FROM x GROUP BY ALL),
+c AS (SELECT run_id, arm, unnest(finders) AS channel, credited, len(finders) AS n_finders, clicks, consumes
+      FROM x)
+SELECT c.run_id, c.arm, c.channel,
+       count(*)                                          AS exposures,
+       count(*) / any_value(tot.n_exposures)             AS exposure_share,
+       sum(clicks)                                       AS clicks,
+       sum(clicks) / nullif(any_value(tot.n_clicks), 0)  AS click_share,
+       sum(consumes)                                     AS consumes,
+       count(*) FILTER (WHERE credited = c.channel)      AS credited_exposures,
+       count(*) FILTER (WHERE n_finders = 1)             AS only_exposures
+FROM c JOIN tot ON tot.run_id = c.run_id AND tot.arm = c.arm
 GROUP BY ALL;
 
 -- Per (run, arm, time bucket): cumulative metrics over simulated time. The run is cut into

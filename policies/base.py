@@ -100,13 +100,17 @@ class Propensity:
 @dataclass(frozen=True)
 class Slate:
     """The ranked list shown to each user: (B, K) ids (PAD where shorter), scores, channel, and
-    the logging propensities when the slate was sampled (None: a deterministic slate)."""
+    the logging propensities when the slate was sampled (None: a deterministic slate).
+
+    ``channel`` is the channel the merge credited (the first in priority); ``found_by`` (a bitmask
+    over ``channel_names``, bit c = channel c retrieved the item) holds every channel that found it."""
 
     item_ids: np.ndarray  # (B, K) int64
     scores: np.ndarray  # (B, K) float32
     channel: np.ndarray | None = None  # (B, K) int16
     channel_names: tuple[str, ...] = ()
     propensity: Propensity | None = None
+    found_by: np.ndarray | None = None  # (B, K) int64 bitmask over channel_names; 0 at PAD
 
 
 @runtime_checkable

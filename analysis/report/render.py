@@ -26,8 +26,13 @@ INTERLEAVE_TEXT = ("Every request showed one slate drafted from both rankers (te
 ORACLE_TEXT = ("Each arm's value if every user were served by it, from the synthetic world's choice "
                "probabilities (counterfactual passes over the run's window; ± Monte-Carlo standard error). "
                "The 'true lift' column of the effects compares these.")
+CHANNEL_TEXT = ("Each channel's share of an arm's exposures and clicks: an item found by several retrieval "
+                "channels counts for each of them, so an arm's shares can add up to more than 100%; 'credited' "
+                "is the one channel the merge's de-duplication kept (the first in priority).")
 LABELS = {"consumption_per_user": "consumption/user", "session_length": "session len", "ctr": "CTR",
-          "ndcg": "NDCG", "latency_mean_ms": "mean ms", "latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms"}
+          "ndcg": "NDCG", "latency_mean_ms": "mean ms", "latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms",
+          "exposure_share": "share of exposures", "click_share": "share of clicks",
+          "only_exposures": "found by it alone", "credited_exposures": "credited"}
 
 
 def fmt(v, kind: str = "num") -> str:
@@ -38,6 +43,8 @@ def fmt(v, kind: str = "num") -> str:
         return str(v)
     if kind == "pct":
         return f"{v * 100:+.2f}%"
+    if kind == "share":
+        return f"{v * 100:.1f}%"
     if kind == "p":
         return "<1e-4" if v < 1e-4 else f"{v:.4f}"
     if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1000):
@@ -45,13 +52,18 @@ def fmt(v, kind: str = "num") -> str:
     return f"{v:.4g}"
 
 
+def cell(v, column: str) -> str:
+    """A table cell: shares (columns named ``*_share``) as percentages, anything else by ``fmt``."""
+    return fmt(v, "share" if column.endswith("_share") else "num")
+
+
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("analysis.report", "templates"), undefined=StrictUndefined,
                       autoescape=select_autoescape(["html", "html.j2"]), trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
     env.filters.update(fmt=fmt, pct=lambda v: fmt(v, "pct"), pval=lambda v: fmt(v, "p"),
-                       label=lambda c: LABELS.get(c, c))
-    env.globals.update(DECISION_RULE=DECISION_RULE, INTERLEAVE_TEXT=INTERLEAVE_TEXT, ORACLE_TEXT=ORACLE_TEXT)
+                       label=lambda c: LABELS.get(c, c), cell=cell)
+    env.globals.update(CHANNEL_TEXT=CHANNEL_TEXT, DECISION_RULE=DECISION_RULE, INTERLEAVE_TEXT=INTERLEAVE_TEXT, ORACLE_TEXT=ORACLE_TEXT)
     return env
 
 

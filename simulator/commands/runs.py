@@ -64,6 +64,15 @@ def _cell(v) -> str:
     return str(v)
 
 
+def _lift(run) -> str:
+    """The primary's relative lift; an interleaving run's preference share (its lift is undefined)."""
+    import pandas as pd
+
+    if run.primary == "preference" and pd.isna(run.rel_lift) and not pd.isna(run.abs_lift):
+        return f"{(0.5 + run.abs_lift) * 100:.1f}% pref"
+    return _pct(run.rel_lift)
+
+
 def _pct(v) -> str:
     import pandas as pd
 
@@ -96,8 +105,8 @@ def list_(
     if df.empty:
         typer.echo("no runs match")
         return
-    df = df.assign(rel_lift=df["rel_lift"].map(_pct), started_at=df["started_at"].map(_cell))
-    df = df.drop(columns=["run_id", "higher_is_better"]).rename(columns={"short_id": "id", "started_at": "started", "n_requests": "requests",
+    df = df.assign(rel_lift=[_lift(r) for r in df.itertuples()], started_at=df["started_at"].map(_cell))
+    df = df.drop(columns=["run_id", "higher_is_better", "abs_lift"]).rename(columns={"short_id": "id", "started_at": "started", "n_requests": "requests",
                                                      "rel_lift": "lift"})
     print_table(df, drop=("p", "requests", "arms", "design", "tags", "started", "name", "dataset", "primary"))
 

@@ -49,7 +49,7 @@ def list_runs(con) -> pd.DataFrame:
                (SELECT string_agg(a.arm, ',' ORDER BY a.role, a.arm) FROM arms a
                 WHERE a.run_id = r.run_id) AS arms,
                r.status, r.started_at, r.n_requests,
-               e.metric AS primary, e.result, e.rel_lift, e.p, e.higher_is_better
+               e.metric AS primary, e.result, e.rel_lift, e.p, e.higher_is_better, e.abs_lift
         FROM runs r LEFT JOIN run_labels l USING (run_id)
         LEFT JOIN (SELECT * FROM effects WHERE role = 'primary'
                    QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY arm) = 1) e

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS requests(run_id VARCHAR, request_id BIGINT, user_id B
   PRIMARY KEY (run_id, request_id));
 CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   position INTEGER, item_id BIGINT, channel VARCHAR, score DOUBLE, latency_ms DOUBLE, ts DOUBLE,
-  pscore DOUBLE, pscore_cascade DOUBLE, pscore_slate DOUBLE,
+  pscore DOUBLE, pscore_cascade DOUBLE, pscore_slate DOUBLE, found_by VARCHAR,
   PRIMARY KEY (run_id, request_id, position));
 CREATE TABLE IF NOT EXISTS ope_slates(run_id VARCHAR, request_id BIGINT, arm VARCHAR,
   position INTEGER, item_id BIGINT, PRIMARY KEY (run_id, request_id, arm, position));
@@ -111,6 +111,7 @@ ALTER TABLE requests ADD COLUMN IF NOT EXISTS batch_no BIGINT;
 ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore DOUBLE;
 ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore_cascade DOUBLE;
 ALTER TABLE exposures ADD COLUMN IF NOT EXISTS pscore_slate DOUBLE;
+ALTER TABLE exposures ADD COLUMN IF NOT EXISTS found_by VARCHAR;
 ALTER TABLE run_users ADD COLUMN IF NOT EXISTS pre_items BIGINT;
 ALTER TABLE run_users ADD COLUMN IF NOT EXISTS pre_days BIGINT;
 ALTER TABLE run_users ADD COLUMN IF NOT EXISTS pre_pop DOUBLE;

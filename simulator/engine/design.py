@@ -36,6 +36,7 @@ class SlateBatch:
     latency_ms: np.ndarray  # (B,) float64: serving time per request (the arm call, amortised)
     propensity: Propensity | None = None  # logging propensities (NaN where the slate is deterministic)
     shadow: dict[int, tuple[np.ndarray, np.ndarray]] | None = None  # target arm -> (rows, (r, K) ids): not shown
+    found_by: np.ndarray | None = None  # (B, K) object: every channel that retrieved the item, 'a,b'
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -62,6 +63,7 @@ def place(n: int, served: dict[int, tuple[np.ndarray, Slate, np.ndarray]]) -> Sl
     ids = np.full((n, K), PAD, np.int64)
     scores = np.full((n, K), -np.inf, np.float32)
     channel = np.full((n, K), "", dtype=object)
+    found = np.full((n, K), "", dtype=object)
     arm = np.full((n, K), -1, np.int64)
     lat = np.zeros(n)
     props = None
@@ -76,8 +78,17 @@ def place(n: int, served: dict[int, tuple[np.ndarray, Slate, np.ndarray]]) -> Sl
         names = np.array(list(sl.channel_names) + [""], dtype=object)
         ch = sl.channel if sl.channel is not None else np.full(sl.item_ids.shape, -1)
         channel[rows, :k] = names[np.where(ch >= 0, ch, len(names) - 1)]
+        found[rows, :k] = channel[rows, :k] if sl.found_by is None else channel_lists(sl.found_by, sl.channel_names)
         arm[rows, :k] = np.where(sl.item_ids >= 0, a, -1)
-    return SlateBatch(ids, scores, channel, arm, lat, props)
+    return SlateBatch(ids, scores, channel, arm, lat, props, found_by=found)
+
+
+def channel_lists(mask: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """A ``found_by`` bitmask as the channels' names joined by ',' (in merge priority), e.g.
+    'hllm,popularity'; '' where no channel is set (PAD). One join per distinct mask."""
+    uniq, inv = np.unique(mask, return_inverse=True)
+    words = [",".join(n for c, n in enumerate(names) if int(m) >> c & 1) for m in uniq]
+    return np.array(words, dtype=object)[inv.reshape(mask.shape)]
 
 
 class ABDesign:
@@ -128,7 +139,8 @@ def _rows_of(sl: Slate, part: slice) -> Slate:
     p = sl.propensity
     props = None if p is None else Propensity(p.position[part], p.cascade[part], p.slate[part])
     ch = None if sl.channel is None else sl.channel[part]
-    return Slate(sl.item_ids[part], sl.scores[part], ch, sl.channel_names, props)
+    found = None if sl.found_by is None else sl.found_by[part]
+    return Slate(sl.item_ids[part], sl.scores[part], ch, sl.channel_names, props, found)
 
 
 class WithShadows:
@@ -208,13 +220,15 @@ class TeamDraft:
         K = max(a.item_ids.shape[1], b.item_ids.shape[1])
         out = place(n, {0: (np.arange(n), _pad(a, K), ms_a)})  # arrays of the right shape and types
         first = rng.random((n, K)) < 0.5  # the coin of each round in which the teams are even
+        found = [place(n, {0: (np.arange(n), sl, ms_a)}).found_by for sl in (a, b)]  # each team's finders
         for r in range(n):
             picks = team_draft(a.item_ids[r], b.item_ids[r], K, first[r])
             for pos, (team, j) in enumerate(picks):
                 src = (a, b)[team]
                 out.item_ids[r, pos], out.scores[r, pos], out.arm[r, pos] = src.item_ids[r, j], src.scores[r, j], team
-                out.channel[r, pos] = _channel(src, r, j)
+                out.channel[r, pos], out.found_by[r, pos] = _channel(src, r, j), found[team][r, j]
             out.item_ids[r, len(picks):], out.arm[r, len(picks):], out.channel[r, len(picks):] = PAD, -1, ""
+            out.found_by[r, len(picks):] = ""
             out.scores[r, len(picks):] = -np.inf
         out.latency_ms[:] = np.maximum(ms_a, ms_b)  # both rankers run side by side for every request
         return out
@@ -252,7 +266,8 @@ def _pad(sl: Slate, k: int) -> Slate:
     ch = sl.channel if sl.channel is not None else np.full(sl.item_ids.shape, -1, np.int16)
     return Slate(np.pad(sl.item_ids, ((0, 0), (0, pad)), constant_values=PAD),
                  np.pad(sl.scores, ((0, 0), (0, pad)), constant_values=-np.inf),
-                 np.pad(ch, ((0, 0), (0, pad)), constant_values=-1), sl.channel_names)
+                 np.pad(ch, ((0, 0), (0, pad)), constant_values=-1), sl.channel_names, None,
+                 None if sl.found_by is None else np.pad(sl.found_by, ((0, 0), (0, pad))))
 
 
 def _channel(sl: Slate, r: int, j: int) -> str:

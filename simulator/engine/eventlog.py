@@ -44,7 +44,7 @@ class EventLog:
         r_i, p_i = np.nonzero(slates.item_ids >= 0)
         self.sink.add("exposures", request_id=rid[r_i], user_id=users[r_i], arm=origin[r_i, p_i].tolist(),
                       position=p_i.astype(np.int32), item_id=slates.item_ids[r_i, p_i],
-                      channel=slates.channel[r_i, p_i].tolist(), score=slates.scores[r_i, p_i].astype(np.float64),
+                      channel=slates.channel[r_i, p_i].tolist(), found_by=_found_by(slates, r_i, p_i), score=slates.scores[r_i, p_i].astype(np.float64),
                       latency_ms=slates.latency_ms[r_i], ts=now[r_i], **_propensities(slates, r_i, p_i))
         self._shadows(rid, slates)
         hit = np.flatnonzero(resp.position >= 0)
@@ -90,3 +90,9 @@ def _propensities(slates: SlateBatch, r_i: np.ndarray, p_i: np.ndarray) -> dict[
         return {"pscore": none, "pscore_cascade": none, "pscore_slate": none}
     return {"pscore": _nullable(p.position[r_i, p_i]), "pscore_cascade": _nullable(p.cascade[r_i, p_i]),
             "pscore_slate": _nullable(p.slate[r_i])}
+
+
+def _found_by(slates: SlateBatch, r_i: np.ndarray, p_i: np.ndarray) -> list:
+    """Every channel that retrieved each shown item ('a,b'); the credited channel when not tracked."""
+    src = slates.channel if slates.found_by is None else slates.found_by
+    return src[r_i, p_i].tolist()

@@ -11,7 +11,7 @@ share that matrix, unless its catalog is served by ANN (``FullScorePolicy.full_s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +47,25 @@ def merge_channels(parts: list[Candidates], names: tuple[str, ...]) -> Candidate
     out_sc = np.where(shown, np.take_along_axis(sc, cols, 1), -np.inf).astype(np.float32)
     out_ch = np.where(shown, np.take_along_axis(ch, cols, 1), -1).astype(np.int16)
     return Candidates(out_ids, out_sc, out_ch, names)
+
+
+def found_by(parts: list[Candidates], ids: np.ndarray) -> np.ndarray:
+    """(B, K) int64 bitmask: bit c is set where channel ``parts[c]`` retrieved the item at that
+    position (0 at PAD). The merge credits a shared item to one channel; this keeps every finder.
+    Vectorised: each channel's (row, item) pairs as sorted keys ``row * span + item``, looked up
+    with one searchsorted (PAD maps below its row's items, so it never matches)."""
+    B = ids.shape[0]
+    span = max([int(ids.max(initial=0))] + [int(p.item_ids.max(initial=0)) for p in parts]) + 2
+    row = np.arange(B, dtype=np.int64)[:, None] * span
+    query = (ids + row).ravel()
+    mask = np.zeros(ids.size, np.int64)
+    for c, p in enumerate(parts):
+        keys = np.sort((p.item_ids + row).ravel())
+        if not keys.size:
+            continue
+        at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+        mask |= (keys[at] == query).astype(np.int64) << c
+    return np.where(ids >= 0, mask.reshape(ids.shape), 0)
 
 
 def cut(cands: Candidates, scores: np.ndarray, keep: int) -> tuple[Candidates, np.ndarray]:
@@ -143,5 +162,6 @@ class Pipeline:
         else:  # sample the slate from the reranker's best `pool`, with its propensities
             pool = self.reranker.rerank(users, cands, scores, self.arm.explore_pool())
             slate = self.explorer.sample(pool, users, self.arm.slate_size)
+        slate = replace(slate, found_by=found_by(parts, slate.item_ids))
         ms["rerank"] = (time.perf_counter() - t) * 1e3
         return PipelineResult(slate, ms)

@@ -18,8 +18,9 @@ from policies.base import Propensity, Slate, UserBatch
 from simulator.engine.config import ArmConfig
 from simulator.engine.pipeline import Pipeline
 
-# ids, scores, channel, names, ms, propensity (None: a deterministic slate)
-SlateParts = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], float, Propensity | None]
+# ids, scores, channel, names, ms, propensity (None: a deterministic slate), found_by (channel bitmask)
+SlateParts = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], float, Propensity | None,
+                   np.ndarray | None]
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -56,7 +57,8 @@ def _run_pipeline(pipe: Pipeline, users: UserBatch) -> SlateParts:
     t = time.perf_counter()
     res = pipe.run(users)
     s = res.slate
-    return s.item_ids, s.scores, s.channel, s.channel_names, (time.perf_counter() - t) * 1e3, s.propensity
+    ms = (time.perf_counter() - t) * 1e3
+    return s.item_ids, s.scores, s.channel, s.channel_names, ms, s.propensity, s.found_by
 
 
 def _join(parts: list[SlateParts]) -> tuple[Slate, np.ndarray]:
@@ -67,7 +69,8 @@ def _join(parts: list[SlateParts]) -> tuple[Slate, np.ndarray]:
     props = None
     if parts[0][5] is not None:
         props = Propensity(*(np.concatenate([getattr(p[5], f) for p in parts]) for f in ("position", "cascade", "slate")))
-    return Slate(ids, sc, ch, parts[0][3], props), lat
+    found = None if parts[0][6] is None else np.concatenate([p[6] for p in parts])
+    return Slate(ids, sc, ch, parts[0][3], props, found), lat
 
 
 def _pack(u: UserBatch) -> tuple:

@@ -278,3 +278,25 @@ def test_sequential_plot_scales_to_the_late_looks_not_the_first_ones():
                          "cs_high": [0.5] + [0.03] * (looks - 2) + [0.01]})
     lo, hi = _sequential_ylim(path)
     assert -10 < lo <= 0 and 20 <= hi < 30  # last look: [+2%, +20%]; estimates +10%; not the first look's ±1000%
+
+
+def test_forest_scale_is_shared_but_a_far_wider_ci_runs_off_it_labelled():
+    """The world run whose return_rate CI (+-200%) squashed every other metric into a few pixels:
+    the scale now follows the typical row, the wide row ends in an arrow, the primary always fits."""
+    from analysis import plots
+    from analysis.report import EffectRow
+
+    def row(m, lo, hi, role="secondary", **kw):
+        return EffectRow(metric=m, arm="t", role=role, abs_lift=0.1, rel_lift=(lo + hi) / 2, rel_ci_low=lo,
+                         rel_ci_high=hi, **kw)
+
+    rows = [row("ctr", 0.02, 0.18, "primary"), row("ndcg", -0.03, 0.18), row("consumption", 0.0, 0.4),
+            row("click_any", -0.04, 0.17), row("return_rate", -1.85, 2.0), row("novelty", 0.002, 0.014)]
+    lim = plots.forest_limit(rows)
+    assert 40 < lim < 100  # 3x the median row's extent (~18%), far below return_rate's 200%
+    assert plots.forest_limit(rows[:4]) == pytest.approx(40 * 1.08)  # no outlier: every CI fits
+    guard = [row("session_length", -0.026, 0.2, "guardrail", margin=0.05),
+             row("latency_ms", 3.43, 6.14, "guardrail", margin=0.1)]
+    assert 20 < plots.forest_limit(guard) < 100  # two guardrails: 3x the narrower one
+    assert plots.forest_limit([row("ctr", -2.0, 3.0, "primary"), *rows[1:3]]) >= 300  # the primary fits
+    assert plots.forest(rows + guard)[:8] == b"\x89PNG\r\n\x1a\n"

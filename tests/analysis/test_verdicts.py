@@ -126,3 +126,38 @@ def test_sim_report_format_json_prints_report_json(tmp_path):
     assert r.returncode == 0, r.stderr
     js = json.loads(r.stdout)
     assert js["run"]["run_id"] == rid and not (tmp_path / "rep").exists()  # no side effects: nothing written
+
+
+def test_channel_shares_credit_every_channel_that_found_an_item(world):
+    """Random (listed first: it wins de-dup) and popularity both retrieve; the popularity coarse
+    cut keeps popular items, so popularity found every shown item although the merge credited about
+    half of them to random. The view (and so the chart) counts an item for each finder."""
+    from analysis import plots
+
+    both = {"name": "both", "role": "treatment", "channels": [{"policy": "random", "quota": 40},
+                                                              {"policy": "popularity", "quota": 20}],
+            "coarse": {"policy": "popularity", "keep": 10}, "slate_size": 5}
+    rid = _run(world, [_arm("pop", "popularity", "control"), both], n_requests=300, oracle_reps=0)
+    con = world[0].con
+    install_views(con)
+    ch = con.execute("SELECT * FROM v_channel_contribution WHERE run_id = ? AND arm = 'both' ORDER BY channel",
+                     [rid]).df().set_index("channel")
+    assert ch.index.tolist() == ["popularity", "random"]
+    ex = con.execute("SELECT e.request_id, e.position, e.found_by, e.channel, count(f.event) > 0 AS clicked "
+                     "FROM exposures e LEFT JOIN "
+                     "feedback f ON f.run_id = e.run_id AND f.request_id = e.request_id AND f.position = e.position "
+                     "AND f.event = 'click' WHERE e.run_id = ? AND e.arm = 'both' GROUP BY ALL", [rid]).df()
+    for c in ("popularity", "random"):
+        has = ex.found_by.str.split(",").apply(lambda f, c=c: c in f)
+        assert ch.loc[c, "exposures"] == has.sum()
+        assert ch.loc[c, "exposure_share"] == pytest.approx(has.mean())
+        assert ch.loc[c, "click_share"] == pytest.approx(has[ex.clicked].mean())
+        assert ch.loc[c, "credited_exposures"] == (ex.channel == c).sum()
+    assert ch.loc["popularity", "exposure_share"] == 1.0  # the coarse cut keeps popular items only
+    assert 0.1 < ch.loc["random", "exposure_share"] < 0.9  # random found some of them (and won their de-dup)
+    assert 0 < ch.loc["popularity", "credited_exposures"] < len(ex)  # the merge's credit alone misses them
+    assert ch.credited_exposures.sum() == len(ex) and ch.only_exposures.sum() == (~ex.found_by.str.contains(",")).sum()
+    single = con.execute("SELECT channel, exposure_share FROM v_channel_contribution WHERE run_id = ? AND arm = 'pop'",
+                         [rid]).fetchall()
+    assert single == [("popularity", 1.0)]
+    assert plots.channels(con, rid)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -137,3 +137,13 @@ def test_sim_run_name_and_tag_then_refuses_a_taken_name(tmp_path):
     con.close()
     r = sim(*args, "--name", "first")
     assert isinstance(r.exception, ConfigError) and "--name 'first' is taken by run" in str(r.exception)
+
+
+def test_an_interleaving_run_lists_its_preference_share_not_a_dash():
+    from collections import namedtuple
+
+    from simulator.commands.runs import _lift
+
+    Run = namedtuple("Run", "primary rel_lift abs_lift")
+    assert _lift(Run("preference", float("nan"), 0.0456)) == "54.6% pref"
+    assert _lift(Run("ctr", 0.1011, 0.004)) == "+10.11%" and _lift(Run("ctr", float("nan"), float("nan"))) == "-"

@@ -147,3 +147,33 @@ def test_replay_user_reports_logged_value_of_consumed_item():
     ru = ReplayUser(log, window=2, values=np.array([5.0, 4.0, 2.0]))
     pos = ru.respond(np.array([0]), np.array([[9, 3, 2]]), np.array([15.0]), np.random.default_rng(0))
     assert pos.position.tolist() == [1] and pos.value.tolist() == [2.0]  # item 3 at t=30, rating 2
+
+
+def test_found_by_keeps_every_channel_that_retrieved_a_shown_item():
+    """Two channels that both retrieve items 2 and 3: the merge credits them to p (the first in
+    priority), found_by names both."""
+    from simulator.engine.design import channel_lists, place
+
+    cfg = parse_config({"arms": [
+        {"name": "x", "role": "control", "channels": [{"policy": "p", "quota": 4}, {"policy": "q", "quota": 4}],
+         "fine": {"policy": "p", "keep": 6}, "rerank": {"filter_seen": False}, "slate_size": 6},
+        {"name": "y", "channels": [{"policy": "p", "quota": 3}], "slate_size": 3}]})
+    p = FixedScores(np.arange(20, 0, -1))  # retrieves 0, 1, 2, 3
+    q = FixedScores(-np.abs(np.arange(20) - 3.5))  # retrieves 3, 4, 2, 5
+    s = Pipeline(cfg.arms[0], {"p": p, "q": q}).run(UserBatch(np.array([0]), [np.array([], np.int64)])).slate
+    assert s.item_ids[0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert np.array(s.channel_names)[s.channel[0]].tolist() == ["p", "p", "p", "p", "q", "q"]  # the merge's credit
+    assert s.found_by[0].tolist() == [1, 1, 3, 3, 2, 2]  # bit 0 = p, bit 1 = q
+    assert channel_lists(s.found_by, s.channel_names)[0].tolist() == ["p", "p", "p,q", "p,q", "q", "q"]
+    shown = place(1, {0: (np.array([0]), s, np.zeros(1))})
+    assert shown.found_by[0].tolist() == ["p", "p", "p,q", "p,q", "q", "q"]
+
+
+def test_found_by_is_vectorised_over_rows_and_ignores_padding():
+    from policies.base import Candidates
+    from simulator.engine.pipeline import found_by
+
+    a = Candidates(np.array([[5, 1, -1], [0, 2, 7]]), np.zeros((2, 3), np.float32))
+    b = Candidates(np.array([[7, -1, -1], [5, 0, -1]]), np.zeros((2, 3), np.float32))
+    ids = np.array([[5, 7, 0, -1], [0, 7, 5, 1]])
+    assert found_by([a, b], ids).tolist() == [[1, 2, 0, 0], [3, 1, 2, 0]]
