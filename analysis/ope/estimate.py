@@ -2,8 +2,10 @@
 
 Every estimator is a sample mean of per-unit terms psi_i (SNIPS: a ratio, linearised), so the
 standard error is the one of a mean over independent units (requests or slates; rows of one unit
-summed first: cluster-robust; the simulator's logs cluster by user, the unit of randomisation) and the interval is the normal one (OBP's default is a bootstrap;
-bench/ope_obd.py bootstraps the whole estimate).
+summed first: cluster-robust; the simulator's logs cluster by user, the unit of randomisation),
+and the interval is t with units - 1 degrees of freedom (the usual small-sample correction of a
+cluster-robust SE: a logger reaches ~50 users in a run). OBP's default is a bootstrap;
+bench/ope_obd.py bootstraps the whole estimate.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def from_terms(name: str, t: Terms, *, cluster: np.ndarray | None = None, alpha:
     per_unit = unit_sums(t.centred, cluster)
     units = len(per_unit)
     se = float(np.sqrt((per_unit ** 2).sum() * units / max(units - 1, 1)) / n_rows) if units > 1 else float("nan")
-    z = float(stats.norm.ppf(1 - alpha / 2))
+    z = float(stats.t.ppf(1 - alpha / 2, units - 1)) if units > 1 else float("nan")  # CR1: t, units - 1 dof
     if t.weight is None:
         ess, wmax, wmean = float(n_rows), 1.0, 1.0
     else:

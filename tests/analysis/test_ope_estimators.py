@@ -53,7 +53,8 @@ def test_interval_and_weight_diagnostics_by_hand():
     e = get("ips").estimate(_bandit())
     se = np.std([2, 0, 0.5], ddof=1) / np.sqrt(3)
     assert e.se == pytest.approx(se)
-    assert (e.ci_low, e.ci_high) == pytest.approx((2.5 / 3 - 1.959964 * se, 2.5 / 3 + 1.959964 * se), rel=1e-5)
+    q = 4.302653  # t with 3 - 1 dof: three rounds, each its own unit
+    assert (e.ci_low, e.ci_high) == pytest.approx((2.5 / 3 - q * se, 2.5 / 3 + q * se), rel=1e-5)
     assert e.ess == pytest.approx(2.5 ** 2 / 4.25) and e.max_weight == 2 and e.mean_weight == pytest.approx(2.5 / 3)
     assert e.n == 3 and not e.heavy_weights
     assert get("dm").estimate(_bandit()).ess == 3
