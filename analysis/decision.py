@@ -28,10 +28,7 @@ from .estimators import fieller
 from .multiple import adjust, levels
 from .views import AnalysisConfig
 
-
-def dist(dof: float):
-    """The test statistic's distribution: t with ``dof`` degrees of freedom, normal when infinite."""
-    return stats.norm if not np.isfinite(dof) else stats.StudentT(dof)
+dist = stats.for_dof  # the test statistic's distribution: t with dof degrees of freedom, or normal
 
 
 def _f(row: dict, key: str, default: float = np.nan) -> float:
@@ -84,9 +81,16 @@ def _intervals(df: pd.DataFrame) -> None:
         q = dist(dof).ppf(1 - (1 - r["ci_level"]) / 2)
         ok = np.isfinite(d) and np.isfinite(se)
         df.loc[i, "ci_low"], df.loc[i, "ci_high"] = (d - q * se, d + q * se) if ok else (np.nan, np.nan)
-        df.loc[i, "rel_ci_low"], df.loc[i, "rel_ci_high"] = (
-            fieller(d, _f(r, "control"), se * se, _f(r, "control_var"), _f(r, "cov_dc"), q)
-            if ok and np.isfinite(_f(r, "rel_lift")) else (np.nan, np.nan))
+        df.loc[i, "rel_ci_low"], df.loc[i, "rel_ci_high"] = rel_interval(r, r["ci_level"])
+
+
+def rel_interval(row: dict, level: float) -> tuple[float, float]:
+    """Fieller's relative CI at ``level`` for a row (an effect's fields), from the decision statistic."""
+    d, se, dof = decision_stat(row)
+    if not (np.isfinite(d) and np.isfinite(se) and np.isfinite(_f(row, "rel_lift"))):
+        return np.nan, np.nan
+    q = dist(dof).ppf(1 - (1 - level) / 2)
+    return fieller(d, _f(row, "control"), se * se, _f(row, "control_var"), _f(row, "cov_dc"), q)
 
 
 def null_rel_se(row: dict) -> float:

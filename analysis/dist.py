@@ -46,6 +46,11 @@ class StudentT:
 norm = Normal()
 
 
+def for_dof(dof: float):
+    """A test statistic's distribution: t with ``dof`` degrees of freedom, normal when infinite."""
+    return norm if dof is None or not np.isfinite(dof) else StudentT(dof)
+
+
 def chi2_sf(x, df):
     """P(X > x) for a chi-squared variable with ``df`` degrees of freedom."""
     return special.chdtrc(df, x)

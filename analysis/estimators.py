@@ -7,7 +7,8 @@ to choose among several). Estimators:
 
   WelchT        Welch t-test on per-user values (statsmodels' formulas), mean/proportion metrics
   TwoProportion pooled two-proportion z-test (statsmodels' formulas) on a per-user 0/1 metric
-  DeltaRatio    ratio metric sum(num)/sum(den) per arm, delta-method variance, z-test
+  DeltaRatio    ratio metric sum(num)/sum(den) per arm, delta-method variance (HC2), t test with
+                small-sample dof (working_dof)
   Cuped         regression adjustment on pre-experiment covariates (CUPED; several covariates =
                 CUPED++), ratio metrics linearised per arm; falls back to the plain estimator
                 with a stated reason (no covariate, or an adjustment that would flip the sign of
@@ -18,7 +19,7 @@ to choose among several). Estimators:
                 (never increases) and a confidence sequence (never widens)
 
 Levels (``control``/``treatment``) are always the raw arm means; the relative lift is the
-(possibly adjusted) absolute lift over the raw control mean, with a delta-method CI, and is
+(possibly adjusted) absolute lift over the raw control mean, with Fieller's CI, and is
 left undefined (NaN, with a note) when the control mean is not positive. So a relative lift
 never has another sign than treatment - control.
 """
@@ -285,7 +286,7 @@ def z_effect(mt, mc, vt, vc, name, c, t, alpha, method, n, note="", dof: float =
     se = float(np.sqrt(vt + vc))
     if not se > 0:
         raise EstimationError(f"metric {name!r} has zero variance in both arms: no test possible")
-    dist = stats.norm if not np.isfinite(dof) else stats.StudentT(dof)
+    dist = stats.for_dof(dof)
     z = dist.ppf(1 - alpha / 2)
     d = mt - mc
     p = 2 * dist.sf(abs(d) / se)

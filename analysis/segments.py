@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from .decision import dist
 from .decision import p_value as decision_p
-from .estimators import EstimationError, default_estimator, fieller
+from .decision import rel_interval
+from .estimators import EstimationError, default_estimator
 from .multiple import adjust, levels
 from .views import Metric, user_table
 
@@ -101,10 +101,8 @@ def segment_effects(con, run_id: str, metrics: list[Metric], control: str, treat
         for e, q, lv in zip(fam, adjust(p, "holm"), levels(p, "holm", alpha), strict=True):
             e.p_adj = _num(q)
             e.significant = bool(e.p_adj is not None and e.p_adj < alpha)
-            if e.rel_lift is not None and e.se is not None:  # the CI the Holm decision implies
-                q = float(dist(e.dof if e.dof is not None else np.inf).ppf(1 - lv / 2))
-                lo, hi = fieller(e.abs_lift, e.control, e.se**2, e.control_var or 0.0, e.cov_dc or 0.0, q)
-                e.rel_ci_low, e.rel_ci_high = _num(lo), _num(hi)
+            lo, hi = rel_interval(e.model_dump(), 1 - lv)  # the CI the Holm decision implies
+            e.rel_ci_low, e.rel_ci_high = _num(lo), _num(hi)
     return SegmentReport(definitions=SEGMENTS, users=users, effects=effects)
 
 
