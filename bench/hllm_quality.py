@@ -82,7 +82,8 @@ HLLM_VARIANTS = {
     "hllm_fast_no_inbatch": {"preset": "fast", "in_batch_negatives": False},
     "hllm_fast_dot": {"preset": "fast", "similarity": "dot"},  # inner product instead of the paper's cosine
     "hllm_fast_smollm2": {"preset": "fast", "item_llm": "smollm2"},  # frozen SmolLM2-135M decoder, mean pooling
-    "hllm_fast_ids": {"preset": "fast", "item_id_embeddings": True},  # hybrid: text + id vectors (not the paper)
+    "hllm_fast_ids": {"preset": "fast", "item_id_embeddings": True},
+    "hllm_fast_full": {"preset": "fast", "negatives": "all"},  # full softmax over every trained item  # hybrid: text + id vectors (not the paper)
     "hllm_top1_finetuned": TOP1,  # item LLM fine-tuned: stage 1 trains its top layer (lower layers cached)
     "hllm_top1_random_item": {**TOP1, "item_llm_pretrained": False},
     "hllm_paper": {"preset": "paper"},  # stage 1 fine-tunes all of MiniLM (1 epoch, short windows)
@@ -101,7 +102,10 @@ ID_VARIANTS = {"sasrec": ("sasrec", {}), "hstu": ("hstu", {}),
                "sasrec_last": ("sasrec", {"windows": "last"}), "hstu_last": ("hstu", {"windows": "last"}),
                # the HLLM recipe's smaller batch, given to the ID models too (the best ID variant is the bar)
                "sasrec_bs64": ("sasrec", {"batch_size": 64}), "hstu_bs64": ("hstu", {"batch_size": 64}),
-               "hstu_no_time": ("hstu", {"use_time_bias": False})}
+               "hstu_no_time": ("hstu", {"use_time_bias": False}),
+               # objective (ii): sampled softmax over popularity-drawn negatives with the logQ correction
+               "sasrec_sampled": ("sasrec", {"loss": "sampled_ce", "negative_sampler": "popularity"}),
+               "hstu_sampled": ("hstu", {"loss": "sampled_ce", "negative_sampler": "popularity"})}
 # not trained on sequences; popularity and textknn (HLLM's frozen item encoder, user = mean of the history's
 # item vectors) count as the bar ("best non-HLLM model"), random does not
 REFERENCES = {"random": ("random", {}), "popularity": ("popularity", {}), "textknn": ("textknn", {})}
@@ -109,7 +113,10 @@ MIN_HITS = 10  # a ratio's CI needs the denominator to hit at least this many te
 LABELS = {
     "random": "random scores", "popularity": "training-interaction counts",
     "textknn": "text-kNN: HLLM's frozen item encoder, user = mean of history item vectors, cosine",
-    "sasrec": "SASRec (ID)", "hstu": "HSTU (ID)", "hstu_no_time": "HSTU without the time bias (ID)",
+    "sasrec": "SASRec (ID)", "hstu": "HSTU (ID)",
+    "sasrec_sampled": "SASRec, sampled softmax (popularity negatives, logQ)",
+    "hstu_sampled": "HSTU, sampled softmax (popularity negatives, logQ)",
+    "hllm_fast_full": "fast with a full softmax over every trained item (the ID models' objective)", "hstu_no_time": "HSTU without the time bias (ID)",
     "hllm_fast": f"HLLM fast: {PRESET_LABELS['fast']}",
     "hllm_fast_random_item": "fast with a randomly initialised (frozen) MiniLM",
     "hllm_fast_item_token": "fast with an (untrained) item token instead of mean pooling",

@@ -5,12 +5,15 @@ new-item arrivals. Prints JSON (and writes a plot with --plot).
         --plot bench/results/text_signal_2026-12-01/text_signal.png
 
 For every RHO (``--text-signal``: share of the within-topic utility variance the item text
-explains) x arrivals (share of the catalog released during the run) x seed: a small synthetic world
-(``sim data synth --text-signal RHO --arrivals FRAC``), an A/B of SASRec (control) vs HLLM
-(treatment, tiny preset: a random-init item LLM, stage 2 only: the CPU budget) through
-``run_experiment`` (what `sim run` calls), with satisfaction-driven leaving on; per metric the
-world oracle's true relative lift (paired passes, with its Monte-Carlo SE) and the A/B estimate
-with its 95% CI (what `sim report` prints).
+explains) x arrivals (share of the catalog released during the run) x seed: a synthetic world
+(``sim data synth --text-signal RHO --arrivals FRAC``) and one A/B/n run through
+``run_experiment`` (what `sim run` calls) with satisfaction-driven leaving on. Arms: SASRec
+(control), HLLM preset ``fast`` (the pretrained MiniLM item LLM, frozen), text-kNN (the same
+frozen encoder, no user model: the content-only bar) and popularity. SASRec and HLLM train under
+the same step-budget rule (``policies.train.StepBudget``: up to 200 epochs, validation every 2,
+patience 5), recorded per arm. Per arm and metric: the world oracle's true relative lift over SASRec
+(paired passes, with its Monte-Carlo SE) and the A/B estimate with its CI (what `sim report`
+prints; Holm across the three treatments). ``--arms hllm`` runs the two-arm A/B only.
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.report import summarize  # noqa: E402
-from analysis.truth import paired_lift  # noqa: E402
+from policies.train import training_record  # noqa: E402
 from simulator.core import Catalog  # noqa: E402
 from simulator.core.synthetic import WorldConfig, write_world  # noqa: E402
 from simulator.engine.config import parse_config  # noqa: E402
 from simulator.engine.run import run_experiment  # noqa: E402
 
 METRICS = ("ctr", "consumption", "session_length", "return_rate")
-POLICIES = {"sasrec": {"max_len": 20, "hidden": 32, "n_layers": 1, "epochs": 20, "batch_size": 128},
-            "hllm": {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 3, "max_len": 20}}
+# one budget rule for both trained families (each policy's default StepBudget), one window length
+POLICIES = {"sasrec": {"max_len": 20}, "hllm": {"preset": "fast", "max_len": 20},
+            "textknn": {"history": 20}, "popularity": {}}
+TREATMENTS = ("hllm", "textknn", "popularity")
 
 
 def arm(name: str, policy: str, role: str) -> dict:
@@ -51,23 +56,34 @@ def one(cat, rho: float, arrivals: float, seed: int, args, art: str) -> dict:
     cfg = parse_config({"name": name, "dataset": name, "seed": seed, "n_requests": args.requests,
                         "artifacts": art, "policies": POLICIES, "oracle_reps": args.reps, "satisfaction": 1.0,
                         "sessions_per_day": 24.0, "start_horizon_s": args.window_s / 2,
-                        "arms": [arm("sasrec", "sasrec", "control"), arm("hllm", "hllm", "treatment")]}, "bench")
+                        "arms": [arm("sasrec", "sasrec", "control"),
+                                 *(arm(t, t, "treatment") for t in args.arms)]}, "bench")
     rid = run_experiment(cfg, cat, progress=False)
-    rows = summarize(cat.con, rid).set_index("metric")
-    passes = cat.con.execute("SELECT arm, metric, rep, value FROM truth WHERE run_id = ? ORDER BY rep",
-                             [rid]).df()
-    out = {}
-    for m in METRICS:
-        p = passes[passes.metric == m]
-        true, se = paired_lift(p[p.arm == "sasrec"].value.to_numpy(), p[p.arm == "hllm"].value.to_numpy())
-        r = rows.loc[m]
-        out[m] = {"true_rel_lift": true, "true_mc_se": se, "ab_rel_lift": float(r["rel_lift"]),
-                  "ab_ci95": [float(r["rel_ci_low"]), float(r["rel_ci_high"])], "ab_p": float(r["p"])}
+    rows = summarize(cat.con, rid)
+    arms = {}
+    for t in args.arms:
+        out = {}
+        for m in METRICS:
+            r = rows[(rows.arm == t) & (rows.metric == m)].iloc[0]
+            out[m] = {"true_rel_lift": float(r["true_rel_lift"]), "true_mc_se": float(r["true_rel_se"]),
+                      "ab_rel_lift": float(r["rel_lift"]), "ab_ci": [float(r["rel_ci_low"]), float(r["rel_ci_high"])],
+                      "ab_ci_level": float(r["ci_level"]), "ab_p_adj": float(r["p_adj"]),
+                      "significant": bool(r["significant"])}
+        arms[t] = out
     new = cat.con.execute("""SELECT avg(CASE WHEN i.release_ts > r.sim_start THEN 1 ELSE 0 END), e.arm
         FROM exposures e JOIN runs r USING (run_id) JOIN ds_{}.items i ON i.item_id = e.item_id
         WHERE e.run_id = ? GROUP BY e.arm""".format(name.replace("-", "_")), [rid]).fetchall()
-    return {"rho": rho, "arrivals": arrivals, "seed": seed, "run_id": rid, "metrics": out,
-            "new_item_share_of_exposures": {a: float(v) for v, a in new}}
+    return {"rho": rho, "arrivals": arrivals, "seed": seed, "run_id": rid, "arms": arms,
+            "training": training(Path(art) / name), "new_item_share_of_exposures": {a: float(v) for v, a in new}}
+
+
+def training(root: Path) -> dict:
+    """Every trained arm's steps, epochs, best step and whether a cap bound (its saved history)."""
+    out = {}
+    for f in sorted(root.glob("*/policy.json")):
+        hist = json.loads(f.read_text()).get("history") or []
+        out[f.parent.name.rsplit("-", 1)[0]] = training_record(hist)
+    return out
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -75,13 +91,16 @@ def summary(rows: list[dict]) -> list[dict]:
     for key in sorted({(r["rho"], r["arrivals"]) for r in rows}):
         rs = [r for r in rows if (r["rho"], r["arrivals"]) == key]
         cell = {"rho": key[0], "arrivals": key[1], "seeds": len(rs)}
-        for m in METRICS:
-            t = np.array([r["metrics"][m]["true_rel_lift"] for r in rs])
-            a = np.array([r["metrics"][m]["ab_rel_lift"] for r in rs])
-            cell[m] = {"true_rel_lift_mean": float(t.mean()), "true_rel_lift_seeds": t.round(4).tolist(),
-                       "ab_rel_lift_mean": float(a.mean()),
-                       "ab_significant_positive": int(sum(r["metrics"][m]["ab_ci95"][0] > 0 for r in rs)),
-                       "ab_significant_negative": int(sum(r["metrics"][m]["ab_ci95"][1] < 0 for r in rs))}
+        for arm in rs[0]["arms"]:
+            cell[arm] = {}
+            for m in METRICS:
+                got = [r["arms"][arm][m] for r in rs]
+                t = np.array([g["true_rel_lift"] for g in got])
+                a = np.array([g["ab_rel_lift"] for g in got])
+                cell[arm][m] = {"true_rel_lift_mean": float(t.mean()), "true_rel_lift_seeds": t.round(4).tolist(),
+                                "ab_rel_lift_mean": float(a.mean()), "ab_rel_lift_seeds": a.round(4).tolist(),
+                                "ab_significant_positive": sum(g["significant"] and g["ab_rel_lift"] > 0 for g in got),
+                                "ab_significant_negative": sum(g["significant"] and g["ab_rel_lift"] < 0 for g in got)}
         out.append(cell)
     return out
 
@@ -96,13 +115,13 @@ def plot(cells: list[dict], path: str) -> None:
     for arr, style in ((0.0, "o-"), (0.2, "s--")):
         cs = sorted((c for c in cells if c["arrivals"] == arr), key=lambda c: c["rho"])
         if cs:
-            ax.plot([c["rho"] for c in cs], [100 * c["ctr"]["true_rel_lift_mean"] for c in cs], style,
-                    label=f"arrivals {arr:g} (oracle)")
-            ax.plot([c["rho"] for c in cs], [100 * c["ctr"]["ab_rel_lift_mean"] for c in cs], style, alpha=0.4,
-                    label=f"arrivals {arr:g} (A/B)")
+            for arm, colour in (("hllm", "C0"), ("textknn", "C2"), ("popularity", "C7")):
+                if arm in cs[0]:
+                    ax.plot([c["rho"] for c in cs], [100 * c[arm]["ctr"]["true_rel_lift_mean"] for c in cs], style,
+                            color=colour, label=f"{arm}, arrivals {arr:g} (oracle)")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("text signal RHO")
-    ax.set_ylabel("HLLM vs SASRec, CTR lift (%)")
+    ax.set_ylabel("true CTR lift over SASRec (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -118,6 +137,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--reps", type=int, default=2, help="oracle passes per arm")
     ap.add_argument("--window-s", type=float, default=7200.0, help="arrival window (and 2x the start horizon)")
+    ap.add_argument("--arms", type=lambda v: tuple(v.split(",")), default=TREATMENTS,
+                    help="treatment arms beside SASRec (comma-separated, from hllm,textknn,popularity)")
     ap.add_argument("--out")
     ap.add_argument("--plot")
     args = ap.parse_args()
