@@ -121,6 +121,7 @@ class HLLMPolicy(AnnServing):
         self._states: UserStates | None = None  # built on first use from the current weights and table
         self.prior_user: torch.Tensor | None = None  # (D,) served to users with no history (fit / load)
         self._ann: TableIndex | None = None  # large catalogs: an ANN index, built on first use
+        self._nearline_s = 0.0  # tables: the user LLM's time refreshing the user-embedding table
 
     def __getstate__(self) -> dict:
         """Pickled / deep-copied without the user-state cache and the ANN index (a faiss object):
@@ -135,6 +136,11 @@ class HLLMPolicy(AnnServing):
     def history_only(self) -> bool:
         """Online serving without time embeddings reads the history alone (tables: the request time)."""
         return self.serving.serving == "online" and not self.hf_config.use_time
+
+    def nearline_seconds(self) -> float:
+        """tables: the wall time of the user-embedding table's refresh so far (every user-LLM
+        pass: the request path itself is a lookup); online: 0 (the user LLM is the request path)."""
+        return getattr(self, "_nearline_s", 0.0)
 
     def set_serving(self, cfg: UserStateConfig) -> None:
         self.cfg, self._states = self.cfg.model_copy(update={"user_states": cfg}), None
@@ -258,7 +264,11 @@ class HLLMPolicy(AnnServing):
         self.model.eval()
         if self._states is None:
             self._states = UserStates(UserLLMRunner(self.model, self.table, self.prior_user), self.serving, self.hf_config.use_time)
-        return self.model.unit(self._states.embeddings(users.user_ids, users.histories, users.timestamps, users.now))
+        before = self._states.compute_s
+        emb = self._states.embeddings(users.user_ids, users.histories, users.timestamps, users.now)
+        if self.serving.serving == "tables":
+            self._nearline_s = self.nearline_seconds() + self._states.compute_s - before
+        return self.model.unit(emb)
 
     @torch.no_grad()
     def score_all(self, users: UserBatch) -> np.ndarray:

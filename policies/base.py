@@ -221,6 +221,12 @@ class FullScorePolicy:
         (``simulator.engine.oracle.ReusingRuntime``). False unless a policy says so."""
         return False
 
+    def nearline_seconds(self) -> float:
+        """Wall seconds this policy has spent so far on work a deployment does outside the request
+        path (HLLM ``tables`` serving: its user-embedding table's refresh, run inline at first use);
+        a pipeline leaves it out of the requests' latency. 0 unless a policy says so."""
+        return 0.0
+
     def full_scoring(self) -> bool:
         """Whether a pipeline scores this policy over the whole catalog (one ``score_all`` per
         batch, shared by its stages); False: it serves through ``retrieve`` and ``score`` only

@@ -26,6 +26,7 @@ from simulator.engine.explore import make_explorer
 class PipelineResult:
     slate: Slate
     stage_ms: dict[str, float]  # wall time of each stage for the whole batch
+    nearline_ms: float = 0.0  # of which policies' work outside the request path (FullScorePolicy.nearline_seconds)
 
 
 def merge_channels(parts: list[Candidates], names: tuple[str, ...]) -> Candidates:
@@ -110,8 +111,13 @@ class Pipeline:
         return (self.availability is None and self.explorer is None
                 and all(isinstance(p, FullScorePolicy) and p.history_only() for p in self.policies.values()))
 
+    def nearline_seconds(self) -> float:
+        """The policies' work outside the request path so far (``FullScorePolicy.nearline_seconds``)."""
+        return sum(p.nearline_seconds() for p in self.policies.values() if isinstance(p, FullScorePolicy))
+
     def run(self, users: UserBatch) -> PipelineResult:
         ms: dict[str, float] = {}
+        nearline = self.nearline_seconds()
         t = time.perf_counter()
         exclude = [np.asarray(h) for h in users.histories] if self.arm.rerank.filter_seen else None
         full: dict[str, np.ndarray] = {}  # score_all once per policy per batch, shared by stages
@@ -164,4 +170,4 @@ class Pipeline:
             slate = self.explorer.sample(pool, users, self.arm.slate_size)
         slate = replace(slate, found_by=found_by(parts, slate.item_ids))
         ms["rerank"] = (time.perf_counter() - t) * 1e3
-        return PipelineResult(slate, ms)
+        return PipelineResult(slate, ms, (self.nearline_seconds() - nearline) * 1e3)

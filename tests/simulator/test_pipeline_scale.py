@@ -88,3 +88,50 @@ def test_pipeline_serves_by_ann_above_the_threshold_and_in_full_below(threshold)
     assert overlap >= 0.8  # ANN finds (nearly) the exact slate; exact below the threshold
     if threshold > 2000:
         assert np.array_equal(slate.item_ids, want.item_ids)
+
+
+def _fitted(name: str, ds):
+    from policies import registry
+
+    cfg = ({"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 1} if name == "hllm" else
+           {"max_len": 8, "hidden": 16, "n_layers": 1, "epochs": 1, "batch_size": 64})
+    return registry.create(name, cfg).fit(ds, ds.leave_one_out(), progress=False)
+
+
+def _serve_by(pol, cfg: RetrievalConfig) -> None:
+    """The policy's retrieval setting (HLLM: its config's; an ID model: the class default, here set on it)."""
+    if hasattr(pol, "cfg") and "retrieval" in type(pol.cfg).model_fields:
+        pol.cfg.retrieval = cfg
+    else:
+        pol.retrieval = cfg
+    pol._ann = None
+
+
+@pytest.mark.parametrize("name", ["hllm", "sasrec"])
+def test_fitted_models_serve_a_catalog_above_the_threshold_by_ann_without_scoring_it(name, monkeypatch):
+    """HLLM and an ID model alike: above ``ann_min_items`` the pipeline retrieves through the index
+    and scores candidates only (score_all never runs), and finds the exact path's slates."""
+    pytest.importorskip("faiss")
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "hllm"))
+    from _tinydata import tiny_dataset
+
+    torch.set_num_threads(1)
+    ds = tiny_dataset(n_users=40, n_items=120)
+    pol = _fitted(name, ds)
+    arm = parse_config({"arms": [{"name": "a", "role": "control", "channels": [{"policy": name, "quota": 30}],
+                                  "coarse": {"policy": name, "keep": 20}, "slate_size": 8},
+                                 {"name": "b", "channels": [{"policy": name, "quota": 30}]}]}, "test").arms[0]
+    users = UserBatch.from_sequences(ds.sequences)
+    want = Pipeline(arm, {name: pol}).run(users).slate  # 120 items: the exact path (the reference)
+    _serve_by(pol, RetrievalConfig(ann_min_items=100))
+    assert not pol.full_scoring()
+    monkeypatch.setattr(type(pol), "score_all", lambda *a: pytest.fail("scored the whole catalog"))
+    got = Pipeline(arm, {name: pol}).run(users).slate
+    assert pol._ann.index is not None and pol._ann.index.ntotal == 120
+    overlap = np.mean([len(set(a) & set(b)) / 8 for a, b in zip(got.item_ids, want.item_ids, strict=True)])
+    assert overlap >= 0.95

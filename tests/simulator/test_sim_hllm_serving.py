@@ -45,3 +45,44 @@ def test_user_state_cache_leaves_the_event_tables_unchanged(tiny_world, tmp_path
     pd.testing.assert_frame_equal(again, truth[0], check_exact=True)
     pols["hllm"].set_serving(UserStateConfig(serving="tables"))  # reads the request time: never reused
     assert not Pipeline(cfg.arms[1], {p: pols[p] for p in cfg.arms[1].policies()}).history_only()
+
+
+def test_tables_serving_leaves_the_table_refresh_out_of_the_request_latency(monkeypatch):
+    """tables: the user LLM's passes are the table's refresh job (run inline at first use), not the
+    request path: the pipeline reports them as nearline and the latency leaves them out; online:
+    the user LLM is the request path."""
+    import sys
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    import hllm.user_state as us
+    from policies import registry
+    from policies.base import UserBatch
+    from simulator.engine.config import parse_config
+    from simulator.engine.runtime import _run_pipeline
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "hllm"))
+    from _tinydata import tiny_dataset
+
+    torch.set_num_threads(1)
+    ds = tiny_dataset(n_users=20)
+    pol = registry.create("hllm", {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 1})
+    split = ds.leave_one_out()
+    pol.fit(ds, split, progress=False)
+    extend = us.UserLLMRunner.extend
+    monkeypatch.setattr(us.UserLLMRunner, "extend", lambda *a: (time.sleep(0.3), extend(*a))[1])
+    arm = parse_config({"arms": [tiny_arm("a", "hllm", "control"), tiny_arm("b", "popularity")]}, "test").arms[0]
+    pipe = Pipeline(arm, {"hllm": pol, "popularity": registry.create("popularity").fit(ds, split, progress=False)})
+    users = UserBatch.from_sequences(ds.sequences, now=np.full(ds.n_users, 1e6))
+    for serving in ("online", "tables"):
+        pol.set_serving(UserStateConfig(serving=serving))
+        res = pipe.run(users)
+        assert (res.nearline_ms >= 300) == (serving == "tables") and (res.nearline_ms == 0) == (serving == "online")
+        assert pipe.run(users).nearline_ms == 0.0  # again: every state cached, nothing refreshed
+        pol._states = None
+        t = time.perf_counter()
+        ms = _run_pipeline(pipe, users)[4]
+        wall = (time.perf_counter() - t) * 1e3
+        assert (ms <= wall - 300) == (serving == "tables")
