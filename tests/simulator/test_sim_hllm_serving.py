@@ -86,3 +86,24 @@ def test_tables_serving_leaves_the_table_refresh_out_of_the_request_latency(monk
         ms = _run_pipeline(pipe, users)[4]
         wall = (time.perf_counter() - t) * 1e3
         assert (ms <= wall - 300) == (serving == "tables")
+
+
+def test_a_run_serves_a_catalog_above_the_ann_threshold_through_the_index(tiny_world, tmp_path, monkeypatch):
+    """`sim run`'s config sets HLLM's retrieval threshold (80 items, threshold 50): the whole run is
+    served through the ANN index (retrieve + candidate scores), never a catalog-wide score matrix."""
+    import pytest
+
+    from hllm.policy import HLLMPolicy
+
+    pytest.importorskip("faiss")
+    cat, _ = tiny_world
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path / "artifacts", n_requests=200, oracle_reps=1,
+                      arms=[tiny_arm("control", "popularity", "control"), tiny_arm("treatment", "hllm")],
+                      policies={"hllm": {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 1,
+                                         "retrieval": {"ann_min_items": 50}}})
+    pols = train_arms(cfg, prepare(cfg, cat), progress=False)
+    monkeypatch.setattr(HLLMPolicy, "score_all", lambda *a: pytest.fail("scored the whole catalog"))
+    rid = run_experiment(cfg, cat, progress=False, policies=pols)
+    n = cat.con.execute("SELECT count(*) FROM requests WHERE run_id = ? AND arm = 'treatment'", [rid]).fetchall()
+    assert n[0][0] > 0 and pols["hllm"]._ann.index.ntotal == 80
