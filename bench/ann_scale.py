@@ -17,7 +17,8 @@ Measured per size, in CPU time (``time.process_time``: the machine is shared):
   excluded as the pipeline excludes them), the share of the exact top-100 (the full-score path,
   ``FullScorePolicy.retrieve``) that the served retrieval found; with the two paths' CPU ms a user
   (the user states cached first: the retrieval itself);
-- each per-request cost over the 1k-item world's (``over_1k``).
+- ``nprobe_sweep`` (IVF sizes): the same users' recall and ANN cost at other ``nprobe`` values;
+- each per-request cost over the first (1k-item) world's (``over_first``).
 
 The HLLM arm is the ``tiny`` preset (a tiny random item LLM, 1 stage-2 epoch): this measures serving
 speed and ANN recall, not quality (MiniLM over 500k item texts takes hours on 2 CPU cores).
@@ -92,27 +93,45 @@ def world(cat, n_items: int, n_users: int, sessions: float) -> str:
 
 
 def recall(pol, batches, k: int, chunk: int = 64) -> dict:
-    """The served retrieval (``pol.retrieve``: ANN at this size, or exact) against the exact path."""
+    """The served retrieval (``pol.retrieve``: ANN at this size, or exact) against the exact path:
+    recall of the exact top-k ids, and tie-aware (the share of served items scoring at least the
+    exact k-th score: the tiny random item LLM gives many items the same text and embedding)."""
+    from policies.ann import recall_at_k
     from policies.base import FullScorePolicy
 
-    served, exact, t_served, t_exact = [], [], 0.0, 0.0
+    served, exact, hit, t_served, t_exact = [], [], [], 0.0, 0.0
     for b in batches:
         for s in range(0, len(b), chunk):
             u = b.slice(slice(s, s + chunk))
             ex = [np.asarray(h) for h in u.histories]
             pol.user_vectors(u)  # user states cached: both paths below time the retrieval itself
             t = time.process_time()
-            served.append(pol.retrieve(u, k, ex).item_ids)
+            got = pol.retrieve(u, k, ex)
             t_served += time.process_time() - t
             t = time.process_time()
-            exact.append(FullScorePolicy.retrieve(pol, u, k, ex).item_ids)
+            want = FullScorePolicy.retrieve(pol, u, k, ex)
             t_exact += time.process_time() - t
-    from policies.ann import recall_at_k
-
+            served.append(got.item_ids)
+            exact.append(want.item_ids)
+            hit.append(((got.scores >= want.scores[:, -1:] - 1e-5) & (got.item_ids >= 0)).mean(1))
     n = sum(len(x) for x in served)
     return {"users": n, f"recall_at_{k}": round(recall_at_k(np.concatenate(served), np.concatenate(exact)), 4),
+            f"tie_aware_recall_at_{k}": round(float(np.concatenate(hit).mean()), 4),
             "served_cpu_ms_per_user": round(t_served / n * 1e3, 3),
             "exact_cpu_ms_per_user": round(t_exact / n * 1e3, 3)}
+
+
+def nprobe_sweep(pol, batches, k: int, values: list[int]) -> list[dict]:
+    """IVF only: the same users' recall and ANN cost at other ``nprobe`` (lists scanned a query)."""
+    index = pol._index().index
+    if index is None or not hasattr(index, "nprobe"):
+        return []
+    default, out = index.nprobe, []
+    for v in values:
+        index.nprobe = min(v, index.nlist)
+        out.append({"nprobe": index.nprobe, "nlist": index.nlist, **recall(pol, batches, k)})
+    index.nprobe = default
+    return out
 
 
 def one_size(cat, n_items: int, args, art: str) -> dict:
@@ -144,6 +163,7 @@ def one_size(cat, n_items: int, args, art: str) -> dict:
     out["simulate_cpu_ms_per_request"] = round(sim_cpu / n * 1e3, 3)
     out["arm_cpu_ms_per_request"] = {a: round(at.cpu[a] / at.requests[a] * 1e3, 3) for a in at.cpu}
     out["served_vs_exact"] = recall(pol, at.batches, args.k)
+    out["nprobe_sweep"] = nprobe_sweep(pol, at.batches, args.k, [int(x) for x in args.nprobe.split(",") if x])
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 
@@ -157,6 +177,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--recall-users", type=int, default=512, help="users (as served) the recall is measured on")
     ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--nprobe", default="16,128,512,2048", help="IVF sizes: recall and cost at these nprobe too")
     ap.add_argument("--workdir", default=None, help="catalog + trained artifacts (reused across invocations)")
     return ap.parse_args()
 
