@@ -131,6 +131,8 @@ def main() -> None:
     ap.add_argument("--window-requests", type=int, default=2000, help="window sized for ~N requests")
     ap.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated, among {', '.join(PAIRS)}")
     ap.add_argument("--no-variants", action="store_true", help="skip the abandonment / position-decay settings")
+    ap.add_argument("--satisfaction", type=float, nargs="*", default=[],
+                    help="also SASRec vs popularity with satisfaction-driven leaving at these settings (run config)")
     ap.add_argument("--seed-base", type=int, default=4000, help="run i uses seed base + i")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
@@ -154,10 +156,11 @@ def main() -> None:
     install_views(cat.con)
     window = _window(cat, pols, args.window_requests)
     out: dict = {"command": "python bench/sensitivity.py " + " ".join(sys.argv[1:]), "machine": {"cpus": os.cpu_count()},
-                 "window_s": window, "pairs": {}, "abandonment": {}, "position_decay": {}}
+                 "window_s": window, "pairs": {}, "abandonment": {}, "position_decay": {}, "satisfaction": {}}
     t0 = time.perf_counter()
     save = saver(args.out, out)
-    save("interleave_aa", interleave_aa(cat, pols, window, args.aa))
+    if args.aa:
+        save("interleave_aa", interleave_aa(cat, pols, window, args.aa))
     for key in pairs:
         out["pairs"][key] = compare(cat, pols, *PAIRS[key], window, args.runs, args.truth_reps)
         save("pairs", out["pairs"])
@@ -165,6 +168,10 @@ def main() -> None:
         out["abandonment"][str(ab)] = compare(cat, pols, "popularity", "sasrec", window, args.runs, args.truth_reps,
                                               abandon_prob=ab)
         save("abandonment", out["abandonment"])
+    for sat in args.satisfaction:  # leaving and returning driven by what was shown (issue 23)
+        out["satisfaction"][f"{sat:g}"] = compare(cat, pols, "popularity", "sasrec", window, args.runs,
+                                                  args.truth_reps, satisfaction=sat)
+        save("satisfaction", out["satisfaction"])
     for decay in () if args.no_variants else (0.0, 0.8):
         name = f"synthetic-decay{decay}"
         ensure_dataset(name, cat, position_decay=decay)

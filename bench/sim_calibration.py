@@ -204,17 +204,20 @@ def run_effect(cat, policies, n_runs: int, duration: float, art: str, truth_reps
         lo = np.array([r[m]["rel_ci_low"] for r in res], float)
         hi = np.array([r[m]["rel_ci_high"] for r in res], float)
         se = np.array([r[m]["rel_se"] for r in res], float)
+        defined = np.isfinite(lo) & np.isfinite(hi)  # an undefined CI (e.g. a control of 0) is no coverage
         cov = (lo <= true_rel) & (true_rel <= hi)
         raw = np.array([r[m]["treatment"] / r[m]["control"] - 1 if r[m]["control"] else np.nan for r in res], float)
         if not np.isfinite(true_rel) or not np.isfinite(rel).any():
             continue  # a metric without a relative lift in this world (e.g. a constant control)
         per[m] = {"true_rel_lift": float(true_rel), "true_rel_lift_mc_se": true_se, "coverage": float(cov.mean()),
-                  "coverage_ci95": wilson(int(cov.sum()), len(cov)),
-                  "mean_rel_lift": float(rel.mean()), "mc_se_of_mean": float(rel.std(ddof=1) / np.sqrt(len(rel))),
-                  "relative_bias": float(rel.mean() / true_rel - 1) if true_rel else None,
-                  "mean_raw_rel_lift": float(raw.mean()),
-                  "run_to_run_sd": float(rel.std(ddof=1)), "mean_reported_se": float(np.nanmean(se)),
-                  "se_over_sd": float(np.nanmean(se) / rel.std(ddof=1)),
+                  "coverage_ci95": wilson(int(cov.sum()), len(cov)), "runs_with_undefined_ci": int((~defined).sum()),
+                  "coverage_of_defined": float(cov[defined].mean()) if defined.any() else None,
+                  "mean_rel_lift": float(np.nanmean(rel)),
+                  "mc_se_of_mean": float(np.nanstd(rel, ddof=1) / np.sqrt(np.isfinite(rel).sum())),
+                  "relative_bias": float(np.nanmean(rel) / true_rel - 1) if true_rel else None,
+                  "mean_raw_rel_lift": float(np.nanmean(raw)),
+                  "run_to_run_sd": float(np.nanstd(rel, ddof=1)), "mean_reported_se": float(np.nanmean(se)),
+                  "se_over_sd": float(np.nanmean(se) / np.nanstd(rel, ddof=1)),
                   "significant_rate": float(np.mean([r[m]["significant"] for r in res]))}
     return {"runs": n_runs, "vary": vary, "window_s": duration, "mean_requests": float(np.mean(reqs)),
             "truth": truth, "truth_seconds": round(t_truth, 1), "metrics": per, "_rows": res}

@@ -80,7 +80,7 @@ def one(cat, rho: float, arrivals: float, seed: int, args, art: str) -> dict:
 def training(root: Path) -> dict:
     """Every trained arm's steps, epochs, best step and whether a cap bound (its saved history)."""
     out = {}
-    for f in sorted(root.glob("*/policy.json")):
+    for f in sorted([*root.glob("*/policy.json"), *root.glob("*/config.json")]):  # HLLM's, the ID models'
         hist = json.loads(f.read_text()).get("history") or []
         out[f.parent.name.rsplit("-", 1)[0]] = training_record(hist)
     return out
@@ -127,11 +127,25 @@ def plot(cells: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def merge(paths: list[str], out_path: str | None, plot_path: str | None) -> None:
+    """One table from several invocations (e.g. one per seed): their runs, the cells recomputed."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    rows = [r for p in parts for r in p["runs"]]
+    out = {"commands": [p["command"] for p in parts], "args": [p["args"] for p in parts], "policies": POLICIES,
+           "seconds": sum(p["seconds"] for p in parts), "cells": summary(rows), "runs": rows}
+    if out_path:
+        Path(out_path).write_text(json.dumps(out, indent=2) + "\n")
+    if plot_path:
+        plot(out["cells"], plot_path)
+    print(json.dumps(out["cells"], indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rho", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--arrivals", type=float, nargs="+", default=[0.0, 0.2])
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seed-offset", type=int, default=0, help="first seed (one invocation per seed, then --merge)")
     ap.add_argument("--users", type=int, default=400)
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--requests", type=int, default=3000)
@@ -139,14 +153,21 @@ def main() -> None:
     ap.add_argument("--window-s", type=float, default=7200.0, help="arrival window (and 2x the start horizon)")
     ap.add_argument("--arms", type=lambda v: tuple(v.split(",")), default=TREATMENTS,
                     help="treatment arms beside SASRec (comma-separated, from hllm,textknn,popularity)")
+    ap.add_argument("--merge", nargs="+", default=None, help="merge the runs of these result JSONs and exit")
     ap.add_argument("--out")
     ap.add_argument("--plot")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out, args.plot)
+    import torch
+
+    torch.set_num_threads(1)  # 2 shared cores: more threads oversubscribe them
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as d:
         cat = Catalog(str(Path(d) / "c.duckdb"))
-        grid = [(r, a, s) for r in args.rho for a in args.arrivals for s in range(args.seeds)]
+        seeds = range(args.seed_offset, args.seed_offset + args.seeds)
+        grid = [(r, a, s) for r in args.rho for a in args.arrivals for s in seeds]
         for rho, arr, seed in tqdm(grid, desc="text_signal", file=sys.stderr):
             rows.append(one(cat, rho, arr, seed, args, str(Path(d) / "art")))
         cat.close()
