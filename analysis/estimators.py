@@ -388,13 +388,17 @@ class Cuped(Estimator):
 
 
 class BatchRatio(Estimator):
-    """A system metric measured per serving batch (latency): sum(y)/sum(x) per arm, batches as units.
+    """A system metric measured per serving batch (latency): sum(y)/sum(x) per arm.
 
     Latency is measured once per pipeline call, so requests served together share it, and the
-    machine's load drifts over time: users are not independent units for it. Here the table has
-    one row per (batch, arm) (``batch_table``); both arms of a batch are paired, and the batch's
-    influence on the difference, (y_t - R_t x_t)/mean x_t - (y_c - R_c x_c)/mean x_c, gives the
-    variance (t test with batches - 1 degrees of freedom). The arm order within a batch is
+    machine's load drifts over time; and a user's requests share their cost (their history's
+    length), so neither users nor batches are independent units alone. The table has one row per
+    (batch, arm, user) (``batch_table``). Both arms are paired within a batch, or, where batches
+    hold one arm (a replay), within time windows of consecutive batches (``paired_windows``). The
+    variance of the difference is clustered two ways, by pairing unit and by user (Cameron,
+    Gelbach and Miller 2011: V_unit + V_user - V_unit&user), from each row's influence on the
+    difference, (y - R x) / sum(x) per arm; t test with min(units, users) - 1 degrees of freedom.
+    A table without users is clustered by pairing unit alone. The arm order within a batch is
     randomised by the simulator, so neither arm is systematically served first.
     """
 
@@ -406,30 +410,56 @@ class BatchRatio(Estimator):
         for a in (c, t):
             if (den, a) not in wide or wide[(den, a)].sum() == 0:
                 raise EstimationError(f"metric {metric.name!r}: arm {a!r} has no measured batches")
-        n_batches = len(wide)
-        wide = paired_windows(wide, den, c, t)
-        B = len(wide)
+        has_c, has_t = (wide[(den, c)] > 0).to_numpy(), (wide[(den, t)] > 0).to_numpy()
+        windowed = not (has_c & has_t).all()
+        unit = dict(zip(wide.index, window_ids(has_c, has_t) if windowed else np.arange(len(wide)), strict=True))
+        rows = table[table.arm.isin([c, t])]
+        B = len(set(unit.values()))
         if B < 3:
             raise EstimationError(f"metric {metric.name!r}: {B} serving batches are too few to test")
-        (rc, phic), (rt, phit) = (influence(wide[(num, a)].to_numpy(float), wide[(den, a)].to_numpy(float))
-                                  for a in (c, t))
-        phi = phit - phic
-        vd, vc = phi.var(ddof=1) / B, phic.var(ddof=1) / B
+        r = {a: float(rows.loc[rows.arm == a, num].sum() / rows.loc[rows.arm == a, den].sum()) for a in (c, t)}
+        tot = {a: float(rows.loc[rows.arm == a, den].sum()) for a in (c, t)}
+        y, x, arm = rows[num].to_numpy(float), rows[den].to_numpy(float), rows.arm.to_numpy()
+        inf_c = np.where(arm == c, (y - r[c] * x) / tot[c], 0.0)  # each row's influence on the control's R
+        inf_d = np.where(arm == t, (y - r[t] * x) / tot[t], 0.0) - inf_c  # ... on the difference
+        V, dof = two_way_cov(np.column_stack([inf_d, inf_c]), rows.batch_no.map(unit).to_numpy(),
+                             rows["user_id"].to_numpy() if "user_id" in rows else None)
+        vd, vc, cov_dc = float(V[0, 0]), float(V[1, 1]), float(V[0, 1])
         se = float(np.sqrt(vd))
         if not se > 0:
             raise EstimationError(f"metric {metric.name!r} has zero variance: no test possible")
-        q = stats.StudentT(B - 1).ppf(1 - self.alpha / 2)
-        d = rt - rc
-        cov_dc = float(np.cov(phi, phic, ddof=1)[0, 1]) / B
-        rel, rel_ci, rel_se = relative(d, rc, vd, vc, cov_dc, q)
-        n = {a: int((wide[(den, a)] > 0).sum()) for a in (c, t)}
-        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
-                      treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
-                      p=2 * stats.StudentT(B - 1).sf(abs(d) / se), n_by_arm=n, se=se, rel_se=rel_se, dof=B - 1,
+        q = stats.StudentT(dof).ppf(1 - self.alpha / 2)
+        d = r[t] - r[c]
+        rel, rel_ci, rel_se = relative(d, r[c], vd, vc, cov_dc, q)
+        n = {a: int(has) for a, has in ((c, has_c.sum()), (t, has_t.sum()))}
+        return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=r[c],
+                      treatment=r[t], abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
+                      p=2 * stats.StudentT(dof).sf(abs(d) / se), n_by_arm=n, se=se, rel_se=rel_se, dof=dof,
                       control_var=vc, cov_dc=cov_dc,
-                      note=(f"n = serving batches ({B}), not users" if B == n_batches else
+                      note=(f"n = serving batches ({B}), not users" if not windowed else
                             f"n = {B} time windows of consecutive serving batches holding both arms "
-                            f"({n_batches} batches), not users"))
+                            f"({len(wide)} batches), not users"))
+
+
+def two_way_cov(inf: np.ndarray, units: np.ndarray, users: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Covariance of the column sums of ``inf`` (rows x k influence values) clustered by ``units``
+    and, when given, by ``users`` too (V_units + V_users - V_both, the larger one-way matrix where
+    that is not positive); with its dof, min(clusters) - 1."""
+    def one_way(codes: np.ndarray) -> tuple[np.ndarray, int]:
+        sums = np.zeros((codes.max() + 1, inf.shape[1]))
+        np.add.at(sums, codes, inf)
+        G = len(sums)
+        return G / (G - 1) * sums.T @ sums, G
+
+    v_unit, n_unit = one_way(pd.factorize(units)[0])
+    if users is None:
+        return v_unit, n_unit - 1
+    v_user, n_user = one_way(pd.factorize(users)[0])
+    v_both, _ = one_way(pd.factorize(pd.MultiIndex.from_arrays([units, users]))[0])
+    v = v_unit + v_user - v_both
+    if not np.all(np.linalg.eigvalsh(v) > 0):
+        v = v_unit if v_unit[0, 0] >= v_user[0, 0] else v_user
+    return v, min(n_unit, n_user) - 1
 
 
 def paired_windows(wide: pd.DataFrame, den: str, c: str, t: str) -> pd.DataFrame:
@@ -442,15 +472,20 @@ def paired_windows(wide: pd.DataFrame, den: str, c: str, t: str) -> pd.DataFrame
     has_c, has_t = (wide[(den, c)] > 0).to_numpy(), (wide[(den, t)] > 0).to_numpy()
     if (has_c & has_t).all():
         return wide
-    window, w, seen_c, seen_t = np.zeros(len(wide), np.int64), 0, False, False
-    for i in range(len(wide)):
+    return wide.groupby(window_ids(has_c, has_t)).sum()
+
+
+def window_ids(has_c: np.ndarray, has_t: np.ndarray) -> np.ndarray:
+    """Each batch's window (``paired_windows``), from whether each batch served each arm."""
+    window, w, seen_c, seen_t = np.zeros(len(has_c), np.int64), 0, False, False
+    for i in range(len(has_c)):
         window[i] = w
         seen_c, seen_t = seen_c or has_c[i], seen_t or has_t[i]
         if seen_c and seen_t:
             w, seen_c, seen_t = w + 1, False, False
     if seen_c or seen_t:  # an unfinished last window
         window[window == w] = max(w - 1, 0)
-    return wide.groupby(window).sum()
+    return window
 
 
 def default_estimator(metric: Metric, alpha: float = 0.05, cuped: bool = True,

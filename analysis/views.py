@@ -269,8 +269,8 @@ def user_table(con, run_id: str, metrics: list[Metric] | None = None) -> tuple[p
 
 
 def batch_table(con, run_id: str) -> pd.DataFrame:
-    """One row per (serving batch, arm) of ``run_id``: summed latency and requests (BatchRatio's
-    units)."""
-    return con.execute("""SELECT batch_no, arm, sum(latency_ms) AS latency_sum, count(*) AS requests
+    """One row per (serving batch, arm, user) of ``run_id``: summed latency and requests
+    (BatchRatio pairs the arms per batch and clusters by batch and by user)."""
+    return con.execute("""SELECT batch_no, arm, user_id, sum(latency_ms) AS latency_sum, count(*) AS requests
                           FROM requests WHERE run_id = ? AND batch_no IS NOT NULL AND latency_ms IS NOT NULL
-                          GROUP BY ALL ORDER BY batch_no, arm""", [run_id]).df()
+                          GROUP BY ALL ORDER BY batch_no, arm, user_id""", [run_id]).df()

@@ -5,7 +5,9 @@
   start; ``arrivals`` after it, during the simulated window), and generated text whose words
   carry the topic (topic vocabularies + shared filler), so a text model can learn from it. With
   ``text_signal`` RHO the text also carries descriptive words whose latent meanings make up the
-  share RHO of what distinguishes an item within its topic (offset and quality).
+  share RHO of what distinguishes an item within its topic (offset and quality), and its topic
+  words name the item's own topic with probability sqrt(RHO) (``World.text_topics``), so at RHO 0
+  the text says nothing about the item and at RHO 1 everything.
 - Users: tastes mixed from 1-3 topics, drifting linearly over time; sessions arrive as a
   Poisson process; each session is a run of consecutive choices.
 - Choice: multinomial logit over a slate with a no-click option, position bias and fatigue
@@ -62,8 +64,8 @@ class WorldConfig(BaseModel):
     position_decay: float = Field(0.3, ge=0, description="log-utility lost per slate position")
     fatigue: float = Field(2.0, ge=0, description="utility penalty for an item already consumed")
     scale: float = Field(1.0, gt=0, description="multiplies users and items (scale 20 gives ~1M+ interactions)")
-    text_signal: float | None = Field(None, ge=0, le=1, description="share of the within-topic utility variance "
-                                      "that the item text explains (None: text carries only the topic)")
+    text_signal: float | None = Field(None, ge=0, le=1, description="share of the utility variance (topic and "
+                                      "within-topic) that the item text explains (None: text carries only the topic)")
     signal_words: int = Field(8, ge=1, le=40, description="descriptive words per item that carry the text signal")
     arrivals: float = Field(0.0, ge=0, lt=1, description="share of the catalog released after the logged period, "
                             "during the simulated window (new items, with their text)")
@@ -221,12 +223,25 @@ class World:
         self._consumed = Consumption(self.n_items)
 
     # ------------------------------------------------------------------ catalog and logs
+    def text_topics(self) -> np.ndarray:
+        """The topic each item's text speaks of: its own, except in a ``text_signal`` world, where
+        it is the own topic with probability sqrt(RHO) and a uniformly drawn one otherwise, so
+        the text explains about the share RHO of the topic's part of the utility too (RHO 0: the
+        text says nothing of the item; own stream, so the rest of the text is unchanged)."""
+        rho = self.cfg.text_signal
+        if rho is None or rho >= 1:
+            return self.item_topic
+        rng = np.random.default_rng([self.cfg.seed, 31])
+        keep = rng.random(self.n_items) < np.sqrt(rho)
+        return np.where(keep, self.item_topic, rng.integers(0, self.cfg.n_topics, self.n_items))
+
     def item_table(self) -> pd.DataFrame:
         rng = np.random.default_rng(self._text_rng_seed)
         NI = self.cfg.items
+        text_topic = self.text_topics()
         titles, descs = [], []
         for i in range(NI):
-            t = self.item_topic[i]
+            t = text_topic[i]
             vocab = self.topic_vocab[t]
             tw = [vocab[j] for j in rng.choice(len(vocab), 2, replace=False)]
             titles.append(" ".join(w.capitalize() for w in tw + [self.filler[rng.integers(len(self.filler))]]))
@@ -235,7 +250,7 @@ class World:
             if self.item_words is not None:  # the descriptive words that carry the text signal
                 words += [SIGNAL_VOCAB[j] for j in self.item_words[i]]
             descs.append(" ".join(words))
-        genres = [self.topic_names[t] if rng.random() < 0.7 else None for t in self.item_topic]
+        genres = [self.topic_names[t] if rng.random() < 0.7 else None for t in text_topic]
         return pd.DataFrame({"item": [str(i) for i in range(NI)], "title": titles, "genres": genres,
                              "description": descs, "topic": self.item_topic.astype(np.int64),
                              "release_ts": self.item_release, "quality": self.item_quality})

@@ -490,3 +490,30 @@ def test_small_sample_dof_keeps_a_heavy_tailed_replay_at_its_level():
         new.append(p_value(r) < 0.05)
         old.append(2 * stats.norm.sf(abs(r["rel_lift"]) / r["rel_se"]) < 0.05)
     assert 0.02 <= np.mean(new) <= 0.075 and np.mean(old) > 0.1
+
+
+def test_batch_ratio_clusters_by_user_where_a_users_requests_share_their_cost():
+    """Issue 21: in a replay a user's requests come in bursts of one-arm batches and share their cost
+    (history length), so windows of consecutive batches are not independent: clustering by window
+    alone rejected an A/A too often; clustering by window and by user keeps it at its level."""
+    from analysis.estimators import BatchRatio
+
+    rng = np.random.default_rng(8)
+    lat = Metric(name="latency_ms", kind="ratio", num="latency_sum", den="requests", unit="batch")
+    E, rej, rej_windows = 200, 0, 0
+    for _ in range(E):
+        U = 60
+        cost, arm_of = rng.lognormal(0, 0.6, U), rng.choice(["control", "treatment"], U)
+        users: list[int] = []  # batches in time order, each one user's (bursts of a user's requests)
+        while len(users) < 600:
+            users += [int(rng.integers(U))] * int(rng.geometric(0.15))
+        users = np.array(users[:600])
+        n = rng.integers(1, 4, len(users)).astype(float)
+        bt = pd.DataFrame({"batch_no": np.arange(len(users)), "arm": arm_of[users], "user_id": users,
+                           "requests": n, "latency_sum": cost[users] * n * rng.lognormal(0, 0.2, len(users))})
+        bt.attrs["control"] = "control"
+        e = BatchRatio().estimate(bt, lat)
+        rej += e.p < 0.05
+        rej_windows += BatchRatio().estimate(bt.drop(columns="user_id"), lat).p < 0.05
+    assert 0.02 < rej / E < 0.08, rej / E
+    assert rej_windows / E > 0.15, rej_windows / E

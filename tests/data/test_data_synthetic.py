@@ -157,3 +157,16 @@ def test_text_signal_dial_sets_what_text_predicts_beyond_the_topic():
     w = World(WorldConfig(n_users=50, n_items=300, seed=1, text_signal=0.5))
     assert np.std(w.item_quality) == pytest.approx(0.8, rel=0.15)  # quality keeps its long tail
     assert World(WorldConfig(n_users=50, n_items=300, seed=1)).item_words is None  # default: unchanged
+
+
+def test_text_signal_dial_also_sets_how_often_the_text_names_the_topic():
+    """At RHO 0 an item's topic words are another topic's as often as chance allows (the text says
+    nothing of the item); at RHO 1 always its own; the default world (no dial) is unchanged."""
+    own = {rho: float(np.mean(World(WorldConfig(n_users=20, n_items=2000, n_topics=10, seed=2,
+                                                text_signal=rho)).text_topics()
+                              == World(WorldConfig(n_users=20, n_items=2000, n_topics=10, seed=2)).item_topic))
+           for rho in (0.0, 0.25, 1.0)}
+    assert own[0.0] == pytest.approx(0.1, abs=0.03) and own[1.0] == 1.0, own
+    assert own[0.25] == pytest.approx(0.5 + 0.5 * 0.1, abs=0.04), own  # sqrt(0.25) own + chance
+    w = World(WorldConfig(n_users=20, n_items=50, seed=2))
+    assert (w.text_topics() == w.item_topic).all()
