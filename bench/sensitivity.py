@@ -149,7 +149,8 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sens-"))
     cat = Catalog(str(work / "sens.duckdb"))
     ensure_dataset("synthetic", cat)
-    names = sorted({p for k in pairs for p in PAIRS[k]} | {"popularity"})
+    variants = bool(args.satisfaction) or not args.no_variants  # SASRec vs popularity in other settings
+    names = sorted({p for k in pairs for p in PAIRS[k]} | {"popularity"} | ({"sasrec"} if variants else set()))
     cfg = config([arm(n, n, "control" if i == 0 else "treatment") for i, n in enumerate(names)], 0, "x",
                  str(work / "art"), n_requests=args.window_requests)
     pols = train_arms(cfg.model_copy(update={"policies": TRAINING}), prepare(cfg, cat), progress=False)

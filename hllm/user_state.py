@@ -20,7 +20,10 @@ user's state from that user's window alone (:class:`UserLLMRunner`):
 reused only for the identical window and timestamps, and extended only when its window is a
 prefix of the new one, so runs, resumed runs and the oracle's counterfactual passes can share
 it safely), the embedding and, while the window can still grow, every layer's keys and values;
-the least recently used users go beyond a byte budget. Nothing else is cached: the recompute
+the least recently used users go beyond a byte budget. Two states per user: the latest and the
+user's first one that can grow (its ``root``, mostly the history the run started from): every
+counterfactual pass of the oracle starts each user from that history again, so a pass continues
+from the root where the latest state belongs to another pass's trajectory. Nothing else is cached: the recompute
 mode runs the same function, which is what makes "identical with or without the cache" hold.
 """
 
@@ -276,7 +279,8 @@ class UserStates:
     def __init__(self, runner: UserLLMRunner, cfg: UserStateConfig, use_time: bool) -> None:
         self.runner, self.mode, self.max_bytes, self.use_time = runner, cfg.mode, cfg.max_bytes, use_time
         self.cfg = cfg
-        self.cache: OrderedDict[int, UserState] = OrderedDict()
+        self.cache: OrderedDict[int, UserState] = OrderedDict()  # the latest state per user
+        self.roots: dict[int, UserState] = {}  # per cached user: the first state with keys and values
         self.bytes = 0
         self.stats = {"hit": 0, "extend": 0, "full": 0, "evicted": 0}
         self.compute_s = 0.0  # wall time in the user LLM (tables: the refresh job's, run inline at first use)
@@ -303,23 +307,41 @@ class UserStates:
         self.age_s.append(np.asarray(age, np.float64))
         return hs, ts
 
-    def _get(self, uid: int) -> UserState | None:
+    def _get(self, uid: int, window: np.ndarray, times: np.ndarray | None) -> tuple[UserState | None, bool]:
+        """The user's cached state to serve ``window`` from, and whether it is that window's (a hit)
+        rather than a prefix to extend (incremental mode); (None, False) when neither state fits."""
         st = self.cache.get(uid)
-        if st is not None:
-            self.cache.move_to_end(uid)
-        return st
+        if st is None:
+            return None, False
+        self.cache.move_to_end(uid)
+        root = self.roots.get(uid)
+        for cand in (st,) if root is None or root is st else (st, root):
+            if cand.same(window, times):
+                return cand, True
+        if self.mode == "incremental":
+            for cand in (st,) if root is None or root is st else (st, root):
+                if cand.prefix_of(window, times):
+                    return cand, False
+        return None, False
+
+    def _drop(self, uid: int) -> None:
+        old, root = self.cache.pop(uid, None), self.roots.pop(uid, None)
+        self.bytes -= (0 if old is None else old.nbytes) + (0 if root is None or root is old else root.nbytes)
 
     def _put(self, uid: int, st: UserState) -> None:
-        old = self.cache.pop(uid, None)
-        if old is not None:
-            self.bytes -= old.nbytes
-        if st.nbytes > self.max_bytes:
+        root = self.roots.get(uid)
+        if root is None and st.kv is not None:
+            root = st
+        self._drop(uid)
+        size = st.nbytes + (0 if root is None or root is st else root.nbytes)
+        if size > self.max_bytes:
             return
         self.cache[uid] = st
-        self.bytes += st.nbytes
+        if root is not None:
+            self.roots[uid] = root
+        self.bytes += size
         while self.bytes > self.max_bytes:
-            _, gone = self.cache.popitem(last=False)
-            self.bytes -= gone.nbytes
+            self._drop(next(iter(self.cache)))
             self.stats["evicted"] += 1
 
     def report(self) -> dict:
@@ -351,14 +373,14 @@ class UserStates:
         todo: list[tuple[int, UserState | None]] = []
         for b, w in enumerate(windows):
             t = None if times is None else times[b]
-            st = None if self.mode == "recompute" else self._get(int(user_ids[b]))
+            st, hit = (None, False) if self.mode == "recompute" or len(w) == 0 else self._get(int(user_ids[b]), w, t)
             if len(w) == 0:
                 out[b] = self.runner.empty
-            elif st is not None and st.same(w, t):
+            elif hit:
                 out[b] = st.emb
                 self.stats["hit"] += 1
             else:
-                todo.append((b, st if self.mode == "incremental" and st is not None and st.prefix_of(w, t) else None))
+                todo.append((b, st))
         if todo:
             rows, t0 = [b for b, _ in todo], time.perf_counter()
             new = self.runner.extend([p for _, p in todo], [windows[b] for b in rows],

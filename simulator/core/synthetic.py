@@ -91,6 +91,33 @@ def _words(rng: np.random.Generator, n: int, syllables: int) -> list[str]:
     return sorted(out)
 
 
+class Consumption:
+    """How many times each user consumed each item in the simulation (the world's fatigue): sorted
+    keys ``user * n_items + item`` and their counts, so a batch of slates is looked up at once."""
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+        self.keys = np.zeros(0, np.int64)
+        self.n = np.zeros(0, np.int64)
+
+    def __bool__(self) -> bool:
+        return len(self.keys) > 0
+
+    def add(self, users: np.ndarray, items: np.ndarray) -> None:
+        """One more consumption of ``items[i]`` by ``users[i]`` (items < 0: nothing consumed)."""
+        ok = items >= 0
+        new = users[ok] * self.n_items + items[ok]
+        if len(new):
+            self.keys, at = np.unique(np.concatenate([self.keys, new]), return_inverse=True)
+            self.n = np.bincount(at, np.concatenate([self.n, np.ones(len(new), np.int64)])).astype(np.int64)
+
+    def counts(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(B, K) times each user of ``users`` (B,) consumed each item of ``items`` (B, K); 0 at items < 0."""
+        q = users[:, None] * self.n_items + np.clip(items, 0, None)
+        at = np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)
+        return np.where((self.keys[at] == q) & (items >= 0), self.n[at], 0)
+
+
 class World:
     """Ground truth of the synthetic world (see module doc)."""
 
@@ -117,7 +144,7 @@ class World:
             self._mix_text_signal(cfg.text_signal)
         self._release_arrivals()
         # simulator-time state: consumption counts for fatigue (sparse, per user)
-        self._consumed: dict[int, dict[int, int]] = {}
+        self._consumed = Consumption(NI)
 
     def _release_arrivals(self) -> None:
         """``arrivals`` of the items are released after the log, during the simulated window (own stream)."""
@@ -160,13 +187,7 @@ class World:
         taste = self.taste(user_ids, now)  # (B, D)
         u = np.einsum("bd,bkd->bk", taste, self.item_vec[safe]) + self.item_quality[safe]
         if self._consumed:
-            for b, uid in enumerate(user_ids):
-                seen = self._consumed.get(int(uid))
-                if seen:
-                    for k, it in enumerate(items[b]):
-                        c = seen.get(int(it))
-                        if c:
-                            u[b, k] -= self.cfg.fatigue * c
+            u -= self.cfg.fatigue * self._consumed.counts(user_ids, items)
         u[items < 0] = -np.inf
         unreleased = self.item_release[safe] > np.asarray(now, dtype=np.float64)[:, None]
         u[unreleased] = -np.inf
@@ -196,13 +217,10 @@ class World:
 
     def update(self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray | None = None) -> None:
         """Record consumption (fatigue); ``item_ids`` < 0 are ignored."""
-        for u, it in zip(np.asarray(user_ids).tolist(), np.asarray(item_ids).tolist(), strict=True):
-            if it >= 0:
-                d = self._consumed.setdefault(int(u), {})
-                d[int(it)] = d.get(int(it), 0) + 1
+        self._consumed.add(np.asarray(user_ids, np.int64), np.asarray(item_ids, np.int64))
 
     def reset_state(self) -> None:
-        self._consumed = {}
+        self._consumed = Consumption(self.n_items)
 
     # ------------------------------------------------------------------ catalog and logs
     def text_topics(self) -> np.ndarray:
@@ -328,7 +346,7 @@ class SourcedWorld(World):
         self.user_taste = mean * ITEM_SCALE + rng.normal(size=(U, D)) / np.sqrt(D) * 0.3
         self.user_drift = rng.normal(size=(U, D)) / np.sqrt(D) * cfg.drift
         self.item_words = None
-        self._consumed: dict[int, dict[int, int]] = {}
+        self._consumed = Consumption(NI)
 
     @classmethod
     def from_catalog(cls, catalog, cfg: WorldConfig) -> SourcedWorld:

@@ -45,8 +45,8 @@ class TruthLog:
         self.clicks = np.zeros(n_users)  # expected
         self.dcg = np.zeros(n_users)  # expected
         self.sampled = np.zeros(n_users)  # sampled clicks (click_any)
-        self.sessions: set[tuple[int, int]] = set()
-        self.days: set[tuple[int, int]] = set()  # (user, day) with a request
+        self.sessions: list[np.ndarray] = []  # per batch: (B, 2) (user, session) of each request
+        self.days: list[np.ndarray] = []  # per batch: (B, 2) (user, day) of each request
 
     def new_requests(self, n: int) -> np.ndarray:
         self.next_id += n
@@ -62,9 +62,8 @@ class TruthLog:
         np.add.at(self.clicks, users, p.sum(1))
         np.add.at(self.dcg, users, p @ gain)
         np.add.at(self.sampled, users, (resp.position >= 0).astype(float))
-        self.sessions.update(zip(users.tolist(), sess.tolist(), strict=True))
-        days = np.floor(np.asarray(now) / DAY).astype(np.int64)
-        self.days.update(zip(users.tolist(), days.tolist(), strict=True))
+        self.sessions.append(np.stack([users, np.asarray(sess, np.int64)], 1))
+        self.days.append(np.stack([users, np.floor(np.asarray(now) / DAY).astype(np.int64)], 1))
 
     def flush(self) -> None:
         pass
@@ -75,9 +74,9 @@ class TruthLog:
                                      self.sampled, self._per_user(self.sessions),
                                      self._per_user(self.days)))
 
-    def _per_user(self, pairs: set[tuple[int, int]]) -> np.ndarray:
-        """How many of ``pairs`` (user, session) or (user, day) each user has."""
-        users = np.fromiter((u for u, _ in pairs), np.int64, len(pairs))
+    def _per_user(self, pairs: list[np.ndarray]) -> np.ndarray:
+        """How many distinct (user, session) or (user, day) pairs of ``pairs`` each user has."""
+        users = (np.unique(np.concatenate(pairs), axis=0)[:, 0] if pairs else np.zeros(0, np.int64))
         return np.bincount(users, minlength=len(self.requests))
 
 

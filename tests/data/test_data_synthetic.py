@@ -91,6 +91,27 @@ def test_ground_truth_api():
     assert np.isneginf(w.utility(users[:1], np.array([[late]]), np.zeros(1)))[0, 0]
 
 
+def test_fatigue_counts_every_consumption_of_the_user_only():
+    w = World(SMALL)
+    rng = np.random.default_rng(3)
+    users, items = rng.integers(0, 20, 300), rng.integers(-1, 30, 300)  # repeats; -1: no click
+    ref: dict[tuple[int, int], int] = {}
+    for s in range(0, 300, 50):  # batch by batch, as the story updates the world
+        w.update(users[s:s + 50], items[s:s + 50])
+        for u, i in zip(users[s:s + 50].tolist(), items[s:s + 50].tolist(), strict=True):
+            if i >= 0:
+                ref[(u, i)] = ref.get((u, i), 0) + 1
+    slate = np.concatenate([rng.integers(0, 30, (40, 9)), np.full((40, 1), -1)], 1)
+    who = rng.integers(0, 25, 40)  # users 20..24 consumed nothing
+    want = np.array([[ref.get((u, i), 0) if i >= 0 else 0 for i in row] for u, row in zip(who, slate, strict=True)])
+    assert (w._consumed.counts(who, slate) == want).all() and want.max() >= 2
+    fresh = World(SMALL)
+    now = np.full(40, 70 * 86400.0)
+    shown = slate >= 0
+    assert np.array_equal(w.utility(who, slate, now)[shown],
+                          (fresh.utility(who, slate, now) - SMALL.fatigue * want)[shown])
+
+
 def test_bad_world_option():
     from simulator.core.errors import ConfigError
 

@@ -99,6 +99,25 @@ def test_incremental_extension_is_bit_identical_to_the_full_pass(runner):
     torch.testing.assert_close(got, padded_forward(runner[1], runner[0].table, hist, times), atol=2e-5, rtol=1e-4)
 
 
+def test_a_pass_that_starts_again_extends_the_users_root_state(runner):
+    """The oracle's passes all start from the run's start history: a second pass continues from each
+    user's root state (the latest one is the first pass's), bit for bit the full pass."""
+    hist, times = histories(12, seed=4)
+    hist, times = [h[:P - 3] for h in hist], [t[:P - 3] for t in times]  # room to grow
+    users = np.arange(12)
+    inc = states(runner)
+    inc.embeddings(users, hist, times)  # the roots
+    for b in (1, 2):  # pass b: one other item clicked after the start history
+        grown = [np.append(h, (u * 7 + b) % 50) for u, h in enumerate(hist)]
+        later = [np.append(t, t[-1] + 60.0 * b) for t in times]
+        extended = inc.stats["extend"]
+        got = inc.embeddings(users, grown, later)
+        assert torch.equal(got, states(runner, "recompute").embeddings(users, grown, later))
+        assert inc.stats["extend"] - extended == 12  # from the root in pass 2 (the latest is pass 1's)
+    assert inc.bytes == sum(s.nbytes for s in inc.cache.values()) + sum(
+        r.nbytes for u, r in inc.roots.items() if r is not inc.cache[u])
+
+
 def test_cache_hits_only_the_identical_window(runner):
     hist, times = histories(6, seed=2)
     users = np.arange(6)

@@ -164,6 +164,16 @@ def test_arms_see_the_time_of_every_history_item():
     assert sim.history_times[u].tolist() == first.ts_request.tolist()[:n] and sim.histories[u] == first.item_id.tolist()[:n]
 
 
+def test_a_story_runs_with_the_heap_frozen_and_unfreezes_it():
+    import gc
+
+    um = WorldUser(World(WORLD))
+    sim = _simulation(SingleArm(("c",), 0), TruthLog(um, WORLD.n_users), _Runtime(k=5), um, n=50)
+    during: list[int] = []
+    sim.run(on_batch=lambda *_: during.append(gc.get_freeze_count()))
+    assert during and min(during) > 0 and gc.get_freeze_count() == 0
+
+
 def test_truth_log_sums_click_probabilities_not_samples():
     um = WorldUser(World(WORLD))
     log = TruthLog(um, WORLD.n_users)
