@@ -431,7 +431,7 @@ class BatchRatio(Estimator):
         q = stats.StudentT(dof).ppf(1 - self.alpha / 2)
         d = r[t] - r[c]
         rel, rel_ci, rel_se = relative(d, r[c], vd, vc, cov_dc, q)
-        n = {a: int(has) for a, has in ((c, has_c.sum()), (t, has_t.sum()))}
+        n = {c: int(has_c.sum()), t: int(has_t.sum())}
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=r[c],
                       treatment=r[t], abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
                       p=2 * stats.StudentT(dof).sf(abs(d) / se), n_by_arm=n, se=se, rel_se=rel_se, dof=dof,

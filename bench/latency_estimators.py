@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sim_calibration import wilson  # noqa: E402
 
-from analysis.estimators import influence, paired_windows, window_ids  # noqa: E402
+from analysis.estimators import influence, paired_windows, two_way_cov, window_ids  # noqa: E402
 
 
 def hac_var(phi: np.ndarray) -> float:
@@ -34,11 +34,6 @@ def hac_var(phi: np.ndarray) -> float:
     lag, x = int(np.floor(4 * (B / 100) ** (2 / 9))), phi - phi.mean()
     v = x @ x / B + sum(2 * (1 - j / (lag + 1)) * (x[j:] @ x[:-j]) / B for j in range(1, lag + 1))
     return float(v / B)
-
-
-def cluster_var(e: np.ndarray, groups) -> float:
-    s = pd.Series(e).groupby(np.asarray(groups)).sum().to_numpy()
-    return float(len(s) / (len(s) - 1) * (s @ s))
 
 
 def latency_tests(rq: pd.DataFrame) -> dict[str, float]:
@@ -56,11 +51,10 @@ def latency_tests(rq: pd.DataFrame) -> dict[str, float]:
     rq = rq.assign(win=rq.batch_no.map(win))
     n = rq.arm.value_counts()
     e = (np.where(rq.arm == "b", 1.0, -1.0) * (rq.latency_ms - rq.arm.map({"a": rc, "b": rt})) / rq.arm.map(n)).to_numpy()
-    G = rq.user_id.nunique()
-    vu, vw = cluster_var(e, rq.user_id), cluster_var(e, rq.win)
-    vuw = cluster_var(e, rq.user_id.astype(str) + "|" + rq.win.astype(str))
-    var = {"windows": phi.var(ddof=1) / B, "hac": hac_var(phi), "users": vu, "two_way": max(vu + vw - vuw, vu, vw)}
-    dof = {"windows": B - 1, "hac": B - 1, "users": G - 1, "two_way": min(G, B) - 1}
+    e, units, users = e[:, None], rq.win.to_numpy(), rq.user_id.to_numpy()
+    (vu, nu), (vt, nt) = two_way_cov(e, users, None), two_way_cov(e, units, users)  # the report's own
+    var = {"windows": phi.var(ddof=1) / B, "hac": hac_var(phi), "users": float(vu[0, 0]), "two_way": float(vt[0, 0])}
+    dof = {"windows": B - 1, "hac": B - 1, "users": nu, "two_way": nt}
     return {k: float(2 * stats.t.sf(abs(d) / np.sqrt(v), dof[k])) for k, v in var.items()}
 
 
