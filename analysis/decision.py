@@ -8,8 +8,9 @@
   ``ok`` when the data show the treatment is not worse than the margin, ``violated`` when they
   show it is worse than the margin, ``inconclusive`` otherwise.
 One statistic per decision: the (CUPED-adjusted) absolute difference over its SE, in its own
-distribution (t with the serving batches' dof for latency, with small-sample dof for users, see
-``estimators.working_dof``), gives p and the label; the relative CI is Fieller's interval for the
+distribution (t with the serving batches' dof for latency; for user metrics, the users' random
+relabelings up to ``randomization_users`` users, see randomization.py, and t with small-sample dof,
+``estimators.working_dof``, beyond), gives p and the label; the relative CI is Fieller's interval for the
 same test, and the guardrails test the same difference against the margin times the control level.
 The CI's level is the one the multiple-testing adjustment implies (``multiple.levels``), so
 "significant" <=> the CI excludes 0, in absolute and relative terms alike.
@@ -26,9 +27,18 @@ import pandas as pd
 from . import dist as stats
 from .estimators import fieller
 from .multiple import adjust, levels
+from .randomization import Reference
 from .views import AnalysisConfig
 
-dist = stats.for_dof  # the test statistic's distribution: t with dof degrees of freedom, or normal
+
+
+def dist(row: dict):
+    """The test statistic's distribution: the users' random relabelings where the row has them
+    (``ref_t``, see randomization.py), else t with the row's dof, or normal."""
+    ref = row.get("ref_t")
+    if isinstance(ref, np.ndarray | list) and len(ref):
+        return Reference(ref)
+    return stats.for_dof(_f(row, "dof", np.inf))
 
 
 def _f(row: dict, key: str, default: float = np.nan) -> float:
@@ -36,18 +46,18 @@ def _f(row: dict, key: str, default: float = np.nan) -> float:
     return default if v is None or not np.isfinite(v) else float(v)
 
 
-def decision_stat(row: dict) -> tuple[float, float, float]:
-    """(estimate, SE, dof) the decision is made on: the absolute difference. The label, p, the
-    absolute CI and the relative (Fieller) CI all come from this one estimate."""
-    return _f(row, "abs_lift"), _f(row, "se"), _f(row, "dof", np.inf)
+def decision_stat(row: dict) -> tuple[float, float, object]:
+    """(estimate, SE, distribution) the decision is made on: the absolute difference over its SE in
+    :func:`dist`. The label, p, the absolute CI and the relative (Fieller) CI all come from it."""
+    return _f(row, "abs_lift"), _f(row, "se"), dist(row)
 
 
 def p_value(row: dict) -> float:
     """Two-sided p of the decision statistic (:func:`decision_stat`)."""
-    est, se, dof = decision_stat(row)
+    est, se, ref = decision_stat(row)
     if not (np.isfinite(est) and np.isfinite(se) and se > 0):
         return float("nan")
-    return float(2 * dist(dof).sf(abs(est) / se))
+    return float(min(2 * ref.sf(abs(est) / se), 1.0))
 
 
 def decide(df: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
@@ -77,19 +87,19 @@ def _intervals(df: pd.DataFrame) -> None:
     """Absolute and relative (Fieller) CIs at each row's ``ci_level``, from the same difference,
     SE and distribution as p."""
     for i, r in zip(df.index, df.to_dict("records"), strict=True):
-        d, se, dof = decision_stat(r)
-        q = dist(dof).ppf(1 - (1 - r["ci_level"]) / 2)
-        ok = np.isfinite(d) and np.isfinite(se)
+        d, se, ref = decision_stat(r)
+        q = ref.ppf(1 - (1 - r["ci_level"]) / 2)
+        ok = np.isfinite(d) and np.isfinite(se) and np.isfinite(q)
         df.loc[i, "ci_low"], df.loc[i, "ci_high"] = (d - q * se, d + q * se) if ok else (np.nan, np.nan)
         df.loc[i, "rel_ci_low"], df.loc[i, "rel_ci_high"] = rel_interval(r, r["ci_level"])
 
 
 def rel_interval(row: dict, level: float) -> tuple[float, float]:
     """Fieller's relative CI at ``level`` for a row (an effect's fields), from the decision statistic."""
-    d, se, dof = decision_stat(row)
-    if not (np.isfinite(d) and np.isfinite(se) and np.isfinite(_f(row, "rel_lift"))):
+    d, se, ref = decision_stat(row)
+    q = ref.ppf(1 - (1 - level) / 2)
+    if not (np.isfinite(d) and np.isfinite(se) and np.isfinite(_f(row, "rel_lift")) and np.isfinite(q)):
         return np.nan, np.nan
-    q = dist(dof).ppf(1 - (1 - level) / 2)
     return fieller(d, _f(row, "control"), se * se, _f(row, "control_var"), _f(row, "cov_dc"), q)
 
 
@@ -106,7 +116,7 @@ def guardrail_status(row: dict, alpha: float) -> str:
     difference against the margin times the control level (d - rho0 c, rho0 = -margin when higher is
     better, +margin when lower is; Var = Var(d) - 2 rho0 Cov(d, c) + rho0^2 Var(c)): the tests
     Fieller's relative CI inverts, so the status and the printed CI agree."""
-    d, se, dof = decision_stat(row)
+    d, se, ref = decision_stat(row)
     c, m = _f(row, "control"), row["margin"]
     if not (np.isfinite(d) and np.isfinite(se) and se > 0 and c > 0 and np.isfinite(_f(row, "rel_lift"))):
         return "inconclusive"
@@ -115,9 +125,9 @@ def guardrail_status(row: dict, alpha: float) -> str:
     var = se * se - 2 * rho0 * _f(row, "cov_dc", 0.0) + rho0 * rho0 * _f(row, "control_var", 0.0)
     z = (d - rho0 * c) / np.sqrt(max(var, 1e-300))  # > 0: better than the margin when hib
     better = z if hib else -z  # > 0: the treatment is better than "worse by the margin"
-    if dist(dof).sf(better) < alpha:  # H0 "worse by at least the margin" rejected
+    if ref.sf(better) < alpha:  # H0 "worse by at least the margin" rejected
         return "ok"
-    if dist(dof).cdf(better) < alpha:  # H0 "not worse than the margin" rejected
+    if ref.cdf(better) < alpha:  # H0 "not worse than the margin" rejected
         return "violated"
     return "inconclusive"
 
@@ -137,10 +147,10 @@ def power_numbers(row: dict, alpha: float, power: float) -> dict:
     """MDE (relative, from the SE under no effect) of this run and users per arm needed to detect
     the observed lift at ``power``."""
     se0, rel = null_rel_se(row), row.get("rel_lift")
-    d = dist(decision_stat(row)[2])
+    d = decision_stat(row)[2]
     k = d.ppf(1 - alpha / 2) + d.ppf(power)
     out = {"mde_rel": float("nan"), "users_needed_per_arm": float("nan"), "power": power}
-    if not np.isfinite(se0):
+    if not (np.isfinite(se0) and np.isfinite(k)):
         return out
     out["mde_rel"] = float(k * se0)
     n_now = min(row.get("n_control") or 0, row.get("n_treatment") or 0)

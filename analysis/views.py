@@ -87,6 +87,10 @@ class AnalysisConfig(BaseModel):
                                   description=f"pre-period covariates of the CUPED regression, among {COVARIATES}")
     looks: int = Field(20, ge=2, le=200, description="looks of the sequential monitor over simulated time")
     msprt_tau: float = Field(0.05, gt=0, description="mSPRT mixing scale, relative to the control mean")
+    randomization_users: int = Field(2000, ge=0, description="user metrics of a comparison with at most this "
+                                     "many users read p and CI from random relabelings of the users instead of t "
+                                     "(analysis/randomization.py); 0 = always t")
+    randomization_draws: int = Field(2000, ge=100, le=100_000, description="relabelings drawn per comparison")
 
     @model_validator(mode="after")
     def _check(self) -> AnalysisConfig:

@@ -15,6 +15,7 @@ from simulator.core.errors import ConfigError
 
 from ..decision import decide
 from ..estimators import DeltaRatio, EstimationError, default_estimator
+from ..randomization import reference
 from ..sequential import first_stop, monitorable, sequential_path
 from ..truth import add_truth, truth_table
 from ..views import (
@@ -34,7 +35,7 @@ SUMMARY_COLUMNS = ["metric", "role", "arm", "control_arm", "method", "control", 
                    "true_treatment", "true_rel_lift", "true_rel_se", "var_reduction", "se", "dof", "ci_level",
                    "note"]
 
-EXTRA_COLUMNS = ["higher_is_better", "guardrail_violated", "unit"]
+EXTRA_COLUMNS = ["higher_is_better", "guardrail_violated", "unit", "ref_t"]  # ref_t: see randomization.py
 
 
 # ---------------------------------------------------------------- config + table
@@ -95,6 +96,10 @@ def _effect(table, batches, m: Metric, control: str, arm: str, cfg: AnalysisConf
         row = e.as_row()
         row["note"] = "; ".join(x for x in (note, row.get("note", "")) if x)
         row["var_reduction"] = e.extra.get("var_reduction", np.nan)  # CUPED: 1 - Var(adjusted)/Var(plain)
+        if m.unit == "user" and sum(e.n_by_arm.values()) <= cfg.randomization_users:
+            row["ref_t"] = reference(e, data, m, cfg.randomization_draws)
+            if row["ref_t"] is not None:
+                row["method"] += " + randomisation"
     except EstimationError as err:
         n = table.groupby("arm").size()
         row = {"metric": m.name, "control_arm": control, "method": est.name, "note": str(err),
@@ -124,7 +129,7 @@ def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> 
     if not rows:
         return pd.DataFrame(columns=SUMMARY_COLUMNS + EXTRA_COLUMNS)
     df = pd.DataFrame(rows)
-    for c in SUMMARY_COLUMNS:
+    for c in SUMMARY_COLUMNS + ["ref_t"]:
         if c not in df:
             df[c] = np.nan
     df = add_truth(decide(df, cfg), truth_table(con, run_id))

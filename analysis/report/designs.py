@@ -44,7 +44,7 @@ def result_label(row: dict) -> str:
 
 
 def effect_rows(summary: pd.DataFrame) -> list[EffectRow]:
-    rows = summary.to_dict("records")
+    rows = [{k: v for k, v in r.items() if k != "ref_t"} for r in summary.to_dict("records")]
     return [EffectRow(**{**r, "note": r.get("note") or "", "result": result_label(r),
                          "guardrail_status": r.get("guardrail_status") or "",
                          "significant": bool(r.get("significant") is True)}) for r in rows]
