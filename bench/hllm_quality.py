@@ -31,6 +31,10 @@ popularity, text-kNN), as a ratio and a difference of NDCG@10, each with a paire
 interval that resamples seeds (merged files sharing seeds) and test users; the ratio's interval is
 undefined (None, with a note) when the denominator hits fewer than MIN_HITS test users. Every row
 records ``steps``, ``epochs``, ``best_step`` and ``capped`` (a maximum bound ended its training).
+Tuning (``--tune``): every trained variant (ID models and HLLM alike) runs the same ``TUNING`` trials
+(lr x0.3 / x3, the other dropout, width x0.5 / x2, and the defaults) and keeps the trial best on
+validation NDCG@10; the row records every trial and ``tuned_settings``. ``--tuned FILE`` trains each
+variant with the settings FILE chose (the other seeds of a tuned table).
 Cold start: 10% of items (``--split-seed``) never appear in training (inputs or targets) and no
 model trains them as negatives; Recall@10/50 over the test users whose target is one of them,
 with random and popularity beside the models.
@@ -139,8 +143,47 @@ def variant(name: str) -> tuple[str, dict]:
     raise SystemExit(f"unknown variant {name!r}; known: {', '.join([*REFERENCES, *ID_VARIANTS, *HLLM_VARIANTS])}")
 
 
-def fit(name: str, dataset, split, seed: int = 0):
+# --tune: the same trials for every family (SASRec, HSTU, HLLM), relative to each one's defaults; the
+# trial with the best validation NDCG@10 is kept (test metrics never choose)
+TUNING = (("default", {}), ("lr x0.3", {"lr": 0.3}), ("lr x3", {"lr": 3.0}), ("other dropout", {"dropout": None}),
+          ("width x0.5", {"width": 0.5}), ("width x2", {"width": 2.0}))
+WIDTH = {"hllm": "user_hidden", "sasrec": "hidden", "hstu": "hidden"}  # the family's model width setting
+
+
+def trial_overrides(name: str, knobs: dict) -> dict:
+    """One tuning trial's settings for a variant: lr and width scaled from the family's defaults,
+    dropout switched between 0.1 and 0.3."""
     policy, over = variant(name)
+    cfg = registry.create(policy, over).cfg
+    out = {}
+    if "lr" in knobs:
+        out["lr"] = cfg.lr * knobs["lr"]
+    if "dropout" in knobs:
+        out["dropout"] = 0.3 if cfg.dropout < 0.2 else 0.1
+    if "width" in knobs:
+        out[WIDTH[policy]] = int(getattr(cfg, WIDTH[policy]) * knobs["width"])
+    return out
+
+
+def tune(name: str, dataset, split, seed: int):
+    """Every TUNING trial of a variant; (best policy, its seconds, the trials' record, its settings)."""
+    trials, best = [], None
+    for label, knobs in TUNING:
+        extra = trial_overrides(name, knobs)
+        pol, secs = fit(name, dataset, split, seed, extra)
+        valid = max([h["valid_ndcg@10"] for h in (getattr(pol, "history", None) or []) if "valid_ndcg@10" in h],
+                    default=float("nan"))
+        trials.append({"trial": label, "settings": extra, "best_valid_ndcg@10": round(valid, 5),
+                       "fit_seconds": round(secs, 1)})
+        print(json.dumps({f"tune {name}": trials[-1]}), file=sys.stderr, flush=True)
+        if best is None or valid > best[0]:
+            best = (valid, pol, secs, extra)
+    return best[1], best[2], trials, best[3]
+
+
+def fit(name: str, dataset, split, seed: int = 0, extra: dict | None = None):
+    policy, over = variant(name)
+    over = {**over, **(extra or {})}
     pol = registry.create(policy, {**over, "seed": seed} if seed else over)
     t0 = time.perf_counter()
     try:
@@ -404,6 +447,10 @@ def main() -> None:
                     "cold-start held-out items")
     ap.add_argument("--out", default=None, help="also write the JSON here, with per-user NDCG@10 (for --merge)")
     ap.add_argument("--merge", nargs="*", default=None, help="merge these result JSONs into one table and exit")
+    ap.add_argument("--tune", action="store_true", help="try every TUNING trial of each trained variant and keep "
+                    "the one best on validation (the same trials for every family)")
+    ap.add_argument("--tuned", default=None, help="a --tune result JSON: train each variant with the settings "
+                    "it chose there (other seeds)")
     ap.add_argument("--vs", default=None, help="also give every variant's NDCG@10 relative to this one (ablations)")
     args = ap.parse_args()
     if not 0 < args.train_users <= 1:
@@ -430,9 +477,18 @@ def main() -> None:
     tails = tail_users(split, ds.n_items, args.tail)
     res["tail"] = {"max_train_interactions": args.tail, "n_test_users": int(len(tails)), "users": tails.tolist()}
     res["n_items_never_trained"] = int((np.bincount(split.train.items, minlength=ds.n_items) == 0).sum())
+    tuned = json.loads(Path(args.tuned).read_text())["models"] if args.tuned else {}
     for v in names:
-        pol, secs = fit(v, ds, split, args.seed)
+        trained_by = variant(v)[0] in WIDTH
+        if args.tune and trained_by:
+            pol, secs, trials, extra = tune(v, ds, split, args.seed)
+        else:
+            extra = tuned.get(v, {}).get("tuned_settings") if trained_by else None
+            pol, secs = fit(v, ds, split, args.seed, extra)
+            trials = None
         res["models"][v] = model_row(v, pol, secs, ds, split, tails)
+        if trials is not None or extra is not None:
+            res["models"][v].update(tuned_settings=extra or {}, **({"tuning": trials} if trials else {}))
         print(json.dumps({v: without_per_user(res["models"][v])}), file=sys.stderr, flush=True)
     add_ratios(res)
     if args.vs:

@@ -133,3 +133,23 @@ def test_merge_recomputes_tail_users_of_older_files(catalog, tmp_path, monkeypat
     merged = tmp_path / "m.json"
     _bench(monkeypatch, "--catalog", str(catalog), "--merge", str(old), "--out", str(merged))
     assert json.loads(merged.read_text())["tail"]["users"] == users
+
+
+def test_tune_tries_the_same_trials_for_every_family_and_keeps_the_best_on_validation(catalog, tmp_path,
+                                                                                      monkeypatch):
+    tiny = {"epochs": 2, "eval_every": 1, "max_len": 8, "hidden": 16}
+    monkeypatch.setitem(hllm_quality.ID_VARIANTS, "sasrec", ("sasrec", tiny))
+    out = tmp_path / "t.json"
+    _bench(monkeypatch, "--catalog", str(catalog), "--data", "my-logs", "--variants", "popularity,sasrec",
+           "--no-cold", "--tune", "--out", str(out))
+    row = json.loads(out.read_text())["models"]["sasrec"]
+    trials = row["tuning"]
+    assert [t["trial"] for t in trials] == [name for name, _ in hllm_quality.TUNING]
+    assert {"hidden": 32} in [t["settings"] for t in trials] and {"lr": 0.0003} in [t["settings"] for t in trials]
+    best = max(trials, key=lambda t: t["best_valid_ndcg@10"])
+    assert row["tuned_settings"] == best["settings"]
+    assert "tuning" not in json.loads(out.read_text())["models"]["popularity"]
+    again = tmp_path / "again.json"  # another seed with the chosen settings
+    _bench(monkeypatch, "--catalog", str(catalog), "--data", "my-logs", "--variants", "sasrec", "--no-cold",
+           "--tuned", str(out), "--seed", "1", "--out", str(again))
+    assert json.loads(again.read_text())["models"]["sasrec"]["tuned_settings"] == best["settings"]
