@@ -11,8 +11,8 @@ to choose among several). Estimators:
                 small-sample dof (working_dof)
   Cuped         regression adjustment on pre-experiment covariates (CUPED; several covariates =
                 CUPED++), ratio metrics linearised per arm; falls back to the plain estimator
-                with a stated reason (no covariate, or an adjustment that would flip the sign of
-                the raw difference)
+                with a stated reason when no covariate varies (never by the data's outcome: a
+                choice by the sign of the result inflated A/A rejections, 9.7% where applied)
   BatchRatio    a system metric measured per serving batch (latency): batches are the units,
                 both arms of a batch paired
   MSPRT         mixture sequential probability ratio test, stateful over looks: always-valid p
@@ -318,9 +318,10 @@ class Cuped(Estimator):
     arm's own ratio) is regressed, within arms, on the covariates; the adjusted lift is
     (R_t - R_c) - theta'(mean Z_t - mean Z_c), its variance from the residuals. Levels stay the
     raw arm values and the relative lift is the adjusted lift over the raw control value.
-    Falls back (the note says why) to DeltaRatio/WelchT when no covariate varies, or when the
-    adjustment would flip the sign of the raw difference (then the data cannot tell the sign
-    anyway, and a lift that contradicts the arm table would only confuse).
+    Falls back (the note says why) to DeltaRatio/WelchT when no covariate varies. When the adjusted
+    lift and the raw difference differ in sign, the adjusted one stands and the note says so:
+    switching estimators on the sign of the result is a data-dependent choice of test (on a
+    replayed A/A it rejected 9.7% of the runs it kept CUPED for, 8.2% overall).
     """
 
     name = "cuped"
@@ -366,9 +367,9 @@ class Cuped(Estimator):
         nc, nt = phic.size, phit.size
         d = (rt - rc) - float((mzt - mzc) @ theta)
         raw = rt - rc
-        if np.sign(d) != np.sign(raw):
-            return self._plain(table, metric, c, t, f"CUPED not applied: its adjustment ({d - raw:+.3g}) would flip "
-                               f"the sign of the raw difference ({raw:+.3g})")
+        note = "" if np.sign(d) == np.sign(raw) or raw == 0 else (
+            f"CUPED-adjusted lift and the raw difference ({raw:+.3g}) differ in sign: the pre-period "
+            "imbalance the adjustment removes is larger than the raw difference")
         vd = hc2_var(psic, dens[c]) + hc2_var(psit, dens[t])
         se = float(np.sqrt(vd))
         if not se > 0:
@@ -382,7 +383,7 @@ class Cuped(Estimator):
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=rc,
                       treatment=rt, abs_lift=d, rel_lift=rel, ci=(d - z * se, d + z * se), rel_ci=rel_ci,
                       p=2 * stats.StudentT(dof).sf(abs(d) / se), n_by_arm={c: nc, t: nt}, se=se, rel_se=rel_se,
-                      dof=dof, control_var=var_c, cov_dc=cov_dc,
+                      dof=dof, control_var=var_c, cov_dc=cov_dc, note=note,
                       extra={"theta": dict(zip(cols, map(float, theta), strict=True)), "covariates": cols,
                              "var_reduction": float(1 - vd / plain_var) if plain_var > 0 else 0.0})
 

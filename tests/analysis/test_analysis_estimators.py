@@ -111,11 +111,10 @@ def test_cuped_variance_reduction_matches_rho2():
         plain.append(WelchT().estimate(d, MEAN).abs_lift)
         e = Cuped().estimate(d, MEAN)
         cup.append(e.abs_lift)
-        if e.method == "cuped":  # else: the adjustment would have flipped the raw sign (plain shown)
-            red.append(e.extra["var_reduction"])
+        red.append(e.extra["var_reduction"])
     ratio = np.var(cup) / np.var(plain)
     expected = 1 - np.mean(red)
-    assert len(red) > 150
+    assert len(red) == 200
     assert expected < 0.9  # the covariate really matters in this data
     assert abs(ratio - expected) < 2 * np.sqrt(2 / 200) * ratio
 
@@ -256,17 +255,20 @@ def test_cuped_ratio_is_linearised_per_arm_and_unbiased_under_a_real_effect():
     assert np.std(cup) <= np.std(plain) * 1.02
 
 
-def test_relative_lift_never_contradicts_the_raw_difference():
+def test_cuped_is_never_switched_off_by_the_sign_of_its_result():
+    """Choosing the estimator by whether the adjusted lift agrees in sign with the raw one is a
+    data-dependent test (it inflated a replayed A/A to 8.2%): CUPED stands, and the note says when
+    the signs differ."""
     rng = np.random.default_rng(3)
     flips = 0
     for _ in range(300):  # A/A with a strong covariate: adjustments often exceed tiny raw differences
         d = _ratio_table(rng, n=300, lift=0.0, exp_t=1.0)
         e = Cuped().estimate(d, RATIO)
-        assert np.sign(e.rel_lift) == np.sign(e.treatment - e.control)
-        if e.method != "cuped":
+        assert e.method == "cuped"
+        if np.sign(e.rel_lift) != np.sign(e.treatment - e.control):
             flips += 1
-            assert e.note.startswith("CUPED not applied: its adjustment") and e.method == "delta (cuped fallback)"
-    assert 0 < flips < 60  # the fallback exists and stays rare
+            assert "differ in sign" in e.note
+    assert 0 < flips < 60
 
 
 def test_relative_lift_undefined_when_the_control_is_not_positive():
