@@ -3,10 +3,11 @@ offline metrics do? Prints JSON (``--out FILE`` also writes it, with the per-use
 
     # ML-100K (the run writes its events into --catalog: any writable file)
     HLLM_SIM_ML100K=/work/shared/data/ml-100k nice -n 10 python bench/sim_to_real.py \\
-        --catalog /tmp/s2r-ml100k.duckdb --data ml-100k --out s2r_ml100k.json
+        --catalog /tmp/s2r-ml100k.duckdb --artifacts /tmp/s2r-art --data ml-100k --out s2r_ml100k.json
     # any dataset loaded with `sim data load` (copy a catalog you must not write to), e.g. Amazon Office
     cp /tmp/q22/office.duckdb /tmp/s2r-office.duckdb
-    nice -n 10 python bench/sim_to_real.py --catalog /tmp/s2r-office.duckdb --data office --out s2r_office.json
+    nice -n 10 python bench/sim_to_real.py --catalog /tmp/s2r-office.duckdb --artifacts /tmp/s2r-art \\
+        --data office --out s2r_office.json
 
 Arms (``--arms``, registered policies; the first is the control): each trains once, on the quick
 budget ``sim run`` gives it (``engine.config.QUICK_BUDGET``; ``--settings JSON`` overrides a
@@ -63,7 +64,8 @@ from simulator.engine.config import QUICK_BUDGET  # noqa: E402
 from simulator.engine.run import prepare, run_experiment, train_arms  # noqa: E402
 
 PER_USER = "per_user_ndcg@10"
-EFFECT_KEYS = ("rel_lift", "rel_ci_low", "rel_ci_high", "p", "p_adj", "significant", "true_rel_lift", "true_rel_se")
+EFFECT_KEYS = ("rel_lift", "rel_ci_low", "rel_ci_high", "p", "p_adj", "significant", "true_rel_lift",
+               "true_rel_se")
 REFERENCE = "0.72 Spearman: the best published LLM-agent simulator against real A/B outcomes (issue 24)"
 
 
@@ -81,9 +83,9 @@ def experiment(names: list[str], n_items: int, args, settings: dict):
         a["channels"][0]["quota"] = min(a["channels"][0]["quota"], n_items)
         a["slate_size"] = min(a["slate_size"], a["channels"][0]["quota"])
         arms.append(a)
-    return config(arms, seed=args.seed, salt="sim-to-real", artifacts=args.artifacts, dataset=args.data,
-                  user_model="learned", n_requests=args.requests, oracle_reps=args.oracle_reps,
-                  policies=budget(names, settings))
+    return config(arms, seed=args.seed, salt="sim-to-real", artifacts=args.artifacts, name="sim-to-real",
+                  dataset=args.data, user_model="learned", n_requests=args.requests,
+                  oracle_reps=args.oracle_reps, policies=budget(names, settings))
 
 
 def offline(policies: dict, names: list[str], split) -> tuple[dict, np.ndarray]:
@@ -101,7 +103,8 @@ def offline(policies: dict, names: list[str], split) -> tuple[dict, np.ndarray]:
 
 
 def online(con, run_id: str, names: list[str]) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
-    """Per arm: A/B ctr, lift vs control (summarize), oracle ctr; and each arm's per-user clicks, exposures."""
+    """Per arm: A/B ctr, ctr lift vs the control (summarize), oracle ctr; each arm's per-user clicks
+    and exposures."""
     users, _ = user_table(con, run_id)
     s = summarize(con, run_id)
     s = s[s.metric == "ctr"].set_index("arm")
@@ -144,7 +147,8 @@ def boot_means(per_user: np.ndarray, draws: int, rng, chunk: int = 100) -> np.nd
     return np.concatenate(out)
 
 
-def boot_ctr(clicks: list[np.ndarray], exposures: list[np.ndarray], draws: int, rng, chunk: int = 100) -> np.ndarray:
+def boot_ctr(clicks: list[np.ndarray], exposures: list[np.ndarray], draws: int, rng,
+             chunk: int = 100) -> np.ndarray:
     """(draws, arms) clicks / exposures of each arm over its own users resampled."""
     cols = []
     for c, e in zip(clicks, exposures, strict=True):
@@ -211,17 +215,20 @@ def compare(names: list[str], per_user: np.ndarray, on: dict, clicks, exposures,
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="ml-100k", help="a catalog dataset (ml-100k / synthetic* are created on use)")
-    ap.add_argument("--catalog", default=None, help="catalog file the run writes into (default $SIM_CATALOG or "
-                    "/tmp/sim-to-real.duckdb)")
-    ap.add_argument("--arms", default="popularity,itemknn,sasrec,hstu,hllm", help="policies; the first is control")
+    ap.add_argument("--data", default="ml-100k",
+                    help="a catalog dataset (ml-100k / synthetic* are created on use)")
+    ap.add_argument("--catalog", default=None, help="catalog file the run writes into (default "
+                    "$SIM_CATALOG or /tmp/sim-to-real.duckdb)")
+    ap.add_argument("--arms", default="popularity,itemknn,sasrec,hstu,hllm",
+                    help="registered policies; the first is the control")
     ap.add_argument("--requests", type=int, default=8000, help="requests of the A/B/n run")
     ap.add_argument("--oracle-reps", type=int, default=2, help="world-oracle passes per arm")
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap draws")
     ap.add_argument("--seed", type=int, default=0, help="the run's seed and the bootstrap's")
     ap.add_argument("--settings", default="{}", help='JSON {policy: {setting: value}} over the quick budget, '
                     'e.g. \'{"hllm": {"preset": "fast"}}\'')
-    ap.add_argument("--artifacts", default="artifacts", help="trained-arm cache (default ./artifacts, as sim run)")
+    ap.add_argument("--artifacts", default="artifacts",
+                    help="trained-arm cache (default ./artifacts, as sim run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--out", default=None)
@@ -265,11 +272,11 @@ def run(args) -> dict:
             "dataset": args.data, "n_users": setup.dataset.n_users, "n_items": setup.dataset.n_items,
             "arms": args.names, "control": args.names[0], "training": cfg.policies, "seed": args.seed,
             "warnings": setup.warnings(cfg), "offline": off,
-            "online": {"run_id": rid, "requests": int(n_req), "users_served": sum(r["users"] for r in on.values()),
-                       "oracle_reps": args.oracle_reps, "arms": on},
+            "online": {"run_id": rid, "requests": int(n_req), "oracle_reps": args.oracle_reps,
+                       "users_served": sum(r["users"] for r in on.values()), "arms": on},
             "agreement": compare(args.names, per_user, on, clicks, exposures, args),
-            "bootstrap": {"draws": args.boot, "resamples": "offline: test users (paired across arms); A/B: each "
-                          "arm's users of the run; oracle: fixed (the world's truth)"},
+            "bootstrap": {"draws": args.boot, "resamples": "offline: test users (paired across arms); "
+                          "A/B: each arm's users of the run; oracle: fixed (the world's truth)"},
             "reference": REFERENCE, "machine": {"cpus": os.cpu_count(), "threads": args.threads},
             "seconds": {"train": round(t_train, 1), "offline": round(t_off, 1), "online": round(t_on, 1),
                         "total": round(time.perf_counter() - t0, 1)}}
@@ -283,7 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {e}") from None
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, allow_nan=False))
-    short = {**res, "offline": {k: {a: b for a, b in v.items() if a != PER_USER} for k, v in res["offline"].items()}}
+    off = {k: {a: b for a, b in v.items() if a != PER_USER} for k, v in res["offline"].items()}
+    short = {**res, "offline": off}
     print(json.dumps(short, indent=1, allow_nan=False))
     return res
 

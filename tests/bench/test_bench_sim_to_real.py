@@ -28,8 +28,9 @@ def catalog(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("s2r") / "c.duckdb"
     cat = Catalog(path)
-    write_world(cat, "my-logs", WorldConfig(n_users=80, n_items=60, n_topics=4, dim=8, days=10, sessions_per_user=3,
-                                            choices_per_session=4, seed=1))
+    world = WorldConfig(n_users=80, n_items=60, n_topics=4, dim=8, days=10, sessions_per_user=3,
+                        choices_per_session=4, seed=1)
+    write_world(cat, "my-logs", world)
     cat.close()
     return path
 
@@ -55,14 +56,16 @@ def test_agreement_of_the_learned_world_with_offline_metrics(catalog, tmp_path, 
     printed = json.loads(capsys.readouterr().out)
     assert sim_to_real.PER_USER not in printed["offline"]["hllm"]  # per-user values only in --out
     assert d["arms"] == ARMS and d["control"] == "popularity" and d["dataset"] == "my-logs"
-    assert d["training"]["hllm"]["preset"] == "tiny" and d["training"]["sasrec"]["patience"] == 2  # quick budget
+    assert d["training"]["hllm"]["preset"] == "tiny"
+    assert d["training"]["sasrec"]["patience"] == 2  # the quick budget, the test's settings over it
     n_test = d["offline"]["popularity"]["test_users"]
     for a in ARMS:
         off, on = d["offline"][a], d["online"]["arms"][a]
         assert _in(off["ndcg@10"], 0, 1) and _in(off["hr@10"], off["ndcg@10"], 1)
         assert len(off[sim_to_real.PER_USER]) == n_test == off["test_users"] > 0
         assert np.mean(off[sim_to_real.PER_USER]) == pytest.approx(off["ndcg@10"], abs=1e-4)
-        assert on["users"] > 0 and _in(on["ctr"], 0, 1) and _in(on["true_ctr"], 0, 1) and on["oracle_passes"] == 1
+        assert on["users"] > 0 and _in(on["ctr"], 0, 1) and _in(on["true_ctr"], 0, 1)
+        assert on["oracle_passes"] == 1
         if a != "popularity":  # every treatment's ctr lift vs the control, with its CI and the truth
             vs = on["vs_control"]
             assert vs["rel_ci_low"] <= vs["rel_lift"] <= vs["rel_ci_high"] and vs["true_rel_lift"] is not None
@@ -98,7 +101,8 @@ def test_agreement_statistics_on_known_orderings():
     clicks = [np.array([1.0, 0.0]), np.array([2.0, 2.0])]
     exposures = [np.array([10.0, 10.0]), np.array([10.0, 10.0])]
     ctr = sim_to_real.boot_ctr(clicks, exposures, 50, np.random.default_rng(1))
-    assert ctr.shape == (50, 2) and ((ctr[:, 0] >= 0) & (ctr[:, 0] <= 0.1)).all() and np.allclose(ctr[:, 1], 0.2)
+    assert ctr.shape == (50, 2) and ((ctr[:, 0] >= 0) & (ctr[:, 0] <= 0.1)).all()
+    assert ctr[:, 0].std() > 0 and np.allclose(ctr[:, 1], 0.2)  # users resampled within each arm
 
 
 @pytest.mark.parametrize("args,message", [
