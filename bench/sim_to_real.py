@@ -19,8 +19,9 @@ split (every user's seq[:-2], validation seq[:-2] -> seq[-2]). The same fitted m
 2. ONLINE: one A/B/n run through the product path (``engine.run.run_experiment``, ``user_model =
    "learned"``, ``--requests`` requests, ``--oracle-reps`` oracle passes); each arm is the policy's
    own ranking (one retrieval channel of 50, seen items filtered, slate of 10: the offline protocol's
-   top-10). Per arm: the A/B ctr (clicks / exposures of its users), ``analysis.report.summarize``'s
-   ctr lift vs the control with its CI, and the world oracle's true ctr (mean of its passes).
+   top-10). Per arm: the A/B ctr (clicks / exposures of its users: what the ordering uses),
+   ``analysis.report.summarize``'s ctr lift vs the control with its CI (CUPED-adjusted where the
+   report adjusts), and the world oracle's true ctr (mean of its passes).
 3. AGREEMENT: Spearman and Kendall tau (``scipy.stats``) between the offline NDCG@10 of the arms
    and (a) their A/B ctr, (b) their oracle ctr. 95% percentile bootstrap CIs (``--boot`` draws) that
    resample users: the test users (paired across arms) and, for (a), each arm's users of the run
