@@ -171,3 +171,23 @@ def test_popularity_window(data):
     full = _fit("popularity", data)
     recent = _fit("popularity", data, window_days=0.5)
     assert full.counts.sum() > recent.counts.sum() > 0
+
+
+@pytest.mark.parametrize("k", [1, 7, 40, 75])
+def test_popularity_served_from_its_ranking_equals_the_exact_top_k(k):
+    """At ANN size popularity retrieves from its precomputed ranking (no full scoring): the same ids
+    and scores as the exact top-k over score_all, ties and exclusions included."""
+    from policies.base import UserBatch, topk_excluding
+    from policies.baselines import PopularityPolicy
+
+    rng = np.random.default_rng(k)
+    pol = PopularityPolicy()
+    pol.counts = rng.integers(0, 6, 60).astype(np.float32)  # many ties
+    hist = [rng.choice(60, rng.integers(0, 50), replace=False) for _ in range(9)] + [np.arange(60)]
+    users = UserBatch(np.arange(10), hist, None, np.zeros(10))
+    got = pol.retrieve(users, k, hist)
+    ids, sc = topk_excluding(pol.score_all(users), k, hist)
+    np.testing.assert_array_equal(got.item_ids, ids)
+    np.testing.assert_array_equal(got.scores, sc)
+    np.testing.assert_array_equal(pol.score(users, ids), np.where(ids >= 0, sc, -np.inf))
+    assert pol.full_scoring()  # a small catalog is still scored in full (the pipeline's shared path)
