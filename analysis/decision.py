@@ -180,6 +180,8 @@ def headline(summary: pd.DataFrame, alpha: float, power: float) -> list[str]:
         else:
             verdict = f"No detectable difference in {m} between {t} and {c}: {ci}, p={r['p_adj']:.2g}"
         parts = [verdict]
+        if "differ in sign" in str(r.get("note", "")):
+            parts.append(f"CUPED-adjusted: the raw difference {r['treatment'] - r['control']:+.4g} has the other sign")
         if np.isfinite(r.get("true_rel_lift", np.nan)):
             parts.append(f"world oracle's true lift {_pct(r['true_rel_lift'])}")
         pw = power_numbers(r, alpha, power)

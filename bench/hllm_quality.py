@@ -477,7 +477,10 @@ def main() -> None:
     tails = tail_users(split, ds.n_items, args.tail)
     res["tail"] = {"max_train_interactions": args.tail, "n_test_users": int(len(tails)), "users": tails.tolist()}
     res["n_items_never_trained"] = int((np.bincount(split.train.items, minlength=ds.n_items) == 0).sum())
-    tuned = json.loads(Path(args.tuned).read_text())["models"] if args.tuned else {}
+    try:
+        tuned = json.loads(Path(args.tuned).read_text())["models"] if args.tuned else {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: --tuned {args.tuned}: not a readable hllm_quality result ({e})") from None
     for v in names:
         trained_by = variant(v)[0] in WIDTH
         if args.tune and trained_by:

@@ -83,3 +83,16 @@ def test_decide_with_relabelings_keeps_label_and_ci_together():
     rel_excl = (out["rel_ci_low"] > 0) | (out["rel_ci_high"] < 0)
     assert (sig[out["rel_ci_low"].notna()] == rel_excl[out["rel_ci_low"].notna()]).all()
     assert isinstance(dist(out.iloc[0].to_dict()), Reference)
+
+
+def test_the_first_line_says_when_the_adjusted_lift_and_the_raw_difference_differ_in_sign():
+    from analysis.decision import headline
+
+    row = {"role": "primary", "metric": "ctr", "arm": "t", "control_arm": "c", "p": 0.4, "p_adj": 0.4,
+           "control": 0.050, "treatment": 0.049, "abs_lift": 0.001, "rel_lift": 0.02, "rel_ci_low": -0.05,
+           "rel_ci_high": 0.09, "significant": False, "guardrail_status": "", "se": 0.002, "dof": 50.0,
+           "n_control": 60, "n_treatment": 60,
+           "note": "CUPED-adjusted lift and the raw difference (-0.001) differ in sign: ..."}
+    line = headline(pd.DataFrame([row]), 0.05, 0.8)[0]
+    assert "the raw difference -0.001 has the other sign" in line
+    assert "other sign" not in headline(pd.DataFrame([{**row, "note": ""}]), 0.05, 0.8)[0]

@@ -67,6 +67,8 @@ def test_runs_on_any_loaded_dataset_and_merges_seeds(catalog, tmp_path, monkeypa
     (("--data", "no-such-data"), "no-such-data"),
     (("--data", "my-logs", "--variants", "sasrek"), "unknown variant 'sasrek'"),
     (("--data", "my-logs", "--train-users", "1.5"), "--train-users 1.5"),
+    (("--data", "my-logs", "--variants", "popularity", "--no-cold", "--tuned", "/nonexistent.json"),
+     "--tuned /nonexistent.json"),
 ])
 def test_bad_input_is_one_line(catalog, args, message, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
