@@ -78,7 +78,9 @@ WITH um AS (
   FROM v_user_metrics GROUP BY ALL),
 lat AS (
   SELECT run_id, arm, avg(latency_ms) AS latency_mean_ms, quantile_cont(latency_ms, 0.5) AS latency_p50_ms,
-         quantile_cont(latency_ms, 0.99) AS latency_p99_ms
+         quantile_cont(latency_ms, 0.99) AS latency_p99_ms,
+         -- work outside the request path (an HLLM table's refresh), not in latency; NULL: not recorded
+         avg(nearline_ms) AS nearline_mean_ms
   FROM requests GROUP BY ALL),
 cov AS (SELECT run_id, arm, count(DISTINCT item_id) AS distinct_items FROM exposures GROUP BY ALL)
 SELECT um.run_id, um.arm, ar.role, ar.weight, um.users, um.requests, um.exposures, um.clicks,
@@ -88,7 +90,7 @@ SELECT um.run_id, um.arm, ar.role, ar.weight, um.users, um.requests, um.exposure
        um.ndcg_sum / nullif(um.requests, 0)     AS ndcg,
        um.consumption / nullif(um.users, 0)     AS consumption_per_user,
        um.requests / nullif(um.sessions, 0)     AS session_length,
-       lat.latency_mean_ms, lat.latency_p50_ms, lat.latency_p99_ms,
+       lat.latency_mean_ms, lat.latency_p50_ms, lat.latency_p99_ms, lat.nearline_mean_ms,
        coalesce(cov.distinct_items, 0)          AS distinct_items
 FROM um
 LEFT JOIN arms ar USING (run_id, arm)

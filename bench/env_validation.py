@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         params[name] = fit(split.train, ds.n_users, ds.n_items, ds.item_text, cfg, progress=True)
         lg = params[name].logits(users, hist)
         res[name] = {**scores(lg, target), "calibration": calibration(lg, target), "config": asdict(cfg),
-                     "fit_s": round(time.perf_counter() - t, 1)}
+                     "temperature": round(params[name].temperature, 4), "fit_s": round(time.perf_counter() - t, 1)}
     pop = np.log(np.bincount(split.train.items, minlength=ds.n_items) + 1.0)
     lg = np.broadcast_to(pop, (len(users), ds.n_items)).copy()
     res["popularity"] = {**scores(lg, target), "calibration": calibration(lg, target)}

@@ -48,10 +48,11 @@ EVENT_TABLES = {
 
 
 def event_frames(cat, run_id, drop_latency: bool = True) -> dict:
-    """All event tables of a run as DataFrames (run_id and wall-clock latency dropped)."""
+    """All event tables of a run as DataFrames (run_id and the wall-clock times dropped)."""
     out = {}
     for t, key in EVENT_TABLES.items():
         df = cat.con.execute(f"SELECT * FROM {t} WHERE run_id = ? ORDER BY {key}", [run_id]).df()
-        df = df.drop(columns=["run_id"] + (["latency_ms"] if drop_latency and "latency_ms" in df else []))
+        clocks = [c for c in ("latency_ms", "nearline_ms") if drop_latency and c in df]
+        df = df.drop(columns=["run_id"] + clocks)
         out[t] = df.reset_index(drop=True)
     return out

@@ -26,7 +26,9 @@ from .model import SRM, EffectRow, Interleave, Look, Power, Report, Sequential, 
 
 
 def records(df: pd.DataFrame) -> list[dict]:
-    return df.drop(columns=["run_id"], errors="ignore").to_dict("records")
+    """Rows as dicts, a missing value (NaN: e.g. a run stored before a column existed) as None."""
+    rows = df.drop(columns=["run_id"], errors="ignore").to_dict("records")
+    return [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()} for r in rows]
 
 
 def srm_model(res: SRMResult, error: str | None = None) -> SRM:
@@ -79,7 +81,8 @@ class ABAnalysis:
     name = "ab"
     title = "Effects (treatment vs control)"
     arms_columns = ("arm", "users", "requests", "exposures", "clicks", "ctr", "ndcg", "consumption_per_user",
-                    "session_length", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "coverage")
+                    "session_length", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "nearline_mean_ms",
+                    "coverage")
 
     def build(self, con, run_id: str, cfg: AnalysisConfig, truth: pd.DataFrame) -> dict:
         try:

@@ -17,7 +17,9 @@ DECISION_RULE = ("Decision rule: the primary metric (*) is tested at alpha; seco
                  "themselves (p adj); guardrails are one-sided non-inferiority tests with a relative margin "
                  "(ok = not worse than the margin, violated = worse than the margin). Levels are the raw arm "
                  "values; lifts are CUPED-adjusted where a pre-period covariate exists, relative to the raw "
-                 "control value. Latency is tested on its mean over serving batches, not users. Only "
+                 "control value. Latency is tested on its mean over serving batches, not users; it is the "
+                 "request path's time, and 'nearline ms' the arm's work outside it (a user-embedding "
+                 "table's refresh), which a deployment runs apart. Only "
                  "significant results are coloured (green = good for the product, red = bad).")
 INTERLEAVE_TEXT = ("Every request showed one slate drafted from both rankers (team draft, a fair coin deciding who "
                    "picks first when the teams are even). A request is won by the team with more clicks; the "
@@ -31,6 +33,7 @@ CHANNEL_TEXT = ("Each channel's share of an arm's exposures and clicks: an item 
                 "is the one channel the merge's de-duplication kept (the first in priority).")
 LABELS = {"consumption_per_user": "consumption/user", "session_length": "session len", "ctr": "CTR",
           "ndcg": "NDCG", "latency_mean_ms": "mean ms", "latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms",
+          "nearline_mean_ms": "nearline ms",
           "exposure_share": "share of exposures", "click_share": "share of clicks",
           "only_exposures": "found by it alone", "credited_exposures": "credited"}
 

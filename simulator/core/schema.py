@@ -18,7 +18,9 @@ Tables (all in the main schema; a dataset's own tables live in its schema, see c
 - ``eval_summary`` / ``eval_results``: offline evaluations (policies/results.py).
 
 Versions: 0 = a catalog written before versions existed (hllm-sim 0.1.0 development builds);
-1 = this layout.
+1 = the 0.1.0 layout; 2 = ``requests.nearline_ms`` (each request's share of the arms' work
+outside the request path, e.g. an HLLM user-embedding table's refresh; NULL in runs stored
+before it was recorded).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import duckdb
 
 from simulator.core.errors import SimError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS schema_meta(key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -46,7 +48,7 @@ CREATE TABLE IF NOT EXISTS arms(run_id VARCHAR, arm VARCHAR, role VARCHAR, weigh
 CREATE TABLE IF NOT EXISTS assignments(run_id VARCHAR, user_id BIGINT, arm VARCHAR, first_ts DOUBLE,
   PRIMARY KEY (run_id, user_id));
 CREATE TABLE IF NOT EXISTS requests(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
-  ts DOUBLE, session_id BIGINT, latency_ms DOUBLE, batch_no BIGINT,
+  ts DOUBLE, session_id BIGINT, latency_ms DOUBLE, batch_no BIGINT, nearline_ms DOUBLE,
   PRIMARY KEY (run_id, request_id));
 CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   position INTEGER, item_id BIGINT, channel VARCHAR, score DOUBLE, latency_ms DOUBLE, ts DOUBLE,
@@ -131,8 +133,13 @@ def _from_v0(con: duckdb.DuckDBPyConnection) -> None:
                     [content_hash(con, schema), name])
 
 
+def _from_v1(con: duckdb.DuckDBPyConnection) -> None:
+    """1 -> 2: requests.nearline_ms (NULL for the requests of runs stored before: not recorded)."""
+    con.execute("ALTER TABLE requests ADD COLUMN IF NOT EXISTS nearline_ms DOUBLE")
+
+
 # MIGRATIONS[v] brings a catalog from version v to v + 1 (a new version adds one entry)
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _from_v0}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _from_v0, 1: _from_v1}
 
 
 class SchemaVersionError(SimError):

@@ -37,6 +37,7 @@ class SlateBatch:
     propensity: Propensity | None = None  # logging propensities (NaN where the slate is deterministic)
     shadow: dict[int, tuple[np.ndarray, np.ndarray]] | None = None  # target arm -> (rows, (r, K) ids): not shown
     found_by: np.ndarray | None = None  # (B, K) object: every channel that retrieved the item, 'a,b'
+    nearline_ms: np.ndarray | None = None  # (B,) float64: the arms' work outside the request path
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -39,8 +39,10 @@ class EventLog:
         (the same arm in an A/B test; the team in interleaving)."""
         self._assignments(users, now, labels)
         origin = self.arm_names[np.clip(slates.arm, 0, None)]  # (B, K) arm name of each position
+        near = np.zeros(len(rid)) if slates.nearline_ms is None else slates.nearline_ms
         self.sink.add("requests", request_id=rid, user_id=users, arm=list(labels), ts=now, session_id=sess,
-                      latency_ms=slates.latency_ms, batch_no=np.full(len(rid), batch_no, np.int64))
+                      latency_ms=slates.latency_ms, batch_no=np.full(len(rid), batch_no, np.int64),
+                      nearline_ms=near)
         r_i, p_i = np.nonzero(slates.item_ids >= 0)
         self.sink.add("exposures", request_id=rid[r_i], user_id=users[r_i], arm=origin[r_i, p_i].tolist(),
                       position=p_i.astype(np.int32), item_id=slates.item_ids[r_i, p_i],

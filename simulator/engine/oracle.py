@@ -29,6 +29,7 @@ import numpy as np
 from policies.base import Slate, UserBatch
 from simulator.core.metrics import TRUTH_METRICS, UserSums, truth_values
 from simulator.engine.design import SingleArm, SlateBatch
+from simulator.engine.runtime import Served
 from simulator.engine.users import Response
 
 DAY = 86400.0
@@ -98,7 +99,7 @@ class ReusingRuntime:
     def close(self) -> None:
         self.inner.close()
 
-    def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
+    def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
         keys = {a: [(int(u), np.asarray(h, np.int64).tobytes()) for u, h in zip(b.user_ids, b.histories, strict=True)]
                 for a, b in work.items() if self.inner.pipes[a].history_only()}
         miss = {a: np.array([i for i, k in enumerate(keys[a]) if k not in self.memo.get(a, {})], np.int64)
@@ -111,18 +112,18 @@ class ReusingRuntime:
             out[a] = new[a] if a not in keys or not len(b) else self._reuse(a, keys[a], miss[a], new.get(a))
         return out
 
-    def _reuse(self, arm: str, keys: list, miss: np.ndarray, new) -> tuple[Slate, np.ndarray]:
+    def _reuse(self, arm: str, keys: list, miss: np.ndarray, new: Served | None) -> Served:
         """The arm's slates for a batch: the rows at ``miss`` just served (``new``, kept), the others
-        as served before; latency 0 for a reused row (the passes store no latency)."""
+        as served before; times 0 for a reused row (the passes store no times)."""
         memo = self.memo.setdefault(arm, {})
-        lat = np.zeros(len(keys))
+        lat, near = np.zeros(len(keys)), np.zeros(len(keys))
         if new is not None:
-            s, lat[miss] = new[0], new[1]
+            s, lat[miss], near[miss] = new
             for j, i in enumerate(miss.tolist()):
                 memo.setdefault(keys[i], (s.item_ids[j], s.scores[j], s.channel[j], s.channel_names))
         got = [memo[k] for k in keys]
         ids, sc, ch = (np.stack([g[f] for g in got]) for f in range(3))
-        return Slate(ids, sc, ch, got[0][3], None), lat
+        return Served(Slate(ids, sc, ch, got[0][3], None), lat, near)
 
 
 def _rows(b: UserBatch, rows: np.ndarray) -> UserBatch:

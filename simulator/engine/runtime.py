@@ -11,6 +11,7 @@ so a retried call returns the same slates and the driver's keyed writes never du
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,9 +19,20 @@ from policies.base import Propensity, Slate, UserBatch
 from simulator.engine.config import ArmConfig
 from simulator.engine.pipeline import Pipeline
 
-# ids, scores, channel, names, ms, propensity (None: a deterministic slate), found_by (channel bitmask)
+# ids, scores, channel, names, ms, propensity (None: a deterministic slate), found_by (channel
+# bitmask), nearline ms (the policies' work outside the request path during the call)
 SlateParts = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], float, Propensity | None,
-                   np.ndarray | None]
+                   np.ndarray | None, float]
+
+
+class Served(NamedTuple):
+    """One arm's answer to a batch: its slates and, per request, the time of the request path
+    and of the work a deployment does outside it (a table refresh; 0 for most policies), both
+    amortised over the pipeline call's requests."""
+
+    slate: Slate
+    latency_ms: np.ndarray  # (B,) float64
+    nearline_ms: np.ndarray  # (B,) float64
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -58,19 +70,24 @@ def _run_pipeline(pipe: Pipeline, users: UserBatch) -> SlateParts:
     res = pipe.run(users)
     s = res.slate
     ms = (time.perf_counter() - t) * 1e3 - res.nearline_ms  # the request path's time (a table refresh apart)
-    return s.item_ids, s.scores, s.channel, s.channel_names, ms, s.propensity, s.found_by
+    return s.item_ids, s.scores, s.channel, s.channel_names, ms, s.propensity, s.found_by, res.nearline_ms
 
 
-def _join(parts: list[SlateParts]) -> tuple[Slate, np.ndarray]:
+def _per_request(parts: list[SlateParts], field: int) -> np.ndarray:
+    """A per-call time of each part spread evenly over its requests (ms per request)."""
+    return np.concatenate([np.full(len(p[0]), p[field] / max(len(p[0]), 1)) for p in parts])
+
+
+def _join(parts: list[SlateParts]) -> Served:
     ids = np.concatenate([p[0] for p in parts])
     sc = np.concatenate([p[1] for p in parts])
     ch = np.concatenate([p[2] for p in parts])
-    lat = np.concatenate([np.full(len(p[0]), p[4] / max(len(p[0]), 1)) for p in parts])  # amortised ms/request
     props = None
     if parts[0][5] is not None:
         props = Propensity(*(np.concatenate([getattr(p[5], f) for p in parts]) for f in ("position", "cascade", "slate")))
     found = None if parts[0][6] is None else np.concatenate([p[6] for p in parts])
-    return Slate(ids, sc, ch, parts[0][3], props, found), lat
+    return Served(Slate(ids, sc, ch, parts[0][3], props, found), _per_request(parts, 4),
+                  _per_request(parts, 7))
 
 
 def _pack(u: UserBatch) -> tuple:
@@ -104,7 +121,7 @@ class LocalRuntime:
         self.pipes = {a.name: Pipeline(a, {p: policies[p] for p in a.policies()}, self.dataset, availability)
                       for a in self.arms}
 
-    def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
+    def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
         with _threads(self.threads):
             return {arm: _join([_run_pipeline(self.pipes[arm], u.slice(sl)) for sl in _chunks(len(u), self.chunk)])
                     for arm, u in work.items()}
@@ -144,7 +161,7 @@ class RayRuntime:
                                 for _ in range(self.k)] for a in self.arms}
         self.ray.get([a.ping.remote() for actors in self.actors.values() for a in actors])  # started and loaded
 
-    def serve(self, work: dict[str, UserBatch]) -> dict[str, tuple[Slate, np.ndarray]]:
+    def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
         futures = {}
         for arm, u in work.items():
             futures[arm] = [self.actors[arm][i % self.k].run_packed.remote(_pack(u.slice(sl)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -116,8 +116,9 @@ class Simulation:
                                     now[rows[a]])
                 for a in order}
         results = self.runtime.serve(work)
-        served = {int(a): (rows[a], *results[names[a]]) for a in order}
+        served = {int(a): (rows[a], results[names[a]].slate, results[names[a]].latency_ms) for a in order}
         slates = self.design.combine(len(part), served, np.random.default_rng([self.seed, 13, batch_no]))
+        slates = replace(slates, nearline_ms=_nearline(len(part), rows, results, names))
         resp = self.user_model.respond(users, slates.item_ids, now, np.random.default_rng([self.seed, 7, batch_no]))
         self.log.record(batch_no, rid, users, now, sess, self.design.labels(users), slates, resp)
         self.batch_no += 1
@@ -153,3 +154,12 @@ def _deliver(env, delay: float, histories: list, times: list, users: np.ndarray,
     for u, it, t in zip(users.tolist(), items.tolist(), clicked_at.tolist(), strict=True):
         histories[u].append(it)
         times[u] = np.append(times[u], t)  # a new array: the setup's and other runs' stay as they were
+
+
+def _nearline(n: int, rows: dict[int, np.ndarray], results: dict, names: tuple[str, ...]) -> np.ndarray:
+    """Each request's share of the arms' work outside the request path (ms): the sum over the
+    arms that served its row (one arm in an A/B test, both in interleaving)."""
+    out = np.zeros(n)
+    for a, r in rows.items():
+        np.add.at(out, r, results[names[a]].nearline_ms)
+    return out

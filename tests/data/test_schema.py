@@ -40,3 +40,18 @@ def test_the_default_metrics_and_the_oracle_read_one_definition():
     assert [(m.name, m.kind, m.num, m.den) for m in DEFAULT_METRICS] == [(m.name, m.kind, m.num, m.den)
                                                                          for m in METRICS]
     assert set(TRUTH_METRICS) < {m.name for m in METRICS}
+
+
+def test_a_version1_catalog_gains_requests_nearline_ms_and_its_old_rows_say_not_recorded(tmp_path):
+    path = str(tmp_path / "v1.duckdb")
+    with duckdb.connect(path) as con:  # the 0.1.0 requests table, stamped version 1
+        con.execute("CREATE TABLE schema_meta(key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute("INSERT INTO schema_meta VALUES ('version', '1')")
+        con.execute("CREATE TABLE requests(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR, "
+                    "ts DOUBLE, session_id BIGINT, latency_ms DOUBLE, batch_no BIGINT, "
+                    "PRIMARY KEY (run_id, request_id))")
+        con.execute("INSERT INTO requests VALUES ('old', 0, 1, 'a', 0.0, 0, 2.5, 0)")
+    with Catalog(path) as c:
+        assert stored_version(c.con) == SCHEMA_VERSION == 2
+        assert tuple(columns(c.con, "requests")) == COLUMNS["requests"]
+        assert c.con.execute("SELECT latency_ms, nearline_ms FROM requests").fetchall() == [(2.5, None)]

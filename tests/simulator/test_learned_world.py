@@ -83,3 +83,24 @@ def test_a_learned_world_run_has_the_oracles_truth(data, monkeypatch):
     assert truth == 2
     s = summarize(cat.con, rid)
     assert np.isfinite(s.loc[s.metric == "ctr", "true_rel_lift"]).all()
+
+
+def test_the_temperature_is_fitted_on_held_out_interactions_and_divides_every_utility(data):
+    """The calibrated fit holds each user's last interaction out, finds the T that maximises its
+    likelihood and folds 1/T into item vectors and biases; calibrate=False is the raw fit (T = 1)."""
+    import torch
+
+    from dataclasses import replace
+
+    from simulator.engine.learned import fit_temperature, last_per_user
+
+    assert last_per_user(np.array([0, 0, 0, 1, 2, 2])).tolist() == [False, False, True, False, False, True]
+    g = torch.Generator().manual_seed(0)
+    true = torch.randn(4000, 30, generator=g) * 2.0
+    y = torch.multinomial(torch.softmax(true, 1), 1, generator=g)[:, 0]
+    assert fit_temperature(true * 3.0, y) == pytest.approx(3.0, rel=0.1)  # over-confident by 3x: T = 3
+    cat, _ = data
+    ds = cat.load_dataset("synthetic-tiny")
+    cal = fit(ds.sequences, ds.n_users, ds.n_items, ds.item_text, SMALL)
+    raw = fit(ds.sequences, ds.n_users, ds.n_items, ds.item_text, replace(SMALL, calibrate=False))
+    assert raw.temperature == 1.0 and cal.temperature != 1.0 and 0.05 <= cal.temperature <= 50

@@ -13,6 +13,7 @@ from simulator.engine.design import ABDesign, SingleArm, place
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import TruthLog
 from simulator.engine.scenario import WorldScenario
+from simulator.engine.runtime import Served
 from simulator.engine.story import Simulation, Timing
 from simulator.engine.users import Response, WorldUser
 
@@ -106,7 +107,8 @@ class _Runtime:
     def serve(self, work):
         self.orders.append(tuple(work))
         self.batches.extend(work.values())
-        return {a: (_slate(np.tile(np.arange(self.k), (len(u), 1))), np.ones(len(u))) for a, u in work.items()}
+        return {a: Served(_slate(np.tile(np.arange(self.k), (len(u), 1))), np.ones(len(u)), np.zeros(len(u)))
+                for a, u in work.items()}
 
 
 def _simulation(design, log, runtime, um, seed=0, n=400, history_times=None):
@@ -224,7 +226,7 @@ class _CountingRuntime:
         for arm, b in work.items():
             self.rows.append((arm, len(b)))
             ids = np.array([[u, len(h), int(t)] for u, h, t in zip(b.user_ids, b.histories, b.now, strict=True)])
-            out[arm] = (_slate(ids, arm), np.ones(len(b)))
+            out[arm] = Served(_slate(ids, arm), np.ones(len(b)), np.zeros(len(b)))
         return out
 
     def reload(self, policies, availability=None) -> None:

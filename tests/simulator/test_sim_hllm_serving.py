@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 from _simdata import event_frames, tiny_arm, tiny_config
 
@@ -107,3 +108,22 @@ def test_a_run_serves_a_catalog_above_the_ann_threshold_through_the_index(tiny_w
     rid = run_experiment(cfg, cat, progress=False, policies=pols)
     n = cat.con.execute("SELECT count(*) FROM requests WHERE run_id = ? AND arm = 'treatment'", [rid]).fetchall()
     assert n[0][0] > 0 and pols["hllm"]._ann.index.ntotal == 80
+
+
+def test_a_run_stores_each_requests_nearline_time_apart_from_its_latency(tiny_world, tmp_path):
+    """tables: the refresh job's time lands in requests.nearline_ms of the HLLM arm's requests
+    (popularity's are 0), so the run keeps what its latency leaves out."""
+    cat, _ = tiny_world
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path / "artifacts", n_requests=200, oracle_reps=0,
+                      arms=[tiny_arm("control", "popularity", "control"), tiny_arm("treatment", "hllm")],
+                      policies={"hllm": {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 1,
+                                         "user_states": {"serving": "tables"}}})
+    pols = train_arms(cfg, prepare(cfg, cat), progress=False)
+    before = pols["hllm"].nearline_seconds()
+    rid = run_experiment(cfg, cat, progress=False, policies=pols)
+    got = dict(cat.con.execute("SELECT arm, sum(nearline_ms) FROM requests WHERE run_id = ? GROUP BY arm",
+                               [rid]).fetchall())
+    assert got["control"] == 0.0 and got["treatment"] > 0.0
+    assert got["treatment"] == pytest.approx((pols["hllm"].nearline_seconds() - before) * 1e3,
+                                                rel=1e-6)
