@@ -38,6 +38,9 @@ LABELS = {"consumption_per_user": "consumption/user", "session_length": "session
           "only_exposures": "found by it alone", "credited_exposures": "credited"}
 
 
+OPTIONAL_COLUMNS = ("nearline_mean_ms",)  # shown only where some arm has a value other than 0
+
+
 def fmt(v, kind: str = "num") -> str:
     """One cell: '–' for a value that could not be estimated (the row's note says why)."""
     if v is None or (isinstance(v, float) and v != v):
@@ -76,7 +79,8 @@ ENV = _env()
 def _context(report: Report, analysis: Analysis, images: dict[str, str]) -> dict:
     truth = _truth_pivot(report)
     return {"r": report, "a": analysis, "images": images, "truth": truth,
-            "arms_cols": [c for c in analysis.arms_columns if report.arms and c in report.arms[0]],
+            "arms_cols": [c for c in analysis.arms_columns if report.arms and c in report.arms[0]
+                          and (c not in OPTIONAL_COLUMNS or any(a.get(c) for a in report.arms))],
             "has_truth": any(e.true_rel_lift is not None for e in report.effects),
             "multi": len({e.arm for e in report.effects}) > 1,
             "pipelines": [{"arm": a, "pipeline": " -> ".join(st) or "?"} for a, st in report.pipelines.items()],

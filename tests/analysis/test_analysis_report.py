@@ -164,6 +164,7 @@ def test_html_report_parses_and_embeds_plots(fake_db, tmp_path):
     assert len(p_av) >= 15 and all(b <= a for a, b in zip(p_av, p_av[1:], strict=False)) and seq["stop"]["stopped"]
     md = open(paths["md"]).read()
     assert "| ctr | primary |" in md and "![relative lifts](forest.png)" in md
+    assert "| nearline ms |" not in md  # no arm did work outside the request path: no column
     assert (tmp_path / "lift" / "forest.png").exists()
 
 

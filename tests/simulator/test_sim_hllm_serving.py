@@ -127,3 +127,7 @@ def test_a_run_stores_each_requests_nearline_time_apart_from_its_latency(tiny_wo
     assert got["control"] == 0.0 and got["treatment"] > 0.0
     assert got["treatment"] == pytest.approx((pols["hllm"].nearline_seconds() - before) * 1e3,
                                                 rel=1e-6)
+    from analysis.report import write_report
+
+    md = open(write_report(cat, rid, tmp_path / "rep")["md"]).read()
+    assert "| nearline ms |" in md  # the arm table shows it where an arm did such work
