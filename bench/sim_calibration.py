@@ -181,14 +181,14 @@ def truth_for_window(cat, cfg, policies, reps: int) -> dict:
 
 
 def run_effect(cat, policies, n_runs: int, duration: float, art: str, truth_reps: int,
-               vary: str = "both") -> dict:
+               vary: str = "both", offset: int = 0) -> dict:
     arms = [arm("popularity", "popularity", "control"), arm("sasrec", "sasrec", "treatment")]
     base = config(arms, seed=0, salt="effect", artifacts=art, n_requests=10**9, duration_s=duration)
     t0 = time.perf_counter()
     truth = truth_for_window(cat, base, policies, truth_reps)
     t_truth = time.perf_counter() - t0
     res, reqs = [], []
-    for i in tqdm(range(n_runs), desc=f"effect ({vary})", file=sys.stderr):
+    for i in tqdm(range(offset, offset + n_runs), desc=f"effect ({vary})", file=sys.stderr):
         seed = 2000 + i if vary in ("both", "seed") else 2000
         salt = f"effect-{i}" if vary in ("both", "salt") else "effect"
         r, meta = replicate(cat, config(arms, seed=seed, salt=salt, artifacts=art, n_requests=10**9,
@@ -262,6 +262,8 @@ def main() -> None:
     ap.add_argument("--replay-requests", type=int, default=4000)
     ap.add_argument("--minutes", type=float, default=None, help="(e): stop the replay A/A after this long")
     ap.add_argument("--offset", type=int, default=0, help="A/A seeds start at 1000 + OFFSET (parts to merge)")
+    ap.add_argument("--effect-offset", type=int, default=0, help="effect runs' seeds start at 2000 + "
+                    "this (more runs against the same truth: the truth's seeds do not move)")
     ap.add_argument("--merge", nargs="+", default=None, help="merge the A/A sections of these part JSONs")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
@@ -311,7 +313,8 @@ def main() -> None:
     if args.replay_aa and _available(args.cuped_data):
         save("replay_aa", _replay_aa(cat, args, art))
     if args.effect:
-        out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.truth_reps)
+        out["effect"] = run_effect(cat, policies, args.effect, meta["span_s"], art, args.truth_reps,
+                                   offset=args.effect_offset)
         save("power", power_check(out["effect"], args.alpha))
     if args.cuped_runs:
         cuped = [run_cuped(cat, policies, args.cuped_runs, args.requests, art, DATASET["name"])]
