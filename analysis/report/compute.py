@@ -108,6 +108,17 @@ def _effect(table, batches, m: Metric, control: str, arm: str, cfg: AnalysisConf
     return row
 
 
+def _unbounded_note(r: dict) -> str:
+    """The row's note, plus why its relative CI is blank where the absolute one exists (Fieller's
+    set is unbounded when the control mean itself is within noise of 0: a rare outcome)."""
+    blank = not (np.isfinite(r["rel_ci_low"]) and np.isfinite(r["rel_ci_high"]))
+    if not (blank and np.isfinite(r["ci_low"]) and np.isfinite(r["rel_lift"])):
+        return r["note"]
+    why = (f"relative CI unbounded (the control level is within noise of 0); absolute difference "
+           f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]")
+    return "; ".join(x for x in (r["note"], why) if x)
+
+
 def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> pd.DataFrame:
     """Per (treatment arm, metric) effect table with the decision rule applied (see decision.py)
     and, for world runs, the oracle's true values."""
@@ -134,6 +145,7 @@ def summarize(con, run_id: str, config: AnalysisConfig | dict | None = None) -> 
             df[c] = np.nan
     df = add_truth(decide(df, cfg), truth_table(con, run_id))
     df["note"] = df["note"].fillna("")
+    df["note"] = [_unbounded_note(r) for r in df.to_dict("records")]
     df.attrs.update(control=control, alpha=cfg.alpha, power=cfg.power, notes=notes)
     return df[SUMMARY_COLUMNS + EXTRA_COLUMNS].reset_index(drop=True)
 

@@ -301,3 +301,17 @@ def test_forest_scale_is_shared_but_a_far_wider_ci_runs_off_it_labelled():
     assert 20 < plots.forest_limit(guard) < 100  # two guardrails: 3x the narrower one
     assert plots.forest_limit([row("ctr", -2.0, 3.0, "primary"), *rows[1:3]]) >= 300  # the primary fits
     assert plots.forest(rows + guard)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_blank_relative_ci_says_why_and_gives_the_absolute_one():
+    """Fieller's set is unbounded when the control level is within noise of 0 (a rare outcome):
+    the row then says so and prints the absolute CI, keeping any note it had."""
+    from analysis.report.compute import _unbounded_note
+
+    nan = float("nan")
+    row = dict(note="", rel_ci_low=nan, rel_ci_high=nan, ci_low=-0.018, ci_high=0.009, rel_lift=-0.51)
+    assert _unbounded_note(row) == ("relative CI unbounded (the control level is within noise of 0); "
+                                    "absolute difference [-0.018, 0.009]")
+    assert _unbounded_note({**row, "note": "n = serving batches"}).startswith("n = serving batches; relative CI")
+    assert _unbounded_note({**row, "rel_ci_low": -0.9, "rel_ci_high": 0.4}) == ""  # bounded: nothing to say
+    assert _unbounded_note({**row, "ci_low": nan, "ci_high": nan, "note": "zero variance"}) == "zero variance"
