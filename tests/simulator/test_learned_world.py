@@ -104,3 +104,6 @@ def test_the_temperature_is_fitted_on_held_out_interactions_and_divides_every_ut
     cal = fit(ds.sequences, ds.n_users, ds.n_items, ds.item_text, SMALL)
     raw = fit(ds.sequences, ds.n_users, ds.n_items, ds.item_text, replace(SMALL, calibrate=False))
     assert raw.temperature == 1.0 and cal.temperature != 1.0 and 0.05 <= cal.temperature <= 50
+    # the served model is the fit on all the logs (the same seed and rows as the raw fit), tempered
+    assert np.array_equal(cal.user, raw.user) and np.array_equal(cal.ctx, raw.ctx)
+    assert np.allclose(cal.item * cal.temperature, raw.item) and np.allclose(cal.bias * cal.temperature, raw.bias)
