@@ -13,8 +13,8 @@ to choose among several). Estimators:
                 CUPED++), ratio metrics linearised per arm; falls back to the plain estimator
                 with a stated reason when no covariate varies (never by the data's outcome: a
                 choice by the sign of the result inflated A/A rejections, 9.7% where applied)
-  BatchRatio    a system metric measured per serving batch (latency): batches are the units,
-                both arms of a batch paired
+  BatchRatio    a system metric measured per serving call (latency): both arms read at the same
+                call size, paired within serving batches, clustered by batch and by user
   MSPRT         mixture sequential probability ratio test, stateful over looks: always-valid p
                 (never increases) and a confidence sequence (never widens)
 
@@ -389,17 +389,24 @@ class Cuped(Estimator):
 
 
 class BatchRatio(Estimator):
-    """A system metric measured per serving batch (latency): sum(y)/sum(x) per arm.
+    """A system metric measured per serving call (latency): per-request time at the same call size.
 
-    Latency is measured once per pipeline call, so requests served together share it, and the
-    machine's load drifts over time; and a user's requests share their cost (their history's
-    length), so neither users nor batches are independent units alone. The table has one row per
-    (batch, arm, user) (``batch_table``). Both arms are paired within a batch, or, where batches
-    hold one arm (a replay), within time windows of consecutive batches (``paired_windows``). The
-    variance of the difference is clustered two ways, by pairing unit and by user (Cameron,
-    Gelbach and Miller 2011: V_unit + V_user - V_unit&user), from each row's influence on the
-    difference, (y - R x) / sum(x) per arm; t test with min(units, users) - 1 degrees of freedom.
-    A table without users is clustered by pairing unit alone. The arm order within a batch is
+    Latency is measured once per pipeline call (one call per arm and serving batch, its time
+    amortised over the call's requests), so requests served together share it, and the machine's
+    load drifts over time; and a user's requests share their cost (their history's length), so
+    neither users nor batches are independent units alone. A call costs a fixed part plus a part
+    per request, so an arm that happens to get more of the traffic (the user split is random) has
+    larger calls and a lower per-request time: in an A/A with 16,000 requests that imbalance alone
+    made the raw per-request ratios differ 1.6x more than their variance said (20% rejections).
+    So each arm's least-squares line of call time on call size is read at the pooled mean call
+    size (``at_pooled_size``): both arms compared at the same load. Levels are the raw
+    sum(y)/sum(x) per arm. The table has one row per (batch, arm, user) (``batch_table``). Both
+    arms are paired within a batch, or, where batches hold one arm (a replay), within time
+    windows of consecutive batches (``paired_windows``). The variance of the difference is
+    clustered two ways, by pairing unit and by user (Cameron, Gelbach and Miller 2011: V_unit +
+    V_user - V_unit&user), from each row's influence on the difference (a call's influence shared
+    among its rows by their requests); t test with min(units, users) - 1 degrees of freedom. A
+    table without users is clustered by pairing unit alone. The arm order within a batch is
     randomised by the simulator, so neither arm is systematically served first.
     """
 
@@ -407,39 +414,75 @@ class BatchRatio(Estimator):
 
     def _estimate(self, table, metric, c, t) -> Effect:
         num, den = metric.num, metric.den
-        wide = table.pivot_table(index="batch_no", columns="arm", values=[num, den], aggfunc="sum", fill_value=0.0)
+        rows = table[table.arm.isin([c, t])].reset_index(drop=True)
+        calls = rows.groupby(["batch_no", "arm"], sort=True)[[num, den]].sum().reset_index()
         for a in (c, t):
-            if (den, a) not in wide or wide[(den, a)].sum() == 0:
+            if calls.loc[calls.arm == a, den].sum() == 0:
                 raise EstimationError(f"metric {metric.name!r}: arm {a!r} has no measured batches")
-        has_c, has_t = (wide[(den, c)] > 0).to_numpy(), (wide[(den, t)] > 0).to_numpy()
+        wide = calls.pivot_table(index="batch_no", columns="arm", values=den, fill_value=0.0)
+        has_c, has_t = (wide[c] > 0).to_numpy(), (wide[t] > 0).to_numpy()
         windowed = not (has_c & has_t).all()
         unit = dict(zip(wide.index, window_ids(has_c, has_t) if windowed else np.arange(len(wide)), strict=True))
-        rows = table[table.arm.isin([c, t])]
         B = len(set(unit.values()))
         if B < 3:
             raise EstimationError(f"metric {metric.name!r}: {B} serving batches are too few to test")
-        r = {a: float(rows.loc[rows.arm == a, num].sum() / rows.loc[rows.arm == a, den].sum()) for a in (c, t)}
-        tot = {a: float(rows.loc[rows.arm == a, den].sum()) for a in (c, t)}
-        y, x, arm = rows[num].to_numpy(float), rows[den].to_numpy(float), rows.arm.to_numpy()
-        inf_c = np.where(arm == c, (y - r[c] * x) / tot[c], 0.0)  # each row's influence on the control's R
-        inf_d = np.where(arm == t, (y - r[t] * x) / tot[t], 0.0) - inf_c  # ... on the difference
-        V, dof = two_way_cov(np.column_stack([inf_d, inf_c]), rows.batch_no.map(unit).to_numpy(),
+        d, call_inf, r = adjusted_difference(calls[num].to_numpy(float), calls[den].to_numpy(float),
+                                             calls.arm.to_numpy(), c, t)
+        share = rows[den].to_numpy(float) / rows.merge(calls[["batch_no", "arm", den]], on=["batch_no", "arm"],
+                                                        how="left", suffixes=("", "_call"))[f"{den}_call"].to_numpy()
+        row_call = pd.MultiIndex.from_frame(rows[["batch_no", "arm"]])
+        pos = pd.MultiIndex.from_frame(calls[["batch_no", "arm"]]).get_indexer(row_call)
+        inf = call_inf[pos] * np.nan_to_num(share)[:, None]
+        V, dof = two_way_cov(inf, rows.batch_no.map(unit).to_numpy(),
                              rows["user_id"].to_numpy() if "user_id" in rows else None)
         vd, vc, cov_dc = float(V[0, 0]), float(V[1, 1]), float(V[0, 1])
         se = float(np.sqrt(vd))
         if not se > 0:
             raise EstimationError(f"metric {metric.name!r} has zero variance: no test possible")
         q = stats.StudentT(dof).ppf(1 - self.alpha / 2)
-        d = r[t] - r[c]
         rel, rel_ci, rel_se = relative(d, r[c], vd, vc, cov_dc, q)
         n = {c: int(has_c.sum()), t: int(has_t.sum())}
+        where = (f"n = serving batches ({B}), not users" if not windowed else
+                 f"n = {B} time windows of consecutive serving batches holding both arms ({len(wide)} batches), "
+                 "not users")
         return Effect(metric=metric.name, method=self.name, control_arm=c, treatment_arm=t, control=r[c],
                       treatment=r[t], abs_lift=d, rel_lift=rel, ci=(d - q * se, d + q * se), rel_ci=rel_ci,
                       p=2 * stats.StudentT(dof).sf(abs(d) / se), n_by_arm=n, se=se, rel_se=rel_se, dof=dof,
-                      control_var=vc, cov_dc=cov_dc,
-                      note=(f"n = serving batches ({B}), not users" if not windowed else
-                            f"n = {B} time windows of consecutive serving batches holding both arms "
-                            f"({len(wide)} batches), not users"))
+                      control_var=vc, cov_dc=cov_dc, note=f"{where}; arms compared at the same call size")
+
+
+def adjusted_difference(y: np.ndarray, x: np.ndarray, arm: np.ndarray, c: str, t: str
+                        ) -> tuple[float, np.ndarray, dict[str, float]]:
+    """The treatment's per-request time minus the control's, each read at the pooled mean call size
+    (``at_pooled_size``), from calls' times ``y`` and sizes ``x`` (one entry per call); with each
+    call's influence on (that difference, the control's raw ratio) as a (calls, 2) array, and the
+    raw ratios sum(y)/sum(x) per arm."""
+    q = len(x) / x.sum()  # calls per request over both arms: 1 / the pooled mean call size
+    inf_q = (1 - q * x) / x.sum()  # each call's influence on q
+    val, inf, alpha, raw = {}, {}, {}, {}
+    for a in (c, t):
+        m = arm == a
+        raw[a] = float(y[m].sum() / x[m].sum())
+        val[a], inf[a], alpha[a] = at_pooled_size(y[m], x[m], q)
+    inf_d = (alpha[t] - alpha[c]) * inf_q
+    inf_d[arm == t] += inf[t]
+    inf_d[arm == c] -= inf[c]
+    inf_c = np.where(arm == c, (y - raw[c] * x) / x[arm == c].sum(), 0.0)
+    return val[t] - val[c], np.column_stack([inf_d, inf_c]), raw
+
+
+def at_pooled_size(y: np.ndarray, x: np.ndarray, q: float) -> tuple[float, np.ndarray, float]:
+    """One arm's per-request time at calls of size 1/q: its least-squares line of call time on call
+    size, y = alpha + beta x, read there, alpha q + beta; with each call's influence on it and
+    alpha. An arm whose calls all have one size (no line to fit) keeps its ratio sum(y)/sum(x)."""
+    if len(x) < 3 or np.ptp(x) == 0:
+        r = float(y.sum() / x.sum())
+        return r, (y - r * x) / x.sum(), 0.0
+    X = np.column_stack([np.ones_like(x), x])  # (calls, 2)
+    XtX_inv = np.linalg.inv(X.T @ X)
+    theta = XtX_inv @ X.T @ y  # (alpha, beta)
+    g = np.array([q, 1.0])
+    return float(g @ theta), (X @ XtX_inv @ g) * (y - X @ theta), float(theta[0])
 
 
 def two_way_cov(inf: np.ndarray, units: np.ndarray, users: np.ndarray | None) -> tuple[np.ndarray, int]:
