@@ -347,7 +347,7 @@ def parse_args() -> argparse.Namespace:
                     help="comma-separated: popularity (the ID pair, required), hllm:<serving mode>, hstu, ...")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=4000)
-    ap.add_argument("--oracle-reps", type=int, default=2, help="the oracle's passes per arm (sim run's default)")
+    ap.add_argument("--oracle-reps", type=int, default=1, help="the oracle's passes per arm (sim run's default)")
     ap.add_argument("--dataset", default="synthetic")
     ap.add_argument("--runtime", default="local", choices=["local", "ray"])
     ap.add_argument("--baseline", default=None, help="git revision: also run its user-LLM runner and the oracle "

@@ -26,7 +26,8 @@ INTERLEAVE_TEXT = ("Every request showed one slate drafted from both rankers (te
                    "preference share is the treatment's wins over all decided requests, with a delta-method CI over "
                    "users and a z-test against 0.5; the sign test compares the users who preferred each team.")
 ORACLE_TEXT = ("Each arm's value if every user were served by it, from the synthetic world's choice "
-               "probabilities (counterfactual passes over the run's window; ± Monte-Carlo standard error). "
+               "probabilities (counterfactual passes over the run's window; ± Monte-Carlo standard error, from one pass "
+               "an upper bound: it also counts how users differ). "
                "The 'true lift' column of the effects compares these.")
 CHANNEL_TEXT = ("Each channel's share of an arm's exposures and clicks: an item found by several retrieval "
                 "channels counts for each of them, so an arm's shares can add up to more than 100%; 'credited' "

@@ -32,7 +32,7 @@ import duckdb
 
 from simulator.core.errors import SimError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DDL = """
 CREATE TABLE IF NOT EXISTS schema_meta(key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS feedback(run_id VARCHAR, request_id BIGINT, user_id B
   item_id BIGINT, position INTEGER, event VARCHAR, value DOUBLE, ts DOUBLE,
   PRIMARY KEY (run_id, request_id, item_id, event));
 CREATE TABLE IF NOT EXISTS truth(run_id VARCHAR, arm VARCHAR, metric VARCHAR, rep INTEGER,
-  value DOUBLE, window_start DOUBLE, window_end DOUBLE, PRIMARY KEY (run_id, arm, metric, rep));
+  value DOUBLE, window_start DOUBLE, window_end DOUBLE, se DOUBLE, PRIMARY KEY (run_id, arm, metric, rep));
 -- written with each report (`sim run`, `sim report`): one row per treatment arm x metric, the
 -- report's numbers (result: significant | ok | inconclusive | violated | ''); an interleaving run
 -- has one row, metric 'preference' (control 0.5, treatment = the preference share)
@@ -138,8 +138,15 @@ def _from_v1(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE requests ADD COLUMN IF NOT EXISTS nearline_ms DOUBLE")
 
 
+def _from_v2(con: duckdb.DuckDBPyConnection) -> None:
+    """2 -> 3: truth.se, a pass's Monte-Carlo SE over its users (NULL for the passes of runs stored
+    before: their SE comes from the spread of several passes)."""
+    con.execute(DDL)  # a catalog without a truth table gets it whole
+    con.execute("ALTER TABLE truth ADD COLUMN IF NOT EXISTS se DOUBLE")
+
+
 # MIGRATIONS[v] brings a catalog from version v to v + 1 (a new version adds one entry)
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _from_v0, 1: _from_v1}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _from_v0, 1: _from_v1, 2: _from_v2}
 
 
 class SchemaVersionError(SimError):

@@ -159,8 +159,9 @@ class ExperimentConfig(BaseModel):
     consume_delay_s: float = Field(300.0, ge=0, description="delay from click to the 'consume' event")
     design: str = Field("ab", description="ab: each user hashed to one arm; interleave: "
                                                 "team-draft interleaving of the two arms' rankings in every slate")
-    oracle_reps: int = Field(2, ge=0, le=100, description="world: counterfactual passes per arm that give each arm's "
-                             "true metric values (the world oracle); 0 = off")
+    oracle_reps: int = Field(1, ge=0, le=100, description="world: counterfactual passes per arm that give each arm's "
+                             "true metric values (the world oracle; one pass's Monte-Carlo SE comes from its users, "
+                             "a grouped jackknife); 0 = off")
     retrain_every: float | None = Field(None, gt=0, description="refit every arm's policies every this many simulated "
                                         "seconds on the data logged so far (the pre-period and what users consumed "
                                         "from the slates shown); None = never")

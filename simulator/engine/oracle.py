@@ -22,7 +22,7 @@ estimates the same quantity from half the users each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, field
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from simulator.engine.runtime import Served
 from simulator.engine.users import Response
 
 DAY = 86400.0
+JACKKNIFE_GROUPS = 20  # user groups of a pass's own Monte-Carlo SE (TruthLog.standard_errors)
 
 
 class TruthLog:
@@ -71,9 +72,27 @@ class TruthLog:
 
     def metrics(self) -> dict[str, float]:
         """Each known metric's value in this pass (the definitions: simulator/core/metrics.py)."""
-        return truth_values(UserSums(self.requests, self.exposures, self.clicks, self.dcg,
-                                     self.sampled, self._per_user(self.sessions),
-                                     self._per_user(self.days)))
+        return truth_values(self._sums())
+
+    def standard_errors(self, groups: int = JACKKNIFE_GROUPS) -> dict[str, float]:
+        """Each metric's Monte-Carlo SE within this pass: a grouped jackknife over its users (users'
+        trajectories are independent given the arm; group g = users with id % groups == g), so one
+        pass carries its own precision. It also counts how users differ from one another, which
+        every pass shares, so it is conservative (0.85-2.9x the spread of independent passes in
+        ``test_one_pass_carries_its_own_monte_carlo_se...``)."""
+        full = self._sums()
+        users = np.arange(len(full.requests)) % groups
+        drop = [truth_values(UserSums(*(np.where(users == g, 0.0, a) for a in astuple(full))))
+                for g in range(groups)]
+        out = {}
+        for m in TRUTH_METRICS:
+            v = np.array([d[m] for d in drop], float)
+            out[m] = float(np.sqrt((groups - 1) / groups * ((v - v.mean()) ** 2).sum()))
+        return out
+
+    def _sums(self) -> UserSums:
+        return UserSums(self.requests, self.exposures, self.clicks, self.dcg, self.sampled,
+                        self._per_user(self.sessions), self._per_user(self.days))
 
     def _per_user(self, pairs: list[np.ndarray]) -> np.ndarray:
         """How many distinct (user, session) or (user, day) pairs of ``pairs`` each user has."""
@@ -141,15 +160,17 @@ class Truth:
 
     passes: dict[str, list[dict[str, float]]]  # arm -> one dict of metric values per pass
     window: tuple[float, float]
+    ses: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # ... each pass's own MC SE
 
     @property
     def values(self) -> dict[str, dict[str, float]]:
         return {a: {m: float(np.mean([p[m] for p in ps])) for m in TRUTH_METRICS}
                 for a, ps in self.passes.items()}
 
-    def rows(self) -> list[tuple[str, str, int, float]]:
-        return [(arm, m, r, p[m]) for arm, ps in self.passes.items() for r, p in enumerate(ps)
-                for m in TRUTH_METRICS]
+    def rows(self) -> list[tuple[str, str, int, float, float | None]]:
+        """(arm, metric, pass, value, the pass's own SE or None) for the truth table."""
+        return [(arm, m, r, p[m], self.ses[arm][r][m] if arm in self.ses else None)
+                for arm, ps in self.passes.items() for r, p in enumerate(ps) for m in TRUTH_METRICS]
 
 
 def oracle_seed(seed: int, rep: int) -> int:
@@ -164,9 +185,11 @@ def world_truth(make_simulation, arm_names: tuple[str, ...], n_users: int, user_
     if reps < 1:
         raise ValueError("world_truth needs reps >= 1")
     passes: dict[str, list[dict[str, float]]] = {a: [] for a in arm_names}
+    ses: dict[str, list[dict[str, float]]] = {a: [] for a in arm_names}
     for i, arm in enumerate(arm_names):
         for r in range(reps):
             log = TruthLog(user_model, n_users)
             make_simulation(SingleArm(arm_names, i), log, oracle_seed(seed, r)).run()
             passes[arm].append(log.metrics())
-    return Truth(passes, window)
+            ses[arm].append(log.standard_errors())
+    return Truth(passes, window, ses)

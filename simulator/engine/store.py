@@ -121,8 +121,9 @@ class RunStore:
         return EventSink(self.con, self.run_id, flush_rows)
 
     def store_truth(self, rows: list[tuple], window: tuple[float, float]) -> None:
-        """The world oracle's passes: ``rows`` of (arm, metric, rep, value) over ``window``."""
-        self.con.executemany("INSERT OR REPLACE INTO truth VALUES (?, ?, ?, ?, ?, ?, ?)",
+        """The world oracle's passes: ``rows`` of (arm, metric, rep, value, se) over ``window``."""
+        self.con.executemany("INSERT OR REPLACE INTO truth (run_id, arm, metric, rep, value, se, window_start, "
+                             "window_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              [(self.run_id, *r, window[0], window[1]) for r in rows])
 
     def replace_effects(self, rows: list[dict], report_schema: int) -> None:

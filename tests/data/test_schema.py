@@ -52,6 +52,20 @@ def test_a_version1_catalog_gains_requests_nearline_ms_and_its_old_rows_say_not_
                     "PRIMARY KEY (run_id, request_id))")
         con.execute("INSERT INTO requests VALUES ('old', 0, 1, 'a', 0.0, 0, 2.5, 0)")
     with Catalog(path) as c:
-        assert stored_version(c.con) == SCHEMA_VERSION == 2
+        assert stored_version(c.con) == SCHEMA_VERSION == 3
         assert tuple(columns(c.con, "requests")) == COLUMNS["requests"]
         assert c.con.execute("SELECT latency_ms, nearline_ms FROM requests").fetchall() == [(2.5, None)]
+
+
+def test_a_version2_catalog_gains_truth_se_and_its_old_passes_say_not_recorded(tmp_path):
+    path = str(tmp_path / "v2.duckdb")
+    with duckdb.connect(path) as con:  # the version-2 truth table (passes without their own SE)
+        con.execute("CREATE TABLE schema_meta(key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute("INSERT INTO schema_meta VALUES ('version', '2')")
+        con.execute("CREATE TABLE truth(run_id VARCHAR, arm VARCHAR, metric VARCHAR, rep INTEGER, value DOUBLE, "
+                    "window_start DOUBLE, window_end DOUBLE, PRIMARY KEY (run_id, arm, metric, rep))")
+        con.execute("INSERT INTO truth VALUES ('old', 'a', 'ctr', 0, 0.1, 0.0, 1.0)")
+    with Catalog(path) as c:
+        assert stored_version(c.con) == SCHEMA_VERSION
+        assert tuple(columns(c.con, "truth")) == COLUMNS["truth"]
+        assert c.con.execute("SELECT value, se FROM truth").fetchall() == [(0.1, None)]

@@ -187,6 +187,27 @@ def test_truth_log_sums_click_probabilities_not_samples():
     assert m["session_length"] >= 1 and m["consumption"] == pytest.approx(log.clicks.sum() / (log.requests > 0).sum())
 
 
+def test_one_pass_carries_its_own_monte_carlo_se_and_it_matches_the_spread_of_passes():
+    """Issue 26: the oracle's default is one pass per arm (its time at most the simulate phase's);
+    that pass's SE (a grouped jackknife over its users) must not understate what independent passes
+    vary by. It also counts how users differ from one another (the passes all serve the same
+    users), so it is conservative: 0.85-2.9x the passes' spread here."""
+    um = WorldUser(World(WORLD))
+    vals, ses = [], []
+    for seed in range(40):
+        log = TruthLog(um, WORLD.n_users)
+        _simulation(SingleArm(("c",), 0), log, _Runtime(k=5), um, seed=seed, n=300).run()
+        vals.append(log.metrics())
+        ses.append(log.standard_errors())
+    for m in ("ctr", "ndcg", "consumption", "session_length"):
+        spread, own = np.std([v[m] for v in vals], ddof=1), np.mean([s[m] for s in ses])
+        assert 0.6 < own / spread < 4.0, (m, own, spread)
+    rel, se = paired_lift(np.array([vals[0]["ctr"]]), np.array([vals[1]["ctr"]]),
+                          np.array([ses[0]["ctr"]]), np.array([ses[1]["ctr"]]))
+    assert np.isfinite(se) and se > 0 and rel == pytest.approx(vals[1]["ctr"] / vals[0]["ctr"] - 1)
+    assert np.isnan(paired_lift(np.array([1.0]), np.array([1.1]))[1])  # one pass, no SE known
+
+
 def test_paired_lift_uses_the_pairing():
     c = np.array([1.0, 2.0, 3.0, 4.0])
     rel, se = paired_lift(c, c * 1.1)
