@@ -428,11 +428,11 @@ class BatchRatio(Estimator):
             raise EstimationError(f"metric {metric.name!r}: {B} serving batches are too few to test")
         d, call_inf, r = adjusted_difference(calls[num].to_numpy(float), calls[den].to_numpy(float),
                                              calls.arm.to_numpy(), c, t)
-        share = rows[den].to_numpy(float) / rows.merge(calls[["batch_no", "arm", den]], on=["batch_no", "arm"],
-                                                        how="left", suffixes=("", "_call"))[f"{den}_call"].to_numpy()
-        row_call = pd.MultiIndex.from_frame(rows[["batch_no", "arm"]])
-        pos = pd.MultiIndex.from_frame(calls[["batch_no", "arm"]]).get_indexer(row_call)
-        inf = call_inf[pos] * np.nan_to_num(share)[:, None]
+        pos = pd.MultiIndex.from_frame(calls[["batch_no", "arm"]]).get_indexer(
+            pd.MultiIndex.from_frame(rows[["batch_no", "arm"]]))  # each row's call
+        share = np.divide(rows[den].to_numpy(float), calls[den].to_numpy(float)[pos],
+                          out=np.zeros(len(rows)), where=calls[den].to_numpy(float)[pos] > 0)
+        inf = call_inf[pos] * share[:, None]  # a call's influence shared among its rows by requests
         V, dof = two_way_cov(inf, rows.batch_no.map(unit).to_numpy(),
                              rows["user_id"].to_numpy() if "user_id" in rows else None)
         vd, vc, cov_dc = float(V[0, 0]), float(V[1, 1]), float(V[0, 1])
