@@ -15,7 +15,7 @@ import pandas as pd
 
 
 def truth_table(con, run_id: str) -> pd.DataFrame:
-    """The world oracle's passes of the run (arm, metric, rep, value); empty when there is none."""
+    """The world oracle's passes of the run (arm, metric, rep, value, se); empty when there is none."""
     return con.execute("SELECT arm, metric, rep, value, se FROM truth WHERE run_id = ? "
                        "ORDER BY arm, metric, rep", [run_id]).df()
 

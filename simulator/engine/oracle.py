@@ -6,7 +6,8 @@ each slate position instead of counting sampled clicks: expected clicks per requ
 click-sampling noise (by the tower rule, the sum of each request's click probability has the
 same expectation as the clicks). Trajectories (session lengths, histories, fatigue) still
 depend on sampled choices, so each arm gets ``reps`` passes with their own seeds, independent
-of the run's; the truth is their mean and its Monte-Carlo standard error is reported with it.
+of the run's; the truth is their mean and its Monte-Carlo standard error is reported with it
+(one pass, the default: that pass's own SE, a grouped jackknife over its users).
 
 The passes are where the oracle's time goes (arms x reps stories, each serving every user), and
 many of their requests repeat one another: a user's first request of every pass has the same
