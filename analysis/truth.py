@@ -31,9 +31,9 @@ def truth_summary(truth: pd.DataFrame) -> pd.DataFrame:
 
 def add_truth(df: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """World-oracle columns: true arm values and the true relative lift (Monte-Carlo SE from paired passes)."""
-    per = {k: g.sort_values("rep")["value"].to_numpy() for k, g in truth.groupby(["arm", "metric"])}
-    own = ({k: g.sort_values("rep")["se"].to_numpy(float) for k, g in truth.groupby(["arm", "metric"])}
-           if "se" in truth else {})
+    ordered = {k: g.sort_values("rep") for k, g in truth.groupby(["arm", "metric"])}
+    per = {k: g["value"].to_numpy() for k, g in ordered.items()}
+    own = {k: g["se"].to_numpy(float) for k, g in ordered.items()} if "se" in truth else {}
     cols = {"true_control": [], "true_treatment": [], "true_rel_lift": [], "true_rel_se": []}
     for r in df.itertuples():
         c, t = per.get((r.control_arm, r.metric)), per.get((r.arm, r.metric))
@@ -56,9 +56,9 @@ def paired_lift(control: np.ndarray, treatment: np.ndarray, control_se: np.ndarr
     if not mc > 0:
         return float("nan"), float("nan")
     if len(c) < 2:
-        own = [float(np.asarray(x, float)[0]) if x is not None and len(x) else np.nan
+        own = [np.nan if x is None or not len(x) else float(np.asarray(x, float)[0])
                for x in (treatment_se, control_se)]
-        cov = np.diag(np.square(own))
+        cov = np.diag(np.square(own))  # one pass: the arms' own SEs, taken as independent
     else:
         cov = np.cov(t, c, ddof=1) / len(c)
     var = cov[0, 0] / mc**2 + mt**2 * cov[1, 1] / mc**4 - 2 * mt * cov[0, 1] / mc**3

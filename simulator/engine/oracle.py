@@ -23,7 +23,7 @@ estimates the same quantity from half the users each.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -161,7 +161,7 @@ class Truth:
 
     passes: dict[str, list[dict[str, float]]]  # arm -> one dict of metric values per pass
     window: tuple[float, float]
-    ses: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # ... each pass's own MC SE
+    ses: dict[str, list[dict[str, float]]]  # ... each pass's own Monte-Carlo SE (same shape)
 
     @property
     def values(self) -> dict[str, dict[str, float]]:
@@ -169,8 +169,8 @@ class Truth:
                 for a, ps in self.passes.items()}
 
     def rows(self) -> list[tuple[str, str, int, float, float | None]]:
-        """(arm, metric, pass, value, the pass's own SE or None) for the truth table."""
-        return [(arm, m, r, p[m], self.ses[arm][r][m] if arm in self.ses else None)
+        """(arm, metric, pass, value, the pass's own SE) for the truth table."""
+        return [(arm, m, r, p[m], self.ses[arm][r][m])
                 for arm, ps in self.passes.items() for r, p in enumerate(ps) for m in TRUTH_METRICS]
 
 
