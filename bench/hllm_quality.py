@@ -34,7 +34,10 @@ records ``steps``, ``epochs``, ``best_step`` and ``capped`` (a maximum bound end
 Tuning (``--tune``): every trained variant (ID models and HLLM alike) runs the same ``TUNING`` trials
 (lr x0.3 / x3, the other dropout, width x0.5 / x2, and the defaults) and keeps the trial best on
 validation NDCG@10; the row records every trial and ``tuned_settings``. ``--tuned FILE`` trains each
-variant with the settings FILE chose (the other seeds of a tuned table).
+variant with the settings FILE chose (the other seeds of a tuned table). With ``--out OUT`` every trial
+is saved to ``OUT.trials.json`` when it ends; ``--resume OUT.trials.json ...`` skips the trials those
+logs hold (a stopped grid, or one split over processes with ``--trials 'width x2'``) and refits the
+chosen one if it was measured elsewhere.
 Cold start: 10% of items (``--split-seed``) never appear in training (inputs or targets) and no
 model trains them as negatives; Recall@10/50 over the test users whose target is one of them,
 with random and popularity beside the models.
@@ -165,20 +168,63 @@ def trial_overrides(name: str, knobs: dict) -> dict:
     return out
 
 
-def tune(name: str, dataset, split, seed: int):
-    """Every TUNING trial of a variant; (best policy, its seconds, the trials' record, its settings)."""
-    trials, best = [], None
+class TrialLog:
+    """The trials measured so far ({variant: [trial record]}), saved after each trial to ``path`` so a
+    stopped grid keeps what it measured; ``--resume`` files (from runs of the same data and seed,
+    e.g. trials split over processes with ``--trials``) are read in and not rerun."""
+
+    def __init__(self, path: str | None, key: dict, resume: list[str]):
+        self.path, self.key, self.trials = path, key, {}
+        for f in resume:
+            try:
+                saved = json.loads(Path(f).read_text())
+                if saved["key"] != key:
+                    raise SystemExit(f"error: --resume {f}: measured on {saved['key']}, this run is {key}")
+                for v, rows in saved["trials"].items():
+                    known = {r["trial"] for r in self.trials.get(v, [])}
+                    self.trials.setdefault(v, []).extend(r for r in rows if r["trial"] not in known)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise SystemExit(f"error: --resume {f}: not a trial log of this bench ({e})") from None
+
+    def done(self, name: str, label: str) -> dict | None:
+        return next((r for r in self.trials.get(name, []) if r["trial"] == label), None)
+
+    def add(self, name: str, record: dict) -> None:
+        self.trials.setdefault(name, []).append(record)
+        print(json.dumps({f"tune {name}": record}), file=sys.stderr, flush=True)
+        if self.path:
+            Path(self.path).write_text(json.dumps({"key": self.key, "trials": self.trials}, indent=1))
+
+
+def best_valid(pol) -> float:
+    return max([h["valid_ndcg@10"] for h in (getattr(pol, "history", None) or []) if "valid_ndcg@10" in h],
+               default=float("nan"))
+
+
+def tune(name: str, dataset, split, seed: int, log: TrialLog, only: set[str] | None = None):
+    """The TUNING trials of a variant (``only``: these labels), skipping those ``log`` already holds;
+    (best policy, its seconds, the trials' record, its settings). The chosen trial is refit when an
+    earlier process measured it (same seed: the same model)."""
+    fitted = {}
     for label, knobs in TUNING:
+        if (only is not None and label not in only) or log.done(name, label):
+            continue
         extra = trial_overrides(name, knobs)
         pol, secs = fit(name, dataset, split, seed, extra)
-        valid = max([h["valid_ndcg@10"] for h in (getattr(pol, "history", None) or []) if "valid_ndcg@10" in h],
-                    default=float("nan"))
-        trials.append({"trial": label, "settings": extra, "best_valid_ndcg@10": round(valid, 5),
+        fitted[label] = (pol, secs)
+        log.add(name, {"trial": label, "settings": extra, "best_valid_ndcg@10": round(best_valid(pol), 5),
                        "fit_seconds": round(secs, 1)})
-        print(json.dumps({f"tune {name}": trials[-1]}), file=sys.stderr, flush=True)
-        if best is None or valid > best[0]:
-            best = (valid, pol, secs, extra)
-    return best[1], best[2], trials, best[3]
+    trials = [log.done(name, label) for label, _ in TUNING if log.done(name, label)]
+    if not trials:
+        raise SystemExit(f"error: {name}: no tuning trial measured (--trials / --resume)")
+    best = max(trials, key=lambda r: r["best_valid_ndcg@10"])  # first of equals: TUNING order
+    if best["trial"] not in fitted:
+        fitted[best["trial"]] = fit(name, dataset, split, seed, best["settings"])
+        refit_valid = round(best_valid(fitted[best["trial"]][0]), 5)
+        print(json.dumps({f"refit {name}": best["trial"], "best_valid_ndcg@10": refit_valid,
+                          "logged": best["best_valid_ndcg@10"]}), file=sys.stderr, flush=True)
+    pol, secs = fitted[best["trial"]]
+    return pol, secs, trials, best["settings"]
 
 
 def fit(name: str, dataset, split, seed: int = 0, extra: dict | None = None):
@@ -451,6 +497,10 @@ def main() -> None:
                     "the one best on validation (the same trials for every family)")
     ap.add_argument("--tuned", default=None, help="a --tune result JSON: train each variant with the settings "
                     "it chose there (other seeds)")
+    ap.add_argument("--trials", default=None, help="with --tune: only these TUNING trials (comma-separated "
+                    "labels, e.g. 'width x2'), to split a grid over processes")
+    ap.add_argument("--resume", nargs="*", default=[], help="with --tune: trial logs (OUT.trials.json) of "
+                    "earlier runs on the same data and seed; their trials are not rerun")
     ap.add_argument("--vs", default=None, help="also give every variant's NDCG@10 relative to this one (ablations)")
     args = ap.parse_args()
     if not 0 < args.train_users <= 1:
@@ -481,10 +531,16 @@ def main() -> None:
         tuned = json.loads(Path(args.tuned).read_text())["models"] if args.tuned else {}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"error: --tuned {args.tuned}: not a readable hllm_quality result ({e})") from None
+    only = set(t.strip() for t in args.trials.split(",")) if args.trials else None
+    if only and only - {label for label, _ in TUNING}:
+        raise SystemExit(f"error: --trials: unknown {sorted(only - {label for label, _ in TUNING})}; known: "
+                         f"{', '.join(label for label, _ in TUNING)}")
+    key = {"dataset": ds.name, "seed": args.seed, "train_users": args.train_users, "split_seed": args.split_seed}
+    log = TrialLog(args.out + ".trials.json" if args.out and args.tune else None, key, args.resume)
     for v in names:
         trained_by = variant(v)[0] in WIDTH
         if args.tune and trained_by:
-            pol, secs, trials, extra = tune(v, ds, split, args.seed)
+            pol, secs, trials, extra = tune(v, ds, split, args.seed, log, only)
         else:
             extra = tuned.get(v, {}).get("tuned_settings") if trained_by else None
             pol, secs = fit(v, ds, split, args.seed, extra)

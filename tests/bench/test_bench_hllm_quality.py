@@ -155,3 +155,32 @@ def test_tune_tries_the_same_trials_for_every_family_and_keeps_the_best_on_valid
     _bench(monkeypatch, "--catalog", str(catalog), "--data", "my-logs", "--variants", "sasrec", "--no-cold",
            "--tuned", str(out), "--seed", "1", "--out", str(again))
     assert json.loads(again.read_text())["models"]["sasrec"]["tuned_settings"] == best["settings"]
+
+
+def test_a_grid_split_over_processes_resumes_without_rerunning_trials(catalog, tmp_path, monkeypatch):
+    tiny = {"epochs": 2, "eval_every": 1, "max_len": 8, "hidden": 16}
+    monkeypatch.setitem(hllm_quality.ID_VARIANTS, "sasrec", ("sasrec", tiny))
+    fits = []
+    real_fit = hllm_quality.fit
+    monkeypatch.setattr(hllm_quality, "fit", lambda *a, **k: fits.append(a[4] if len(a) > 4 else None)
+                        or real_fit(*a, **k))
+    base = ("--catalog", str(catalog), "--data", "my-logs", "--variants", "sasrec", "--no-cold", "--tune")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    _bench(monkeypatch, *base, "--trials", "width x2", "--out", str(a))
+    _bench(monkeypatch, *base, "--trials", "default,lr x0.3", "--out", str(b))
+    log = json.loads(Path(str(a) + ".trials.json").read_text())
+    assert [t["trial"] for t in log["trials"]["sasrec"]] == ["width x2"]  # saved when the trial ended
+    fits.clear()
+    full = tmp_path / "full.json"
+    _bench(monkeypatch, *base, "--resume", str(a) + ".trials.json", str(b) + ".trials.json", "--out", str(full))
+    row = json.loads(full.read_text())["models"]["sasrec"]
+    assert [t["trial"] for t in row["tuning"]] == [name for name, _ in hllm_quality.TUNING]
+    best = max(row["tuning"], key=lambda t: t["best_valid_ndcg@10"])
+    rerun = [hllm_quality.trial_overrides("sasrec", k) for n, k in hllm_quality.TUNING
+             if n not in ("width x2", "default", "lr x0.3")]
+    refit = [best["settings"]] if best["trial"] in ("width x2", "default", "lr x0.3") else []
+    assert fits == rerun + refit and row["tuned_settings"] == best["settings"]
+    with pytest.raises(SystemExit, match="measured on"):  # another seed's log is not reused
+        _bench(monkeypatch, *base, "--seed", "1", "--resume", str(a) + ".trials.json")
+    with pytest.raises(SystemExit, match="--trials: unknown"):
+        _bench(monkeypatch, *base, "--trials", "width x3")
