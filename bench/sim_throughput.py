@@ -133,8 +133,9 @@ def serve_as(pols: dict, serving: str | None) -> None:
 
 class Variant:
     """``before``: the serving code of a baseline git revision inside this process: its user-LLM
-    runner (``baseline_runner``) and the oracle without request reuse (``ReusingRuntime`` off);
-    ``after`` (or None): the code as it is."""
+    runner (``baseline_runner``) and an oracle that does not start from the run's slates (its passes
+    reuse only their own: ``ReusingRuntime`` without the ``SlateRecorder``'s memo); ``after`` (or
+    None): the code as it is."""
 
     def __init__(self, name: str | None, runner_cls=None, pols: dict | None = None) -> None:
         self.name, self.runner_cls, self.pols = name, runner_cls, pols or {}
@@ -145,7 +146,8 @@ class Variant:
 
         self.saved = [(hp, "UserLLMRunner", hp.UserLLMRunner), (run_mod, "ReusingRuntime", run_mod.ReusingRuntime)]
         if self.name == "before":
-            hp.UserLLMRunner, run_mod.ReusingRuntime = self.runner_cls, lambda inner: inner
+            reusing = run_mod.ReusingRuntime
+            hp.UserLLMRunner, run_mod.ReusingRuntime = self.runner_cls, lambda inner, memo=None: reusing(inner)
         self._drop_states()
         return self
 
@@ -350,8 +352,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--oracle-reps", type=int, default=1, help="the oracle's passes per arm (sim run's default)")
     ap.add_argument("--dataset", default="synthetic")
     ap.add_argument("--runtime", default="local", choices=["local", "ray"])
-    ap.add_argument("--baseline", default=None, help="git revision: also run its user-LLM runner and the oracle "
-                    "without request reuse (variant 'before') beside the current code ('after'), alternating")
+    ap.add_argument("--baseline", default=None, help="git revision: also run its user-LLM runner and an oracle "
+                    "that does not start from the run's slates (variant 'before') beside the current code "
+                    "('after'), alternating")
     ap.add_argument("--workdir", default=None, help="catalog + trained artifacts (reused across invocations)")
     return ap.parse_args()
 

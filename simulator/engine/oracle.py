@@ -13,8 +13,11 @@ The passes are where the oracle's time goes (arms x reps stories, each serving e
 many of their requests repeat one another: a user's first request of every pass has the same
 history, and so has every request after a request without a click. :class:`ReusingRuntime`
 serves such a repeat (same arm, user and history) with the slate computed the first time, for an
-arm whose slate reads nothing else (``Pipeline.history_only``); it lives for one oracle phase,
-so a resumed oracle sees the same reuse as an uninterrupted one.
+arm whose slate reads nothing else (``Pipeline.history_only``). The run itself served many of
+those requests (every user's first one, from the history the run started from): :class:`SlateRecorder`
+keeps the run's slates of such arms and the passes start from them. A slate is a function of the
+request there, so reuse changes no result, only the time (a resumed oracle, without the run's
+slates, computes them again).
 
 Estimand: the metric's value over the run's window if every user were served by the arm,
 in expectation over the simulation's randomness (arrivals, choices). The A/B test of the run
@@ -34,6 +37,7 @@ from simulator.engine.runtime import Served
 from simulator.engine.users import Response
 
 DAY = 86400.0
+RECORD_BYTES = 256 * 2**20  # SlateRecorder keeps the run's slates up to this size
 JACKKNIFE_GROUPS = 20  # user groups of a pass's own Monte-Carlo SE (TruthLog.standard_errors)
 
 
@@ -101,15 +105,57 @@ class TruthLog:
         return np.bincount(users, minlength=len(self.requests))
 
 
+Memo = dict[str, dict[tuple[int, bytes], tuple]]  # arm -> (user, history bytes) -> one slate row
+
+
+def _key(user, history) -> tuple[int, bytes]:
+    return int(user), np.asarray(history, np.int64).tobytes()
+
+
+class SlateRecorder:
+    """The run's runtime (``inner``, local or Ray: serving and latency are its own), keeping the
+    slates its ``history_only`` arms served by (user, history) in ``memo`` for the oracle's passes,
+    until a retrain (the passes start from the run's first policies) or ``max_bytes`` ends it."""
+
+    def __init__(self, inner, history_only: set[str], max_bytes: int = RECORD_BYTES) -> None:
+        self.inner, self.arms, self.max_bytes = inner, set(history_only), max_bytes
+        self.memo: Memo = {}
+        self.nbytes, self.recording = 0, bool(history_only)
+
+    def __getattr__(self, name: str):  # the inner runtime's attributes (a test hook reads its actors)
+        return getattr(self.inner, name)
+
+    def reload(self, policies: dict, availability=None) -> None:
+        self.recording = False  # slates of refitted policies are not the passes' slates
+        self.inner.reload(policies, availability)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
+        out = self.inner.serve(work)
+        for a in sorted(self.arms & work.keys()) if self.recording else ():
+            s, memo = out[a].slate, self.memo.setdefault(a, {})
+            for i, (u, h) in enumerate(zip(work[a].user_ids, work[a].histories, strict=True)):
+                k = _key(u, h)
+                if k not in memo:
+                    memo[k] = (s.item_ids[i].copy(), s.scores[i].copy(), s.channel[i].copy(), s.channel_names)
+                    self.nbytes += len(k[1]) + s.item_ids[i].nbytes + s.scores[i].nbytes + s.channel[i].nbytes
+            if self.nbytes > self.max_bytes:
+                self.recording = False
+        return out
+
+
 class ReusingRuntime:
     """A runtime for the counterfactual passes (module doc): a request served before by the same
-    history-only arm (same user and history) gets the same slate again; every other request goes to
-    the wrapped runtime (``inner``: a LocalRuntime), in one call per arm and batch."""
+    history-only arm (same user and history), in a pass or in the run (``memo``: a SlateRecorder's),
+    gets the same slate again; every other request goes to the wrapped runtime (``inner``: a
+    LocalRuntime), in one call per arm and batch."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner, memo: Memo | None = None) -> None:
         self.inner = inner
-        self.memo: dict[str, dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        self.stats = {"reused": 0, "served": 0}
+        self.memo: Memo = memo if memo is not None else {}
+        self.stats = {"reused": 0, "served": 0, "from_run": sum(len(m) for m in self.memo.values())}
 
     def reload(self, policies: dict, availability=None) -> None:
         """Refitted policies (a scheduled retrain): nothing served before is reused."""
@@ -120,7 +166,7 @@ class ReusingRuntime:
         self.inner.close()
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
-        keys = {a: [(int(u), np.asarray(h, np.int64).tobytes()) for u, h in zip(b.user_ids, b.histories, strict=True)]
+        keys = {a: [_key(u, h) for u, h in zip(b.user_ids, b.histories, strict=True)]
                 for a, b in work.items() if self.inner.pipes[a].history_only()}
         miss = {a: np.array([i for i, k in enumerate(keys[a]) if k not in self.memo.get(a, {})], np.int64)
                 if a in keys else np.arange(len(b)) for a, b in work.items()}

@@ -28,8 +28,9 @@ from simulator.engine import signals
 from simulator.engine.config import ExperimentConfig
 from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
-from simulator.engine.oracle import ReusingRuntime, Truth, world_truth
+from simulator.engine.oracle import ReusingRuntime, SlateRecorder, Truth, world_truth
 from simulator.engine.retrain import Retrainer
+from simulator.engine.pipeline import Pipeline
 from simulator.engine.runtime import RUNTIMES, LocalRuntime
 from simulator.engine.scenario import Scenario, build_scenario
 from simulator.engine.store import PHASES, RunStore, phase_index
@@ -131,6 +132,8 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
     run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     store = RunStore(con, run_id)
     runtime = _start_runtime(cfg, policies, setup) if done is None else None
+    if runtime is not None and setup.has_truth and cfg.oracle_reps >= 1:  # the oracle reuses the run's slates
+        runtime = SlateRecorder(runtime, _history_only_arms(cfg, policies, setup))
     status, stop = "failed", None
     with signals.cooperative():  # from here a signal stops the run between batches, never mid-write
         try:
@@ -140,7 +143,7 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
                     if done is None:
                         _simulate(cfg, setup, runtime, policies, store, progress, on_batch)
                     if phase_index(done) < phase_index("oracle"):
-                        _oracle(cfg, setup, policies, store, progress)
+                        _oracle(cfg, setup, policies, store, progress, getattr(runtime, "memo", None))
                     status = "complete"
                 except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
                     if not signals.is_stop(e):
@@ -190,12 +193,21 @@ def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
                                  availability=setup.availability(policies, setup.train_dataset), **kw)
 
 
-def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, store: RunStore, progress: bool) -> None:
-    """The oracle phase (scenarios with a ground truth): store each arm's true values."""
+def _history_only_arms(cfg: ExperimentConfig, policies: dict, setup: Scenario) -> set[str]:
+    """The arms whose slate is a function of the user and history alone (``Pipeline.history_only``)."""
+    view, avail = _rerank_view(setup.dataset), setup.availability(policies, setup.train_dataset)
+    return {a.name for a in cfg.arms
+            if Pipeline(a, {p: policies[p] for p in a.policies()}, view, avail).history_only()}
+
+
+def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, store: RunStore, progress: bool,
+            memo=None) -> None:
+    """The oracle phase (scenarios with a ground truth): store each arm's true values (``memo``: the
+    run's slates, when this process ran the simulation: ``SlateRecorder``)."""
     end = store.con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [store.run_id]).fetchall()[0][0]
     if setup.has_truth and cfg.oracle_reps >= 1 and end is not None:
         signals.fault_point("oracle")
-        truth = run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress)
+        truth = run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress, memo)
         store.store_truth(truth.rows(), truth.window)
     store.mark_phase("oracle")
 
@@ -212,11 +224,12 @@ def simulation(cfg: ExperimentConfig, setup: Scenario, design, runtime, log, see
 
 
 def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tuple[float, float],
-              progress: bool = False) -> Truth:
-    """The world oracle for this run's window (in-process: results do not depend on the runtime)."""
+              progress: bool = False, memo=None) -> Truth:
+    """The world oracle for this run's window (in-process: results do not depend on the runtime;
+    ``memo``: slates the run served, reused where a pass repeats a request)."""
     runtime = ReusingRuntime(LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset),
                                           chunk_size=cfg.chunk_size, threads=cfg.threads,
-                                          availability=setup.availability(policies, setup.train_dataset)))
+                                          availability=setup.availability(policies, setup.train_dataset)), memo)
     stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
     if progress:
         tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...")

@@ -268,8 +268,34 @@ def test_reusing_runtime_serves_a_repeated_request_as_before_and_only_for_histor
     again = rt.serve({"pure": batch([2, 1, 4], [0, 4, 1], 9), "timed": batch([3], [1], 9)})
     assert again["pure"][0].item_ids.tolist() == [[2, 0, 5], [1, 4, 9], [4, 1, 9]]  # user 2: reused
     assert again["timed"][0].item_ids.tolist() == [[3, 1, 9]]  # reads the time: served again
-    assert inner.rows[2:] == [("pure", 2), ("timed", 1)] and rt.stats == {"reused": 1, "served": 6}
+    assert inner.rows[2:] == [("pure", 2), ("timed", 1)] and rt.stats == {"reused": 1, "served": 6, "from_run": 0}
     everything = rt.serve({"pure": batch([2, 1], [0, 4], 11)})
     assert everything["pure"][0].item_ids.tolist() == [[2, 0, 5], [1, 4, 9]] and len(inner.rows) == 4
     rt.reload({})  # refitted policies: nothing is reused
     assert rt.serve({"pure": batch([2], [0], 12)})["pure"][0].item_ids.tolist() == [[2, 0, 12]]
+
+
+def test_the_oracle_starts_from_the_slates_the_run_served_until_a_retrain():
+    from simulator.engine.oracle import ReusingRuntime, SlateRecorder
+
+    def batch(users, lens, now):
+        return UserBatch(np.array(users), [np.arange(n) for n in lens], None, np.full(len(users), float(now)))
+
+    run_rt = _CountingRuntime()
+    rec = SlateRecorder(run_rt, {"pure"})
+    served = rec.serve({"pure": batch([1, 2], [3, 0], 5), "timed": batch([3], [1], 5)})
+    assert served["pure"][0].item_ids.tolist() == [[1, 3, 5], [2, 0, 5]] and rec.pipes is run_rt.pipes
+    assert set(rec.memo) == {"pure"} and len(rec.memo["pure"]) == 2  # the time-reading arm: not kept
+    passes = _CountingRuntime()
+    rt = ReusingRuntime(passes, rec.memo)
+    got = rt.serve({"pure": batch([2, 1], [0, 4], 9), "timed": batch([3], [1], 9)})
+    assert got["pure"][0].item_ids.tolist() == [[2, 0, 5], [1, 4, 9]]  # user 2 as the run served it
+    assert passes.rows == [("pure", 1), ("timed", 1)] and rt.stats == {"reused": 1, "served": 2, "from_run": 2}
+    kept = len(rec.memo["pure"])
+    rec.reload({})  # a retrain in the run: its later slates are not the passes' slates
+    rec.serve({"pure": batch([5], [2], 13)})
+    assert len(rec.memo["pure"]) == kept and not rec.recording
+    small = SlateRecorder(_CountingRuntime(), {"pure"}, max_bytes=1)
+    small.serve({"pure": batch([1, 2], [3, 0], 5)})
+    small.serve({"pure": batch([4], [1], 6)})
+    assert len(small.memo["pure"]) == 2 and not small.recording  # the byte budget ends the recording

@@ -40,7 +40,7 @@ def test_user_state_cache_leaves_the_event_tables_unchanged(tiny_world, tmp_path
     # the oracle's passes reuse a repeated request's slate (history-only arms): the truth of serving it again
     arms = {a.name: Pipeline(a, {p: pols[p] for p in a.policies()}) for a in cfg.arms}
     assert arms["control"].history_only() and arms["treatment"].history_only()
-    monkeypatch.setattr(run_mod, "ReusingRuntime", lambda inner: inner)
+    monkeypatch.setattr(run_mod, "ReusingRuntime", lambda inner, memo=None: inner)  # nor the run's
     plain = run_experiment(cfg, cat, progress=False, policies=pols)
     again = cat.con.execute("SELECT * EXCLUDE (run_id) FROM truth WHERE run_id = ? ORDER BY ALL", [plain]).df()
     pd.testing.assert_frame_equal(again, truth[0], check_exact=True)
