@@ -9,9 +9,10 @@ user's state from that user's window alone (:class:`UserLLMRunner`):
 - every GEMM (the fused q/k/v, o, fused gate/up and down projections) runs on blocks of exactly
   ``ROWS`` token rows (``rowwise``); the elementwise and per-row ops (RMSNorm, RoPE from a
   per-position cos/sin table, SiLU, residuals) run on all rows at once; attention is one fused
-  ``scaled_dot_product_attention`` call over (user, chunk of ``QB`` query positions) pairs, each
-  pair's QB queries against all P key positions of its user (causally masked): every product has
-  one shape, so a row's floats never depend on its neighbours or on the batch;
+  ``scaled_dot_product_attention`` call per query chunk (``QB`` positions) over the (user, chunk)
+  pairs, each pair's QB queries against the keys they can see (the first QB (c+1) positions of its
+  user, causally masked): a pair's shape is a function of its chunk alone, so a row's floats
+  never depend on its neighbours or on the batch;
 - so extending a state by appended items (their rows only, the earlier positions' keys and
   values from the cache: the transformer is causal) gives, bit for bit, the state of a full pass
   over the new window; the last layer runs its query, attention and MLP for the last item only.
@@ -139,8 +140,10 @@ class UserLLMRunner:
         h = x.view(len(x), heads, self.hd)
         cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (R, 1, hd)
         half = self.hd // 2
-        rot = torch.cat((-h[..., half:], h[..., :half]), dim=-1)
-        return (h * cos + rot * sin).reshape(len(x), heads * self.hd)
+        out = h * cos  # + rotate_half(h) * sin, written in place: the same floats (a + (-b) c == a - b c)
+        out[..., :half] -= h[..., half:] * sin[..., :half]
+        out[..., half:] += h[..., :half] * sin[..., half:]
+        return out.reshape(len(x), heads * self.hd)
 
     def _qkv(self, i: int, x: torch.Tensor, ids: torch.Tensor, last: torch.Tensor | None):
         """Layer i's normed projections of rows x (items ``ids``), before RoPE: q (R, H*hd), k, v
@@ -161,20 +164,25 @@ class UserLLMRunner:
     def _attention(self, layer: _Layer, q: torch.Tensor, owner: torch.Tensor, pos: torch.Tensor, K: torch.Tensor,
                    V: torch.Tensor) -> torch.Tensor:
         """Causal attention of query rows q (S, H*hd) of users ``owner`` at ``pos`` over the users'
-        keys/values K, V (U, P, Hkv*hd) -> (S, H*hd), by (user, query chunk) pairs (module doc): every
-        pair is QB queries against the P keys of its user, in one fused attention call."""
-        pairs, slot = torch.unique(owner * self.chunks + pos // QB, return_inverse=True)  # (G,), (S,)
-        G, P, H, Hkv, hd = len(pairs), self.P, self.H, self.Hkv, self.hd
-        Q = q.new_zeros(G, QB, q.shape[1])  # (G, QB, H*hd)
-        Q[slot, pos % QB] = q
-        who, chunk = pairs // self.chunks, pairs % self.chunks
-        qpos = chunk[:, None] * QB + torch.arange(QB, device=q.device)  # (G, QB)
-        see = torch.arange(P, device=q.device) <= qpos[..., None]  # (G, QB, P) keys a query may see
-        k = repeat_kv(K.index_select(0, who).view(G, P, Hkv, hd).transpose(1, 2), H // Hkv)  # (G, H, P, hd)
-        v = repeat_kv(V.index_select(0, who).view(G, P, Hkv, hd).transpose(1, 2), H // Hkv)
-        o = F.scaled_dot_product_attention(Q.view(G, QB, H, hd).transpose(1, 2), k, v, attn_mask=see[:, None],
-                                           scale=layer.scaling)  # (G, H, QB, hd)
-        return o.transpose(1, 2).reshape(G, QB, H * hd)[slot, pos % QB]
+        keys/values K, V (U, P, Hkv*hd) -> (S, H*hd), by (user, query chunk) pairs (module doc): chunk
+        c's QB queries against the first min(P, QB (c+1)) keys of its user (the ones they can see),
+        one fused attention call per chunk index."""
+        H, Hkv, hd = self.H, self.Hkv, self.hd
+        out = q.new_empty(len(q), H * hd)
+        chunk = pos // QB
+        for c in torch.unique(chunk).tolist():
+            rows = torch.nonzero(chunk == c).squeeze(1)  # (Sc,)
+            users, slot = torch.unique(owner[rows], return_inverse=True)  # (G,), (Sc,)
+            G, n, at = len(users), min(self.P, QB * (c + 1)), pos[rows] % QB
+            Q = q.new_zeros(G, QB, H * hd)
+            Q[slot, at] = q[rows]
+            see = torch.arange(n, device=q.device) <= (c * QB + torch.arange(QB, device=q.device))[:, None]  # (QB, n)
+            k = repeat_kv(K[:, :n].index_select(0, users).view(G, n, Hkv, hd).transpose(1, 2), H // Hkv)  # (G, H, n, hd)
+            v = repeat_kv(V[:, :n].index_select(0, users).view(G, n, Hkv, hd).transpose(1, 2), H // Hkv)
+            o = F.scaled_dot_product_attention(Q.view(G, QB, H, hd).transpose(1, 2), k, v, attn_mask=see,
+                                               scale=layer.scaling)  # (G, H, QB, hd)
+            out[rows] = o.transpose(1, 2).reshape(G, QB, H * hd)[slot, at]
+        return out
 
     def _post(self, layer: _Layer, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
         h = x + rowwise(att, layer.o)  # (R, D)
@@ -198,11 +206,12 @@ class UserLLMRunner:
         return x, ids, torch.from_numpy(pos).to(dev), torch.from_numpy(owner).to(dev)
 
     def _prefix_kv(self, prefixes: list[UserState | None]) -> torch.Tensor:
-        """(U, n_layers, 2, P, Hkv*hd) keys/values: the prefixes' cached ones, zeros elsewhere."""
-        kv = self.table.new_zeros(len(prefixes), len(self.layers), 2, self.P, self.Hkv * self.hd)
+        """(n_layers, 2, U, P, Hkv*hd) keys/values (each layer's keys and values contiguous: the
+        attention gathers them per query chunk): the prefixes' cached ones, zeros elsewhere."""
+        kv = self.table.new_zeros(len(self.layers), 2, len(prefixes), self.P, self.Hkv * self.hd)
         for u, p in enumerate(prefixes):
             if p is not None:
-                kv[u, :, :, :len(p.window)] = p.kv
+                kv[:, :, u, :len(p.window)] = p.kv
         return kv
 
     @torch.no_grad()
@@ -213,22 +222,23 @@ class UserLLMRunner:
         lengths = np.array([len(w) for w in windows], np.int64)
         x, ids, pos, owner = self._inputs(windows, times, start)  # (Nt, D), (Nt,) x3
         last = torch.from_numpy(np.cumsum(lengths - start) - 1).to(x.device)  # (U,) row of each last item
-        kv = self._prefix_kv(prefixes)  # (U, n_layers, 2, P, Hkv*hd)
+        kv = self._prefix_kv(prefixes)  # (n_layers, 2, U, P, Hkv*hd)
+        U = len(prefixes)
         for i, layer in enumerate(self.layers):
             final = i == len(self.layers) - 1  # the last layer: only the last item's state is read
             q, k, v = self._qkv(i, x, ids, last if final else None)
-            at = ((owner * len(self.layers) + i) * 2) * self.P + pos  # rows of kv.view(-1, Hkv*hd)
+            at = (i * 2 * U + owner) * self.P + pos  # rows of kv.view(-1, Hkv*hd): layer i's keys
             flat = kv.view(-1, kv.shape[-1])
             flat.index_copy_(0, at, self._rope(k, pos, self.Hkv))
-            flat.index_copy_(0, at + self.P, v)
+            flat.index_copy_(0, at + U * self.P, v)
             if final:
                 x, pos, owner = x[last], pos[last], owner[last]
-            att = self._attention(layer, self._rope(q, pos, self.H), owner, pos, kv[:, i, 0], kv[:, i, 1])  # (S, H*hd)
+            att = self._attention(layer, self._rope(q, pos, self.H), owner, pos, kv[i, 0], kv[i, 1])  # (S, H*hd)
             x = self._post(layer, x, att)
         emb = self.llama.norm(x)  # (U, D)
         grow = keep_kv & (lengths < self.P)  # a full window slides when it grows: nothing to extend
         return [UserState(windows[u], None if times is None else times[u], emb[u].clone(),
-                          kv[u, :, :, :lengths[u]].clone() if grow[u] else None) for u in range(len(windows))]
+                          kv[:, :, u, :lengths[u]].clone() if grow[u] else None) for u in range(len(windows))]
 
 
 SERVING_MODES = ("online", "tables")
