@@ -12,8 +12,9 @@ of the run's; the truth is their mean and its Monte-Carlo standard error is repo
 The passes are where the oracle's time goes (arms x reps stories, each serving every user), and
 many of their requests repeat one another: a user's first request of every pass has the same
 history, and so has every request after a request without a click. :class:`ReusingRuntime`
-serves such a repeat (same arm, user and history) with the slate computed the first time, for an
-arm whose slate reads nothing else (``Pipeline.history_only``). The run itself served many of
+serves such a repeat (same user and history, and the same arm or one identical to it:
+``Pipeline.slate_key``, as in an A/A test) with the slate computed the first time, for an arm whose
+slate reads nothing else (``Pipeline.history_only``). The run itself served many of
 those requests (every user's first one, from the history the run started from): :class:`SlateRecorder`
 keeps the run's slates of such arms and the passes start from them. A slate is a function of the
 request there, so reuse changes no result, only the time (a resumed oracle, without the run's
@@ -105,7 +106,7 @@ class TruthLog:
         return np.bincount(users, minlength=len(self.requests))
 
 
-Memo = dict[str, dict[tuple[int, bytes], tuple]]  # arm -> (user, history bytes) -> one slate row
+Memo = dict[str, dict[tuple[int, bytes], tuple]]  # slate key -> (user, history bytes) -> one slate row
 
 
 def _key(user, history) -> tuple[int, bytes]:
@@ -114,11 +115,12 @@ def _key(user, history) -> tuple[int, bytes]:
 
 class SlateRecorder:
     """The run's runtime (``inner``, local or Ray: serving and latency are its own), keeping the
-    slates its ``history_only`` arms served by (user, history) in ``memo`` for the oracle's passes,
-    until a retrain (the passes start from the run's first policies) or ``max_bytes`` ends it."""
+    slates its history-only arms (``history_only``: arm -> ``Pipeline.slate_key``) served by (user,
+    history) in ``memo`` for the oracle's passes, until a retrain (the passes start from the run's
+    first policies) or ``max_bytes`` ends it."""
 
-    def __init__(self, inner, history_only: set[str], max_bytes: int = RECORD_BYTES) -> None:
-        self.inner, self.arms, self.max_bytes = inner, set(history_only), max_bytes
+    def __init__(self, inner, history_only: dict[str, str], max_bytes: int = RECORD_BYTES) -> None:
+        self.inner, self.arms, self.max_bytes = inner, dict(history_only), max_bytes
         self.memo: Memo = {}
         self.nbytes, self.recording = 0, bool(history_only)
 
@@ -134,8 +136,8 @@ class SlateRecorder:
 
     def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
         out = self.inner.serve(work)
-        for a in sorted(self.arms & work.keys()) if self.recording else ():
-            s, memo = out[a].slate, self.memo.setdefault(a, {})
+        for a in sorted(self.arms.keys() & work.keys()) if self.recording else ():
+            s, memo = out[a].slate, self.memo.setdefault(self.arms[a], {})
             for i, (u, h) in enumerate(zip(work[a].user_ids, work[a].histories, strict=True)):
                 k = _key(u, h)
                 if k not in memo:
@@ -168,20 +170,22 @@ class ReusingRuntime:
     def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
         keys = {a: [_key(u, h) for u, h in zip(b.user_ids, b.histories, strict=True)]
                 for a, b in work.items() if self.inner.pipes[a].history_only()}
-        miss = {a: np.array([i for i, k in enumerate(keys[a]) if k not in self.memo.get(a, {})], np.int64)
+        slot = {a: self.inner.pipes[a].slate_key() for a in keys}
+        miss = {a: np.array([i for i, k in enumerate(keys[a]) if k not in self.memo.get(slot[a], {})], np.int64)
                 if a in keys else np.arange(len(b)) for a, b in work.items()}
         new = self.inner.serve({a: _rows(work[a], m) for a, m in miss.items() if len(m) or not len(work[a])})
         out = {}
         for a, b in work.items():
             self.stats["served"] += len(miss[a])
             self.stats["reused"] += len(b) - len(miss[a])
-            out[a] = new[a] if a not in keys or not len(b) else self._reuse(a, keys[a], miss[a], new.get(a))
+            out[a] = new[a] if a not in keys or not len(b) else self._reuse(slot[a], keys[a], miss[a], new.get(a))
         return out
 
-    def _reuse(self, arm: str, keys: list, miss: np.ndarray, new: Served | None) -> Served:
-        """The arm's slates for a batch: the rows at ``miss`` just served (``new``, kept), the others
-        as served before; times 0 for a reused row (the passes store no times)."""
-        memo = self.memo.setdefault(arm, {})
+    def _reuse(self, slot: str, keys: list, miss: np.ndarray, new: Served | None) -> Served:
+        """An arm's slates for a batch: the rows at ``miss`` just served (``new``, kept under the arm's
+        slate key ``slot``), the others as served before; times 0 for a reused row (the passes store
+        no times)."""
+        memo = self.memo.setdefault(slot, {})
         lat, near = np.zeros(len(keys)), np.zeros(len(keys))
         if new is not None:
             s, lat[miss], near[miss] = new

@@ -111,6 +111,13 @@ class Pipeline:
         return (self.availability is None and self.explorer is None
                 and all(isinstance(p, FullScorePolicy) and p.history_only() for p in self.policies.values()))
 
+    def slate_key(self) -> str:
+        """The same for pipelines that serve the same slate for the same request (two identical arms,
+        as in an A/A test): the arm's stages (its name, role and traffic weight aside) and the very
+        policy objects they run."""
+        return self.arm.model_dump_json(exclude={"name", "role", "weight"}) + repr(
+            sorted((name, id(p)) for name, p in self.policies.items()))
+
     def nearline_seconds(self) -> float:
         """The policies' work outside the request path so far (``FullScorePolicy.nearline_seconds``)."""
         return sum(p.nearline_seconds() for p in self.policies.values() if isinstance(p, FullScorePolicy))

@@ -193,11 +193,12 @@ def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
                                  availability=setup.availability(policies, setup.train_dataset), **kw)
 
 
-def _history_only_arms(cfg: ExperimentConfig, policies: dict, setup: Scenario) -> set[str]:
-    """The arms whose slate is a function of the user and history alone (``Pipeline.history_only``)."""
+def _history_only_arms(cfg: ExperimentConfig, policies: dict, setup: Scenario) -> dict[str, str]:
+    """arm -> its ``Pipeline.slate_key``, for the arms whose slate is a function of the user and
+    history alone (``Pipeline.history_only``)."""
     view, avail = _rerank_view(setup.dataset), setup.availability(policies, setup.train_dataset)
-    return {a.name for a in cfg.arms
-            if Pipeline(a, {p: policies[p] for p in a.policies()}, view, avail).history_only()}
+    pipes = [Pipeline(a, {p: policies[p] for p in a.policies()}, view, avail) for a in cfg.arms]
+    return {p.arm.name: p.slate_key() for p in pipes if p.history_only()}
 
 
 def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, store: RunStore, progress: bool,

@@ -229,11 +229,14 @@ def test_user_batch_is_what_the_runtime_receives():
 
 
 class _Pipe:
-    def __init__(self, pure: bool) -> None:
-        self.pure = pure
+    def __init__(self, pure: bool, key: str | None = None) -> None:
+        self.pure, self.key = pure, key
 
     def history_only(self) -> bool:
         return self.pure
+
+    def slate_key(self) -> str:
+        return self.key or str(id(self))
 
 
 class _CountingRuntime:
@@ -282,20 +285,34 @@ def test_the_oracle_starts_from_the_slates_the_run_served_until_a_retrain():
         return UserBatch(np.array(users), [np.arange(n) for n in lens], None, np.full(len(users), float(now)))
 
     run_rt = _CountingRuntime()
-    rec = SlateRecorder(run_rt, {"pure"})
+    rec = SlateRecorder(run_rt, {"pure": run_rt.pipes["pure"].slate_key()})
     served = rec.serve({"pure": batch([1, 2], [3, 0], 5), "timed": batch([3], [1], 5)})
     assert served["pure"][0].item_ids.tolist() == [[1, 3, 5], [2, 0, 5]] and rec.pipes is run_rt.pipes
-    assert set(rec.memo) == {"pure"} and len(rec.memo["pure"]) == 2  # the time-reading arm: not kept
+    key = run_rt.pipes["pure"].slate_key()
+    assert set(rec.memo) == {key} and len(rec.memo[key]) == 2  # the time-reading arm: not kept
     passes = _CountingRuntime()
+    passes.pipes["pure"] = run_rt.pipes["pure"]
     rt = ReusingRuntime(passes, rec.memo)
     got = rt.serve({"pure": batch([2, 1], [0, 4], 9), "timed": batch([3], [1], 9)})
     assert got["pure"][0].item_ids.tolist() == [[2, 0, 5], [1, 4, 9]]  # user 2 as the run served it
     assert passes.rows == [("pure", 1), ("timed", 1)] and rt.stats == {"reused": 1, "served": 2, "from_run": 2}
-    kept = len(rec.memo["pure"])
+    kept = len(rec.memo[key])
     rec.reload({})  # a retrain in the run: its later slates are not the passes' slates
     rec.serve({"pure": batch([5], [2], 13)})
-    assert len(rec.memo["pure"]) == kept and not rec.recording
-    small = SlateRecorder(_CountingRuntime(), {"pure"}, max_bytes=1)
+    assert len(rec.memo[key]) == kept and not rec.recording
+    small = SlateRecorder(_CountingRuntime(), {"pure": "k"}, max_bytes=1)
     small.serve({"pure": batch([1, 2], [3, 0], 5)})
     small.serve({"pure": batch([4], [1], 6)})
-    assert len(small.memo["pure"]) == 2 and not small.recording  # the byte budget ends the recording
+    assert len(small.memo["k"]) == 2 and not small.recording  # the byte budget ends the recording
+
+
+def test_identical_arms_share_their_slates_in_the_oracle():
+    from simulator.engine.oracle import ReusingRuntime
+
+    inner = _CountingRuntime()
+    inner.pipes = {"a": _Pipe(True, "same"), "b": _Pipe(True, "same"), "c": _Pipe(True, "other")}
+    rt = ReusingRuntime(inner)
+    h = UserBatch(np.array([1]), [np.arange(3)], None, np.array([5.0]))
+    rt.serve({"a": h})
+    rt.serve({"b": h, "c": h})  # b as a served it; c is another pipeline: served
+    assert inner.rows == [("a", 1), ("c", 1)] and rt.stats["reused"] == 1
