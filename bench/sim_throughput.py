@@ -12,10 +12,11 @@ the same phases by one :class:`PhaseTimer`:
 - ``rss_mb``: the process's resident memory after the run and its peak so far.
 
 Pairs (``--pairs``): ``popularity`` (the ID pair: popularity vs SASRec), ``hstu`` (HSTU vs
-SASRec), ``hllm:<serving>`` (HLLM vs SASRec, HLLM serving in each user-state serving mode of
-``hllm.user_state.SERVING_MODES``). Rounds run every pair in alternating order; per pair the best
-of N rounds (the machine is shared: best-of-N is the least disturbed run) and each pair's
-throughput ratio to the ID pair **of the same round** (``ratio_to_id_pair``) and of the bests.
+SASRec), ``sasrec`` (an A/A: SASRec vs SASRec), ``hllm:<serving>`` (HLLM vs SASRec, HLLM serving in
+each user-state serving mode of ``hllm.user_state.SERVING_MODES``). Rounds run every pair in
+alternating order; per pair the best of N rounds (the machine is shared: best-of-N is the least
+disturbed run) and each pair's throughput ratio to the ID pair **of the same round**
+(``ratio_to_id_pair``) and of the bests.
 
     nice -n 10 python bench/sim_throughput.py --rounds 3 --workdir /tmp/simbench > out.json
     nice -n 10 python bench/sim_throughput.py --pairs popularity,hllm:online --items 1000,50000,500000
@@ -133,9 +134,9 @@ def serve_as(pols: dict, serving: str | None) -> None:
 
 class Variant:
     """``before``: the serving code of a baseline git revision inside this process: its user-LLM
-    runner (``baseline_runner``) and an oracle that does not start from the run's slates (its passes
-    reuse only their own: ``ReusingRuntime`` without the ``SlateRecorder``'s memo); ``after`` (or
-    None): the code as it is."""
+    runner (``baseline_runner``) and an oracle that does not start from the run's slates and whose
+    identical arms share none (its passes reuse only each arm's own: ``ReusingRuntime`` without the
+    ``SlateRecorder``'s memo, ``Pipeline.slate_key`` per arm); ``after`` (or None): the code as it is."""
 
     def __init__(self, name: str | None, runner_cls=None, pols: dict | None = None) -> None:
         self.name, self.runner_cls, self.pols = name, runner_cls, pols or {}
@@ -144,10 +145,14 @@ class Variant:
         import hllm.policy as hp
         from simulator.engine import run as run_mod
 
-        self.saved = [(hp, "UserLLMRunner", hp.UserLLMRunner), (run_mod, "ReusingRuntime", run_mod.ReusingRuntime)]
+        from simulator.engine import pipeline
+
+        self.saved = [(hp, "UserLLMRunner", hp.UserLLMRunner), (run_mod, "ReusingRuntime", run_mod.ReusingRuntime),
+                      (pipeline.Pipeline, "slate_key", pipeline.Pipeline.slate_key)]
         if self.name == "before":
             reusing = run_mod.ReusingRuntime
             hp.UserLLMRunner, run_mod.ReusingRuntime = self.runner_cls, lambda inner, memo=None: reusing(inner)
+            pipeline.Pipeline.slate_key = lambda pipe: pipe.arm.name  # identical arms share nothing
         self._drop_states()
         return self
 
