@@ -143,9 +143,8 @@ class Variant:
 
     def __enter__(self):
         import hllm.policy as hp
-        from simulator.engine import run as run_mod
-
         from simulator.engine import pipeline
+        from simulator.engine import run as run_mod
 
         self.saved = [(hp, "UserLLMRunner", hp.UserLLMRunner), (run_mod, "ReusingRuntime", run_mod.ReusingRuntime),
                       (pipeline.Pipeline, "slate_key", pipeline.Pipeline.slate_key)]

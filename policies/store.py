@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,14 +51,14 @@ def fit_or_load(name: str, dataset, split, overrides: dict | None = None, root: 
     path = Path(root) / dataset.name / f"{name}-{h}"
     if (path / "DONE").exists():
         if progress:
-            tqdm.write(f"[sim] {name}: loaded from the cache ({path})")
+            tqdm.write(f"[sim] {name}: loaded from the cache ({path})", file=sys.stderr)
         pol = entry.cls.load(path)
         serving = {f: getattr(cfg, f) for f in getattr(cfg, "SERVING_FIELDS", ())}
         if serving:  # the cached model serves as this run asks, not as it was saved
             pol.cfg = pol.cfg.model_copy(update=serving)
         return pol
     if progress:
-        tqdm.write(f"[sim] training {name} on {len(split.train)} interactions ...")
+        tqdm.write(f"[sim] training {name} on {len(split.train)} interactions ...", file=sys.stderr)
     t0 = time.perf_counter()
     pol = entry.cls(cfg)
     pol.fit(dataset, split, progress=progress)

@@ -8,6 +8,7 @@ repeated run refits identically.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -41,7 +42,7 @@ class Retrainer:
         ds = self.logged(histories, times)
         split = LeaveOneOut.from_sequences(ds.sequences)
         if self.progress:
-            tqdm.write(f"[sim] retraining on {len(ds.sequences)} interactions logged so far ...")
+            tqdm.write(f"[sim] retraining on {len(ds.sequences)} interactions logged so far ...", file=sys.stderr)
         pols = {name: fit_or_load(name, ds, split, self.cfg.policies.get(name), root=self.cfg.artifacts,
                                   progress=False) for name in self.cfg.all_policies()}
         runtime.reload(pols, self.scenario.availability(pols, ds))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from simulator.engine.config import ExperimentConfig
 from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
 from simulator.engine.oracle import ReusingRuntime, SlateRecorder, Truth, world_truth
-from simulator.engine.retrain import Retrainer
 from simulator.engine.pipeline import Pipeline
+from simulator.engine.retrain import Retrainer
 from simulator.engine.runtime import RUNTIMES, LocalRuntime
 from simulator.engine.scenario import Scenario, build_scenario
 from simulator.engine.store import PHASES, RunStore, phase_index
@@ -233,7 +234,7 @@ def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tu
                                           availability=setup.availability(policies, setup.train_dataset)), memo)
     stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
     if progress:
-        tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...")
+        tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...", file=sys.stderr)
     return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop,
                                                             policies=policies),
                        tuple(a.name for a in cfg.arms), setup.dataset.n_users, setup.user_model, cfg.seed,
