@@ -214,7 +214,7 @@ def tune(name: str, dataset, split, seed: int, log: TrialLog, only: set[str] | N
         fitted[label] = (pol, secs)
         log.add(name, {"trial": label, "settings": extra, "best_valid_ndcg@10": round(best_valid(pol), 5),
                        "fit_seconds": round(secs, 1)})
-    trials = [log.done(name, label) for label, _ in TUNING if log.done(name, label)]
+    trials = [r for r in (log.done(name, label) for label, _ in TUNING) if r is not None]
     if not trials:
         raise SystemExit(f"error: {name}: no tuning trial measured (--trials / --resume)")
     best = max(trials, key=lambda r: r["best_valid_ndcg@10"])  # first of equals: TUNING order
@@ -531,6 +531,8 @@ def main() -> None:
         tuned = json.loads(Path(args.tuned).read_text())["models"] if args.tuned else {}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"error: --tuned {args.tuned}: not a readable hllm_quality result ({e})") from None
+    if (args.trials or args.resume) and not args.tune:
+        raise SystemExit("error: --trials / --resume select tuning trials: they need --tune")
     only = set(t.strip() for t in args.trials.split(",")) if args.trials else None
     if only and only - {label for label, _ in TUNING}:
         raise SystemExit(f"error: --trials: unknown {sorted(only - {label for label, _ in TUNING})}; known: "

@@ -140,7 +140,7 @@ class UserLLMRunner:
         h = x.view(len(x), heads, self.hd)
         cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (R, 1, hd)
         half = self.hd // 2
-        out = h * cos  # + rotate_half(h) * sin, written in place: the same floats (a + (-b) c == a - b c)
+        out = h * cos  # + rotate_half(h) * sin in place: the same floats (a + (-b) c == a - b c)
         out[..., :half] -= h[..., half:] * sin[..., :half]
         out[..., half:] += h[..., :half] * sin[..., half:]
         return out.reshape(len(x), heads * self.hd)
@@ -176,9 +176,10 @@ class UserLLMRunner:
             G, n, at = len(users), min(self.P, QB * (c + 1)), pos[rows] % QB
             Q = q.new_zeros(G, QB, H * hd)
             Q[slot, at] = q[rows]
-            see = torch.arange(n, device=q.device) <= (c * QB + torch.arange(QB, device=q.device))[:, None]  # (QB, n)
-            k = repeat_kv(K[:, :n].index_select(0, users).view(G, n, Hkv, hd).transpose(1, 2), H // Hkv)  # (G, H, n, hd)
-            v = repeat_kv(V[:, :n].index_select(0, users).view(G, n, Hkv, hd).transpose(1, 2), H // Hkv)
+            qpos = c * QB + torch.arange(QB, device=q.device)  # (QB,)
+            see = torch.arange(n, device=q.device) <= qpos[:, None]  # (QB, n) keys a query may see
+            k, v = (repeat_kv(X[:, :n].index_select(0, users).view(G, n, Hkv, hd).transpose(1, 2), H // Hkv)
+                    for X in (K, V))  # (G, H, n, hd) each
             o = F.scaled_dot_product_attention(Q.view(G, QB, H, hd).transpose(1, 2), k, v, attn_mask=see,
                                                scale=layer.scaling)  # (G, H, QB, hd)
             out[rows] = o.transpose(1, 2).reshape(G, QB, H * hd)[slot, at]

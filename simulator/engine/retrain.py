@@ -42,7 +42,8 @@ class Retrainer:
         ds = self.logged(histories, times)
         split = LeaveOneOut.from_sequences(ds.sequences)
         if self.progress:
-            tqdm.write(f"[sim] retraining on {len(ds.sequences)} interactions logged so far ...", file=sys.stderr)
+            tqdm.write(f"[sim] retraining on {len(ds.sequences)} interactions logged so far ...",
+                       file=sys.stderr)
         pols = {name: fit_or_load(name, ds, split, self.cfg.policies.get(name), root=self.cfg.artifacts,
                                   progress=False) for name in self.cfg.all_policies()}
         runtime.reload(pols, self.scenario.availability(pols, ds))

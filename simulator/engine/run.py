@@ -144,7 +144,8 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
                     if done is None:
                         _simulate(cfg, setup, runtime, policies, store, progress, on_batch)
                     if phase_index(done) < phase_index("oracle"):
-                        _oracle(cfg, setup, policies, store, progress, getattr(runtime, "memo", None))
+                        memo = runtime.memo if isinstance(runtime, SlateRecorder) else None
+                        _oracle(cfg, setup, policies, store, progress, memo)
                     status = "complete"
                 except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
                     if not signals.is_stop(e):
@@ -231,10 +232,12 @@ def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tu
     ``memo``: slates the run served, reused where a pass repeats a request)."""
     runtime = ReusingRuntime(LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset),
                                           chunk_size=cfg.chunk_size, threads=cfg.threads,
-                                          availability=setup.availability(policies, setup.train_dataset)), memo)
+                                          availability=setup.availability(policies, setup.train_dataset)),
+                             memo)
     stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
     if progress:
-        tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...", file=sys.stderr)
+        tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...",
+                   file=sys.stderr)
     return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop,
                                                             policies=policies),
                        tuple(a.name for a in cfg.arms), setup.dataset.n_users, setup.user_model, cfg.seed,

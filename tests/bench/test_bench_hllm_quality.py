@@ -184,3 +184,5 @@ def test_a_grid_split_over_processes_resumes_without_rerunning_trials(catalog, t
         _bench(monkeypatch, *base, "--seed", "1", "--resume", str(a) + ".trials.json")
     with pytest.raises(SystemExit, match="--trials: unknown"):
         _bench(monkeypatch, *base, "--trials", "width x3")
+    with pytest.raises(SystemExit, match="need --tune"):  # without --tune they would be ignored
+        _bench(monkeypatch, *base[:-1], "--resume", str(a) + ".trials.json")
