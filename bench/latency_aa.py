@@ -17,7 +17,8 @@ Variants (``VARIANTS``): ``product`` (as `sim run` serves), ``gc_off`` (Python's
 off while a run serves: its collections fire at allocation counts, so at the same calls for the
 same seed), ``product2`` (the product once more: the seed's share within one variant). glibc's
 allocator settings (``MALLOC_*`` environment variables) apply to the whole process; the JSON's
-command records them.
+command records them. ``warm`` serves every call once untimed and then times it again (what the
+call costs once the caches hold what it touches).
 """
 
 from __future__ import annotations
@@ -56,7 +57,26 @@ def _gc_off():
         gc.collect()
 
 
-VARIANTS = {"product": contextlib.nullcontext, "product2": contextlib.nullcontext, "gc_off": _gc_off}
+@contextlib.contextmanager
+def _warm():
+    """Each call served once untimed, then timed: its cost no longer depends on what ran before."""
+    from simulator.engine import runtime
+
+    timed = runtime._run_pipeline
+
+    def twice(pipe, users):
+        pipe.run(users)
+        return timed(pipe, users)
+
+    runtime._run_pipeline = twice
+    try:
+        yield
+    finally:
+        runtime._run_pipeline = timed
+
+
+VARIANTS = {"product": contextlib.nullcontext, "product2": contextlib.nullcontext, "gc_off": _gc_off,
+            "warm": _warm}
 
 
 def latency_row(cat, rid: str) -> dict:
