@@ -90,14 +90,16 @@ def summary(runs: list[dict], alpha: float) -> dict:
     se = np.array([r["se"] for r in runs])
     k = int(sum(r["p"] < alpha for r in runs))
     return {"runs": len(runs), "rejections": k / len(runs), "rejections_ci95": wilson(k, len(runs)),
-            "sd_z": float(np.std(d / se, ddof=1)), "var_d_over_mean_se2": float(np.var(d, ddof=1) / np.mean(se**2)),
+            "sd_z": float(np.std(d / se, ddof=1)),
+            "var_d_over_mean_se2": float(np.var(d, ddof=1) / np.mean(se**2)),
             "mean_control_ms": float(np.mean([r["control_ms"] for r in runs]))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=40)
-    ap.add_argument("--first", type=int, default=1400, help="seeds 1000 + first ... (sim_calibration's offset)")
+    ap.add_argument("--first", type=int, default=1400,
+                    help="seeds 1000 + first ... (sim_calibration's offset)")
     ap.add_argument("--requests", type=int, default=16000)
     ap.add_argument("--variants", default="product,gc_off", help=f"two or more of {sorted(VARIANTS)}")
     ap.add_argument("--alpha", type=float, default=0.05)
@@ -107,7 +109,8 @@ def main() -> None:
     if len(names) < 2 or any(n not in VARIANTS for n in names):
         sys.exit(f"error: --variants needs two or more of {sorted(VARIANTS)}, got {args.variants!r}")
     if not sc._available("ml-100k"):
-        sys.exit("error: ml-100k not found (set HLLM_SIM_ML100K or install the recbole==1.2.1 wheel, --no-deps)")
+        sys.exit("error: ml-100k not found (set HLLM_SIM_ML100K or install the recbole==1.2.1 wheel, "
+                 "--no-deps)")
     work = Path(tempfile.mkdtemp(prefix="latency-aa-"))
     cat = Catalog(str(work / "catalog.duckdb"))
     sc.DATASET["name"], sc.RUN_EXTRA["user_model"] = "ml-100k", "learned"
@@ -126,7 +129,8 @@ def main() -> None:
             runs[n].append({"seed": 1000 + i, **latency_row(cat, rid)})
             sc.drop_run(cat.con, rid)
     d = {n: np.array([r["abs_lift"] for r in runs[n]]) for n in names}
-    pairs = {f"{a}~{b}": float(np.corrcoef(d[a], d[b])[0, 1]) for j, a in enumerate(names) for b in names[j + 1:]}
+    pairs = {f"{a}~{b}": float(np.corrcoef(d[a], d[b])[0, 1])
+             for j, a in enumerate(names) for b in names[j + 1:]}
     env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}  # glibc allocator settings, if any
     out = {"command": " ".join([*(f"{k}={v}" for k, v in env.items()), "python", "bench/latency_aa.py",
                                 *sys.argv[1:]]), "requests_per_run": args.requests,
