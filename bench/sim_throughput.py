@@ -5,15 +5,18 @@ Each pair is the two arms of ``sim run --treatment X --control sasrec`` on the s
 work directory), served by the same runtime. Every run is one ``run_experiment`` call, split into
 the same phases by one :class:`PhaseTimer`:
 
-- ``startup_s``: the runtime's start (``_start_runtime``: pipelines built, Ray actors started);
+- ``startup_s``: the runtime's start (``_start_runtime``: pipelines built, Ray actors started,
+  the policies' work before the first request: HLLM ``tables`` builds its table as of the start);
 - ``simulate_s``: from the main story's start to the end of its final event flush (SimPy loop,
   both arms' pipelines, user model, event writes to DuckDB): **the throughput phase**;
-- ``oracle_s``: the world oracle (``run_truth``: counterfactual passes), separate;
+- ``oracle_s``: the world oracle (``run_truth``: counterfactual passes), separate; its CPU time
+  (``oracle_cpu_s``) counts the forked workers its passes ran in (``--oracle-workers``);
 - ``rss_mb``: the process's resident memory after the run and its peak so far.
 
 Pairs (``--pairs``): ``popularity`` (the ID pair: popularity vs SASRec), ``hstu`` (HSTU vs
 SASRec), ``sasrec`` (an A/A: SASRec vs SASRec), ``hllm:<serving>`` (HLLM vs SASRec, HLLM serving in
-each user-state serving mode of ``hllm.user_state.SERVING_MODES``). Rounds run every pair in
+each user-state serving mode of ``hllm.user_state.SERVING_MODES``; ``hllm:online:10``: with a
+``window_step`` of 10). Rounds run every pair in
 alternating order; per pair the best of N rounds (the machine is shared: best-of-N is the least
 disturbed run) and each pair's throughput ratio to the ID pair **of the same round**
 (``ratio_to_id_pair``) and of the bests.
@@ -48,6 +51,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_with_children() -> float:
+    """CPU seconds of this process and of its children that ended (the oracle's forked workers)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
 class PhaseTimer:
     """Wall time of one ``run_experiment`` call by phase (module doc), by wrapping the library's
     functions for the duration of the run (the library code stays untouched); ``snapshot()``'s value
@@ -78,11 +87,11 @@ class PhaseTimer:
                 me.t["startup"] = time.perf_counter() - t
 
         def truth_w(*a, **k):
-            t, c, me.in_oracle = time.perf_counter(), time.process_time(), True
+            t, c, me.in_oracle = time.perf_counter(), cpu_with_children(), True
             try:
                 return truth(*a, **k)
             finally:
-                me.t["oracle"], me.t["oracle_cpu"] = time.perf_counter() - t, time.process_time() - c
+                me.t["oracle"], me.t["oracle_cpu"] = time.perf_counter() - t, cpu_with_children() - c
                 me.in_oracle = False
 
         def sim_w(self_, *a, **k):
@@ -125,11 +134,13 @@ def pair_config(treatment: str, dataset: str, n_requests: int, art: str, oracle_
 
 
 def serve_as(pols: dict, serving: str | None) -> None:
-    """HLLM's user-state serving mode for the next run (``hllm.user_state.SERVING_MODES``)."""
+    """HLLM's user-state serving for the next run: a mode of ``hllm.user_state.SERVING_MODES``,
+    optionally ``:S`` a ``window_step`` (``online:10``)."""
     if serving is not None:
         from hllm.user_state import UserStateConfig
 
-        pols["hllm"].set_serving(UserStateConfig(serving=serving))
+        mode, _, step = serving.partition(":")
+        pols["hllm"].set_serving(UserStateConfig(serving=mode, window_step=int(step or 1)))
 
 
 class Variant:
@@ -184,10 +195,11 @@ def timed_pair(cfg, cat, pols, serving: str | None) -> dict:
     n = cat.con.execute("SELECT count(*) FROM requests WHERE run_id = ?", [rid]).fetchall()[0][0]
     out = {"run_id": rid, "requests": int(n), **pt.phases()}
     out["simulate_rps"] = round(n / out["simulate_s"], 1)
+    out["startup_and_simulate_rps"] = round(n / (out["startup_s"] + out["simulate_s"]), 1)
     out["truth"] = truth_of(cat, rid)
     if pt.at_flush is not None:  # HLLM's serving during the simulate phase (the oracle's passes excluded)
         out["hllm_simulate"] = pt.at_flush
-        if serving == "tables":  # the table's refresh job (run inline here) apart: the request path alone
+        if serving.startswith("tables"):  # the table's refresh job (run inline here) apart: the request path alone
             out["table_refresh_s"] = pt.at_flush["user_llm_s"]
             out["request_path_rps"] = round(n / (out["simulate_s"] - out["table_refresh_s"]), 1)
     out["oracle_over_simulate"] = round(out["oracle_s"] / out["simulate_s"], 3)
@@ -200,7 +212,8 @@ def timed_pair(cfg, cat, pols, serving: str | None) -> dict:
 
 
 def parse_pair(spec: str) -> tuple[str, str | None]:
-    """'popularity' -> ('popularity', None); 'hllm:tables' -> ('hllm', 'tables')."""
+    """'popularity' -> ('popularity', None); 'hllm:tables' -> ('hllm', 'tables');
+    'hllm:online:10' -> ('hllm', 'online:10') (a window_step)."""
     name, _, serving = spec.partition(":")
     return name, (serving or None)
 
@@ -215,35 +228,48 @@ def train(cat, dataset: str, art: str, treatments: set[str], n_requests: int, ru
     return pols
 
 
+def variant_specs(baseline: str | None, workers: list[int | None]) -> list[tuple[str | None, str | None, int | None]]:
+    """(label, code variant for ``Variant``, oracle workers) of every variant a pair runs as."""
+    if baseline is not None:
+        return [("after", "after", workers[0]), ("before", "before", workers[0])]
+    if len(workers) > 1:
+        return [(f"oracle_workers={w or 'auto'}", None, w) for w in workers]
+    return [(None, None, workers[0])]
+
+
 def side_by_side(cat, dataset: str, art: str, pairs: list[str], rounds: int, n_requests: int,
-                 oracle_reps: int, runtime: str, baseline: str | None = None) -> dict:
-    """Every pair, ``rounds`` times in alternating order; best-of-N and ratios to the ID pair."""
+                 oracle_reps: int, runtime: str, baseline: str | None = None,
+                 oracle_workers: list[int | None] = (None,)) -> dict:
+    """Every pair, ``rounds`` times in alternating order (and every variant of it, alternating);
+    best-of-N and ratios to the ID pair."""
     t = time.perf_counter()
     pols = train(cat, dataset, art, {parse_pair(p)[0] for p in pairs}, n_requests, runtime)
     res: dict = {"dataset": dataset, "runtime": runtime, "requests_per_run": n_requests,
                  "oracle_reps": oracle_reps, "prepare_train_s": round(time.perf_counter() - t, 1),
                  "runs": {p: [] for p in pairs}}
-    variants = [None] if baseline is None else ["after", "before"]
+    variants = variant_specs(baseline, list(oracle_workers))
     runner_cls = baseline_runner(baseline) if baseline is not None else None
-    res["variants"] = {v: {"runs": {p: [] for p in pairs}} for v in variants if v is not None}
+    res["variants"] = {v: {"runs": {p: [] for p in pairs}} for v, _, _ in variants if v is not None}
     for r in range(rounds):
         for p in pairs if r % 2 == 0 else pairs[::-1]:
             name, serving = parse_pair(p)
             cfg = pair_config(name, dataset, n_requests, art, oracle_reps, runtime)
-            for v in variants if r % 2 == 0 else variants[::-1]:
-                with Variant(v, runner_cls, pols):
-                    out = timed_pair(cfg, cat, pols, serving)
+            for v, code, w in variants if r % 2 == 0 else variants[::-1]:
+                with Variant(code, runner_cls, pols):
+                    out = timed_pair(cfg.model_copy(update={"oracle_workers": w}), cat, pols, serving)
                 (res["runs"] if v is None else res["variants"][v]["runs"])[p].append(out)
                 print(f"[bench] {dataset} round {r} {p} {v or ''}: {json.dumps(out)}", file=sys.stderr)
-    if baseline is None:
+    if len(variants) == 1:
         res["summary"] = pair_summary(res["runs"], rounds)
+        del res["variants"]
     else:
         del res["runs"]
         for d in res["variants"].values():
             d["summary"] = pair_summary(d["runs"], rounds)
-        res["truth_identical_before_after"] = all(
-            a["truth"] == b["truth"] for p in pairs
-            for a, b in zip(res["variants"]["after"]["runs"][p], res["variants"]["before"]["runs"][p], strict=True))
+        first = res["variants"][variants[0][0]]["runs"]
+        res["truth_identical_across_variants"] = all(
+            a["truth"] == b["truth"] for d in res["variants"].values() for p in pairs
+            for a, b in zip(first[p], d["runs"][p], strict=True))
     if "hllm" in pols:
         res["user_llm_rate"] = user_llm_rate(pols["hllm"], baseline=baseline)
         print(f"[bench] user LLM rate: {json.dumps(res['user_llm_rate'])}", file=sys.stderr)
@@ -257,6 +283,9 @@ def pair_summary(runs: dict, rounds: int) -> dict:
            "ratio_to_id_pair_of_bests": {p: round(v / best["popularity"], 3) for p, v in best.items()},
            "ratio_to_id_pair_per_round": {p: [round(rs[i]["simulate_rps"] / ref[i]["simulate_rps"], 3)
                                               for i in range(rounds)] for p, rs in runs.items()},
+           "with_startup_ratio_to_id_pair_per_round": {  # tables: the table built at the start counted too
+               p: [round(rs[i]["startup_and_simulate_rps"] / ref[i]["startup_and_simulate_rps"], 3)
+                   for i in range(rounds)] for p, rs in runs.items()},
            "request_path_ratio_to_id_pair_per_round": {
                p: [round(rs[i]["request_path_rps"] / ref[i]["simulate_rps"], 3) for i in range(rounds)]
                for p, rs in runs.items() if "request_path_rps" in rs[0]},
@@ -347,6 +376,16 @@ def user_llm_rate(pol, n_users: int = 64, baseline: str | None = None, rounds: i
     return out
 
 
+def parse_workers(text: str) -> list[int | None]:
+    """'1,auto' -> [1, None] (--oracle-workers)."""
+    out = []
+    for w in text.split(","):
+        if w != "auto" and not (w.isdigit() and int(w) >= 1):
+            raise argparse.ArgumentTypeError(f"{w!r} is not a number of processes >= 1 or 'auto'")
+        out.append(None if w == "auto" else int(w))
+    return out
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", default="popularity,hllm:online,hllm:tables",
@@ -359,6 +398,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--baseline", default=None, help="git revision: also run its user-LLM runner and an oracle "
                     "that does not start from the run's slates (variant 'before') beside the current code "
                     "('after'), alternating")
+    ap.add_argument("--oracle-workers", default="auto", type=parse_workers,
+                    help="comma-separated: the oracle's processes (ExperimentConfig.oracle_workers; auto = the "
+                    "cores); two or more values: each pair runs once per value, alternating")
     ap.add_argument("--workdir", default=None, help="catalog + trained artifacts (reused across invocations)")
     return ap.parse_args()
 
@@ -375,6 +417,8 @@ def main() -> None:
     pairs = [p for p in args.pairs.split(",") if p]
     if "popularity" not in pairs:
         raise SystemExit("--pairs must include 'popularity' (the ID pair every ratio is taken to)")
+    if args.baseline is not None and len(args.oracle_workers) > 1:
+        raise SystemExit("--baseline and several --oracle-workers: one kind of variant at a time")
     if args.runtime == "ray":
         import ray
 
@@ -384,7 +428,8 @@ def main() -> None:
                  "machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}, "torch_threads": 1}
     try:
         out["pairs"] = side_by_side(cat, args.dataset, str(work / "artifacts"), pairs, args.rounds,
-                                    args.requests, args.oracle_reps, args.runtime, args.baseline)
+                                    args.requests, args.oracle_reps, args.runtime, args.baseline,
+                                    args.oracle_workers)
     finally:
         cat.close()
     out["machine"]["load_avg_end"] = os.getloadavg()

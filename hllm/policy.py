@@ -253,6 +253,23 @@ class HLLMPolicy(AnnServing):
         self._states = None  # cached user states belong to the previous weights / table
 
     # ----------------------------------------------------------------- serving
+    def _user_states(self) -> UserStates:
+        self._check_fitted()
+        self.model.eval()
+        if self._states is None:
+            self._states = UserStates(UserLLMRunner(self.model, self.table, self.prior_user), self.serving,
+                                      self.hf_config.use_time)
+        return self._states
+
+    @torch.no_grad()
+    def start_serving(self, users: UserBatch) -> None:
+        """tables: the user-embedding table as of the run's start, built before its first request (as
+        a deployment's offline job; ``UserStates.warm``: as many users as the cache holds). A
+        user's first request finds their row when it was served from the same window (the
+        schedule's last rebuild after their last item), else computes it as without a table."""
+        if self.serving.serving == "tables" and len(users):
+            self._user_states().warm(users.user_ids, users.histories, users.timestamps, users.now)
+
     @torch.no_grad()
     def user_embeddings(self, users: UserBatch) -> torch.Tensor:
         """(B, D) user embeddings from histories (last user-LLM state; normalised for cos).
@@ -260,11 +277,7 @@ class HLLMPolicy(AnnServing):
         Each user's state is computed from that user's window alone (``hllm.user_state``), so it
         does not depend on the batch, and is reused / extended through the user-state cache; a user
         with no history gets ``prior_user`` (the runner's empty state)."""
-        self._check_fitted()
-        self.model.eval()
-        if self._states is None:
-            self._states = UserStates(UserLLMRunner(self.model, self.table, self.prior_user), self.serving, self.hf_config.use_time)
-        before = self._states.compute_s
+        before = self._user_states().compute_s
         emb = self._states.embeddings(users.user_ids, users.histories, users.timestamps, users.now)
         if self.serving.serving == "tables":
             self._nearline_s = self.nearline_seconds() + self._states.compute_s - before

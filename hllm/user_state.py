@@ -5,7 +5,9 @@ can depend on the batch (the padding, the small-matrix paths of a GEMM). Serving
 user's state from that user's window alone (:class:`UserLLMRunner`):
 
 - the window is the last ``max_len`` (P) items of the history, at positions 0..L-1 (RoPE is
-  relative: the same function as the padded forward, equal within float tolerance);
+  relative: the same function as the padded forward, equal within float tolerance); with a
+  ``window_step`` S > 1 a full window drops its oldest items S at a time (it holds P - S + 1 to P
+  items), so it grows by extension between two drops instead of being recomputed on every item;
 - every GEMM (the fused q/k/v, o, fused gate/up and down projections) runs on blocks of exactly
   ``ROWS`` token rows (``rowwise``); the elementwise and per-row ops (RMSNorm, RoPE from a
   per-position cos/sin table, SiLU, residuals) run on all rows at once; attention is one fused
@@ -257,12 +259,23 @@ class UserStateConfig(BaseModel):
         "incremental", description="incremental: reuse a user's state for the same window and extend it when "
         "items were appended; cached: reuse, recompute on any change; recompute: no cache (every request runs "
         "the whole window; the path the other two equal bit for bit)")
+    window_step: int = Field(1, ge=1, description="a full window drops its oldest items this many at a time "
+                             "(at most max_len): a user's window holds between max_len - step + 1 and max_len "
+                             "items, and grows item by item (an incremental extension) between two drops, where "
+                             "1 (exact: always the last max_len items) recomputes the whole window on every new "
+                             "item of a full one (dropping an item changes every later position's state)")
     max_bytes: int = Field(256 * 2**20, ge=0, description="cache budget per policy instance; least recently "
                                                           "used users go first")
     refresh_s: float | None = Field(3600.0, gt=0, description="tables: the table is rebuilt every this many "
                                     "simulated seconds (a request sees the history as of the last rebuild)")
     refresh_items: int | None = Field(10, ge=1, description="tables: a user's row is also refreshed each time "
                                       "they have this many new items")
+
+    def window_start(self, n: int, max_len: int) -> int:
+        """Where the served window of a history of ``n`` items starts (``window_step``): the last
+        ``max_len`` items, the start moved on ``window_step`` items at a time."""
+        step = min(self.window_step, max_len)
+        return 0 if n <= max_len else -(-(n - max_len) // step) * step
 
     def served_prefix(self, times: np.ndarray | None, n: int, now: float | None) -> tuple[int, float]:
         """tables: how many of a user's ``n`` items their table row was computed from, and the
@@ -293,15 +306,16 @@ class UserStates:
         self.cache: OrderedDict[int, UserState] = OrderedDict()  # the latest state per user
         self.roots: dict[int, UserState] = {}  # per cached user: the first state with keys and values
         self.bytes = 0
-        self.stats = {"hit": 0, "extend": 0, "full": 0, "evicted": 0}
+        self.stats = {"hit": 0, "extend": 0, "full": 0, "evicted": 0, "warm": 0}
         self.compute_s = 0.0  # wall time in the user LLM (tables: the refresh job's, run inline at first use)
+        self.warm_s = 0.0  # wall time of ``warm`` (the table built before the run; not in compute_s)
         self.behind: list[np.ndarray] = []  # per request: items the served embedding has not seen
         self.age_s: list[np.ndarray] = []  # per request: simulated seconds since its row was computed
 
-    def served(self, histories, timestamps, now) -> tuple[list, list | None]:
+    def served(self, histories, timestamps, now, record: bool = True) -> tuple[list, list | None]:
         """The histories (and times) the served embeddings are computed from: all of each one online,
         the part before the row's last refresh with tables (``UserStateConfig.served_prefix``);
-        records each request's staleness."""
+        records each request's staleness (``record``)."""
         if self.cfg.serving == "online" or now is None:  # no request time: offline use, the whole history
             return list(histories), None if timestamps is None else list(timestamps)
         hs, ts, behind, age = [], [] if timestamps is not None else None, [], []
@@ -314,8 +328,9 @@ class UserStates:
                 ts.append(t[:n])
             behind.append(len(h) - n)
             age.append(np.nan if nb is None else nb - at)
-        self.behind.append(np.asarray(behind, np.int64))
-        self.age_s.append(np.asarray(age, np.float64))
+        if record:
+            self.behind.append(np.asarray(behind, np.int64))
+            self.age_s.append(np.asarray(age, np.float64))
         return hs, ts
 
     def _get(self, uid: int, window: np.ndarray, times: np.ndarray | None) -> tuple[UserState | None, bool]:
@@ -358,6 +373,7 @@ class UserStates:
     def report(self) -> dict:
         """What serving did so far (counts, cache size)."""
         out = {"serving": self.cfg.serving, **self.stats, "user_llm_s": round(self.compute_s, 3),
+               "warm_s": round(self.warm_s, 3),
                "cached_users": len(self.cache),
                "cached_mib": round(self.bytes / 2**20, 1)}
         if self.behind:
@@ -370,15 +386,41 @@ class UserStates:
                 "age_s_p90": round(float(np.quantile(age, 0.9)), 1) if len(age) else None}
         return out
 
-    def embeddings(self, user_ids: np.ndarray, histories, timestamps, now=None) -> torch.Tensor:
+    def warm(self, user_ids: np.ndarray, histories, timestamps, now: np.ndarray, chunk: int = 256) -> int:
+        """Compute the rows these users would be served at ``now`` (B,) ahead of their requests: a
+        deployment's user-embedding table, built before traffic arrives. Their requests then find
+        them in the cache (the same floats as computed at the request: ``UserLLMRunner``). Stops
+        before the cache would evict a warmed user; no request is recorded. Returns the users warmed."""
+        t0, done, evicted = time.perf_counter(), 0, self.stats["evicted"]
+        while done < len(user_ids):
+            room = chunk  # after the first chunk: as many as the cache's room holds at the mean size so far
+            if self.cache:
+                room = min(chunk, int((self.max_bytes - self.bytes) / (self.bytes / len(self.cache))))
+            if room <= 0:
+                break
+            sl = slice(done, done + room)
+            self.embeddings(user_ids[sl], histories[sl], None if timestamps is None else timestamps[sl],
+                            now[sl], record=False)
+            done = min(done + room, len(user_ids))
+            if self.stats["evicted"] > evicted:  # sizes vary: the estimate was too high
+                break
+        self.stats["warm"] += done
+        self.warm_s += time.perf_counter() - t0
+        return done
+
+    def embeddings(self, user_ids: np.ndarray, histories, timestamps, now=None,
+                   record: bool = True) -> torch.Tensor:
         """(B, D) final states of the users' served windows (before ``HLLMModel.unit``); ``now``
-        (B,) the request times (the tables schedule)."""
+        (B,) the request times (the tables schedule); ``record``: count them as requests (the
+        cache's statistics, staleness, ``compute_s``)."""
         P = self.runner.P
-        histories, timestamps = self.served(histories, timestamps, now)
-        windows = [np.asarray(h, np.int64)[-P:] for h in histories]
+        histories, timestamps = self.served(histories, timestamps, now, record)
+        counts = self.stats if record else {"hit": 0, "extend": 0, "full": 0}
+        starts = [self.cfg.window_start(len(h), P) for h in histories]
+        windows = [np.asarray(h, np.int64)[s:] for h, s in zip(histories, starts, strict=True)]
         times = None
         if self.use_time:  # no timestamps: zeros, as the padded forward (every gap in bucket 0)
-            times = [np.zeros(len(w)) if timestamps is None else np.asarray(timestamps[b], np.float64)[-P:]
+            times = [np.zeros(len(w)) if timestamps is None else np.asarray(timestamps[b], np.float64)[starts[b]:]
                      for b, w in enumerate(windows)]
         out = self.runner.table.new_empty(len(windows), self.runner.table.shape[1])
         todo: list[tuple[int, UserState | None]] = []
@@ -389,17 +431,18 @@ class UserStates:
                 out[b] = self.runner.empty
             elif hit:
                 out[b] = st.emb
-                self.stats["hit"] += 1
+                counts["hit"] += 1
             else:
                 todo.append((b, st))
         if todo:
             rows, t0 = [b for b, _ in todo], time.perf_counter()
             new = self.runner.extend([p for _, p in todo], [windows[b] for b in rows],
                                      None if times is None else [times[b] for b in rows], self.mode == "incremental")
-            self.compute_s += time.perf_counter() - t0
+            if record:
+                self.compute_s += time.perf_counter() - t0
             for (b, prefix), st in zip(todo, new, strict=True):
                 out[b] = st.emb
-                self.stats["extend" if prefix is not None else "full"] += 1
+                counts["extend" if prefix is not None else "full"] += 1
                 if self.mode != "recompute":
                     self._put(int(user_ids[b]), st)
         return out

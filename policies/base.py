@@ -227,6 +227,11 @@ class FullScorePolicy:
         a pipeline leaves it out of the requests' latency. 0 unless a policy says so."""
         return 0.0
 
+    def start_serving(self, users: UserBatch) -> None:
+        """A run is about to serve ``users`` (their histories and the run's start time as ``now``):
+        the work a deployment does before traffic arrives (HLLM ``tables``: its user-embedding
+        table). It must not change what any request is served. Nothing unless a policy says so."""
+
     def full_scoring(self) -> bool:
         """Whether a pipeline scores this policy over the whole catalog (one ``score_all`` per
         batch, shared by its stages); False: it serves through ``retrieve`` and ``score`` only

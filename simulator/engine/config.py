@@ -172,6 +172,10 @@ class ExperimentConfig(BaseModel):
     actors_per_arm: int = Field(1, ge=1)
     chunk_size: int = Field(128, ge=1, description="requests per pipeline call (fixed, so results do not depend on the runtime)")
     threads: int = Field(1, ge=1, description="torch threads per pipeline (same in every runtime: identical floats)")
+    oracle_workers: int | None = Field(None, ge=1, description="processes the world oracle's passes run in at "
+                                       "once (None: the cores this process may use; 1: this process only); "
+                                       "forked on Linux with threads = 1 and the local runtime, else 1. "
+                                       "Results do not depend on it")
     max_restarts: int = Field(-1, ge=-1, description="Ray: restarts of a dead pipeline actor (-1 = unlimited)")
     max_task_retries: int = Field(5, ge=0, description="Ray: retries of a batch whose actor died")
     artifacts: str = "artifacts"

@@ -34,6 +34,7 @@ import numpy as np
 from policies.base import Slate, UserBatch
 from simulator.core.metrics import TRUTH_METRICS, UserSums, truth_values
 from simulator.engine.design import SingleArm, SlateBatch
+from simulator.engine.forked import Workers
 from simulator.engine.runtime import Served
 from simulator.engine.users import Response
 
@@ -123,6 +124,7 @@ class SlateRecorder:
         self.inner, self.arms, self.max_bytes = inner, dict(history_only), max_bytes
         self.memo: Memo = {}
         self.nbytes, self.recording = 0, bool(history_only)
+        self.served_ms: dict[str, list[float]] = {}  # arm -> [request-path + nearline ms, requests]
 
     def __getattr__(self, name: str):  # the inner runtime's attributes (a test hook reads its actors)
         return getattr(self.inner, name)
@@ -134,8 +136,16 @@ class SlateRecorder:
     def close(self) -> None:
         self.inner.close()
 
+    def ms_per_request(self) -> dict[str, float]:
+        """Each arm's serving time per request in the run so far (what a pass of it will cost)."""
+        return {a: ms / max(n, 1.0) for a, (ms, n) in self.served_ms.items()}
+
     def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
         out = self.inner.serve(work)
+        for a, got in out.items():
+            tot = self.served_ms.setdefault(a, [0.0, 0.0])
+            tot[0] += float(got.latency_ms.sum() + got.nearline_ms.sum())
+            tot[1] += len(got.latency_ms)
         for a in sorted(self.arms.keys() & work.keys()) if self.recording else ():
             s, memo = out[a].slate, self.memo.setdefault(self.arms[a], {})
             for i, (u, h) in enumerate(zip(work[a].user_ids, work[a].histories, strict=True)):
@@ -230,17 +240,27 @@ def oracle_seed(seed: int, rep: int) -> int:
 
 
 def world_truth(make_simulation, arm_names: tuple[str, ...], n_users: int, user_model, seed: int,
-                reps: int, window: tuple[float, float]) -> Truth:
+                reps: int, window: tuple[float, float], *, shares: tuple | None = None,
+                workers: Workers = Workers()) -> Truth:
     """Run ``reps`` counterfactual passes per arm. ``make_simulation(design, log, seed)`` builds the
-    run's Simulation with another design/log/seed (everything else unchanged)."""
+    run's Simulation with another design/log/seed (everything else unchanged). ``shares``: per arm,
+    a key; the passes of arms with one key (the same slates: ``Pipeline.slate_key``) and the reps of
+    an arm run in one process, one after the other (they reuse one another's slates); such groups
+    run in up to ``workers.n`` processes at once (``simulator.engine.forked``: same results; a job
+    is ``(arm index, rep)``)."""
     if reps < 1:
         raise ValueError("world_truth needs reps >= 1")
-    passes: dict[str, list[dict[str, float]]] = {a: [] for a in arm_names}
-    ses: dict[str, list[dict[str, float]]] = {a: [] for a in arm_names}
-    for i, arm in enumerate(arm_names):
-        for r in range(reps):
-            log = TruthLog(user_model, n_users)
-            make_simulation(SingleArm(arm_names, i), log, oracle_seed(seed, r)).run()
-            passes[arm].append(log.metrics())
-            ses[arm].append(log.standard_errors())
+    groups: dict = {}
+    for i, key in enumerate(shares or arm_names):
+        groups.setdefault(key, []).extend((i, r) for r in range(reps))
+
+    def one_pass(job: tuple[int, int]) -> tuple[dict[str, float], dict[str, float]]:
+        i, r = job
+        log = TruthLog(user_model, n_users)
+        make_simulation(SingleArm(arm_names, i), log, oracle_seed(seed, r)).run()
+        return log.metrics(), log.standard_errors()
+
+    done = workers.run(one_pass, list(groups.values()))
+    passes = {a: [done[i, r][0] for r in range(reps)] for i, a in enumerate(arm_names)}
+    ses = {a: [done[i, r][1] for r in range(reps)] for i, a in enumerate(arm_names)}
     return Truth(passes, window, ses)

@@ -118,6 +118,15 @@ class Pipeline:
         return self.arm.model_dump_json(exclude={"name", "role", "weight"}) + repr(
             sorted((name, id(p)) for name, p in self.policies.items()))
 
+    def start(self, users: UserBatch, started: set[int] | None = None) -> None:
+        """The run is about to serve ``users`` (``FullScorePolicy.start_serving``), each policy once
+        (``started``: the ids of policy objects other pipelines already started)."""
+        started = set() if started is None else started
+        for p in self.policies.values():
+            if isinstance(p, FullScorePolicy) and id(p) not in started:
+                started.add(id(p))
+                p.start_serving(users)
+
     def nearline_seconds(self) -> float:
         """The policies' work outside the request path so far (``FullScorePolicy.nearline_seconds``)."""
         return sum(p.nearline_seconds() for p in self.policies.values() if isinstance(p, FullScorePolicy))

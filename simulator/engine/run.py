@@ -20,12 +20,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policies import registry
+from policies.base import UserBatch
 from policies.store import fit_or_load
 from simulator.core import Catalog
 from simulator.core.busy import holding
 from simulator.core.errors import ConfigError, NotFoundError, RunInterrupted
 from simulator.core.sequences import Dataset
-from simulator.engine import signals
+from simulator.engine import forked, signals
 from simulator.engine.config import ExperimentConfig
 from simulator.engine.design import make_design
 from simulator.engine.eventlog import EventLog
@@ -144,8 +145,8 @@ def run_experiment(cfg: ExperimentConfig, catalog: Catalog, *, progress: bool = 
                     if done is None:
                         _simulate(cfg, setup, runtime, policies, store, progress, on_batch)
                     if phase_index(done) < phase_index("oracle"):
-                        memo = runtime.memo if isinstance(runtime, SlateRecorder) else None
-                        _oracle(cfg, setup, policies, store, progress, memo)
+                        recorded = runtime if isinstance(runtime, SlateRecorder) else None
+                        _oracle(cfg, setup, policies, store, progress, recorded)
                     status = "complete"
                 except BaseException as e:  # Ctrl-C / SIGTERM: incomplete (resumable); anything else: failed
                     if not signals.is_stop(e):
@@ -190,9 +191,23 @@ def _simulate(cfg: ExperimentConfig, setup: Scenario, runtime, policies: dict, s
 def _start_runtime(cfg: ExperimentConfig, policies: dict, setup: Scenario):
     kw = ({"address": cfg.ray_address, "max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
           if cfg.runtime == "ray" else {})
-    return RUNTIMES[cfg.runtime](list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
-                                 chunk_size=cfg.chunk_size, threads=cfg.threads,
-                                 availability=setup.availability(policies, setup.train_dataset), **kw)
+    runtime = RUNTIMES[cfg.runtime](list(cfg.arms), policies, _rerank_view(setup.dataset), cfg.actors_per_arm,
+                                    chunk_size=cfg.chunk_size, threads=cfg.threads,
+                                    availability=setup.availability(policies, setup.train_dataset), **kw)
+    try:
+        runtime.start(start_batch(setup))
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime
+
+
+def start_batch(setup: Scenario) -> UserBatch:
+    """The users who will send requests, with what the arms see of them at the run's start."""
+    users = np.asarray(setup.users, np.int64)
+    now = np.full(len(users), setup.sim_start, np.float64)
+    hist, times = setup.seen(users, now, setup.histories, setup.history_times)
+    return UserBatch(users, hist, times, now)
 
 
 def _history_only_arms(cfg: ExperimentConfig, policies: dict, setup: Scenario) -> dict[str, str]:
@@ -204,13 +219,13 @@ def _history_only_arms(cfg: ExperimentConfig, policies: dict, setup: Scenario) -
 
 
 def _oracle(cfg: ExperimentConfig, setup: Scenario, policies: dict, store: RunStore, progress: bool,
-            memo=None) -> None:
-    """The oracle phase (scenarios with a ground truth): store each arm's true values (``memo``: the
-    run's slates, when this process ran the simulation: ``SlateRecorder``)."""
+            recorded: SlateRecorder | None = None) -> None:
+    """The oracle phase (scenarios with a ground truth): store each arm's true values (``recorded``:
+    the run's slates and serving times, when this process ran the simulation)."""
     end = store.con.execute("SELECT max(ts) FROM requests WHERE run_id = ?", [store.run_id]).fetchall()[0][0]
     if setup.has_truth and cfg.oracle_reps >= 1 and end is not None:
         signals.fault_point("oracle")
-        truth = run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress, memo)
+        truth = run_truth(cfg, setup, policies, (setup.sim_start, float(end)), progress, recorded)
         store.store_truth(truth.rows(), truth.window)
     store.mark_phase("oracle")
 
@@ -227,21 +242,45 @@ def simulation(cfg: ExperimentConfig, setup: Scenario, design, runtime, log, see
 
 
 def run_truth(cfg: ExperimentConfig, setup: Scenario, policies: dict, window: tuple[float, float],
-              progress: bool = False, memo=None) -> Truth:
-    """The world oracle for this run's window (in-process: results do not depend on the runtime;
-    ``memo``: slates the run served, reused where a pass repeats a request)."""
-    runtime = ReusingRuntime(LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset),
-                                          chunk_size=cfg.chunk_size, threads=cfg.threads,
-                                          availability=setup.availability(policies, setup.train_dataset)),
-                             memo)
+              progress: bool = False, recorded: SlateRecorder | None = None) -> Truth:
+    """The world oracle for this run's window (in-process, or in forked copies of this process:
+    results do not depend on the runtime; ``recorded``: the run's slates, reused where a pass
+    repeats a request, and its arms' serving times, which balance the passes over the workers)."""
+    local = LocalRuntime(list(cfg.arms), policies, _rerank_view(setup.dataset), chunk_size=cfg.chunk_size,
+                         threads=cfg.threads, availability=setup.availability(policies, setup.train_dataset))
+    runtime = ReusingRuntime(local, None if recorded is None else recorded.memo)
     stop = float(np.nextafter(window[1], np.inf))  # requests at the run's last request time are served too
+    pipes = local.pipes
+    shares = tuple(pipes[a.name].slate_key() if pipes[a.name].history_only() else ("arm", a.name)
+                   for a in cfg.arms)
+    workers = _oracle_workers(cfg, recorded, progress)
     if progress:
-        tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes ...",
-                   file=sys.stderr)
+        tqdm.write(f"[sim] world oracle: {len(cfg.arms)} arms x {cfg.oracle_reps} counterfactual passes"
+                   f"{f' in up to {workers.n} processes' if workers.n > 1 else ''} ...", file=sys.stderr)
     return world_truth(lambda design, log, seed: simulation(cfg, setup, design, runtime, log, seed, stop,
                                                             policies=policies),
                        tuple(a.name for a in cfg.arms), setup.dataset.n_users, setup.user_model, cfg.seed,
-                       cfg.oracle_reps, window)
+                       cfg.oracle_reps, window, shares=shares, workers=workers)
+
+
+def oracle_workers(cfg: ExperimentConfig) -> int:
+    """The processes the oracle's passes may use (``ExperimentConfig.oracle_workers``)."""
+    if not forked.can_fork(cfg.threads):
+        return 1
+    return cfg.oracle_workers or forked.cores()
+
+
+def _oracle_workers(cfg: ExperimentConfig, recorded: SlateRecorder | None, progress: bool) -> forked.Workers:
+    """The oracle's workers: a pass costs what its arm's requests cost in the run (when known)."""
+    ms = {} if recorded is None else recorded.ms_per_request()
+    names = [a.name for a in cfg.arms]
+
+    def retry(message: str) -> None:
+        if progress:
+            tqdm.write(f"[sim] world oracle: {message}", file=sys.stderr)
+
+    return forked.Workers(oracle_workers(cfg), cost=lambda job: ms.get(names[job[0]], 1.0),
+                          check=signals.check, on_retry=retry)
 
 
 @dataclass(frozen=True)

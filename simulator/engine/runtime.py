@@ -121,6 +121,14 @@ class LocalRuntime:
         self.pipes = {a.name: Pipeline(a, {p: policies[p] for p in a.policies()}, self.dataset, availability)
                       for a in self.arms}
 
+    def start(self, users: UserBatch) -> None:
+        """Before the first request: the users and their histories at the run's start
+        (``Pipeline.start``: each policy object once)."""
+        started: set[int] = set()
+        with _threads(self.threads):
+            for pipe in self.pipes.values():
+                pipe.start(users, started)
+
     def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
         with _threads(self.threads):
             return {arm: _join([_run_pipeline(self.pipes[arm], u.slice(sl)) for sl in _chunks(len(u), self.chunk)])
@@ -161,6 +169,11 @@ class RayRuntime:
                                 for _ in range(self.k)] for a in self.arms}
         self.ray.get([a.ping.remote() for actors in self.actors.values() for a in actors])  # started and loaded
 
+    def start(self, users: UserBatch) -> None:
+        """Before the first request (``Pipeline.start``), in every actor: each holds its own policies."""
+        packed = self.ray.put(_pack(users))
+        self.ray.get([a.start_packed.remote(packed) for actors in self.actors.values() for a in actors])
+
     def serve(self, work: dict[str, UserBatch]) -> dict[str, Served]:
         futures = {}
         for arm, u in work.items():
@@ -187,6 +200,9 @@ class _PipelineActor:
 
     def run_packed(self, packed: tuple) -> SlateParts:
         return _run_pipeline(self.pipe, _unpack(packed))
+
+    def start_packed(self, packed: tuple) -> None:
+        self.pipe.start(_unpack(packed))
 
     def ping(self) -> bool:
         return True

@@ -194,3 +194,48 @@ def test_tables_serve_the_history_as_of_the_last_refresh_and_record_staleness(ru
     assert tab.embeddings(np.arange(8), hist, times, now) is not None and tab.stats["hit"] >= 8  # same rows: lookups
     assert torch.equal(tab.embeddings(np.arange(8), hist, times), states(runner, "recompute").embeddings(
         np.arange(8), hist, times))  # no request time (offline use): the whole history
+
+
+def test_a_window_step_drops_items_in_steps_and_extends_between_drops(runner):
+    """window_step S: the served window is the history's items from a start that moves S at a time
+    (P - S + 1 to P items); between two drops it grows by extension, bit for bit the full pass over
+    that window (recompute mode with the same step), which is the padded forward over those items."""
+    cfg = UserStateConfig(window_step=5)
+    assert [cfg.window_start(n, P) for n in (3, P, P + 1, P + 5, P + 6, P + 11)] == [0, 0, 5, 5, 10, 15]
+    assert UserStateConfig(window_step=100).window_start(P + 3, P) == P  # at most max_len: 3 items left
+    hist = list(np.random.default_rng(5).integers(0, 50, (12, P + 1)))  # every window just dropped 5 items
+    times = [np.cumsum(np.full(len(h), 60.0)) for h in hist]
+    users = np.arange(12)
+    inc = states(runner, window_step=5)
+    inc.embeddings(users, hist, times)
+    for _ in range(6):  # 4 extensions (P - 4 -> P items), then a drop of 5 (recomputed), then one more
+        hist = [np.append(h, b % 50) for b, h in enumerate(hist)]
+        times = [np.append(t, t[-1] + 60.0) for t in times]
+        got = inc.embeddings(users, hist, times)
+        assert torch.equal(got, states(runner, "recompute", window_step=5).embeddings(users, hist, times))
+    assert inc.stats["extend"] == 12 * 5 and inc.stats["full"] == 12 * 2
+    start = cfg.window_start(len(hist[0]), P)
+    torch.testing.assert_close(got, padded_forward(runner[1], runner[0].table, [h[start:] for h in hist],
+                                                   [t[start:] for t in times]), atol=2e-5, rtol=1e-4)
+
+
+def test_warming_builds_the_rows_requests_then_hit_and_stops_before_evicting(runner):
+    """``warm``: the rows users would be served at a time, computed ahead (no request recorded);
+    a request at that time hits them with the same floats; the warm-up stops when the cache is full."""
+    cfg = UserStateConfig(serving="tables", refresh_s=100.0, refresh_items=3)
+    hist, times = histories(12, seed=6)
+    hist, times = [h[:5] for h in hist], [t[:5] for t in times]  # states of one size
+    now = np.array([t[-1] + 1.0 for t in times])
+    tab = UserStates(runner[0], cfg, runner[1].config.use_time)
+    assert tab.warm(np.arange(12), hist, times, now, chunk=5) == 12
+    assert tab.stats["warm"] == 12 and tab.stats["hit"] == tab.stats["full"] == 0 and tab.compute_s == 0.0
+    assert tab.report()["warm_s"] > 0 and "staleness" not in tab.report()  # warming is not a request
+    got = tab.embeddings(np.arange(12), hist, times, now)
+    served = sum(cfg.served_prefix(t, len(h), n)[0] > 0 for h, t, n in zip(hist, times, now, strict=True))
+    assert served >= 8 and tab.stats["hit"] == served and tab.stats["full"] == tab.stats["extend"] == 0
+    fresh = UserStates(runner[0], cfg, runner[1].config.use_time)
+    assert torch.equal(got, fresh.embeddings(np.arange(12), hist, times, now))
+    budget = int(7.5 * tab.bytes / len(tab.cache))  # room for seven users' rows
+    small = UserStates(runner[0], cfg.model_copy(update={"max_bytes": budget}), runner[1].config.use_time)
+    assert 7 <= small.warm(np.arange(12), hist, times, now, chunk=5) < 12  # users with no row take no room
+    assert len(small.cache) == 7 and small.stats["evicted"] == 0

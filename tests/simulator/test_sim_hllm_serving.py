@@ -131,3 +131,38 @@ def test_a_run_stores_each_requests_nearline_time_apart_from_its_latency(tiny_wo
 
     md = open(write_report(cat, rid, tmp_path / "rep")["md"]).read()
     assert "| nearline ms |" in md  # the arm table shows it where an arm did such work
+
+
+def test_tables_built_before_the_run_serve_what_the_requests_would_have_computed(tiny_world, tmp_path,
+                                                                                   monkeypatch):
+    """tables: the table as of the run's start (``HLLMPolicy.start_serving``, before the first
+    request) changes no event and no truth, only where the user LLM's time goes: first requests
+    find their users' rows."""
+    from hllm.policy import HLLMPolicy
+
+    cat, _ = tiny_world
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path / "artifacts", n_requests=300, oracle_reps=1,
+                      arms=[tiny_arm("control", "popularity", "control"), tiny_arm("treatment", "hllm")],
+                      policies={"hllm": {"preset": "tiny", "stage1_epochs": 0, "stage2_epochs": 1, "max_len": 12,
+                                         "user_states": {"serving": "tables"}}})
+    pols = train_arms(cfg, prepare(cfg, cat), progress=False)
+    runs, stats = {}, {}
+    for warm in (True, False):
+        with monkeypatch.context() as m:
+            if not warm:
+                m.setattr(HLLMPolicy, "start_serving", lambda self, users: None)
+            pols["hllm"].set_serving(UserStateConfig(serving="tables"))
+            runs[warm] = run_experiment(cfg, cat, progress=False, policies=pols)
+            stats[warm] = pols["hllm"]._states.report()
+    n_users = cat.con.execute("SELECT count(DISTINCT user_id) FROM requests WHERE run_id = ?",
+                              [runs[True]]).fetchall()[0][0]
+    assert stats[True]["warm"] >= n_users and stats[False]["warm"] == 0 and stats[True]["warm_s"] > 0
+    assert stats[True]["full"] < stats[False]["full"] and stats[True]["hit"] > stats[False]["hit"]
+    assert stats[True]["staleness"]["requests"] == stats[False]["staleness"]["requests"]  # warming is no request
+    want, got = event_frames(cat, runs[False]), event_frames(cat, runs[True])
+    for table, df in want.items():
+        pd.testing.assert_frame_equal(got[table], df, check_exact=True, obj=table)
+    truth = [cat.con.execute("SELECT * EXCLUDE (run_id) FROM truth WHERE run_id = ? ORDER BY ALL", [r]).df()
+             for r in (runs[False], runs[True])]
+    pd.testing.assert_frame_equal(truth[1], truth[0], check_exact=True)
