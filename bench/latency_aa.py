@@ -16,7 +16,9 @@ the calls hold and their order), the rest is timing noise.
 Variants (``VARIANTS``): ``product`` (as `sim run` serves) and ``product2`` (the same once more: the
 seed's share within one variant); ``gc_off`` (Python's cyclic collector off while a run serves: its
 collections fire at allocation counts, so at the same calls for the same seed); ``warm`` (every call
-served once untimed, then timed: its cost once the caches hold what it touches). glibc's allocator
+served once untimed, then timed: its cost once the caches hold what it touches); ``one_pipeline``
+(both arms served by one Pipeline object: whether an arm's own objects, their place in memory
+included, carry the difference). glibc's allocator
 settings (``MALLOC_*`` environment variables) apply to the whole process; the JSON's command
 records them.
 """
@@ -74,8 +76,27 @@ def _warm():
         runtime._run_pipeline = timed
 
 
+@contextlib.contextmanager
+def _one_pipeline():
+    """Both (identical) arms served by one Pipeline object: an arm's own objects ruled in or out."""
+    from simulator.engine.runtime import LocalRuntime
+
+    reload = LocalRuntime.reload
+
+    def shared(self, policies, availability=None):
+        reload(self, policies, availability)
+        first, *rest = self.pipes
+        self.pipes.update({name: self.pipes[first] for name in rest})
+
+    LocalRuntime.reload = shared
+    try:
+        yield
+    finally:
+        LocalRuntime.reload = reload
+
+
 VARIANTS = {"product": contextlib.nullcontext, "product2": contextlib.nullcontext, "gc_off": _gc_off,
-            "warm": _warm}
+            "warm": _warm, "one_pipeline": _one_pipeline}
 
 
 def summary(runs: list[dict], alpha: float) -> dict:

@@ -40,3 +40,17 @@ def test_each_seed_runs_once_per_variant(monkeypatch, tmp_path, ml100k_dir, caps
         assert res["variants"][name]["runs"] == 3 and all(r["se"] > 0 for r in res["per_run"][name])
     assert -1 <= res["same_seed_correlation_of_difference"]["product~warm"] <= 1
     assert json.loads(capsys.readouterr().out)["command"].endswith(f"--out {out}")
+
+
+def test_one_pipeline_serves_every_arm_with_the_first_arms_pipeline():
+    from simulator.engine.config import parse_config
+    from simulator.engine.runtime import LocalRuntime
+
+    arms = parse_config({"arms": [{"name": n, "role": r, "channels": [{"policy": "popularity", "quota": 10}]}
+                                  for n, r in (("a", "control"), ("b", "treatment"))]}, "test").arms
+    pols = {"popularity": object()}
+    with latency_aa.VARIANTS["one_pipeline"]():
+        shared = LocalRuntime(list(arms), pols).pipes
+    assert shared["a"] is shared["b"]
+    own = LocalRuntime(list(arms), pols).pipes  # restored afterwards
+    assert own["a"] is not own["b"]
