@@ -29,6 +29,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VIEWS_SQL = (Path(__file__).with_name("views.sql")).read_text()
 EVENT_TABLES = ("runs", "arms", "assignments", "requests", "exposures", "feedback")
 BATCH_COLUMNS = ("latency_sum", "requests")  # what batch_table() has per (batch, arm)
+BATCH_LOAD = ("history_items",)  # and the calls' load besides their size (BatchRatio's covariates)
 COVARIATES = PRE_COLUMNS  # pre-period features of each user (user_table): the CUPED covariates
 DEFAULT_MARGIN = 0.05  # non-inferiority margin of a guardrail not listed in AnalysisConfig.margins
 
@@ -273,8 +274,10 @@ def user_table(con, run_id: str, metrics: list[Metric] | None = None) -> tuple[p
 
 
 def batch_table(con, run_id: str) -> pd.DataFrame:
-    """One row per (serving batch, arm, user) of ``run_id``: summed latency and requests
-    (BatchRatio pairs the arms per batch and clusters by batch and by user)."""
-    return con.execute("""SELECT batch_no, arm, user_id, sum(latency_ms) AS latency_sum, count(*) AS requests
+    """One row per (serving batch, arm, user) of ``run_id``: summed latency, requests and the
+    history items the arms were given with them (NULL for runs stored before it was recorded);
+    BatchRatio pairs the arms per batch and clusters by batch and by user."""
+    return con.execute("""SELECT batch_no, arm, user_id, sum(latency_ms) AS latency_sum, count(*) AS requests,
+                                 sum(history_len) AS history_items
                           FROM requests WHERE run_id = ? AND batch_no IS NOT NULL AND latency_ms IS NOT NULL
                           GROUP BY ALL ORDER BY batch_no, arm, user_id""", [run_id]).df()

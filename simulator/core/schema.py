@@ -20,7 +20,8 @@ Tables (all in the main schema; a dataset's own tables live in its schema, see c
 Versions: 0 = a catalog written before versions existed (hllm-sim 0.1.0 development builds);
 1 = the 0.1.0 layout; 2 = ``requests.nearline_ms`` (each request's share of the arms' work
 outside the request path, e.g. an HLLM user-embedding table's refresh; NULL in runs stored
-before it was recorded).
+before it was recorded); 3 = ``truth.se``; 4 = ``requests.history_len`` (the history items the
+arms were given with the request: the latency test's load covariate; NULL before).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import duckdb
 
 from simulator.core.errors import SimError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DDL = """
 CREATE TABLE IF NOT EXISTS schema_meta(key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -49,7 +50,7 @@ CREATE TABLE IF NOT EXISTS assignments(run_id VARCHAR, user_id BIGINT, arm VARCH
   PRIMARY KEY (run_id, user_id));
 CREATE TABLE IF NOT EXISTS requests(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   ts DOUBLE, session_id BIGINT, latency_ms DOUBLE, batch_no BIGINT, nearline_ms DOUBLE,
-  PRIMARY KEY (run_id, request_id));
+  history_len BIGINT, PRIMARY KEY (run_id, request_id));
 CREATE TABLE IF NOT EXISTS exposures(run_id VARCHAR, request_id BIGINT, user_id BIGINT, arm VARCHAR,
   position INTEGER, item_id BIGINT, channel VARCHAR, score DOUBLE, latency_ms DOUBLE, ts DOUBLE,
   pscore DOUBLE, pscore_cascade DOUBLE, pscore_slate DOUBLE, found_by VARCHAR,
@@ -145,8 +146,15 @@ def _from_v2(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE truth ADD COLUMN IF NOT EXISTS se DOUBLE")
 
 
+def _from_v3(con: duckdb.DuckDBPyConnection) -> None:
+    """3 -> 4: requests.history_len (NULL for the requests of runs stored before: their latency
+    test compares the arms at the same call size only)."""
+    con.execute("ALTER TABLE requests ADD COLUMN IF NOT EXISTS history_len BIGINT")
+
+
 # MIGRATIONS[v] brings a catalog from version v to v + 1 (a new version adds one entry)
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _from_v0, 1: _from_v1, 2: _from_v2}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _from_v0, 1: _from_v1, 2: _from_v2,
+                                                                      3: _from_v3}
 
 
 class SchemaVersionError(SimError):

@@ -33,16 +33,17 @@ class EventLog:
         return rid
 
     def record(self, batch_no: int, rid: np.ndarray, users: np.ndarray, now: np.ndarray, sess: np.ndarray,
-               labels: np.ndarray, slates: SlateBatch, resp: Response) -> None:
+               labels: np.ndarray, slates: SlateBatch, resp: Response, history_len: np.ndarray) -> None:
         """Write one served batch. ``labels`` is what the design records for each request's user
         (A/B: the user's arm); exposures and feedback carry the arm that produced each position
-        (the same arm in an A/B test; the team in interleaving)."""
+        (the same arm in an A/B test; the team in interleaving). ``history_len`` (B,): the history
+        items the arms were given with each request (the latency test's load covariate)."""
         self._assignments(users, now, labels)
         origin = self.arm_names[np.clip(slates.arm, 0, None)]  # (B, K) arm name of each position
         near = np.zeros(len(rid)) if slates.nearline_ms is None else slates.nearline_ms
         self.sink.add("requests", request_id=rid, user_id=users, arm=list(labels), ts=now, session_id=sess,
                       latency_ms=slates.latency_ms, batch_no=np.full(len(rid), batch_no, np.int64),
-                      nearline_ms=near)
+                      nearline_ms=near, history_len=np.asarray(history_len, np.int64))
         r_i, p_i = np.nonzero(slates.item_ids >= 0)
         self.sink.add("exposures", request_id=rid[r_i], user_id=users[r_i], arm=origin[r_i, p_i].tolist(),
                       position=p_i.astype(np.int32), item_id=slates.item_ids[r_i, p_i],

@@ -62,7 +62,7 @@ class TruthLog:
         return np.arange(self.next_id - n, self.next_id, dtype=np.int64)
 
     def record(self, batch_no, rid, users, now, sess, labels, slates: SlateBatch,
-               resp: Response) -> None:
+               resp: Response, history_len: np.ndarray) -> None:
         shown = slates.item_ids >= 0
         p = np.where(shown, self.user_model.click_probs(users, slates.item_ids, now), 0.0)  # (B, K)
         gain = 1.0 / np.log2(np.arange(p.shape[1]) + 2.0)  # one click per slate: NDCG = DCG

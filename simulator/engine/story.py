@@ -120,7 +120,8 @@ class Simulation:
         slates = self.design.combine(len(part), served, np.random.default_rng([self.seed, 13, batch_no]))
         slates = replace(slates, nearline_ms=_nearline(len(part), rows, results, names))
         resp = self.user_model.respond(users, slates.item_ids, now, np.random.default_rng([self.seed, 7, batch_no]))
-        self.log.record(batch_no, rid, users, now, sess, self.design.labels(users), slates, resp)
+        self.log.record(batch_no, rid, users, now, sess, self.design.labels(users), slates, resp,
+                        np.fromiter(map(len, hist), np.int64, len(hist)))
         self.batch_no += 1
         hit = np.flatnonzero(resp.position >= 0)
         items = np.full(len(part), -1, np.int64)

@@ -42,7 +42,7 @@ def test_the_default_metrics_and_the_oracle_read_one_definition():
     assert set(TRUTH_METRICS) < {m.name for m in METRICS}
 
 
-def test_a_version1_catalog_gains_requests_nearline_ms_and_its_old_rows_say_not_recorded(tmp_path):
+def test_a_version1_catalog_gains_nearline_ms_and_history_len_as_not_recorded(tmp_path):
     path = str(tmp_path / "v1.duckdb")
     with duckdb.connect(path) as con:  # the 0.1.0 requests table, stamped version 1
         con.execute("CREATE TABLE schema_meta(key VARCHAR PRIMARY KEY, value VARCHAR)")
@@ -52,9 +52,10 @@ def test_a_version1_catalog_gains_requests_nearline_ms_and_its_old_rows_say_not_
                     "PRIMARY KEY (run_id, request_id))")
         con.execute("INSERT INTO requests VALUES ('old', 0, 1, 'a', 0.0, 0, 2.5, 0)")
     with Catalog(path) as c:
-        assert stored_version(c.con) == SCHEMA_VERSION == 3
+        assert stored_version(c.con) == SCHEMA_VERSION == 4
         assert tuple(columns(c.con, "requests")) == COLUMNS["requests"]
-        assert c.con.execute("SELECT latency_ms, nearline_ms FROM requests").fetchall() == [(2.5, None)]
+        assert c.con.execute("SELECT latency_ms, nearline_ms, history_len FROM requests").fetchall() == [
+            (2.5, None, None)]
 
 
 def test_a_version2_catalog_gains_truth_se_and_its_old_passes_say_not_recorded(tmp_path):

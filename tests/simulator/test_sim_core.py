@@ -85,11 +85,13 @@ def test_event_log_numbers_requests_and_writes_each_event_once():
     sb = place(2, {0: (np.array([0]), _slate([[4, 5]]), np.array([1.0])),
                    1: (np.array([1]), _slate([[6, 7]]), np.array([3.0]))})
     log.record(0, rid, np.array([10, 11]), np.array([100.0, 101.0]), np.array([0, 0]), np.array(["c", "t"], object), sb,
-               Response(np.array([-1, 1]), np.array([1.0, 0.5])))
+               Response(np.array([-1, 1]), np.array([1.0, 0.5])), np.array([3, 0]))
     log.record(1, log.new_requests(1), np.array([10]), np.array([200.0]), np.array([1]), np.array(["c"], object),
-               place(1, {0: (np.array([0]), _slate([[4, 5]]), np.array([1.0]))}), Response(np.array([0]), np.ones(1)))
+               place(1, {0: (np.array([0]), _slate([[4, 5]]), np.array([1.0]))}), Response(np.array([0]), np.ones(1)),
+               np.array([4]))
     req, asg, fb = sink.frame("requests"), sink.frame("assignments"), sink.frame("feedback")
     assert req.request_id.tolist() == [0, 1, 2] and req.batch_no.tolist() == [0, 0, 1]
+    assert req.history_len.tolist() == [3, 0, 4]  # what the arms were given with each request
     assert asg.user_id.tolist() == [10, 11] and asg.first_ts.tolist() == [100.0, 101.0]  # first seen only
     assert asg.arm.tolist() == ["c", "t"] and req.arm.tolist() == ["c", "t", "c"]
     clicks, consumes = fb[fb.event == "click"], fb[fb.event == "consume"]
