@@ -241,10 +241,10 @@ CASES = [
      r"^error: unknown run id 'nope' \(recent runs: .*\)$"),
     # a catalog whose schema version cannot be migrated (writing and read-only opens)
     ("catalog of a newer schema version", ["runs", "list", "--catalog", "DIR/future.duckdb"], 2,
-     r"^error: catalog .*future\.duckdb has schema version 99, newer than this hllm-sim's \(3\): "
+     r"^error: catalog .*future\.duckdb has schema version 99, newer than this hllm-sim's \(4\): "
      r"upgrade hllm-sim to open it$"),
     ("query a catalog of a newer schema version", ["query", "SELECT 1", "--catalog", "DIR/future.duckdb"], 2,
-     r"^error: catalog .*future\.duckdb has schema version 99, newer than this hllm-sim's \(3\): "
+     r"^error: catalog .*future\.duckdb has schema version 99, newer than this hllm-sim's \(4\): "
      r"upgrade hllm-sim to open it$"),
     ("catalog with an unreadable schema version", ["data", "list", "--catalog", "DIR/garbled.duckdb"], 2,
      r"^error: catalog .*garbled\.duckdb has an unreadable schema version 'v1': use a new catalog$"),
@@ -490,6 +490,7 @@ def test_catalog_from_the_previous_version_still_works(world, sim, tmp_path):
         con.execute("ALTER TABLE datasets DROP COLUMN content_hash")
         con.execute("ALTER TABLE requests DROP COLUMN nearline_ms")
         con.execute("ALTER TABLE truth DROP COLUMN se")
+        con.execute("ALTER TABLE requests DROP COLUMN history_len")
         con.execute("DROP TABLE run_datasets; DROP TABLE run_items; DROP TABLE run_users; DROP TABLE schema_meta")
     r = sim("report", world["run"], "--catalog", cat, "--out", str(tmp_path / "rep"))
     assert r.code == 0 and r.err.startswith(f"warning: run {world['run']} predates per-run dataset snapshots"), r.err
@@ -500,13 +501,16 @@ def test_catalog_from_the_previous_version_still_works(world, sim, tmp_path):
     with duckdb.connect(cat, read_only=True) as con:
         h = con.execute("SELECT content_hash FROM datasets WHERE name = 'w'").fetchall()[0][0]
         assert h and con.execute("SELECT count(*) FROM run_datasets WHERE content_hash = ?", [h]).fetchall()[0][0] == 1
-        assert con.execute("SELECT value FROM schema_meta WHERE key = 'version'").fetchall() == [("3",)]
+        assert con.execute("SELECT value FROM schema_meta WHERE key = 'version'").fetchall() == [("4",)]
         old, new = con.execute("SELECT count(*) FILTER (WHERE nearline_ms IS NULL), count(*) FILTER (WHERE "
                                "nearline_ms IS NOT NULL) FROM requests").fetchall()[0]
         assert old > 0 and new > 0  # the old run's requests say 'not recorded', the new run's have it
         old, new = con.execute("SELECT count(*) FILTER (WHERE se IS NULL), count(*) FILTER (WHERE se IS NOT NULL) "
                                "FROM truth").fetchall()[0]
         assert old > 0 and new > 0  # the old run's passes have no SE of their own, the new run's have it
+        old, new = con.execute("SELECT count(*) FILTER (WHERE history_len IS NULL), count(*) FILTER (WHERE "
+                               "history_len IS NOT NULL) FROM requests").fetchall()[0]
+        assert old > 0 and new > 0  # the old run's latency test is at the same call size only
 
 
 def test_run_failed_by_a_negative_seed_before_this_fix(world, sim, tmp_path):
