@@ -407,11 +407,12 @@ class BatchRatio(Estimator):
     moved the difference more than the clustered SE said (learned ML-100K A/A, 80 seeds: 12.5%
     rejections at the same call size, 3.7% at the same call size and history). Treatments that
     lengthen histories (more consumption) are compared at the same history too: the difference is
-    the serving cost of the same work. Levels are the raw sum(y)/sum(requests) per arm. The table
-    has one row per (batch, arm, user) (``batch_table``). Both arms are paired within a batch,
-    or, where batches hold one arm (a replay), within time windows of consecutive batches
-    (``paired_windows``). The variance of the difference is
-    clustered two ways, by pairing unit and by user (Cameron, Gelbach and Miller 2011: V_unit +
+    the serving cost of the same work. The lines' residuals are HC3 (``at_pooled_load``): in a short
+    run with few calls a fitted line follows its own calls. Levels are the raw sum(y)/sum(requests)
+    per arm. The table has one row per (batch, arm, user) (``batch_table``). Both arms are paired
+    within a batch, or, where batches hold one arm (a replay), within time windows of consecutive
+    batches (``paired_windows``). The variance of the difference is clustered two ways, by pairing
+    unit and by user (Cameron, Gelbach and Miller 2011: V_unit +
     V_user - V_unit&user), from each row's influence on the difference (a call's influence shared
     among its rows by their requests); t test with min(units, users) - 1 degrees of freedom. A
     table without users is clustered by pairing unit alone. The arm order within a batch is
@@ -505,7 +506,12 @@ def at_pooled_load(y: np.ndarray, Z: np.ndarray, zbar: np.ndarray) -> tuple[floa
     time on the call's load, y = a + Z b, read at zbar and divided by zbar's requests (zbar[0]);
     with each call's influence on it and its gradient in zbar. An arm whose calls cannot fit the
     line (fewer calls than parameters + 1, or a constant or collinear load) keeps its ratio
-    sum(y)/sum(requests), which does not depend on zbar."""
+    sum(y)/sum(requests), which does not depend on zbar.
+
+    Each call's residual is divided by 1 - its leverage (HC3, MacKinnon and White 1985): a line
+    fitted to few calls (a short run: ~27 calls an arm) follows its own calls, and the plain
+    residuals understated the variance (default-world A/A, 200 recorded runs: 9.0% rejections
+    with the history load, 5.5% with HC3; with many calls the leverages are ~0 and nothing moves)."""
     X = np.column_stack([np.ones(len(y)), Z])  # (calls, 1 + k)
     if len(y) <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
         r = float(y.sum() / Z[:, 0].sum())
@@ -516,7 +522,9 @@ def at_pooled_load(y: np.ndarray, Z: np.ndarray, zbar: np.ndarray) -> tuple[floa
     value = float(g @ theta)
     grad = theta[1:] / zbar[0]
     grad[0] -= value / zbar[0]
-    return value, (X @ XtX_inv @ g) * (y - X @ theta), grad
+    lev = np.einsum("ij,jk,ik->i", X, XtX_inv, X)  # (calls,) each call's leverage
+    resid = (y - X @ theta) / np.maximum(1 - lev, 1e-6)  # a call with leverage 1 has residual 0
+    return value, (X @ XtX_inv @ g) * resid, grad
 
 
 def two_way_cov(inf: np.ndarray, units: np.ndarray, users: np.ndarray | None) -> tuple[np.ndarray, int]:
