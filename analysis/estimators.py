@@ -474,11 +474,17 @@ def load_columns(calls: pd.DataFrame, den: str, c: str, t: str) -> list[str]:
             continue
         fits = []
         for a in (c, t):
-            X = np.column_stack([np.ones((calls.arm == a).sum()), calls.loc[calls.arm == a, [*cols, k]]])
-            fits.append(len(X) > X.shape[1] and np.linalg.matrix_rank(X) == X.shape[1])
+            fits.append(_can_fit(np.column_stack([np.ones((calls.arm == a).sum()),
+                                                  calls.loc[calls.arm == a, [*cols, k]]])))
         if all(fits):
             cols.append(k)
     return cols
+
+
+def _can_fit(X: np.ndarray) -> bool:
+    """Whether a least-squares line on design X (calls, parameters) is determined with a residual
+    left: more calls than parameters and no constant or collinear column."""
+    return len(X) > X.shape[1] and np.linalg.matrix_rank(X) == X.shape[1]
 
 
 def adjusted_difference(y: np.ndarray, Z: np.ndarray, arm: np.ndarray, c: str, t: str
@@ -513,7 +519,7 @@ def at_pooled_load(y: np.ndarray, Z: np.ndarray, zbar: np.ndarray) -> tuple[floa
     residuals understated the variance (default-world A/A, 200 recorded runs: 9.0% rejections
     with the history load, 5.5% with HC3; with many calls the leverages are ~0 and nothing moves)."""
     X = np.column_stack([np.ones(len(y)), Z])  # (calls, 1 + k)
-    if len(y) <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
+    if not _can_fit(X):
         r = float(y.sum() / Z[:, 0].sum())
         return r, (y - r * Z[:, 0]) / Z[:, 0].sum(), np.zeros(Z.shape[1])
     XtX_inv = np.linalg.inv(X.T @ X)
